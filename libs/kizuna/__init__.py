@@ -1,0 +1,1 @@
+"""Kizuna's shared machinery: event store, outbox relay, bus, envelopes, telemetry, settings."""

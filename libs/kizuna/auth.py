@@ -1,0 +1,153 @@
+"""Who is calling: the operator (a secret token) or a holder of a signed community token.
+
+Community tokens are EdDSA (Ed25519) JWTs: ``sub`` member id, ``cid`` community id, ``role``,
+``scope`` (member, dashboard or partner), ``aud`` "kizuna", ``exp``, ``jti`` and a ``kid``
+header naming the key. The gateway issues them and checks revocation; every service verifies
+them again with the public keys it is given, so a service trusts nothing it was not given.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from fastapi import Request
+
+from .errors import Forbidden, NotFound, Unauthorized
+
+AUDIENCE = "kizuna"
+ISSUER = "kizuna-gateway"
+Role = Literal["owner", "facilitator", "member"]
+ROLE_RANK = {"member": 1, "facilitator": 2, "owner": 3}
+Scope = Literal["member", "dashboard", "partner"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Literal["operator", "member"]
+    community_id: str | None = None
+    member_id: str | None = None
+    role: str | None = None
+    scope: str = "member"
+    token_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return "operator" if self.kind == "operator" else f"member:{self.member_id}"
+
+    @property
+    def is_operator(self) -> bool:
+        return self.kind == "operator"
+
+    def require_community(self, community_id: str) -> None:
+        """Anyone outside the community gets the same 404 as for a community that does not exist."""
+        if self.is_operator:
+            return
+        if self.community_id != str(community_id):
+            raise NotFound("community not found")
+
+    def require_role(self, community_id: str, minimum: Role) -> None:
+        self.require_community(community_id)
+        if self.is_operator:
+            return
+        if self.scope != "member":
+            raise Forbidden(f"a {self.scope} token cannot do this")
+        if ROLE_RANK.get(self.role or "", 0) < ROLE_RANK[minimum]:
+            raise Forbidden(f"requires the {minimum} role or higher", required_role=minimum)
+
+    def require_writer(self, community_id: str) -> None:
+        self.require_role(community_id, "member")
+
+    def is_self(self, member_id: str) -> bool:
+        return self.member_id == str(member_id)
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:9]).decode().rstrip("=")
+
+
+def generate_private_key_pem() -> str:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def load_private_key(pem: str) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("expected an Ed25519 private key")
+    return key
+
+
+def public_pem(private_key: Ed25519PrivateKey) -> str:
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def load_public_keys(pems: str) -> dict[str, Ed25519PublicKey]:
+    keys: dict[str, Ed25519PublicKey] = {}
+    marker = "-----END PUBLIC KEY-----"
+    for chunk in pems.replace("\\n", "\n").split(marker):
+        if "BEGIN PUBLIC KEY" not in chunk:
+            continue
+        key = serialization.load_pem_public_key((chunk.strip() + "\n" + marker + "\n").encode())
+        if isinstance(key, Ed25519PublicKey):
+            keys[key_id(key)] = key
+    return keys
+
+
+def issue_token(private_key: Ed25519PrivateKey, *, community_id: str, member_id: str, role: str,
+                scope: str = "member", ttl_seconds: int = 3600, token_id: str | None = None) -> str:
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": member_id, "cid": community_id, "role": role,
+              "scope": scope, "iat": now, "nbf": now - 5, "exp": now + ttl_seconds,
+              "jti": token_id or str(uuid.uuid4())}
+    return jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": key_id(private_key.public_key())})
+
+
+class Authenticator:
+    def __init__(self, operator_token: str, public_keys: dict[str, Ed25519PublicKey]) -> None:
+        self.operator_token = operator_token
+        self.public_keys = public_keys
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Unauthorized("a bearer token is required", slug="missing-token")
+        token = authorization[7:].strip()
+        if self.operator_token and hmac.compare_digest(token.encode(), self.operator_token.encode()):
+            return Principal(kind="operator")
+        return self.verify(token)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self.public_keys.get(str(kid))
+            if key is None:
+                raise Unauthorized("token signed by an unknown key", slug="invalid-token")
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,
+                options={"require": ["exp", "sub", "cid", "role", "jti"]},
+            )
+        except jwt.ExpiredSignatureError as error:
+            raise Unauthorized("the token has expired", slug="expired-token") from error
+        except jwt.PyJWTError as error:
+            raise Unauthorized("the token is not valid", slug="invalid-token") from error
+        return Principal(kind="member", community_id=str(claims["cid"]), member_id=str(claims["sub"]),
+                         role=str(claims["role"]), scope=str(claims.get("scope", "member")),
+                         token_id=str(claims["jti"]))
+
+
+def principal(request: Request) -> Principal:
+    """FastAPI dependency: the authenticated caller of this request."""
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator.authenticate(request.headers.get("authorization"))

@@ -1,0 +1,160 @@
+"""Idempotent JetStream consumers (the inbox pattern).
+
+Each projection that follows the bus has a durable pull consumer. A message's effect and its
+inbox row commit in one transaction, so a redelivery finds the row and changes nothing. After
+``max_deliver`` failed attempts the message goes to the dead-letter subject with the error and is
+terminated, so one poison message never blocks the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
+
+from .bus import dead_letter_subject
+from .envelope import Envelope
+from .telemetry import context_from, tracer
+
+log = logging.getLogger("kizuna.consumer")
+
+Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+
+
+@dataclass
+class Subscription:
+    """A named read model fed from the bus: which subjects it follows and how it applies one event.
+
+    ``subjects`` are suffixes after the prefix, e.g. ``"*.members.>"``."""
+
+    name: str
+    subjects: Sequence[str]
+    handle: Handler
+
+
+class InboxConsumer:
+    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, subscription: Subscription, *,
+                 stream: str, prefix: str, max_deliver: int = 5, ack_wait: float = 30.0,
+                 batch: int = 100) -> None:
+        self.js, self.pool, self.subscription = js, pool, subscription
+        self.stream, self.prefix = stream, prefix
+        self.max_deliver, self.ack_wait, self.batch = max_deliver, ack_wait, batch
+        self.applied = 0
+        self.dead_lettered = 0
+
+    @property
+    def durable(self) -> str:
+        return f"{self.prefix}-{self.subscription.name}".replace(".", "_")
+
+    def _config(self) -> ConsumerConfig:
+        subjects = [f"{self.prefix}.{suffix}" for suffix in self.subscription.subjects]
+        return ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            # One more than ours so that our own dead-lettering on the last attempt always runs.
+            max_deliver=self.max_deliver + 1,
+            max_ack_pending=1000,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+        )
+
+    async def run(self) -> None:
+        while True:
+            try:
+                sub = await self._subscribe()
+                await self._consume(sub)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer interrupted; resubscribing", extra={"consumer": self.durable})
+                await asyncio.sleep(0.5)
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        try:
+            await self.js.add_consumer(self.stream, self._config())
+        except Exception:
+            log.debug("consumer exists", extra={"consumer": self.durable})
+        return await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
+        while True:
+            try:
+                messages = await sub.fetch(self.batch, timeout=1)
+            except NatsTimeout:
+                continue
+            for msg in messages:
+                await self.process(msg)
+
+    async def process(self, msg: Msg) -> None:
+        attempt = msg.metadata.num_delivered if msg.metadata else 1
+        with tracer().start_as_current_span(
+            f"consume {self.subscription.name}", context=context_from(msg.headers),
+            kind=trace.SpanKind.CONSUMER,
+        ) as span:
+            try:
+                envelope = Envelope.from_bytes(msg.data)
+                span.set_attribute("kizuna.event_type", envelope.type)
+                span.set_attribute("kizuna.consumer", self.subscription.name)
+                await self._apply_once(envelope)
+            except Exception as error:
+                span.record_exception(error)
+                if attempt >= self.max_deliver:
+                    await self._dead_letter(msg, error, attempt)
+                    return
+                log.warning("event handling failed; will be redelivered",
+                            extra={"consumer": self.durable, "attempt": attempt, "error": repr(error)})
+                await msg.nak(delay=min(0.2 * 2**attempt, 5.0))
+                return
+        await msg.ack()
+
+    async def _apply_once(self, envelope: Envelope) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            first_time = await conn.fetchval(
+                "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+                self.subscription.name, envelope.id,
+            )
+            if first_time:
+                await self.subscription.handle(conn, envelope)
+                self.applied += 1
+
+    async def _dead_letter(self, msg: Msg, error: Exception, attempt: int) -> None:
+        payload = {
+            "consumer": self.subscription.name,
+            "subject": msg.subject,
+            "attempts": attempt,
+            "error": repr(error),
+            "event": json.loads(msg.data) if _is_json(msg.data) else msg.data.decode(errors="replace"),
+        }
+        await self.js.publish(
+            dead_letter_subject(self.prefix, self.subscription.name),
+            json.dumps(payload, default=str).encode(),
+            headers={"Nats-Msg-Id": f"dlq-{self.subscription.name}-{_msg_id(msg)}"},
+        )
+        self.dead_lettered += 1
+        log.error("event dead-lettered", extra={"consumer": self.durable, "error": repr(error)})
+        await msg.term()
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def _msg_id(msg: Msg) -> str:
+    if msg.headers and msg.headers.get("Nats-Msg-Id"):
+        return msg.headers["Nats-Msg-Id"]
+    return str(msg.metadata.sequence.stream) if msg.metadata else "unknown"

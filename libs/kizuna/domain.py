@@ -1,0 +1,50 @@
+"""Building blocks for pure domain modules: events as pydantic models and aggregates folded from them."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict
+
+
+class DomainEvent(BaseModel):
+    """A past-tense fact. Its class name is its event type on the store and on the bus."""
+
+    model_config = ConfigDict(frozen=True)
+    registry: ClassVar[dict[str, type[DomainEvent]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        DomainEvent.registry[cls.__name__] = cls
+
+    @classmethod
+    def event_type(cls) -> str:
+        return cls.__name__
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def decode(cls, event_type: str, data: dict[str, Any]) -> DomainEvent | None:
+        """The typed event for a stored one, or None for a type this process does not know."""
+        model = cls.registry.get(event_type)
+        return model.model_validate(data) if model else None
+
+
+class Aggregate:
+    """State rebuilt by folding its stream's events; ``version`` is the last applied stream version."""
+
+    version: int = 0
+
+    @classmethod
+    def from_events(cls, events: list[DomainEvent]) -> Self:
+        state = cls()
+        for event in events:
+            state.apply(event)
+            state.version += 1
+        return state
+
+    def apply(self, event: DomainEvent) -> None:
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)

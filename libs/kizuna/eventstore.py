@@ -1,0 +1,247 @@
+"""Append-only event store on PostgreSQL (asyncpg).
+
+Ordering guarantee (the "skipped event" trap): a reader following ``global_position`` alone can
+move past a row whose transaction commits late. Every row therefore records its writer's
+transaction id, and ``read_all`` only returns rows whose transaction id is below the oldest
+transaction still in flight (``pg_snapshot_xmin``), ordered by ``(transaction_id, position)``.
+Writers to different streams never wait for each other.
+
+Per-stream order: writers to one stream serialise on a transaction-scoped advisory lock taken
+*before* the transaction writes anything, so the later writer's transaction id is always
+higher — commit order, version order and read order agree within a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from .errors import ConcurrencyConflict, Conflict
+from .telemetry import tracer
+
+ANY_VERSION = -1
+NO_STREAM = 0
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    global_position: int
+    transaction_id: int
+    stream_id: str
+    stream_version: int
+    event_id: uuid.UUID
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+    @property
+    def community_id(self) -> str | None:
+        value = self.metadata.get("community_id")
+        return str(value) if value else None
+
+    @property
+    def category(self) -> str:
+        return self.stream_id.split("-", 1)[0]
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """A position in commit order: the last (transaction id, global position) a reader has taken."""
+
+    transaction_id: int = 0
+    global_position: int = 0
+
+
+InlineProjection = Callable[[asyncpg.Connection, RecordedEvent], Awaitable[None]]
+
+_COLUMNS = ("global_position, transaction_id::text::bigint AS transaction_id, stream_id, stream_version, "
+            "event_id, event_type, data, metadata, recorded_at")
+
+
+def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        global_position=row["global_position"],
+        transaction_id=row["transaction_id"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        event_id=row["event_id"],
+        type=row["event_type"],
+        data=json.loads(row["data"]),
+        metadata=json.loads(row["metadata"]),
+        recorded_at=row["recorded_at"],
+    )
+
+
+def schema_sql() -> str:
+    return (Path(__file__).parent / "schema.sql").read_text()
+
+
+class EventStore:
+    """One service's event store. ``inline_projections`` run inside each append's transaction."""
+
+    def __init__(self, pool: asyncpg.Pool, inline_projections: Sequence[InlineProjection] = ()) -> None:
+        self.pool = pool
+        self.inline_projections = list(inline_projections)
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int = ANY_VERSION,
+        *,
+        connection: asyncpg.Connection | None = None,
+    ) -> list[RecordedEvent]:
+        """Append ``events`` atomically; raises ConcurrencyConflict if the stream is not at
+        ``expected_version`` (``NO_STREAM`` = must not exist, ``ANY_VERSION`` = no check).
+        Re-appending events whose ids are already stored returns the stored events unchanged."""
+        if not events:
+            return []
+        with tracer().start_as_current_span("eventstore.append") as span:
+            span.set_attribute("kizuna.stream_id", stream_id)
+            span.set_attribute("kizuna.event_count", len(events))
+            async with self._transaction(connection) as conn:
+                return await self._append(conn, stream_id, events, expected_version)
+
+    @asynccontextmanager
+    async def _transaction(self, connection: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
+        if connection is not None:
+            async with connection.transaction():
+                yield connection
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction for several appends (and read-model writes) that must land together."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def _append(
+        self, conn: asyncpg.Connection, stream_id: str, events: Sequence[NewEvent], expected_version: int
+    ) -> list[RecordedEvent]:
+        # The lock is taken before this transaction writes anything, so its transaction id is
+        # assigned after the previous writer of this stream committed (see module docstring).
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", stream_id)
+        ids = [event.event_id for event in events]
+        already = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[]) ORDER BY global_position", ids
+        )
+        if already:
+            if len(already) == len(ids) and all(row["stream_id"] == stream_id for row in already):
+                return [_row_to_event(row) for row in already]
+            raise Conflict(
+                "some of these event ids are already stored in another append",
+                slug="duplicate-event", event_ids=[str(row["event_id"]) for row in already],
+            )
+        current = await conn.fetchval("SELECT version FROM stream_heads WHERE stream_id = $1", stream_id) or 0
+        if expected_version != ANY_VERSION and current != expected_version:
+            raise ConcurrencyConflict(stream_id, expected_version, current)
+        rows = await conn.fetch(
+            f"""
+            INSERT INTO events (stream_id, stream_version, event_id, event_type, data, metadata)
+            SELECT $1, $2 + ord, id, type, data::jsonb, metadata::jsonb
+              FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
+                   AS batch(id, type, data, metadata, ord)
+            RETURNING {_COLUMNS}
+            """,
+            stream_id, current, ids,
+            [event.type for event in events],
+            [json.dumps(event.data) for event in events],
+            [json.dumps(event.metadata) for event in events],
+        )
+        await conn.execute(
+            """
+            INSERT INTO stream_heads (stream_id, version) VALUES ($1, $2)
+            ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version
+            """,
+            stream_id, current + len(events),
+        )
+        await conn.execute("SELECT pg_notify('kizuna_events', $1)", stream_id)
+        recorded = sorted((_row_to_event(row) for row in rows), key=lambda event: event.stream_version)
+        for event in recorded:
+            for project in self.inline_projections:
+                await project(conn, event)
+        return recorded
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 "
+                "ORDER BY stream_version",
+                stream_id, from_version,
+            )
+        return [_row_to_event(row) for row in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        async with self.pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT version FROM stream_heads WHERE stream_id = $1", stream_id)
+                       or 0)
+
+    async def read_category(self, category: str, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE split_part(stream_id, '-', 1) = $1 "
+                "AND global_position > $2 ORDER BY global_position LIMIT $3",
+                category, after_position, limit,
+            )
+        return [_row_to_event(row) for row in rows]
+
+    async def read_all(self, after: Checkpoint = Checkpoint(), limit: int = 1000) -> list[RecordedEvent]:
+        """Committed events after ``after`` in commit order, never skipping a late commit."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""
+                SELECT {_COLUMNS} FROM events
+                 WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY transaction_id, global_position
+                 LIMIT $3
+                """,
+                str(after.transaction_id), after.global_position, limit,
+            )
+        return [_row_to_event(row) for row in rows]
+
+    async def count(self) -> int:
+        async with self.pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM events"))
+
+    async def load_checkpoint(self, name: str) -> Checkpoint:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT transaction_id::text::bigint AS t, global_position AS p FROM checkpoints WHERE name = $1",
+                name,
+            )
+        return Checkpoint(row["t"], row["p"]) if row else Checkpoint()
+
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                """
+                INSERT INTO checkpoints (name, transaction_id, global_position) VALUES ($1, $2::text::xid8, $3)
+                ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
+                       global_position = EXCLUDED.global_position, updated_at = now()
+                """,
+                name, str(checkpoint.transaction_id), checkpoint.global_position,
+            )
+
+
+def new_events(items: Iterable[tuple[str, dict[str, Any]]], metadata: dict[str, Any]) -> list[NewEvent]:
+    return [NewEvent(type=kind, data=data, metadata=dict(metadata)) for kind, data in items]

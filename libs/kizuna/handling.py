@@ -1,0 +1,111 @@
+"""The one way a command becomes events: load the aggregate, decide, append with its version.
+
+Commands without a caller-supplied version retry on a concurrency conflict — the decision is
+simply made again on fresh state, so an invariant such as the member cap is checked against
+every concurrent writer. A caller who sent ``If-Match`` gets the 409 instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+from fastapi import Request
+
+from .auth import Principal
+from .domain import Aggregate, DomainEvent
+from .errors import ConcurrencyConflict, Invalid, NotFound
+from .eventstore import EventStore, NewEvent, RecordedEvent
+from .telemetry import current_trace_headers
+
+A = TypeVar("A", bound=Aggregate)
+MAX_RETRIES = 100
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who acts and why: becomes every resulting event's metadata."""
+
+    actor: str
+    community_id: str | None = None
+    correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    causation_id: str | None = None
+    expected_version: int | None = None
+
+    def metadata(self, community_id: str | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"actor": self.actor, "correlation_id": self.correlation_id,
+                                "community_id": community_id or self.community_id}
+        if self.causation_id:
+            meta["causation_id"] = self.causation_id
+        meta.update(current_trace_headers())
+        return meta
+
+    @classmethod
+    def from_request(cls, request: Request, who: Principal, community_id: str | None = None) -> CommandContext:
+        if_match = request.headers.get("if-match")
+        expected = None
+        if if_match:
+            try:
+                expected = int(if_match.strip('"W/'))
+            except ValueError as error:
+                raise Invalid("If-Match", "must be the resource version as a number, e.g. \"3\"") from error
+        return cls(actor=who.actor, community_id=community_id,
+                   correlation_id=request.headers.get("x-correlation-id") or str(uuid.uuid4()),
+                   causation_id=request.headers.get("idempotency-key"), expected_version=expected)
+
+
+def to_new_events(events: Sequence[DomainEvent], metadata: dict[str, Any]) -> list[NewEvent]:
+    return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata)) for e in events]
+
+
+async def load(store: EventStore, stream_id: str, aggregate: type[A]) -> A:
+    recorded = await store.read_stream(stream_id)
+    decoded = [DomainEvent.decode(event.type, event.data) for event in recorded]
+    state = aggregate.from_events([event for event in decoded if event is not None])
+    state.version = len(recorded)
+    return state
+
+
+async def load_existing(store: EventStore, stream_id: str, aggregate: type[A], what: str) -> A:
+    state = await load(store, stream_id, aggregate)
+    if state.version == 0:
+        raise NotFound(f"{what} not found")
+    return state
+
+
+async def execute(
+    store: EventStore,
+    stream_id: str,
+    aggregate: type[A],
+    decide: Callable[[A], Sequence[DomainEvent]],
+    ctx: CommandContext,
+    *,
+    community_id: str | None = None,
+    connection: asyncpg.Connection | None = None,
+) -> tuple[A, list[RecordedEvent]]:
+    """Decide on fresh state and append; returns the new state and what was recorded."""
+    for attempt in range(MAX_RETRIES):
+        state = await load(store, stream_id, aggregate)
+        if ctx.expected_version is not None and state.version != ctx.expected_version:
+            raise ConcurrencyConflict(stream_id, ctx.expected_version, state.version)
+        events = list(decide(state))
+        if not events:
+            return state, []
+        try:
+            recorded = await store.append(stream_id, to_new_events(events, ctx.metadata(community_id)),
+                                          state.version, connection=connection)
+        except ConcurrencyConflict:
+            if ctx.expected_version is not None:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+            continue
+        for event in events:
+            state.apply(event)
+            state.version += 1
+        return state, recorded
+    raise ConcurrencyConflict(stream_id, state.version, -1)

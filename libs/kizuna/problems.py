@@ -1,0 +1,97 @@
+"""RFC 9457 problem details for every error a Kizuna API returns."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import Problem
+
+log = logging.getLogger("kizuna.http")
+
+PROBLEM_BASE = "https://kizuna.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_TITLES = {400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
+           405: "Method not allowed", 409: "Conflict", 410: "Gone", 413: "Request body too large",
+           415: "Unsupported media type", 422: "Invalid input", 429: "Too many requests",
+           503: "Service unavailable", 504: "Upstream timeout"}
+
+
+def problem_body(status: int, slug: str, title: str, detail: str, instance: str | None = None,
+                 **extensions: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extensions)
+    return body
+
+
+def problem_response(status: int, slug: str, title: str, detail: str, instance: str | None = None,
+                     headers: dict[str, str] | None = None, **extensions: Any) -> JSONResponse:
+    return JSONResponse(problem_body(status, slug, title, detail, instance, **extensions), status_code=status,
+                        media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.slug, exc.title, exc.detail, request.url.path, **exc.extensions)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field_name(err.get("loc", ())), "message": err.get("msg", "invalid")}
+                  for err in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return problem_response(422, "validation-error", "Invalid input", detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = _TITLES.get(exc.status_code, "Error")
+        slug = title.lower().replace(" ", "-")
+        return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path,
+                                headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem_response(500, "internal-error", "Internal error",
+                                "the request could not be completed; nothing was written", request.url.path)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details; extra members (``errors``, ``current_state``…) depend on the type."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"example": {
+        "type": PROBLEM_BASE + "community-full", "title": "Community full", "status": 409,
+        "detail": "community has reached its cap of 150 members", "instance": "/communities/…/members",
+    }})
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ProblemDetails, "description": title}
+    for status, title in {401: "Authentication required", 403: "Forbidden", 404: "Not found",
+                          409: "Conflict", 422: "Invalid input"}.items()
+}

@@ -1,0 +1,225 @@
+"""One factory for every service's process: the same wiring, health checks and shutdown everywhere.
+
+A service hands over its routers, its read-model migrations, its inline projections (run in the
+append's transaction) and its bus subscriptions; the factory connects PostgreSQL and NATS, runs
+migrations under an advisory lock (safe when replicas start together), and runs the outbox relay
+and the consumers for the life of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, Request, Response
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from opentelemetry import trace
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from . import bus
+from .auth import Authenticator, load_public_keys
+from .consumer import InboxConsumer, Subscription
+from .eventstore import EventStore, InlineProjection, schema_sql
+from .logs import configure_logging
+from .problems import install_problem_handlers
+from .relay import OutboxRelay
+from .settings import ServiceSettings
+from .telemetry import configure_tracing, context_from, tracer
+
+log = logging.getLogger("kizuna.service")
+MIGRATION_LOCK_KEY = 0x4B5A4D4947  # one migrator at a time per database
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    title: str
+    description: str
+    routers: Sequence[APIRouter]
+    migrations: Sequence[Migration] = ()
+    inline_projections: Sequence[InlineProjection] = ()
+    subscriptions: Sequence[Subscription] = ()
+    read_model_tables: Sequence[str] = ()
+    openapi_tags: Sequence[dict[str, Any]] = ()
+
+
+@dataclass
+class Runtime:
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    store: EventStore
+    nc: NATS | None = None
+    js: JetStreamContext | None = None
+    relay: OutboxRelay | None = None
+    consumers: list[InboxConsumer] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def create_pool(database_url: str, *, wait_seconds: float = 60.0, **kwargs: Any) -> asyncpg.Pool:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return await asyncpg.create_pool(database_url, min_size=1, max_size=10, **kwargs)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> None:
+    """Apply each named migration once, in order; concurrent starters wait on the lock."""
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+            for migration in [Migration("0000_event_store", schema_sql()), *migrations]:
+                if migration.name in applied:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", migration.name)
+                log.info("migration applied", extra={"migration": migration.name})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+
+
+class TracingMiddleware(BaseHTTPMiddleware):
+    """A server span per request, continuing the caller's ``traceparent`` when there is one."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path in ("/healthz", "/readyz"):
+            return await call_next(request)
+        with tracer().start_as_current_span(
+            f"{request.method} {request.url.path}", context=context_from(dict(request.headers)),
+            kind=trace.SpanKind.SERVER,
+        ) as span:
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("url.path", request.url.path)
+            response = await call_next(request)
+            span.set_attribute("http.response.status_code", response.status_code)
+            ctx = span.get_span_context()
+            response.headers["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"
+            return response
+
+
+def create_service(spec: ServiceSpec, settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings(service_name=spec.name)
+    configure_logging(spec.name, settings.log_level)
+    configure_tracing(spec.name, settings.otel_exporter, settings.otel_endpoint, settings.otel_file)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await start_runtime(spec, settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await stop_runtime(runtime)
+
+    app = FastAPI(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan,
+                  openapi_tags=list(spec.openapi_tags) or None)
+    app.state.settings = settings
+    app.state.authenticator = Authenticator(settings.operator_token, load_public_keys(settings.jwt_public_keys))
+    app.add_middleware(TracingMiddleware)
+    install_problem_handlers(app)
+    app.include_router(health_router())
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+async def start_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
+    pool = await create_pool(settings.database_url)
+    await migrate(pool, spec.migrations)
+    store = EventStore(pool, spec.inline_projections)
+    runtime = Runtime(settings=settings, pool=pool, store=store)
+    runtime.tasks.append(asyncio.create_task(_connect_bus(runtime, spec)))
+    return runtime
+
+
+async def _connect_bus(runtime: Runtime, spec: ServiceSpec) -> None:
+    """Connects in the background so the API serves (and /readyz reports) while NATS is away."""
+    settings = runtime.settings
+    runtime.nc = await bus.connect(settings.nats_url, f"kizuna-{spec.name}", wait_seconds=float("inf"))
+    runtime.js = runtime.nc.jetstream()
+    while True:
+        try:
+            await bus.ensure_streams(runtime.js, settings.stream_name, settings.subject_prefix,
+                                     settings.jetstream_replicas)
+            break
+        except Exception as error:
+            log.warning("JetStream not ready", extra={"error": repr(error)})
+            await asyncio.sleep(0.5)
+    runtime.relay = OutboxRelay(
+        runtime.store, runtime.js, service=spec.name, prefix=settings.subject_prefix,
+        database_url=settings.database_url, batch_size=settings.relay_batch_size,
+        idle_seconds=settings.relay_idle_seconds,
+    )
+    runtime.tasks.append(asyncio.create_task(runtime.relay.run()))
+    for subscription in spec.subscriptions:
+        consumer = InboxConsumer(
+            runtime.js, runtime.pool, subscription, stream=settings.stream_name, prefix=settings.subject_prefix,
+            max_deliver=settings.consumer_max_deliver, ack_wait=settings.consumer_ack_wait_seconds,
+        )
+        runtime.consumers.append(consumer)
+        runtime.tasks.append(asyncio.create_task(consumer.run()))
+
+
+async def stop_runtime(runtime: Runtime) -> None:
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    if runtime.nc is not None and runtime.nc.is_connected:
+        with contextlib.suppress(Exception):
+            await runtime.nc.drain()
+    await runtime.pool.close()
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: PostgreSQL and NATS JetStream answer",
+                responses={503: {"description": "a dependency is not ready"}})
+    async def readyz(request: Request, response: Response) -> dict[str, Any]:
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        checks = {"postgres": False, "nats": False}
+        if runtime is not None:
+            with contextlib.suppress(Exception):
+                async with runtime.pool.acquire(timeout=2) as conn:
+                    checks["postgres"] = await conn.fetchval("SELECT true", timeout=2)
+            if runtime.js is not None and runtime.nc is not None and runtime.nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(runtime.js.account_info(), 2)
+                    checks["nats"] = True
+        ready = all(checks.values())
+        if not ready:
+            response.status_code = 503
+        return {"status": "ready" if ready else "not ready", "checks": checks}
+
+    return router
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime

@@ -1,0 +1,55 @@
+"""Every setting a Kizuna service reads, from environment variables prefixed ``KIZUNA_``.
+
+The same names are used by `make up`, by the test fixtures and by docker compose, so the three
+cannot drift apart (tests/deploy checks the compose file against this class).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KIZUNA_", extra="ignore")
+
+    service_name: str = Field("service", description="Which service this process runs (members, referrals, ...).")
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/kizuna", description="This service's own PostgreSQL database."
+    )
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server with JetStream enabled.")
+    subject_prefix: str = Field("kizuna", description="First token of every event subject; one per ecosystem.")
+    stream_name: str = Field("KIZUNA", description="JetStream stream holding every event of the ecosystem.")
+    http_host: str = Field("127.0.0.1", description="Interface the HTTP API binds to.")
+    http_port: int = Field(8000, description="Port the HTTP API binds to.")
+    log_level: str = Field("INFO", description="Python log level for the JSON logs on stderr.")
+    otel_exporter: Literal["none", "console", "otlp", "jsonl"] = Field(
+        "none", description="Where spans go: nowhere, stderr, an OTLP/HTTP collector, or a JSON-lines file."
+    )
+    otel_endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint (otel_exporter=otlp)."
+    )
+    otel_file: str = Field("spans.jsonl", description="File the jsonl exporter appends spans to.")
+    relay_batch_size: int = Field(500, description="Events the outbox relay publishes per round trip.")
+    relay_idle_seconds: float = Field(0.2, description="How long the relay sleeps when there is nothing new.")
+    consumer_max_deliver: int = Field(5, description="Attempts before a message goes to the dead-letter subject.")
+    consumer_ack_wait_seconds: float = Field(30.0, description="Redelivery delay for an unacknowledged message.")
+    jetstream_replicas: int = Field(1, description="Stream replicas (3 on a NATS cluster).")
+    operator_token: str = Field("", description="Secret bearer token of the deployment's operator.")
+    jwt_private_key: str = Field("", description="PEM Ed25519 key the gateway signs member tokens with.")
+    jwt_public_keys: str = Field(
+        "", description="PEM Ed25519 public keys (concatenated) that services accept member tokens from."
+    )
+    service_urls: str = Field(
+        "members=http://127.0.0.1:8101,referrals=http://127.0.0.1:8102,sessions=http://127.0.0.1:8103",
+        description="Where the gateway finds the internal services, as name=url pairs.",
+    )
+    public_url: str = Field("http://127.0.0.1:8000", description="The gateway's public base URL (federation).")
+    federation_private_key: str = Field("", description="PEM Ed25519 key this deployment signs federation with.")
+    default_member_cap: int = Field(150, description="Member cap of a newly founded community.")
+
+    def service_url_map(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.service_urls.split(",") if "=" in item)
+        return {name.strip(): url.strip().rstrip("/") for name, url in pairs}

@@ -1,0 +1,148 @@
+"""Test support: run real service processes on loopback against the test's own servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kizuna.auth import generate_private_key_pem, issue_token, load_private_key, public_pem
+from kizuna.devstack import NatsServer, PostgresServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("members", "referrals", "sessions", "gateway")
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Ecosystem:
+    """One Kizuna deployment's worth of configuration for a test: databases, subjects, keys."""
+
+    postgres: PostgresServer
+    nats: NatsServer
+    prefix: str
+    workdir: Path
+    operator_token: str = field(default_factory=lambda: "op-" + os.urandom(16).hex())
+    private_key_pem: str = field(default_factory=generate_private_key_pem)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ports = {name: free_port() for name in SERVICES}
+
+    def database_url(self, service: str) -> str:
+        return self.postgres.create_database(f"{self.prefix}_{service}")
+
+    def env(self, service: str, **overrides: str) -> dict[str, str]:
+        urls = ",".join(f"{name}=http://127.0.0.1:{port}" for name, port in self.ports.items() if name != "gateway")
+        env = {
+            **os.environ,
+            "KIZUNA_SERVICE_NAME": service,
+            "KIZUNA_DATABASE_URL": self.database_url(service),
+            "KIZUNA_NATS_URL": self.nats.url,
+            "KIZUNA_SUBJECT_PREFIX": self.prefix,
+            "KIZUNA_STREAM_NAME": self.prefix.upper(),
+            "KIZUNA_HTTP_PORT": str(self.ports[service]),
+            "KIZUNA_OPERATOR_TOKEN": self.operator_token,
+            "KIZUNA_JWT_PRIVATE_KEY": self.private_key_pem if service == "gateway" else "",
+            "KIZUNA_JWT_PUBLIC_KEYS": public_pem(load_private_key(self.private_key_pem)),
+            "KIZUNA_SERVICE_URLS": urls,
+            "KIZUNA_PUBLIC_URL": f"http://127.0.0.1:{self.ports['gateway']}",
+            "KIZUNA_LOG_LEVEL": "INFO",
+        }
+        env.update(overrides)
+        return env
+
+    def start(self, *services: str, **overrides: str) -> dict[str, ServiceProcess]:
+        started = {}
+        for name in services:
+            proc = ServiceProcess(name, self.ports[name], self.env(name, **overrides),
+                                  self.workdir / f"{name}.log").start()
+            self.processes[name] = proc
+            started[name] = proc
+        for proc in started.values():
+            proc.wait_ready()
+        return started
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def token(self, community_id: str, member_id: str, role: str = "member", scope: str = "member",
+              ttl: int = 3600) -> str:
+        return issue_token(load_private_key(self.private_key_pem), community_id=str(community_id),
+                           member_id=str(member_id), role=role, scope=scope, ttl_seconds=ttl)
+
+    def operator_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.operator_token}"}
+
+    def headers(self, community_id: str, member_id: str, role: str = "member") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(community_id, member_id, role)}"}
+
+    def stop_all(self) -> None:
+        for proc in self.processes.values():
+            proc.stop()
+
+
+async def eventually(check: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
+    """Polls an async ``check`` until it returns something truthy (read models are eventually consistent)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
