@@ -73,7 +73,7 @@ class NatsServer:
             f'listen: "127.0.0.1:{self.port}"\n'
             f'jetstream {{\n  store_dir: "{self.data_dir / "jetstream"}"\n  sync_interval: {sync}\n}}\n'
         )
-        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - handed to the child process
+        log = open(self.data_dir / "nats.log", "ab")
         self.process = subprocess.Popen(
             [nats_server_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
         )
@@ -166,7 +166,7 @@ class PostgresServer:
         ]
         if not self.durable:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - handed to the child process
+        log = open(self.data_dir / "postgres.log", "ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=user)
         _wait_for_port(self.port, 30, "postgres", self.process)
         self._wait_ready()

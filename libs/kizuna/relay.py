@@ -48,7 +48,9 @@ class OutboxRelay:
                 await asyncio.sleep(1)
                 continue
             try:
-                while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                while not await lock_conn.fetchval(  # noqa: ASYNC110 - polling a lock held elsewhere
+                    "SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY
+                ):
                     await asyncio.sleep(1)
                 await lock_conn.add_listener("kizuna_events", self._on_notify)
                 await self._publish_forever()

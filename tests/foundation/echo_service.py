@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
-
 from kizuna.auth import Principal, principal
 from kizuna.consumer import Subscription
 from kizuna.envelope import Envelope
-from kizuna.handling import CommandContext
 from kizuna.eventstore import NewEvent
+from kizuna.handling import CommandContext
 from kizuna.serve import serve
 from kizuna.service import Migration, ServiceSpec, create_service, runtime_of
 from kizuna.settings import ServiceSettings

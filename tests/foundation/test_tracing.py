@@ -20,7 +20,7 @@ async def test_trace_follows_a_command_from_http_to_the_consumer(ecosystem: Ecos
                         KIZUNA_OTEL_FILE=str(spans_file))
     proc = ServiceProcess("echo", ecosystem.ports["members"], env, ecosystem.workdir / "echo.log")
     proc.process = subprocess.Popen([sys.executable, "-m", "tests.foundation.echo_service"], env=env, cwd=ROOT,
-                                    stdout=open(proc.log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+                                    stdout=open(proc.log_path, "ab"), stderr=subprocess.STDOUT)
     try:
         proc.wait_ready()
         caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
