@@ -41,6 +41,7 @@ rebuild: $(STAMP)
 	$(PY) -m kizuna.rebuild $(SERVICE)
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench
 
 soak: $(STAMP)
