@@ -11,11 +11,12 @@ class DomainEvent(BaseModel):
     """A past-tense fact. Its class name is its event type on the store and on the bus."""
 
     model_config = ConfigDict(frozen=True)
-    registry: ClassVar[dict[str, type[DomainEvent]]] = {}
+    # Per defining module, so two services may each have an event of the same name in one process.
+    registry: ClassVar[dict[str, dict[str, type[DomainEvent]]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        DomainEvent.registry[cls.__name__] = cls
+        DomainEvent.registry.setdefault(cls.__module__, {})[cls.__name__] = cls
 
     @classmethod
     def event_type(cls) -> str:
@@ -25,9 +26,9 @@ class DomainEvent(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def decode(cls, event_type: str, data: dict[str, Any]) -> DomainEvent | None:
-        """The typed event for a stored one, or None for a type this process does not know."""
-        model = cls.registry.get(event_type)
+    def decode(cls, event_type: str, data: dict[str, Any], module: str) -> DomainEvent | None:
+        """The typed event of ``module`` (a service's domain module) for a stored one, or None."""
+        model = cls.registry.get(module, {}).get(event_type)
         return model.model_validate(data) if model else None
 
 

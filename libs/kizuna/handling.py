@@ -65,7 +65,7 @@ def to_new_events(events: Sequence[DomainEvent], metadata: dict[str, Any]) -> li
 
 async def load(store: EventStore, stream_id: str, aggregate: type[A]) -> A:
     recorded = await store.read_stream(stream_id)
-    decoded = [DomainEvent.decode(event.type, event.data) for event in recorded]
+    decoded = [DomainEvent.decode(event.type, event.data, aggregate.__module__) for event in recorded]
     state = aggregate.from_events([event for event in decoded if event is not None])
     state.version = len(recorded)
     return state
