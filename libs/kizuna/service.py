@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,8 @@ class ServiceSpec:
     subscriptions: Sequence[Subscription] = ()
     read_model_tables: Sequence[str] = ()
     openapi_tags: Sequence[dict[str, Any]] = ()
+    # Long-running jobs of the service (delivery workers, expiry sweeps), started once the bus is up.
+    background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
 
 
 @dataclass
@@ -180,6 +182,21 @@ async def _connect_bus(runtime: Runtime, spec: ServiceSpec) -> None:
         )
         runtime.consumers.append(consumer)
         runtime.tasks.append(asyncio.create_task(consumer.run()))
+    for job in spec.background:
+        runtime.tasks.append(asyncio.create_task(_supervised(job, runtime)))
+
+
+async def _supervised(job: Callable[[Runtime], Awaitable[None]], runtime: Runtime) -> None:
+    """Restart a background job after an error, so one failure never silently stops it."""
+    while True:
+        try:
+            await job(runtime)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job failed; restarting", extra={"job": getattr(job, "__name__", "job")})
+            await asyncio.sleep(1)
 
 
 async def stop_runtime(runtime: Runtime) -> None:
