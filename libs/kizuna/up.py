@@ -113,7 +113,7 @@ def main() -> None:
     try:
         for name, port in ports.items():
             env = service_env(name, port, pg, nats, secrets, ports)
-            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+            log = open(logs / f"{name}.log", "ab")
             processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
                                                stdout=log, stderr=subprocess.STDOUT)
         for name, port in ports.items():
