@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from kizuna.auth import generate_private_key_pem, issue_token, load_private_key, public_pem
 from kizuna.devstack import NatsServer, PostgresServer, free_port
 
@@ -34,7 +33,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServiceProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         return self
