@@ -14,8 +14,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from kizuna.devstack import NatsServer, PostgresServer
 
+from kizuna.devstack import NatsServer, PostgresServer
 from tests.support import Ecosystem
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from kizuna.auth import generate_private_key_pem, issue_token, load_private_key, public_pem
 from kizuna.devstack import NatsServer, PostgresServer, free_port
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
+
 from kizuna.auth import Principal, principal
 from kizuna.consumer import Subscription
 from kizuna.envelope import Envelope

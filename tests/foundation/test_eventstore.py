@@ -7,6 +7,7 @@ import uuid
 
 import asyncpg
 import pytest
+
 from kizuna.errors import ConcurrencyConflict, Conflict
 from kizuna.eventstore import ANY_VERSION, NO_STREAM, Checkpoint, EventStore, NewEvent
 

@@ -6,6 +6,7 @@ import asyncio
 
 import asyncpg
 import nats
+
 from kizuna import bus
 from kizuna.consumer import Subscription
 from kizuna.devstack import NatsServer, PostgresServer
@@ -15,7 +16,6 @@ from kizuna.rebuild import rebuild
 from kizuna.relay import OutboxRelay
 from kizuna.service import Migration, ServiceSpec, migrate
 from kizuna.settings import ServiceSettings
-
 from tests.support import eventually
 
 SQL = """

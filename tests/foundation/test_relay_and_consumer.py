@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import nats
 import pytest
+from nats.js import JetStreamContext
+
 from kizuna import bus
 from kizuna.consumer import InboxConsumer, Subscription
 from kizuna.devstack import NatsServer
 from kizuna.envelope import Envelope
 from kizuna.eventstore import EventStore, NewEvent
 from kizuna.relay import OutboxRelay
-from nats.js import JetStreamContext
-
 from tests.support import eventually
 
 
