@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LINTED := $(wildcard libs services tests bench)
 
 .PHONY: test up install lint typecheck bench soak rebuild clean browser
 
@@ -22,7 +23,7 @@ browser:
 
 ## Installs what it needs, then runs lint, types and the whole suite against real NATS and PostgreSQL.
 test: $(STAMP) browser
-	$(VENV)/bin/ruff check libs services tests bench
+	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/mypy libs services
 	$(PY) -m pytest -q
 
@@ -31,7 +32,7 @@ up: $(STAMP)
 	$(PY) -m kizuna.up
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check libs services tests bench
+	$(VENV)/bin/ruff check $(LINTED)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy libs services
