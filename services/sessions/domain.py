@@ -239,7 +239,7 @@ def resolve_time(when: SessionTime) -> tuple[datetime, datetime]:
 def validate_kpis(kpis: list[Kpi]) -> None:
     names = [k.name for k in kpis]
     for index, kpi in enumerate(kpis):
-        if names.count(kpi.name) > 1:
+        if kpi.name in names[:index]:
             raise Invalid(f"kpis.{index}.name", f"KPI {kpi.name!r} appears more than once")
         if kpi.target == kpi.baseline:
             raise Invalid(f"kpis.{index}.target", "must differ from the baseline")
