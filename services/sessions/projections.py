@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from kizuna.domain import DomainEvent
+from kizuna.errors import Invalid
 from kizuna.eventstore import RecordedEvent
 from kizuna.service import Migration
 
@@ -124,8 +125,10 @@ def _page(rows: list[Any], limit: int, key: str) -> dict[str, Any]:
 
 async def list_sessions(conn: asyncpg.Connection, community_id: str, cursor: str | None, limit: int,
                         member_id: str | None = None) -> dict[str, Any]:
-    after = await conn.fetchrow("SELECT starts_at, session_id FROM sessions_view WHERE session_id = $1", cursor) \
-        if cursor else None
+    after = await conn.fetchrow("SELECT starts_at, session_id FROM sessions_view WHERE session_id = $1 "
+                                "AND community_id = $2", cursor, community_id) if cursor else None
+    if cursor and after is None:
+        raise Invalid("cursor", "not a cursor from an earlier page")
     rows = await conn.fetch(
         "SELECT state FROM sessions_view WHERE community_id = $1 "
         "AND ($2::timestamptz IS NULL OR (starts_at, session_id) > ($2, $3)) "
@@ -149,8 +152,10 @@ async def sessions_for_calendar(conn: asyncpg.Connection, community_id: str,
 
 async def list_goals(conn: asyncpg.Connection, community_id: str, cursor: str | None, limit: int,
                      member_id: str | None, status: str | None) -> dict[str, Any]:
-    after = await conn.fetchrow("SELECT set_at, goal_id FROM goals_view WHERE goal_id = $1", cursor) \
-        if cursor else None
+    after = await conn.fetchrow("SELECT set_at, goal_id FROM goals_view WHERE goal_id = $1 AND community_id = $2",
+                                cursor, community_id) if cursor else None
+    if cursor and after is None:
+        raise Invalid("cursor", "not a cursor from an earlier page")
     rows = await conn.fetch(
         "SELECT state FROM goals_view WHERE community_id = $1 AND ($2::text IS NULL OR member_id = $2) "
         "AND ($3::text IS NULL OR status = $3) "

@@ -209,6 +209,15 @@ async def test_calendar_exports_parse_as_icalendar(ecosystem: Ecosystem,
     assert online.decoded("dtstart").replace(tzinfo=None) == moved
     assert str(online.decoded("dtstart").tzinfo) == "Europe/Berlin"
 
+    first = (await community.get("/sessions?limit=1", "ana")).json()
+    assert len(first["items"]) == 1 and first["next_cursor"]
+    second = (await community.get(f"/sessions?limit=1&cursor={first['next_cursor']}", "ana")).json()
+    assert second["next_cursor"] is None
+    assert {first["items"][0]["session_id"], second["items"][0]["session_id"]} == {one["session_id"],
+                                                                                    two["session_id"]}
+    bad_cursor = await community.get("/sessions?cursor=nope", "ana")
+    assert bad_cursor.status_code == 422 and bad_cursor.json()["errors"][0]["field"] == "cursor"
+
     mine = await community.get("/calendar/members/ana.ics", "ana")
     assert [str(e["uid"]) for e in icalendar.Calendar.from_ical(mine.content).walk("VEVENT")] == [
         f"{two['session_id']}@kizuna"]
@@ -299,7 +308,7 @@ async def test_boundaries_roles_and_invalid_input(ecosystem: Ecosystem,
         r = await community.post("/sessions", "fac", "facilitator", body)
         assert r.status_code == 422, r.text
         assert r.json()["errors"][0]["field"] == field
-    goal = {"facilitator_id": "fac", "statement": "s", "motivation": "m", "due_date": "2099-01-01",
+    goal: dict[str, Any] = {"facilitator_id": "fac", "statement": "s", "motivation": "m", "due_date": "2099-01-01",
             "kpis": [{"name": "k", "baseline": 3, "target": 3, "direction": "increase"}]}
     goal_cases = [
         (goal, "kpis.0.target"),
