@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -366,8 +367,8 @@ def _ics(name: str, sessions: list[dict[str, Any]]) -> Response:
         event = Event()
         event.add("uid", f"{s['session_id']}@kizuna")
         event.add("summary", s["title"])
-        event.add("dtstart", datetime.fromisoformat(s["starts_at"]).astimezone(_zone(s["time_zone"])))
-        event.add("dtend", datetime.fromisoformat(s["ends_at"]).astimezone(_zone(s["time_zone"])))
+        event.add("dtstart", datetime.fromisoformat(s["starts_at"]).astimezone(ZoneInfo(s["time_zone"])))
+        event.add("dtend", datetime.fromisoformat(s["ends_at"]).astimezone(ZoneInfo(s["time_zone"])))
         event.add("dtstamp", datetime.now(UTC))
         event.add("sequence", s["version"])
         event.add("status", "CANCELLED" if s["status"] == "cancelled" else "CONFIRMED")
@@ -381,12 +382,6 @@ def _ics(name: str, sessions: list[dict[str, Any]]) -> Response:
         cal.add_component(event)
     cal.add_missing_timezones()
     return Response(cal.to_ical(), media_type=ICS_MEDIA_TYPE)
-
-
-def _zone(name: str) -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
 
 
 ICS_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {ICS_MEDIA_TYPE: {}},
