@@ -77,6 +77,8 @@ async def service(ecosystem: Ecosystem) -> AsyncIterator[tuple[Any, httpx.AsyncC
     async with httpx.AsyncClient(base_url=ecosystem.url("sessions"), timeout=30) as http:
         yield js, http
     await nc.drain()
+    log = ecosystem.processes["sessions"].log_path.read_text()
+    assert "unhandled error" not in log and "dead-lettered" not in log, log[-3000:]
 
 
 def session_body(**change: Any) -> dict[str, Any]:
