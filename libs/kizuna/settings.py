@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
     )
     public_url: str = Field("http://127.0.0.1:8000", description="The gateway's public base URL (federation).")
     federation_private_key: str = Field("", description="PEM Ed25519 key this deployment signs federation with.")
+    upstream_timeout_seconds: float = Field(10.0, description="Gateway: how long a service may take to answer.")
+    rate_limit_per_second: float = Field(20.0, description="Gateway: sustained requests per second per token.")
+    rate_limit_burst: int = Field(100, description="Gateway: requests a token may make in a burst.")
     default_member_cap: int = Field(150, description="Member cap of a newly founded community.")
 
     def service_url_map(self) -> dict[str, str]:

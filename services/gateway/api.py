@@ -1,0 +1,251 @@
+"""The public API: tokens, keys, health, the event stream, the dashboard, and /v1 forwarding."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import BaseModel, ConfigDict, Field
+
+from kizuna.auth import Authenticator, Principal, key_id
+from kizuna.errors import Forbidden, Invalid, NotFound, Problem, Unauthorized
+from kizuna.handling import CommandContext
+from kizuna.problems import PROBLEM_RESPONSES, problem_response
+from kizuna.service import runtime_of
+
+from . import handlers, projections
+from .domain import Scope, service_for
+from .proxy import MAX_BODY_BYTES, TokenBucket, caller_key, forward, principal_key, request_fingerprint
+
+router = APIRouter(responses=PROBLEM_RESPONSES)
+DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
+HEARTBEAT_SECONDS = 15.0
+
+
+async def gateway_principal(request: Request) -> Principal:
+    """Authenticates and refuses revoked tokens (only the gateway knows revocations)."""
+    authenticator: Authenticator = request.app.state.authenticator
+    header = request.headers.get("authorization")
+    if header is None and request.url.path.endswith("/events") and request.query_params.get("access_token"):
+        header = f"Bearer {request.query_params['access_token']}"  # EventSource cannot send headers
+    who = authenticator.authenticate(header)
+    async with runtime_of(request).pool.acquire() as conn:
+        if await projections.is_revoked(conn, who.token_id):
+            raise Unauthorized("the token has been revoked", slug="revoked-token")
+    return who
+
+
+def require_reader(who: Principal, community_id: str) -> None:
+    """Owners, facilitators, dashboard tokens and the operator may read the community's figures."""
+    who.require_community(community_id)
+    if who.is_operator or who.scope == "dashboard":
+        return
+    who.require_role(community_id, "facilitator")
+
+
+# ---- tokens ----
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "community_id": "5d1c0a6e-4a8e-4f57-9a53-1f0e5a0c9b11", "member_id": "a1f3…", "scope": "member",
+        "ttl_seconds": 3600}]})
+    community_id: str = Field(min_length=1, max_length=64)
+    member_id: str = Field(min_length=1, max_length=64)
+    scope: Scope = "member"
+    ttl_seconds: int = Field(3600, ge=60, le=30 * 24 * 3600)
+
+
+class TokenResponse(BaseModel):
+    token: str
+    token_id: str
+    community_id: str
+    member_id: str
+    role: str
+    scope: Scope
+    expires_at: str
+
+
+class RevocationRequest(BaseModel):
+    reason: str = Field("", max_length=500)
+
+
+@router.post("/v1/tokens", status_code=201, response_model=TokenResponse, tags=["tokens"],
+             summary="Issue a community token (operator, or the community's owner)")
+async def issue_token(body: TokenRequest, request: Request,
+                      who: Principal = Depends(gateway_principal)) -> TokenResponse:
+    runtime = runtime_of(request)
+    ctx = CommandContext.from_request(request, who, body.community_id)
+    token, event = await handlers.issue(runtime.store, request.app.state.signing_key, who, ctx,
+                                        community_id=body.community_id, member_id=body.member_id,
+                                        scope=body.scope, ttl_seconds=body.ttl_seconds)
+    return TokenResponse(token=token, **event.model_dump(include={"token_id", "community_id", "member_id", "role",
+                                                                  "scope", "expires_at"}))
+
+
+@router.post("/v1/tokens/{token_id}/revocation", status_code=204, tags=["tokens"],
+             summary="Revoke a token (operator, the community's owner, or its holder)")
+async def revoke_token(token_id: str, request: Request, body: RevocationRequest | None = None,
+                       who: Principal = Depends(gateway_principal)) -> Response:
+    ctx = CommandContext.from_request(request, who)
+    await handlers.revoke_token(runtime_of(request).store, who, ctx, token_id, body.reason if body else "")
+    return Response(status_code=204)
+
+
+@router.get("/.well-known/jwks.json", tags=["tokens"], summary="Public keys that verify community tokens")
+async def jwks(request: Request) -> dict[str, Any]:
+    authenticator: Authenticator = request.app.state.authenticator
+    keys = []
+    for kid, key in authenticator.public_keys.items():
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        keys.append({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid,
+                     "x": base64.urlsafe_b64encode(raw).decode().rstrip("=")})
+    return {"keys": keys}
+
+
+# ---- dashboards ----
+
+@router.get("/v1/communities/{community_id}/health", tags=["dashboards"],
+            summary="Community health for owners, facilitators and dashboards")
+async def community_health(community_id: str, request: Request, few_ties: int = Query(1, ge=0, le=150),
+                           who: Principal = Depends(gateway_principal)) -> dict[str, Any]:
+    require_reader(who, community_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        if not await projections.community_exists(conn, community_id):
+            raise NotFound("community not found")
+        return await projections.health(conn, community_id, few_ties)
+
+
+@router.get("/v1/communities/{community_id}/events", tags=["dashboards"],
+            summary="Live event stream (Server-Sent Events), resumable with Last-Event-ID",
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def community_events(community_id: str, request: Request, type: str | None = Query(None),
+                           last_event_id: int | None = Query(None, ge=0),
+                           who: Principal = Depends(gateway_principal)) -> StreamingResponse:
+    who.require_community(community_id)
+    runtime = runtime_of(request)
+    if runtime.js is None:
+        raise Problem("the event bus is not connected yet", status=503, slug="service-unavailable",
+                      title="Service unavailable")
+    header_id = request.headers.get("last-event-id")
+    if header_id is not None:
+        if not header_id.isdigit():
+            raise Invalid("Last-Event-ID", "must be the id of an event this stream sent")
+        last_event_id = int(header_id)
+    types = {t.strip() for t in type.split(",") if t.strip()} if type else None
+    subject = f"{runtime.settings.subject_prefix}.{community_id}.>"
+    start = (last_event_id or 0) + 1
+    config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                            opt_start_seq=start, inactive_threshold=60)
+    subscription = await runtime.js.pull_subscribe(subject, stream=runtime.settings.stream_name, config=config)
+
+    async def stream() -> AsyncIterator[bytes]:
+        quiet = 0.0
+        try:
+            yield b": kizuna event stream\n\n"
+            while True:
+                if await request.is_disconnected():
+                    return
+                try:
+                    messages = await subscription.fetch(100, timeout=1)
+                except NatsTimeout:
+                    quiet += 1
+                    if quiet >= HEARTBEAT_SECONDS:
+                        quiet = 0
+                        yield b": heartbeat\n\n"
+                    continue
+                quiet = 0
+                for msg in messages:
+                    body = json.loads(msg.data)
+                    if types and body.get("type") not in types:
+                        continue
+                    sequence = msg.metadata.sequence.stream
+                    yield f"id: {sequence}\nevent: {body.get('type')}\ndata: {json.dumps(body)}\n\n".encode()
+        finally:
+            await asyncio.shield(_unsubscribe(subscription))
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _unsubscribe(subscription: Any) -> None:
+    try:
+        await subscription.unsubscribe()
+    except Exception:  # the consumer expires on its own after inactive_threshold
+        return
+
+
+@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard() -> HTMLResponse:
+    return HTMLResponse(DASHBOARD.read_text())
+
+
+# ---- forwarding to the services ----
+
+@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def forward_to_service(path: str, request: Request, who: Principal = Depends(gateway_principal)) -> Response:
+    service = service_for(path)
+    parts = [p for p in path.split("/") if p]
+    if service is None:
+        raise NotFound(f"no route /v1/{path}")
+    if len(parts) >= 2:
+        who.require_community(parts[1])
+    if who.scope == "dashboard" and request.method != "GET":
+        raise Forbidden("a dashboard token is read-only")
+    state = request.app.state
+    wait = state.rate_limiter.take(caller_key(request))
+    if wait:
+        return problem_response(429, "rate-limited", "Too many requests", "slow down and retry later",
+                                request.url.path, headers={"Retry-After": str(max(1, round(wait)))})
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        return problem_response(413, "body-too-large", "Request body too large",
+                                f"the body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}", request.url.path)
+    base = state.settings.service_url_map().get(service)
+    if base is None:
+        raise NotFound(f"no route /v1/{path}")
+    key = request.headers.get("idempotency-key")
+    if key and request.method != "GET":
+        return await _idempotent(request, who, key, body,
+                                 lambda: forward(state.http, base, request, body, state.upstream_timeout))
+    return await forward(state.http, base, request, body, state.upstream_timeout)
+
+
+async def _idempotent(request: Request, who: Principal, key: str, body: bytes, call: Any) -> Response:
+    if len(key) > 200:
+        raise Invalid("Idempotency-Key", "at most 200 characters")
+    pool = runtime_of(request).pool
+    owner, fingerprint = principal_key(who), request_fingerprint(request, body)
+    async with pool.acquire() as conn:
+        stored = await conn.fetchrow("SELECT * FROM idempotency WHERE principal = $1 AND key = $2", owner, key)
+    if stored is not None:
+        if stored["request_hash"] != fingerprint:
+            raise Invalid("Idempotency-Key", "already used for a different request")
+        headers = {"Idempotent-Replayed": "true"}
+        return Response(stored["body"], status_code=stored["status"], headers=headers,
+                        media_type=stored["content_type"])
+    response: Response = await call()
+    if response.status_code < 500:  # failures may be retried for real; only settled answers are kept
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO idempotency (principal, key, request_hash, status, body, content_type) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                owner, key, fingerprint, response.status_code, bytes(response.body),
+                response.headers.get("content-type"))
+    return response
+
+
+def make_http_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+
+
+__all__ = ["TokenBucket", "key_id", "make_http_client", "router"]

@@ -1,0 +1,57 @@
+"""Wiring of the gateway: the one public API, its security and the dashboards."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+
+from kizuna.auth import load_private_key, public_pem
+from kizuna.service import Runtime, ServiceSpec, create_service
+from kizuna.settings import ServiceSettings
+
+from .api import TokenBucket, make_http_client, router
+from .consumers import SUBSCRIPTIONS
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+
+SPEC = ServiceSpec(
+    name="gateway",
+    title="Kizuna",
+    description="The public API of a Kizuna deployment: communities, members, referrals, job requests, "
+                "feedback, sessions and goals under /v1, community tokens, health figures, a live event "
+                "stream and the built-in dashboard. Errors are RFC 9457 problem details.",
+    routers=[router],
+    migrations=MIGRATIONS,
+    inline_projections=INLINE_PROJECTIONS,
+    subscriptions=SUBSCRIPTIONS,
+    read_model_tables=READ_MODEL_TABLES,
+    openapi_tags=[
+        {"name": "tokens", "description": "Community tokens: issue, revoke, verify"},
+        {"name": "dashboards", "description": "Health figures and the live event stream"},
+    ],
+)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings(service_name="gateway")
+    if not settings.jwt_private_key:
+        raise SystemExit("KIZUNA_JWT_PRIVATE_KEY is required by the gateway (see deploy/README.md)")
+    signing_key = load_private_key(settings.jwt_private_key)
+    # The gateway accepts its own signing key plus any older keys still listed (rotation).
+    accepted_keys = settings.jwt_public_keys + "\n" + public_pem(signing_key)
+    settings = settings.model_copy(update={"jwt_public_keys": accepted_keys})
+    http = make_http_client()
+
+    async def close_http_on_shutdown(_: Runtime) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await http.aclose()
+
+    spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown]})
+    app = create_service(spec, settings)
+    app.state.signing_key = signing_key
+    app.state.http = http
+    app.state.upstream_timeout = settings.upstream_timeout_seconds
+    app.state.rate_limiter = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+    return app

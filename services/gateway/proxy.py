@@ -1,0 +1,70 @@
+"""Forwarding to the internal services: timeouts, problem bodies for failures, idempotent retries,
+body limits and per-token rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import Request, Response
+
+from kizuna.auth import Principal
+from kizuna.problems import problem_response
+from kizuna.telemetry import current_trace_headers
+
+FORWARDED_HEADERS = ("authorization", "if-match", "x-correlation-id", "content-type", "accept", "idempotency-key")
+PASSED_BACK_HEADERS = ("etag", "content-type", "location", "retry-after", "content-disposition")
+MAX_BODY_BYTES = 256 * 1024
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, key: str) -> float:
+        """0 when allowed, else the seconds to wait."""
+        now = time.monotonic()
+        level, last = self.tokens.get(key, (self.burst, now))
+        level = min(self.burst, level + (now - last) * self.rate)
+        if level >= 1:
+            self.tokens[key] = (level - 1, now)
+            return 0.0
+        self.tokens[key] = (level, now)
+        return (1 - level) / self.rate
+
+
+def caller_key(request: Request) -> str:
+    return hashlib.sha256((request.headers.get("authorization") or request.client.host if request.client
+                           else "anonymous").encode()).hexdigest()[:32]
+
+
+async def forward(client: httpx.AsyncClient, base_url: str, request: Request, body: bytes,
+                  upstream_timeout: float) -> Response:
+    path = request.url.path.removeprefix("/v1")
+    headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+    headers.update(current_trace_headers())
+    try:
+        upstream = await client.request(request.method, f"{base_url}{path}", params=request.query_params,
+                                        content=body, headers=headers, timeout=upstream_timeout)
+    except httpx.TimeoutException:
+        return problem_response(504, "upstream-timeout", "Upstream timeout",
+                                "the service did not answer in time; the write may or may not have happened — "
+                                "retry with the same Idempotency-Key", request.url.path)
+    except httpx.TransportError:
+        return problem_response(503, "service-unavailable", "Service unavailable",
+                                "the service behind this route is not reachable; nothing was written",
+                                request.url.path, headers={"Retry-After": "5"})
+    passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK_HEADERS}
+    return Response(upstream.content, status_code=upstream.status_code, headers=passed)
+
+
+def request_fingerprint(request: Request, body: bytes) -> str:
+    return hashlib.sha256(request.method.encode() + request.url.path.encode() + b"\n" + body).hexdigest()
+
+
+def principal_key(who: Principal) -> str:
+    return who.actor if who.is_operator else f"{who.community_id}:{who.member_id}"
