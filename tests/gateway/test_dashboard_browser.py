@@ -1,0 +1,44 @@
+"""The built-in dashboard in headless Chromium: sign in with a token, see an event created through
+the API appear in the live feed."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import pytest
+
+from tests.gateway.conftest import BusPublisher, issue
+from tests.support import Ecosystem
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed (make test installs it where apt is available)")
+async def test_dashboard_shows_live_events(stack: tuple[BusPublisher, httpx.AsyncClient], ecosystem: Ecosystem) -> None:
+    from playwright.async_api import async_playwright
+
+    bus, http = stack
+    cid, owner = await bus.found({"aiko": "member"}, name="Hikari")
+    token = await issue(http, ecosystem, cid, owner)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{ecosystem.url('gateway')}/dashboard#token={token}")
+            await page.wait_for_selector("text=Hikari", timeout=15000)
+            await page.wait_for_selector("#status:has-text('live')", timeout=15000)
+            await page.wait_for_selector("li.event[data-type='MemberJoined']", timeout=15000)
+
+            await bus.publish("members", f"community-{cid}", cid, "MemberJoined", {
+                "member_id": "sora", "display_name": "Sora Tanaka", "role": "member", "joined_via": "invitation"})
+            await page.wait_for_selector("li.event:has-text('Sora Tanaka')", timeout=15000)
+            members_card = await page.inner_text("#cards")
+            assert "members / cap" in members_card.lower() and "/ 150" in members_card
+        finally:
+            await browser.close()
