@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
+from kizuna import bus
 from kizuna.devstack import NatsServer, PostgresServer
-from tests.support import Ecosystem
+from tests.support import BusPublisher, Ecosystem
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +71,16 @@ def ecosystem(postgres: PostgresServer, nats_server: NatsServer, unique: str, wo
 
 def pytest_report_header() -> str:
     return f"kizuna: real PostgreSQL + NATS JetStream from wheels (pid {os.getpid()})"
+
+
+@pytest.fixture
+async def stack(ecosystem: Ecosystem) -> AsyncIterator[tuple[BusPublisher, httpx.AsyncClient]]:
+    ecosystem.start("sessions", "gateway")
+    nc = await bus.connect(ecosystem.nats.url, "gateway-test")
+    js = nc.jetstream()
+    await bus.ensure_streams(js, ecosystem.prefix.upper(), ecosystem.prefix)
+    async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
+        yield BusPublisher(ecosystem, js), http
+    await nc.drain()
+    log = ecosystem.processes["gateway"].log_path.read_text()
+    assert "unhandled error" not in log, log[-3000:]

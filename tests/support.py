@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ import httpx
 
 from kizuna.auth import generate_private_key_pem, issue_token, load_private_key, public_pem
 from kizuna.devstack import NatsServer, PostgresServer, free_port
+from kizuna.envelope import subject_for, to_cloudevent
+from kizuna.eventstore import RecordedEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("members", "referrals", "sessions", "gateway")
@@ -146,3 +151,48 @@ async def eventually(check: Any, timeout: float = 15.0, interval: float = 0.1) -
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+class BusPublisher:
+    """Publishes events exactly as a service's relay would."""
+
+    def __init__(self, eco: Ecosystem, js: Any) -> None:
+        self.eco, self.js = eco, js
+        self.versions: dict[str, int] = {}
+
+    async def publish(self, service: str, stream_id: str, community_id: str, event_type: str,
+                      data: dict[str, Any]) -> None:
+        version = self.versions[stream_id] = self.versions.get(stream_id, 0) + 1
+        event = RecordedEvent(
+            global_position=version, transaction_id=1, stream_id=stream_id, stream_version=version,
+            event_id=uuid.uuid4(), type=event_type, data={"community_id": community_id, **data},
+            metadata={"community_id": community_id, "actor": "test"}, recorded_at=datetime.now(UTC))
+        await self.js.publish(subject_for(self.eco.prefix, service, event),
+                              json.dumps(to_cloudevent(service, event), default=str).encode(),
+                              headers={"Nats-Msg-Id": str(event.event_id)})
+
+    async def found(self, members: dict[str, str], name: str = "Hikari") -> tuple[str, str]:
+        """A community with an owner and ``members`` (id → role); returns (community id, owner id)."""
+        cid = str(uuid.uuid4())
+        owner = "owner-" + cid[:8]
+        stream = f"community-{cid}"
+        await self.publish("members", stream, cid, "CommunityFounded", {
+            "name": name, "purpose": "p", "values": [], "member_cap": 150, "owner_member_id": owner,
+            "owner_display_name": "Owner"})
+        for member_id, role in members.items():
+            await self.publish("members", stream, cid, "MemberJoined", {
+                "member_id": member_id, "display_name": member_id.title(), "role": role,
+                "joined_via": "invitation"})
+        return cid, owner
+
+
+async def issue(http: httpx.AsyncClient, eco: Ecosystem, cid: str, member_id: str, scope: str = "member") -> str:
+    """Issues a token through the gateway once its directory has learned the member."""
+
+    async def attempt() -> str | None:
+        response = await http.post("/v1/tokens", headers=eco.operator_headers(),
+                                   json={"community_id": cid, "member_id": member_id, "scope": scope})
+        return response.json()["token"] if response.status_code == 201 else None
+
+    token: str = await eventually(attempt)
+    return token

@@ -8,8 +8,7 @@ import shutil
 import httpx
 import pytest
 
-from tests.gateway.conftest import BusPublisher, issue
-from tests.support import Ecosystem
+from tests.support import BusPublisher, Ecosystem, issue
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

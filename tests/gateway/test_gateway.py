@@ -9,8 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.gateway.conftest import BusPublisher, issue
-from tests.support import Ecosystem, eventually
+from tests.support import BusPublisher, Ecosystem, eventually, issue
 
 SESSION = {"kind": "group-coaching", "title": "Cohort A, week 1", "starts_at": "2031-05-01T19:00:00",
            "ends_at": "2031-05-01T21:00:00", "time_zone": "Asia/Tokyo", "place": "Kominka, Kamakura",
