@@ -204,9 +204,12 @@ async def stop_runtime(runtime: Runtime) -> None:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
     if runtime.nc is not None and runtime.nc.is_connected:
+        # Close rather than drain: every message is acknowledged explicitly, so there is nothing to
+        # flush, and draining waits on open pull subscriptions (e.g. a dashboard's event stream).
         with contextlib.suppress(Exception):
-            await runtime.nc.drain()
-    await runtime.pool.close()
+            await asyncio.wait_for(runtime.nc.close(), 3)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(runtime.pool.close(), 5)
 
 
 def health_router() -> APIRouter:
