@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -62,6 +63,17 @@ def install_problem_handlers(app: FastAPI) -> None:
         slug = title.lower().replace(" ", "-")
         return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path,
                                 headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(asyncpg.exceptions.DataError)
+    async def _data(request: Request, exc: asyncpg.exceptions.DataError) -> JSONResponse:
+        # SQLSTATE class 22 is always about a value the caller sent (a NUL character in text, a number
+        # out of range…); the transaction rolled back, so nothing was written.
+        detail = "a value in the request cannot be stored"
+        bad_text = (asyncpg.exceptions.CharacterNotInRepertoireError, asyncpg.exceptions.UntranslatableCharacterError)
+        if isinstance(exc, bad_text):
+            detail = "text must not contain NUL (\\u0000) characters"
+        return problem_response(422, "validation-error", "Invalid input", detail, request.url.path,
+                                errors=[{"field": "body", "message": detail}])
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
