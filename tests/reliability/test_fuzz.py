@@ -36,7 +36,7 @@ async def test_fuzzed_requests_never_get_a_server_error(
          "--phases", "examples,coverage,fuzzing", "--no-color",
          # The event stream never ends by design; tests/gateway covers it.
          *([] if service != "gateway" else ["--exclude-path-regex", "/events$"])],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=ecosystem.workdir,
     )
     report.write_text(result.stdout + result.stderr)
     assert " passed" in result.stdout and "Tested: 0" not in result.stdout, result.stdout[-3000:]
