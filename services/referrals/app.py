@@ -1,0 +1,33 @@
+"""Wiring of the referrals service: introductions, job requests, 360° feedback and reputation."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from kizuna.service import ServiceSpec, create_service
+from kizuna.settings import ServiceSettings
+
+from .api import router
+from .consumers import SUBSCRIPTIONS
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+
+SPEC = ServiceSpec(
+    name="referrals",
+    title="Kizuna referrals",
+    description="Members introduce people they trust, post job requests to their own community first, and give "
+                "one another 360° feedback that builds each member's reputation inside the community.",
+    routers=[router],
+    migrations=MIGRATIONS,
+    inline_projections=INLINE_PROJECTIONS,
+    subscriptions=SUBSCRIPTIONS,
+    read_model_tables=READ_MODEL_TABLES,
+    openapi_tags=[
+        {"name": "jobs", "description": "Community-sourced job requests and matching"},
+        {"name": "feedback", "description": "360° feedback and reputation"},
+        {"name": "referrals", "description": "Introductions and the trust graph"},
+    ],
+)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    return create_service(SPEC, settings or ServiceSettings(service_name="referrals"))
