@@ -121,6 +121,9 @@ def main() -> None:
             print(f"kizuna: {name:<9} ready on http://127.0.0.1:{port}", flush=True)
         gateway = f"http://127.0.0.1:{ports['gateway']}"
         demo = seed_demo(gateway, secrets["operator_token"])
+        from .demo import dashboard_token
+
+        demo["dashboard_token"] = dashboard_token(gateway, secrets["operator_token"], demo)
         print_banner(gateway, secrets["operator_token"], demo, pg, nats, time.monotonic() - started)
         while True:
             for name, proc in processes.items():
@@ -140,9 +143,10 @@ def seed_demo(gateway: str, operator_token: str) -> dict[str, Any]:
         return saved
     from .demo import seed
 
-    print("kizuna: seeding the demo (two linked communities) …", flush=True)
+    print("kizuna: seeding the demo (two communities) …", flush=True)
     demo = seed(gateway, operator_token)
     marker.write_text(json.dumps(demo, indent=2))
+    marker.chmod(0o600)
     return demo
 
 
