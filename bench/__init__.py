@@ -1,0 +1,1 @@
+"""Kizuna's benchmark suite: `make bench` (or `python -m bench --quick`)."""

