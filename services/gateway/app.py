@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.routing import Route
 
 from kizuna.auth import load_private_key, public_pem
 from kizuna.service import Runtime, ServiceSpec, create_service
@@ -12,6 +14,7 @@ from kizuna.settings import ServiceSettings
 
 from .api import TokenBucket, make_http_client, router
 from .consumers import SUBSCRIPTIONS
+from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 
 SPEC = ServiceSpec(
@@ -50,8 +53,19 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown]})
     app = create_service(spec, settings)
+    _serve_merged_openapi(app, MergedOpenAPI(app, settings.service_url_map(), http))
     app.state.signing_key = signing_key
     app.state.http = http
     app.state.upstream_timeout = settings.upstream_timeout_seconds
     app.state.rate_limiter = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
     return app
+
+
+def _serve_merged_openapi(app: FastAPI, merged: MergedOpenAPI) -> None:
+    """Replace FastAPI's own /openapi.json with the merged document (the /docs page reads it too)."""
+    app.router.routes[:] = [r for r in app.router.routes if not (isinstance(r, Route) and r.path == "/openapi.json")]
+
+    async def openapi_json(_: object) -> JSONResponse:
+        return JSONResponse(await merged.document())
+
+    app.router.routes.insert(0, Route("/openapi.json", openapi_json, include_in_schema=False))

@@ -44,7 +44,9 @@ def caller_key(request: Request) -> str:
 
 async def forward(client: httpx.AsyncClient, base_url: str, request: Request, body: bytes,
                   upstream_timeout: float) -> Response:
-    path = request.url.path.removeprefix("/v1")
+    # The raw, still percent-encoded path: decoded, it may hold characters no URL may carry.
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw_path.decode("latin-1").removeprefix("/v1")
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
     headers.update(current_trace_headers())
     try:

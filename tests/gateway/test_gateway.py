@@ -184,3 +184,17 @@ async def _read_events(http: httpx.AsyncClient, path: str, token: str, count: in
                 if len(events) == count:
                     break
     return events
+
+
+async def test_openapi_document_covers_forwarded_routes(
+    stack: tuple[BusPublisher, httpx.AsyncClient], ecosystem: Ecosystem
+) -> None:
+    _, http = stack
+    document = (await http.get("/openapi.json")).json()
+    paths = document["paths"]
+    assert "/v1/tokens" in paths and "/v1/communities/{community_id}/health" in paths
+    assert "/v1/communities/{community_id}/sessions" in paths, "forwarded service routes are documented"
+    operation = paths["/v1/communities/{community_id}/sessions"]["post"]
+    assert operation["security"] == [{"bearer": []}] and "requestBody" in operation
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert set(document["info"]["x-unavailable-services"]) == {"members", "referrals"}  # not started here
