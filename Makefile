@@ -45,8 +45,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench
 
+## The reliability suite at long settings (make test runs the same tests short).
 soak: $(STAMP)
-	KIZUNA_SOAK=1 $(PY) -m pytest -q -m soak
+	KIZUNA_FAULT_WRITES=2000 KIZUNA_FUZZ_EXAMPLES=100 $(PY) -m pytest -q tests/reliability
 
 clean:
 	rm -rf $(VENV) .kizuna .pytest_cache .mypy_cache .ruff_cache
