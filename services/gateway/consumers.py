@@ -7,39 +7,25 @@ import asyncpg
 
 from kizuna.consumer import Subscription
 from kizuna.envelope import Envelope
+from kizuna.roster import RosterFollower
 
-_UPSERT = ("INSERT INTO directory (community_id, member_id, display_name, role, active, joined_at) "
-           "VALUES ($1, $2, $3, $4, true, $5) ON CONFLICT (community_id, member_id) DO UPDATE SET "
-           "display_name = EXCLUDED.display_name, role = EXCLUDED.role, active = true")
 _ITEM = ("INSERT INTO health_items (kind, item_id, community_id, status) VALUES ($1, $2, $3, $4) "
          "ON CONFLICT (kind, item_id) DO UPDATE SET status = EXCLUDED.status")
 
 
+_DIRECTORY = RosterFollower("directory", joined_at=True)
+
+
 async def apply_member_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """The directory (roles for tokens) plus each community's name and cap (for health)."""
     data, kind = envelope.data, envelope.type
     cid = str(data.get("community_id") or envelope.community_id)
     if kind == "CommunityFounded":
         await conn.execute("INSERT INTO community_caps VALUES ($1, $2, $3) ON CONFLICT (community_id) DO UPDATE "
                            "SET name = EXCLUDED.name", cid, data["name"], data["member_cap"])
-        await conn.execute(_UPSERT, cid, data["owner_member_id"], data["owner_display_name"], "owner", envelope.time)
     elif kind == "CommunityCapChanged":
         await conn.execute("UPDATE community_caps SET member_cap = $2 WHERE community_id = $1", cid, data["new_cap"])
-    elif kind == "MemberJoined":
-        await conn.execute(_UPSERT, cid, data["member_id"], data["display_name"], data["role"], envelope.time)
-    elif kind in ("MemberLeft", "MemberRemoved"):
-        await conn.execute("UPDATE directory SET active = false WHERE community_id = $1 AND member_id = $2",
-                           cid, data["member_id"])
-    elif kind == "MemberRoleChanged":
-        await conn.execute("UPDATE directory SET role = $3 WHERE community_id = $1 AND member_id = $2",
-                           cid, data["member_id"], data["new_role"])
-    elif kind == "OwnershipTransferred":
-        await conn.execute("UPDATE directory SET role = 'facilitator' WHERE community_id = $1 AND member_id = $2",
-                           cid, data["from_member_id"])
-        await conn.execute("UPDATE directory SET role = 'owner' WHERE community_id = $1 AND member_id = $2",
-                           cid, data["to_member_id"])
-    elif kind == "MemberProfileUpdated":
-        await conn.execute("UPDATE directory SET display_name = $3 WHERE community_id = $1 AND member_id = $2",
-                           cid, data["member_id"], data["display_name"])
+    await _DIRECTORY(conn, envelope)
 
 
 _STATUS = {

@@ -1,0 +1,64 @@
+"""Following the members service's events into a service's own roster table.
+
+Every service that needs to know who belongs where keeps a roster in its own database (no service
+reads another's); this is the one place that knows how member events change it. The table needs
+``community_id, member_id, display_name, role, active``; ``profile`` adds ``skills, vector,
+shared_fields``; ``joined_at`` records when each member arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from .envelope import Envelope
+
+
+@dataclass(frozen=True)
+class RosterFollower:
+    table: str = "roster"
+    profile: bool = False
+    joined_at: bool = False
+
+    async def __call__(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        data, kind, t = envelope.data, envelope.type, self.table
+        cid = str(data.get("community_id") or envelope.community_id)
+        if kind == "CommunityFounded":
+            await self._upsert(conn, envelope, cid, data["owner_member_id"], data["owner_display_name"], "owner")
+        elif kind == "MemberJoined":
+            await self._upsert(conn, envelope, cid, data["member_id"], data["display_name"], data["role"])
+        elif kind in ("MemberLeft", "MemberRemoved"):
+            await conn.execute(f"UPDATE {t} SET active = false WHERE community_id = $1 AND member_id = $2",
+                               cid, data["member_id"])
+        elif kind == "MemberRoleChanged":
+            await conn.execute(f"UPDATE {t} SET role = $3 WHERE community_id = $1 AND member_id = $2",
+                               cid, data["member_id"], data["new_role"])
+        elif kind == "OwnershipTransferred":
+            # The previous owner stays on as a facilitator (the members service's rule).
+            await conn.execute(f"UPDATE {t} SET role = 'facilitator' WHERE community_id = $1 AND member_id = $2",
+                               cid, data["from_member_id"])
+            await conn.execute(f"UPDATE {t} SET role = 'owner' WHERE community_id = $1 AND member_id = $2",
+                               cid, data["to_member_id"])
+        elif kind == "MemberProfileUpdated" and self.profile:
+            await conn.execute(
+                f"UPDATE {t} SET display_name = $3, skills = $4, vector = $5 "
+                "WHERE community_id = $1 AND member_id = $2",
+                cid, data["member_id"], data["display_name"], data.get("skills", []), data.get("vector", ""))
+        elif kind == "MemberProfileUpdated":
+            await conn.execute(f"UPDATE {t} SET display_name = $3 WHERE community_id = $1 AND member_id = $2",
+                               cid, data["member_id"], data["display_name"])
+        elif kind == "SharingConsentChanged" and self.profile:
+            await conn.execute(f"UPDATE {t} SET shared_fields = $3 WHERE community_id = $1 AND member_id = $2",
+                               cid, data["member_id"], data.get("shared_fields", ["display_name"]))
+
+    async def _upsert(self, conn: asyncpg.Connection, envelope: Envelope, cid: str, member_id: str,
+                      display_name: str, role: str) -> None:
+        columns, values = "community_id, member_id, display_name, role, active", "$1, $2, $3, $4, true"
+        args: list[object] = [cid, member_id, display_name, role]
+        if self.joined_at:
+            columns, values = columns + ", joined_at", values + ", $5"
+            args.append(envelope.time)
+        await conn.execute(
+            f"INSERT INTO {self.table} ({columns}) VALUES ({values}) ON CONFLICT (community_id, member_id) "
+            "DO UPDATE SET display_name = EXCLUDED.display_name, role = EXCLUDED.role, active = true", *args)
