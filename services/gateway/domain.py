@@ -12,7 +12,7 @@ Scope = Literal["member", "dashboard"]
 # First path segment after /v1/communities/{cid}/ → the internal service that owns it.
 ROUTES: dict[str, str] = {
     **dict.fromkeys(("members", "waitlist", "cap", "ownership", "applications", "invitations", "offers",
-                     "sisters"), "members"),
+                     "sisters", "admission", "ecosystem"), "members"),
     **dict.fromkeys(("referrals", "jobs", "feedback", "reputation", "trust-graph", "offerings"), "referrals"),
     **dict.fromkeys(("sessions", "goals", "ties", "calendar"), "sessions"),
 }
