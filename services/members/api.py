@@ -1,12 +1,13 @@
-"""HTTP routes of the members service: communities, membership, roles, profiles and consent."""
+"""HTTP routes of the members service: communities, membership, roles, profiles and consent,
+admission (policy, applications, invitations), the moving waitlist and sister communities."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from kizuna.auth import Principal, principal
 from kizuna.errors import Forbidden, NotFound
@@ -16,13 +17,21 @@ from kizuna.service import runtime_of
 
 from . import handlers, projections
 from .domain import (
+    AcceptInvitation,
+    AdmissionQuestion,
+    ChangeAdmission,
     ChangeCap,
     ChangeConsent,
     ChangeRole,
+    DecideApplication,
+    DeclineOffer,
     FoundCommunity,
+    FoundSisterCommunity,
+    IssueInvitation,
     JoinCommunity,
     LeaveCommunity,
     RemoveMember,
+    SubmitApplication,
     TransferOwnership,
     UpdateProfile,
     normalise_skill,
@@ -40,6 +49,9 @@ class CommunityView(BaseModel):
     size: int
     places_left: int
     waitlist: int
+    open_offers: int
+    admission_policy: Literal["open", "application", "invitation"]
+    sister_of: str | None
     roles: dict[str, int]
     founded_at: datetime
     version: int
@@ -83,6 +95,7 @@ class WaitlistEntry(BaseModel):
     joined_via: str
     vouched_by: str | None
     waitlisted_at: datetime
+    offer_id: str | None = None
 
 
 def _ctx(request: Request, who: Principal, community_id: str | None = None) -> CommandContext:
@@ -248,3 +261,268 @@ async def waitlist(community_id: str, request: Request, who: Principal = Depends
     await _community_view(request, community_id)
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.waitlist(conn, community_id)
+
+
+# ---- admission ----
+
+class AdmissionView(BaseModel):
+    policy: Literal["open", "application", "invitation"]
+    questions: list[AdmissionQuestion]
+    max_open_invitations: int | None
+    offer_ttl_seconds: int
+
+
+class ApplicationView(BaseModel):
+    community_id: str
+    application_id: str
+    applicant_id: str = Field(description="Becomes the member id when the applicant joins")
+    display_name: str
+    answers: dict[str, str]
+    referred_by: str | None
+    status: Literal["pending", "declined", "joined", "waitlisted", "offered", "lapsed"]
+    decided_by: str | None
+    reason: str | None
+    submitted_at: datetime
+    decided_at: datetime | None
+    offer_id: str | None
+    offer_expires_at: datetime | None
+
+
+class IssuedInvitation(BaseModel):
+    invitation_id: str
+    code: str = Field(description="Shown once: the invitee's link carries it; only its hash is kept")
+    expires_at: datetime
+
+
+class InvitationView(BaseModel):
+    community_id: str
+    invitation_id: str
+    issued_by: str
+    note: str
+    status: Literal["open", "used", "expired"]
+    member_id: str | None
+    issued_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None
+
+
+class OfferView(BaseModel):
+    community_id: str
+    offer_id: str
+    applicant_id: str
+    display_name: str
+    status: Literal["open", "accepted", "declined", "expired"]
+    offered_at: datetime
+    expires_at: datetime
+    settled_at: datetime | None
+    reason: str | None
+
+
+class LinkView(BaseModel):
+    community_id: str
+    partner_community_id: str
+    partner_name: str | None
+    kind: Literal["sister"]
+    founded_by: str
+    new_owner_member_id: str | None
+    linked_at: datetime
+
+
+class FoundedSister(BaseModel):
+    sister_community_id: str
+    new_owner_member_id: str
+    sister: CommunityView
+    community: CommunityView
+
+
+class EcosystemView(BaseModel):
+    communities: list[CommunityView]
+    links: list[LinkView]
+
+
+def _require_front_door(who: Principal) -> None:
+    """People who are not members yet have no token: the deployment's front door (the operator
+    token) acts for them, with the code or offer link they were given."""
+    if not who.is_operator:
+        raise Forbidden("only the deployment's front door (operator token) acts for people who are not members yet")
+
+
+@router.get("/communities/{community_id}/admission", response_model=AdmissionView, tags=["admission"],
+            summary="How people come in: open, by application (with questions) or by invitation")
+async def get_admission(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        view = await projections.admission(conn, community_id)
+    if view is None:
+        raise NotFound("community not found")
+    return view
+
+
+@router.put("/communities/{community_id}/admission", response_model=AdmissionView, tags=["admission"],
+            summary="Change the admission policy, questions, invitation limit and offer time (owner), with a reason")
+async def change_admission(community_id: str, body: ChangeAdmission, request: Request,
+                           who: Principal = Depends(principal)) -> Any:
+    who.require_role(community_id, "owner")
+    await handlers.change_admission(runtime_of(request).store, community_id, body, _ctx(request, who, community_id))
+    return await get_admission(community_id, request, who)
+
+
+async def _application_view(request: Request, community_id: str, application_id: str) -> dict[str, Any]:
+    async with runtime_of(request).pool.acquire() as conn:
+        view = await projections.application(conn, community_id, application_id)
+    if view is None:
+        raise NotFound("application not found")
+    return view
+
+
+@router.post("/communities/{community_id}/applications", status_code=201, response_model=ApplicationView,
+             tags=["admission"],
+             summary="Apply with answers to the community's questions (front door, or a member referring someone)")
+async def submit_application(community_id: str, body: SubmitApplication, request: Request,
+                             who: Principal = Depends(principal)) -> Any:
+    who.require_writer(community_id)
+    application_id, _ = await handlers.submit_application(runtime_of(request).store, community_id, body, who,
+                                                          _ctx(request, who, community_id))
+    return await _application_view(request, community_id, application_id)
+
+
+@router.get("/communities/{community_id}/applications", response_model=list[ApplicationView], tags=["admission"],
+            summary="Applications, oldest first (owner or facilitator)")
+async def list_applications(community_id: str, request: Request,
+                            status: Literal["pending", "approved", "declined"] | None = None,
+                            who: Principal = Depends(principal)) -> Any:
+    who.require_role(community_id, "facilitator")
+    await _community_view(request, community_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        return await projections.applications(conn, community_id, status)
+
+
+@router.get("/communities/{community_id}/applications/{application_id}", response_model=ApplicationView,
+            tags=["admission"],
+            summary="Where an application stands (the applicant through the front door, the referrer, "
+                    "owner or facilitator)")
+async def get_application(community_id: str, application_id: str, request: Request,
+                          who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    view = await _application_view(request, community_id, application_id)
+    if not (who.is_operator or (who.role in ("owner", "facilitator") and who.scope == "member")
+            or who.is_self(view["referred_by"] or "")):
+        raise NotFound("application not found")
+    return view
+
+
+@router.post("/communities/{community_id}/applications/{application_id}/decision", response_model=ApplicationView,
+             tags=["admission"], summary="Approve or decline an application, with a reason (owner or facilitator)")
+async def decide_application(community_id: str, application_id: str, body: DecideApplication, request: Request,
+                             who: Principal = Depends(principal)) -> Any:
+    who.require_role(community_id, "facilitator")
+    await handlers.decide_application(runtime_of(request).store, community_id, application_id, body, who,
+                                      _ctx(request, who, community_id))
+    return await _application_view(request, community_id, application_id)
+
+
+@router.post("/communities/{community_id}/invitations", status_code=201, response_model=IssuedInvitation,
+             tags=["admission"], summary="Issue a single-use invitation that expires (any member)")
+async def issue_invitation(community_id: str, body: IssueInvitation, request: Request,
+                           who: Principal = Depends(principal)) -> Any:
+    who.require_writer(community_id)
+    invitation_id, code, issued_at = await handlers.issue_invitation(
+        runtime_of(request).store, community_id, body, who, _ctx(request, who, community_id))
+    return {"invitation_id": invitation_id, "code": code,
+            "expires_at": issued_at + timedelta(seconds=body.ttl_seconds)}
+
+
+@router.get("/communities/{community_id}/invitations", response_model=list[InvitationView], tags=["admission"],
+            summary="Invitations: one's own (members) or all (owner, facilitator)")
+async def list_invitations(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    await _community_view(request, community_id)
+    everyone = who.is_operator or (who.scope != "partner" and who.role in ("owner", "facilitator"))
+    async with runtime_of(request).pool.acquire() as conn:
+        return await projections.invitations(conn, community_id, None if everyone else who.member_id or "",
+                                             handlers.now())
+
+
+@router.post("/communities/{community_id}/invitations/acceptance", status_code=201, response_model=JoinOutcome,
+             tags=["admission"], summary="Accept an invitation with its code (front door, for the invitee)",
+             responses={202: {"model": JoinOutcome, "description": "The community is full; waitlisted"}})
+async def accept_invitation(community_id: str, body: AcceptInvitation, request: Request, response: Response,
+                            who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    _require_front_door(who)
+    member_id, status = await handlers.accept_invitation(runtime_of(request).store, community_id, body,
+                                                         _ctx(request, who, community_id))
+    if status == "waitlisted":
+        response.status_code = 202
+    return {"member_id": member_id, "status": status}
+
+
+# ---- the moving waitlist ----
+
+@router.get("/communities/{community_id}/offers", response_model=list[OfferView], tags=["waitlist"],
+            summary="Place offers made to people on the waitlist (owner or facilitator)")
+async def list_offers(community_id: str, request: Request,
+                      status: Literal["open", "accepted", "declined", "expired"] | None = None,
+                      who: Principal = Depends(principal)) -> Any:
+    who.require_role(community_id, "facilitator")
+    await _community_view(request, community_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        return await projections.offers(conn, community_id, status)
+
+
+@router.post("/communities/{community_id}/offers/{offer_id}/acceptance", status_code=201, response_model=JoinOutcome,
+             tags=["waitlist"], summary="Take an offered place before it expires (front door, for the person)")
+async def accept_offer(community_id: str, offer_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    _require_front_door(who)
+    member_id = await handlers.accept_offer(runtime_of(request).store, community_id, offer_id,
+                                            _ctx(request, who, community_id))
+    return {"member_id": member_id, "status": "joined"}
+
+
+@router.post("/communities/{community_id}/offers/{offer_id}/decline", response_model=OfferView, tags=["waitlist"],
+             summary="Decline an offered place; it passes to the next person (front door, for the person)")
+async def decline_offer(community_id: str, offer_id: str, request: Request, body: DeclineOffer | None = None,
+                        who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    _require_front_door(who)
+    await handlers.decline_offer(runtime_of(request).store, community_id, offer_id, body or DeclineOffer(),
+                                 _ctx(request, who, community_id))
+    async with runtime_of(request).pool.acquire() as conn:
+        return await projections.offer(conn, community_id, offer_id)
+
+
+# ---- growth by linking ----
+
+@router.post("/communities/{community_id}/sisters", status_code=201, response_model=FoundedSister, tags=["linking"],
+             summary="Found a sister community when this one is full (owner); a facilitator becomes its owner")
+async def found_sister(community_id: str, body: FoundSisterCommunity, request: Request,
+                       who: Principal = Depends(principal)) -> Any:
+    who.require_role(community_id, "owner")
+    async with runtime_of(request).pool.acquire() as conn:
+        new_owner = await projections.member(conn, community_id, body.new_owner_member_id)
+    display_name = new_owner["display_name"] if new_owner is not None else body.new_owner_member_id
+    sister_id = await handlers.found_sister(runtime_of(request).store, community_id, body, display_name,
+                                            _ctx(request, who, community_id))
+    return {"sister_community_id": sister_id, "new_owner_member_id": body.new_owner_member_id,
+            "sister": await _community_view(request, sister_id),
+            "community": await _community_view(request, community_id)}
+
+
+@router.get("/communities/{community_id}/sisters", response_model=list[LinkView], tags=["linking"],
+            summary="This community's sister communities (members)")
+async def list_sisters(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    await _community_view(request, community_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        return await projections.links(conn, community_id)
+
+
+@router.get("/communities/{community_id}/ecosystem", response_model=EcosystemView, tags=["linking"],
+            summary="Every community on this deployment, sizes against caps, and their sister links "
+                    "(owners and the operator)")
+async def ecosystem(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
+    who.require_role(community_id, "owner")
+    await _community_view(request, community_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        return await projections.ecosystem(conn)

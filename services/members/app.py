@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import logging
 
-from kizuna.service import ServiceSpec, create_service
+from fastapi import FastAPI
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kizuna.handling import CommandContext
+from kizuna.service import Runtime, ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
+from . import handlers, projections
 from .api import router
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+
+log = logging.getLogger("kizuna.members")
+
+
+class MembersSettings(BaseSettings):
+    """Settings only the members service reads (``KIZUNA_`` prefix like the shared ones)."""
+
+    model_config = SettingsConfigDict(env_prefix="KIZUNA_", extra="ignore")
+    offer_sweep_seconds: float = Field(15.0, gt=0, description="How often due place offers are expired and passed on.")
+
+
+async def expire_due_offers(runtime: Runtime) -> None:
+    """Expires place offers past their time through the ordinary command, so each place passes to the
+    next person waiting. Idempotent: two replicas sweeping at once append nothing twice."""
+    interval = MembersSettings().offer_sweep_seconds
+    while True:
+        at = handlers.now()
+        async with runtime.pool.acquire() as conn:
+            due = await projections.communities_with_due_offers(conn, at)
+        for community_id in due:
+            expired = await handlers.expire_offers(runtime.store, community_id,
+                                                   CommandContext(actor="system:offer-expiry",
+                                                                  community_id=community_id), at)
+            log.info("place offers expired", extra={"community_id": community_id, "expired": expired})
+        await asyncio.sleep(interval)
 
 SPEC = ServiceSpec(
     name="members",
@@ -24,7 +56,11 @@ SPEC = ServiceSpec(
         {"name": "members", "description": "Joining, leaving, the directory and the waitlist"},
         {"name": "roles", "description": "Facilitators and ownership"},
         {"name": "profiles", "description": "Vector, skills, values and sharing consent"},
+        {"name": "admission", "description": "Admission policy, applications and invitations"},
+        {"name": "waitlist", "description": "Place offers to people on the waitlist"},
+        {"name": "linking", "description": "Sister communities and the ecosystem view"},
     ],
+    background=[expire_due_offers],
 )
 
 

@@ -1,22 +1,50 @@
-"""Members: communities, roles, profiles and the member cap. Pure — no I/O.
+"""Members: communities, roles, profiles, the member cap, admission and the waitlist. Pure — no I/O.
 
-Streams: ``community-<community_id>`` holds the community and its membership (so the cap is
-checked against every concurrent join); ``profile-<member_id>`` holds one member's profile.
+Streams: ``community-<community_id>`` holds the community, its membership, its admission
+(policy, applications, invitations) and its waitlist with place offers — so the cap, counted as
+members plus open offers, is checked against every concurrent join, acceptance and offer;
+``profile-<member_id>`` holds one member's profile. Time is passed in (``now``), never read.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kizuna.domain import Aggregate, DomainEvent
-from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
+from kizuna.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 
 Role = Literal["owner", "facilitator", "member"]
 JoinedVia = Literal["founder", "invitation", "referral", "application", "open", "operator", "sister-community"]
 SHAREABLE_FIELDS = ("display_name", "vector", "skills", "values", "reputation")
+Policy = Literal["open", "application", "invitation"]
+DEFAULT_OFFER_TTL_SECONDS = 72 * 3600
+DEFAULT_INVITATION_TTL_SECONDS = 14 * 24 * 3600
+MAX_TTL_SECONDS = 30 * 24 * 3600
+_OFFER_IDS = uuid.UUID("8f5b3c1e-6d0a-4c52-9a57-0c1e7a2b9d44")
+
+
+def code_hash(code: str) -> str:
+    """Invitation codes are secrets: only their hash is recorded (events travel on the bus)."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AdmissionQuestion(BaseModel):
+    id: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+                    description="Stable key the answers use, e.g. `why`")
+    text: str = Field(min_length=1, max_length=500)
+    required: bool = True
 
 
 # ---- events (the public contract: other services read these payloads from the bus) ----
@@ -29,6 +57,7 @@ class CommunityFounded(DomainEvent):
     member_cap: int
     owner_member_id: str
     owner_display_name: str
+    sister_of: str | None = None
 
 
 class CommunityCapChanged(DomainEvent):
@@ -86,6 +115,108 @@ class OwnershipTransferred(DomainEvent):
     reason: str
 
 
+class AdmissionPolicyChanged(DomainEvent):
+    """How people come into the community: open, by application (with questions) or by invitation."""
+
+    community_id: str
+    policy: Policy
+    questions: list[AdmissionQuestion]
+    max_open_invitations: int | None
+    offer_ttl_seconds: int
+    changed_by: str
+    reason: str
+
+
+class ApplicationSubmitted(DomainEvent):
+    community_id: str
+    application_id: str
+    applicant_id: str
+    display_name: str
+    answers: dict[str, str]
+    referred_by: str | None = None
+
+
+class ApplicationApproved(DomainEvent):
+    community_id: str
+    application_id: str
+    applicant_id: str
+    decided_by: str
+    reason: str
+
+
+class ApplicationDeclined(DomainEvent):
+    community_id: str
+    application_id: str
+    applicant_id: str
+    decided_by: str
+    reason: str
+
+
+class InvitationIssued(DomainEvent):
+    """A single-use invitation; the code itself is never recorded, only its SHA-256."""
+
+    community_id: str
+    invitation_id: str
+    code_sha256: str
+    issued_by: str
+    note: str
+    expires_at: datetime
+
+
+class InvitationAccepted(DomainEvent):
+    community_id: str
+    invitation_id: str
+    member_id: str
+    issued_by: str
+
+
+class PlaceOffered(DomainEvent):
+    """A place freed up and the first person waiting is offered it until ``expires_at``."""
+
+    community_id: str
+    offer_id: str
+    applicant_id: str
+    display_name: str
+    joined_via: JoinedVia
+    vouched_by: str | None = None
+    expires_at: datetime
+
+
+class PlaceOfferAccepted(DomainEvent):
+    community_id: str
+    offer_id: str
+    member_id: str
+
+
+class PlaceOfferDeclined(DomainEvent):
+    community_id: str
+    offer_id: str
+    applicant_id: str
+    reason: str
+
+
+class PlaceOfferExpired(DomainEvent):
+    community_id: str
+    offer_id: str
+    applicant_id: str
+    expired_at: datetime
+
+
+class SisterCommunityFounded(DomainEvent):
+    """The full community founded a sister: the two are partners from now on (on this deployment)."""
+
+    community_id: str
+    sister_community_id: str
+    sister_name: str
+    founded_by: str
+    new_owner_member_id: str
+    purpose: str
+    values: list[str]
+    member_cap: int
+    waitlist_offered: list[str] = Field(description="Waitlisted people, in order, offered places in the sister")
+    reason: str = ""
+
+
 class MemberProfileUpdated(DomainEvent):
     community_id: str
     member_id: str
@@ -136,6 +267,76 @@ class JoinCommunity(BaseModel):
     waitlist_if_full: bool = False
 
 
+class ChangeAdmission(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "policy": "application", "questions": [
+            {"id": "why", "text": "Why do you want to join?", "required": True},
+            {"id": "skills", "text": "What could you share with us?", "required": False}],
+        "max_open_invitations": 3, "offer_ttl_seconds": 259200, "reason": "we are getting known; screen newcomers"}]})
+    policy: Policy
+    questions: list[AdmissionQuestion] = Field(default_factory=list, max_length=20)
+    max_open_invitations: int | None = Field(None, ge=1, le=1000, description="Per member; none = no limit")
+    offer_ttl_seconds: int = Field(DEFAULT_OFFER_TTL_SECONDS, ge=1, le=MAX_TTL_SECONDS,
+                                   description="How long a place offer stays open (default 72 hours)")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class SubmitApplication(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "display_name": "Mika Ito", "answers": {"why": "I make picture books and want to learn video"}}]})
+    display_name: str = Field(min_length=1, max_length=120)
+    answers: dict[str, str] = Field(default_factory=dict, max_length=20)
+    referred_by: str | None = Field(None, max_length=64, description="Operator only: the member who referred")
+
+    @field_validator("answers")
+    @classmethod
+    def _short_answers(cls, answers: dict[str, str]) -> dict[str, str]:
+        for key, value in answers.items():
+            if len(key) > 40 or len(value) > 4000:
+                raise ValueError("question ids are at most 40 characters and answers at most 4,000")
+        return answers
+
+
+class DecideApplication(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"decision": "approve", "reason": "Ken knows her work"}]})
+    decision: Literal["approve", "decline"]
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class IssueInvitation(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"note": "for Mika", "ttl_seconds": 604800}]})
+    note: str = Field("", max_length=200)
+    ttl_seconds: int = Field(DEFAULT_INVITATION_TTL_SECONDS, ge=1, le=MAX_TTL_SECONDS)
+
+
+class AcceptInvitation(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "k3Jd…", "display_name": "Mika Ito"}]})
+    code: str = Field(min_length=1, max_length=200)
+    display_name: str = Field(min_length=1, max_length=120)
+
+
+class DeclineOffer(BaseModel):
+    reason: str = Field("", max_length=500)
+
+
+class FoundSisterCommunity(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "Hikari Makers West", "new_owner_member_id": "6a1f…", "reason": "we are full; Aiko starts a sister"}]})
+    name: str = Field(min_length=1, max_length=120)
+    new_owner_member_id: str = Field(min_length=1, max_length=64, description="A facilitator of this community")
+    purpose: str | None = Field(None, max_length=2000, description="Defaults to this community's purpose")
+    values: list[str] | None = Field(None, max_length=20, description="Default to this community's values")
+    member_cap: int | None = Field(None, ge=2, le=10_000, description="Defaults to this community's cap")
+    reason: str = Field("", max_length=500)
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
 class LeaveCommunity(BaseModel):
     reason: str = Field("", max_length=500)
 
@@ -176,16 +377,60 @@ def normalise_skill(skill: str) -> str:
 
 # ---- aggregates ----
 
+@dataclass
+class Waiting:
+    display_name: str
+    joined_via: JoinedVia
+    vouched_by: str | None
+
+
+@dataclass
+class Offer:
+    applicant_id: str
+    expires_at: datetime
+    status: Literal["open", "accepted", "declined", "expired"] = "open"
+
+
+@dataclass
+class Application:
+    applicant_id: str
+    display_name: str
+    referred_by: str | None
+    status: Literal["pending", "approved", "declined"] = "pending"
+
+
+@dataclass
+class Invitation:
+    invitation_id: str
+    issued_by: str
+    expires_at: datetime
+    used: bool = False
+
+
 class Community(Aggregate):
-    """A community and its membership: every join, leave and role change goes through this stream,
-    so the cap and the single owner hold under any concurrency."""
+    """A community, its membership, admission and waitlist: every join, leave, acceptance and offer
+    goes through this stream, so the cap (members + open offers) and the single owner hold under any
+    concurrency."""
 
     def __init__(self) -> None:
         self.community_id = ""
         self.name = ""
+        self.purpose = ""
+        self.values: list[str] = []
         self.cap = 0
         self.roles: dict[str, Role] = {}
-        self.waitlist: list[str] = []
+        self.waitlist: list[str] = []  # waiting without an offer, in order
+        self.waiting: dict[str, Waiting] = {}  # everyone waiting, with or without an offer
+        self.waitlisted_total = 0
+        self.offers: dict[str, Offer] = {}
+        self.offers_made: dict[str, int] = {}
+        self.policy: Policy = "open"
+        self.questions: list[AdmissionQuestion] = []
+        self.max_open_invitations: int | None = None
+        self.offer_ttl_seconds = DEFAULT_OFFER_TTL_SECONDS
+        self.applications: dict[str, Application] = {}
+        self.invitations: dict[str, Invitation] = {}  # by code hash
+        self.sisters: list[str] = []
 
     @property
     def size(self) -> int:
@@ -195,8 +440,18 @@ class Community(Aggregate):
     def owner(self) -> str | None:
         return next((m for m, r in self.roles.items() if r == "owner"), None)
 
+    @property
+    def open_offers(self) -> int:
+        return sum(1 for offer in self.offers.values() if offer.status == "open")
+
+    @property
+    def places_free(self) -> int:
+        """Places nobody holds or has been offered: the cap counts members and open offers."""
+        return self.cap - self.size - self.open_offers
+
     def _on_CommunityFounded(self, e: CommunityFounded) -> None:
         self.community_id, self.name, self.cap = e.community_id, e.name, e.member_cap
+        self.purpose, self.values = e.purpose, list(e.values)
         self.roles[e.owner_member_id] = "owner"
 
     def _on_CommunityCapChanged(self, e: CommunityCapChanged) -> None:
@@ -204,11 +459,12 @@ class Community(Aggregate):
 
     def _on_MemberJoined(self, e: MemberJoined) -> None:
         self.roles[e.member_id] = e.role
-        if e.member_id in self.waitlist:
-            self.waitlist.remove(e.member_id)
+        self._stop_waiting(e.member_id)
 
     def _on_MemberWaitlisted(self, e: MemberWaitlisted) -> None:
         self.waitlist.append(e.applicant_id)
+        self.waiting[e.applicant_id] = Waiting(e.display_name, e.joined_via, e.vouched_by)
+        self.waitlisted_total += 1
 
     def _on_MemberLeft(self, e: MemberLeft) -> None:
         self.roles.pop(e.member_id, None)
@@ -223,6 +479,125 @@ class Community(Aggregate):
         self.roles[e.from_member_id] = "facilitator"
         self.roles[e.to_member_id] = "owner"
 
+    def _on_AdmissionPolicyChanged(self, e: AdmissionPolicyChanged) -> None:
+        self.policy, self.questions = e.policy, list(e.questions)
+        self.max_open_invitations, self.offer_ttl_seconds = e.max_open_invitations, e.offer_ttl_seconds
+
+    def _on_ApplicationSubmitted(self, e: ApplicationSubmitted) -> None:
+        self.applications[e.application_id] = Application(e.applicant_id, e.display_name, e.referred_by)
+
+    def _on_ApplicationApproved(self, e: ApplicationApproved) -> None:
+        self.applications[e.application_id].status = "approved"
+
+    def _on_ApplicationDeclined(self, e: ApplicationDeclined) -> None:
+        self.applications[e.application_id].status = "declined"
+
+    def _on_InvitationIssued(self, e: InvitationIssued) -> None:
+        self.invitations[e.code_sha256] = Invitation(e.invitation_id, e.issued_by, e.expires_at)
+
+    def _on_InvitationAccepted(self, e: InvitationAccepted) -> None:
+        for invitation in self.invitations.values():
+            if invitation.invitation_id == e.invitation_id:
+                invitation.used = True
+
+    def _on_PlaceOffered(self, e: PlaceOffered) -> None:
+        self.offers[e.offer_id] = Offer(e.applicant_id, e.expires_at)
+        self.offers_made[e.applicant_id] = self.offers_made.get(e.applicant_id, 0) + 1
+        if e.applicant_id in self.waitlist:
+            self.waitlist.remove(e.applicant_id)
+
+    def _on_PlaceOfferAccepted(self, e: PlaceOfferAccepted) -> None:
+        self.offers[e.offer_id].status = "accepted"
+
+    def _on_PlaceOfferDeclined(self, e: PlaceOfferDeclined) -> None:
+        self.offers[e.offer_id].status = "declined"
+        self._stop_waiting(e.applicant_id)
+
+    def _on_PlaceOfferExpired(self, e: PlaceOfferExpired) -> None:
+        self.offers[e.offer_id].status = "expired"
+        self._stop_waiting(e.applicant_id)
+
+    def _on_SisterCommunityFounded(self, e: SisterCommunityFounded) -> None:
+        self.sisters.append(e.sister_community_id)
+
+    def _stop_waiting(self, applicant_id: str) -> None:
+        if applicant_id in self.waitlist:
+            self.waitlist.remove(applicant_id)
+        self.waiting.pop(applicant_id, None)
+
+    # -- the moving waitlist --
+
+    def _then_offer(self, events: list[DomainEvent], now: datetime) -> list[DomainEvent]:
+        """``events`` followed by one place offer per place they leave free, to the first waiting."""
+        preview = copy.deepcopy(self)
+        for event in events:
+            preview.apply(event)
+        return [*events, *preview._offers(now)]
+
+    def _offers(self, now: datetime) -> list[DomainEvent]:
+        offers: list[DomainEvent] = []
+        expires_at = now + timedelta(seconds=self.offer_ttl_seconds)
+        for applicant_id in self.waitlist[:max(self.places_free, 0)]:
+            entry = self.waiting[applicant_id]
+            n = self.offers_made.get(applicant_id, 0)
+            offer_id = str(uuid.uuid5(_OFFER_IDS, f"{self.community_id}/{applicant_id}/{n}"))
+            offers.append(PlaceOffered(community_id=self.community_id, offer_id=offer_id, applicant_id=applicant_id,
+                                       display_name=entry.display_name, joined_via=entry.joined_via,
+                                       vouched_by=entry.vouched_by, expires_at=expires_at))
+        return offers
+
+    def _admit(self, person_id: str, display_name: str, joined_via: JoinedVia, vouched_by: str | None,
+               *, waitlist_if_full: bool) -> DomainEvent:
+        """A join when a place is free; otherwise the waitlist (or a 409 when not wanted)."""
+        if self.places_free <= 0:
+            if waitlist_if_full:
+                return MemberWaitlisted(community_id=self.community_id, applicant_id=person_id,
+                                        display_name=display_name, position=self.waitlisted_total + 1,
+                                        joined_via=joined_via, vouched_by=vouched_by)
+            raise Conflict(f"the community is full: {self.size} of {self.cap} places taken"
+                           + (f" and {self.open_offers} offered" if self.open_offers else ""),
+                           slug="community-full", title="Community full", member_cap=self.cap, size=self.size,
+                           open_offers=self.open_offers)
+        return MemberJoined(community_id=self.community_id, member_id=person_id, display_name=display_name,
+                            role="member", joined_via=joined_via, vouched_by=vouched_by)
+
+    def _open_offer(self, offer_id: str, now: datetime) -> Offer:
+        offer = self.offers.get(offer_id)
+        if offer is None:
+            raise NotFound("offer not found")
+        if offer.status == "accepted":
+            raise Conflict("this offer has already been accepted", slug="offer-used")
+        if offer.status == "declined":
+            raise Conflict("this offer was declined", slug="offer-declined")
+        if offer.status == "expired" or offer.expires_at <= now:
+            raise Gone(f"this offer expired at {offer.expires_at.isoformat()}", slug="offer-expired",
+                       title="Offer expired", expires_at=offer.expires_at.isoformat())
+        return offer
+
+    def accept_offer(self, offer_id: str, now: datetime) -> list[DomainEvent]:
+        offer = self._open_offer(offer_id, now)
+        entry = self.waiting[offer.applicant_id]
+        # The offer holds the place, so accepting it never goes past the cap.
+        return [PlaceOfferAccepted(community_id=self.community_id, offer_id=offer_id, member_id=offer.applicant_id),
+                MemberJoined(community_id=self.community_id, member_id=offer.applicant_id,
+                             display_name=entry.display_name, role="member", joined_via=entry.joined_via,
+                             vouched_by=entry.vouched_by)]
+
+    def decline_offer(self, offer_id: str, cmd: DeclineOffer, now: datetime) -> list[DomainEvent]:
+        offer = self._open_offer(offer_id, now)
+        return self._then_offer([PlaceOfferDeclined(community_id=self.community_id, offer_id=offer_id,
+                                                    applicant_id=offer.applicant_id, reason=cmd.reason)], now)
+
+    def expire_offers(self, now: datetime) -> list[DomainEvent]:
+        """Every open offer past its time expires, and its place passes to the next person waiting."""
+        due: list[DomainEvent] = [
+            PlaceOfferExpired(community_id=self.community_id, offer_id=offer_id, applicant_id=offer.applicant_id,
+                              expired_at=now)
+            for offer_id, offer in self.offers.items() if offer.status == "open" and offer.expires_at <= now]
+        if not due and not (self.places_free > 0 and self.waitlist):
+            return []
+        return self._then_offer(due, now)
+
     # -- decisions --
 
     def found(self, community_id: str, owner_id: str, cmd: FoundCommunity, default_cap: int) -> list[DomainEvent]:
@@ -233,42 +608,45 @@ class Community(Aggregate):
                                  member_cap=cmd.member_cap or default_cap, owner_member_id=owner_id,
                                  owner_display_name=cmd.owner_display_name)]
 
-    def change_cap(self, cmd: ChangeCap, actor: str) -> list[DomainEvent]:
-        if cmd.member_cap < self.size:
-            raise Invalid("member_cap", f"cannot be below the current size of {self.size} members")
+    def change_cap(self, cmd: ChangeCap, actor: str, now: datetime | None = None) -> list[DomainEvent]:
+        if cmd.member_cap < self.size + self.open_offers:
+            raise Invalid("member_cap", f"cannot be below the current size of {self.size} members"
+                          + (f" plus {self.open_offers} open place offers" if self.open_offers else ""))
         if cmd.member_cap > self.cap and not cmd.reason.strip():
             raise Invalid("reason", "raising the cap needs a reason (past ~150 a community loses its warmth)")
         if cmd.member_cap == self.cap:
             return []
-        return [CommunityCapChanged(community_id=self.community_id, old_cap=self.cap, new_cap=cmd.member_cap,
-                                    reason=cmd.reason, changed_by=actor)]
+        return self._then_offer([CommunityCapChanged(community_id=self.community_id, old_cap=self.cap,
+                                                     new_cap=cmd.member_cap, reason=cmd.reason, changed_by=actor)],
+                                now or _utcnow())
 
-    def join(self, member_id: str, cmd: JoinCommunity, vouched_by: str | None) -> list[DomainEvent]:
-        if self.size >= self.cap:
-            if cmd.waitlist_if_full:
-                return [MemberWaitlisted(community_id=self.community_id, applicant_id=member_id,
-                                         display_name=cmd.display_name, position=len(self.waitlist) + 1,
-                                         joined_via=cmd.joined_via, vouched_by=vouched_by)]
-            raise Conflict(f"the community is full: {self.size} of {self.cap} places taken",
-                           slug="community-full", title="Community full", member_cap=self.cap, size=self.size)
-        return [MemberJoined(community_id=self.community_id, member_id=member_id, display_name=cmd.display_name,
-                             role="member", joined_via=cmd.joined_via, vouched_by=vouched_by)]
+    def join(self, member_id: str, cmd: JoinCommunity, vouched_by: str | None,
+             actor_role: Role | None = None) -> list[DomainEvent]:
+        """A direct add. ``actor_role`` is the adding member's role, None for the operator: under the
+        application and invitation policies only the operator and the owner add people directly."""
+        if self.policy != "open" and actor_role not in (None, "owner"):
+            raise Conflict(f"this community admits people by {self.policy}; members cannot add people directly",
+                           slug="admission-policy", title="Not how this community admits people",
+                           policy=self.policy)
+        return [self._admit(member_id, cmd.display_name, cmd.joined_via, vouched_by,
+                            waitlist_if_full=cmd.waitlist_if_full)]
 
     def require_member(self, member_id: str) -> Role:
         if member_id not in self.roles:
             raise NotFound("member not found")
         return self.roles[member_id]
 
-    def leave(self, member_id: str, cmd: LeaveCommunity) -> list[DomainEvent]:
+    def leave(self, member_id: str, cmd: LeaveCommunity, now: datetime | None = None) -> list[DomainEvent]:
         if self.require_member(member_id) == "owner":
             raise Conflict("the owner must hand ownership over before leaving", slug="owner-cannot-leave")
-        return [MemberLeft(community_id=self.community_id, member_id=member_id, reason=cmd.reason)]
+        return self._then_offer([MemberLeft(community_id=self.community_id, member_id=member_id, reason=cmd.reason)],
+                                now or _utcnow())
 
-    def remove(self, member_id: str, cmd: RemoveMember, actor: str) -> list[DomainEvent]:
+    def remove(self, member_id: str, cmd: RemoveMember, actor: str, now: datetime | None = None) -> list[DomainEvent]:
         if self.require_member(member_id) == "owner":
             raise Forbidden("the owner cannot be removed")
-        return [MemberRemoved(community_id=self.community_id, member_id=member_id, removed_by=actor,
-                              reason=cmd.reason)]
+        return self._then_offer([MemberRemoved(community_id=self.community_id, member_id=member_id, removed_by=actor,
+                                               reason=cmd.reason)], now or _utcnow())
 
     def change_role(self, member_id: str, cmd: ChangeRole, actor: str) -> list[DomainEvent]:
         current = self.require_member(member_id)
@@ -287,6 +665,132 @@ class Community(Aggregate):
             return []
         return [OwnershipTransferred(community_id=self.community_id, from_member_id=owner,
                                      to_member_id=cmd.to_member_id, reason=cmd.reason)]
+
+    # -- admission --
+
+    def change_admission(self, cmd: ChangeAdmission, actor: str) -> list[DomainEvent]:
+        if not cmd.reason.strip():
+            raise Invalid("reason", "say why the admission rules change")
+        ids = [q.id for q in cmd.questions]
+        duplicate = next((i for i in ids if ids.count(i) > 1), None)
+        if duplicate:
+            raise Invalid(f"questions.{duplicate}", "asked twice; question ids must be unique")
+        if (cmd.policy, cmd.questions, cmd.max_open_invitations, cmd.offer_ttl_seconds) == (
+                self.policy, self.questions, self.max_open_invitations, self.offer_ttl_seconds):
+            return []
+        return [AdmissionPolicyChanged(community_id=self.community_id, policy=cmd.policy, questions=cmd.questions,
+                                       max_open_invitations=cmd.max_open_invitations,
+                                       offer_ttl_seconds=cmd.offer_ttl_seconds, changed_by=actor,
+                                       reason=cmd.reason.strip())]
+
+    def submit_application(self, application_id: str, applicant_id: str, cmd: SubmitApplication,
+                           referred_by: str | None) -> list[DomainEvent]:
+        if self.policy != "application":
+            raise Conflict(f"this community admits people by {self.policy}, not by application",
+                           slug="admission-policy", title="Not how this community admits people", policy=self.policy)
+        if referred_by is not None and referred_by not in self.roles:
+            raise Invalid("referred_by", "not a member of this community")
+        asked = {q.id: q for q in self.questions}
+        for key in cmd.answers:
+            if key not in asked:
+                raise Invalid(f"answers.{key}", "the community does not ask this question")
+        for question in self.questions:
+            if question.required and not cmd.answers.get(question.id, "").strip():
+                raise Invalid(f"answers.{question.id}", f"a required answer is missing: {question.text}")
+        return [ApplicationSubmitted(community_id=self.community_id, application_id=application_id,
+                                     applicant_id=applicant_id, display_name=cmd.display_name.strip(),
+                                     answers={k: v.strip() for k, v in cmd.answers.items()}, referred_by=referred_by)]
+
+    def decide_application(self, application_id: str, cmd: DecideApplication, actor: str,
+                           decider_member_id: str | None) -> list[DomainEvent]:
+        """Owners and facilitators decide (``decider_member_id`` None is the operator). The member
+        who referred the applicant vouches for them; otherwise the approver does."""
+        if decider_member_id is not None and self.roles.get(decider_member_id) not in ("owner", "facilitator"):
+            raise Forbidden("only the owner or a facilitator decides applications", required_role="facilitator")
+        application = self.applications.get(application_id)
+        if application is None:
+            raise NotFound("application not found")
+        if application.status != "pending":
+            raise Conflict(f"this application was already {application.status}", slug="application-decided",
+                           application_status=application.status)
+        base = {"community_id": self.community_id, "application_id": application_id,
+                "applicant_id": application.applicant_id, "decided_by": actor, "reason": cmd.reason.strip()}
+        if cmd.decision == "decline":
+            return [ApplicationDeclined(**base)]
+        vouched_by = application.referred_by or decider_member_id
+        return [ApplicationApproved(**base),
+                self._admit(application.applicant_id, application.display_name, "application", vouched_by,
+                            waitlist_if_full=True)]
+
+    def issue_invitation(self, invitation_id: str, code: str, issuer_id: str, cmd: IssueInvitation,
+                         now: datetime) -> list[DomainEvent]:
+        self.require_member(issuer_id)
+        if self.max_open_invitations is not None:
+            held = sum(1 for i in self.invitations.values()
+                       if i.issued_by == issuer_id and not i.used and i.expires_at > now)
+            if held >= self.max_open_invitations:
+                raise Conflict(f"you already hold {held} open invitations; the limit is {self.max_open_invitations}",
+                               slug="invitation-limit", title="Too many open invitations",
+                               limit=self.max_open_invitations, open_invitations=held)
+        return [InvitationIssued(community_id=self.community_id, invitation_id=invitation_id,
+                                 code_sha256=code_hash(code), issued_by=issuer_id, note=cmd.note.strip(),
+                                 expires_at=now + timedelta(seconds=cmd.ttl_seconds))]
+
+    def accept_invitation(self, cmd: AcceptInvitation, member_id: str, now: datetime) -> list[DomainEvent]:
+        invitation = self.invitations.get(code_hash(cmd.code))
+        if invitation is None:
+            raise NotFound("invitation not found")
+        if invitation.used:
+            raise Conflict("this invitation has already been used", slug="invitation-used")
+        if invitation.expires_at <= now:
+            raise Gone(f"this invitation expired at {invitation.expires_at.isoformat()}", slug="invitation-expired",
+                       title="Invitation expired", expires_at=invitation.expires_at.isoformat())
+        return [InvitationAccepted(community_id=self.community_id, invitation_id=invitation.invitation_id,
+                                   member_id=member_id, issued_by=invitation.issued_by),
+                self._admit(member_id, cmd.display_name.strip(), "invitation", invitation.issued_by,
+                            waitlist_if_full=True)]
+
+    # -- growth by linking --
+
+    def found_sister(self, sister_id: str, cmd: FoundSisterCommunity, actor: str) -> list[DomainEvent]:
+        if self.places_free > 0:
+            raise Conflict(f"a sister community is founded when this one is full; {self.places_free} places are free",
+                           slug="not-at-cap", title="Community not full", places_free=self.places_free)
+        role = self.roles.get(cmd.new_owner_member_id)
+        if role is None:
+            raise Invalid("new_owner_member_id", "not a member of this community")
+        if role != "facilitator":
+            raise Invalid("new_owner_member_id", "the sister community's owner must be one of our facilitators")
+        return [SisterCommunityFounded(
+            community_id=self.community_id, sister_community_id=sister_id, sister_name=cmd.name, founded_by=actor,
+            new_owner_member_id=cmd.new_owner_member_id,
+            purpose=self.purpose if cmd.purpose is None else cmd.purpose.strip(),
+            values=list(self.values) if cmd.values is None else [v.strip() for v in cmd.values if v.strip()],
+            member_cap=cmd.member_cap or self.cap, waitlist_offered=list(self.waitlist), reason=cmd.reason)]
+
+    def begin_as_sister(self, origin: Community, founded: SisterCommunityFounded, owner_display_name: str,
+                        now: datetime) -> list[DomainEvent]:
+        """The first events of the sister's own stream: founded with the new owner, the origin's
+        admission rules as a starting point, and the origin's waitlist, in order, offered places."""
+        if self.version:
+            raise Conflict("this community already exists")
+        sid = founded.sister_community_id
+        events: list[DomainEvent] = [CommunityFounded(
+            community_id=sid, name=founded.sister_name, purpose=founded.purpose, values=founded.values,
+            member_cap=founded.member_cap, owner_member_id=founded.new_owner_member_id,
+            owner_display_name=owner_display_name, sister_of=origin.community_id)]
+        if (origin.policy, origin.questions, origin.max_open_invitations, origin.offer_ttl_seconds) != (
+                "open", [], None, DEFAULT_OFFER_TTL_SECONDS):
+            events.append(AdmissionPolicyChanged(
+                community_id=sid, policy=origin.policy, questions=origin.questions,
+                max_open_invitations=origin.max_open_invitations, offer_ttl_seconds=origin.offer_ttl_seconds,
+                changed_by=founded.founded_by, reason=f"carried over from {origin.name}"))
+        for position, applicant_id in enumerate(founded.waitlist_offered, start=1):
+            entry = origin.waiting[applicant_id]
+            events.append(MemberWaitlisted(community_id=sid, applicant_id=applicant_id, display_name=entry.display_name,
+                                           position=position, joined_via="sister-community",
+                                           vouched_by=entry.vouched_by))
+        return self._then_offer(events, now)
 
 
 class Profile(Aggregate):

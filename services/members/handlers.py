@@ -2,26 +2,47 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from datetime import UTC, datetime
 
 from kizuna.auth import Principal
+from kizuna.domain import DomainEvent
 from kizuna.errors import Forbidden, NotFound
-from kizuna.eventstore import EventStore
-from kizuna.handling import CommandContext, execute, load_existing
+from kizuna.eventstore import NO_STREAM, EventStore, RecordedEvent
+from kizuna.handling import CommandContext, execute, load_existing, to_new_events
 
 from .domain import (
+    AcceptInvitation,
+    ChangeAdmission,
     ChangeCap,
     ChangeConsent,
     ChangeRole,
     Community,
+    DecideApplication,
+    DeclineOffer,
     FoundCommunity,
+    FoundSisterCommunity,
+    IssueInvitation,
     JoinCommunity,
     LeaveCommunity,
     Profile,
     RemoveMember,
+    SisterCommunityFounded,
+    SubmitApplication,
     TransferOwnership,
     UpdateProfile,
 )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _admitted(recorded: list[RecordedEvent]) -> str | None:
+    """"joined" or "waitlisted" from what a command recorded, or None when it admitted nobody."""
+    kinds = {event.type for event in recorded}
+    return "joined" if "MemberJoined" in kinds else "waitlisted" if "MemberWaitlisted" in kinds else None
 
 
 def community_stream(community_id: str) -> str:
@@ -46,7 +67,7 @@ async def community(store: EventStore, community_id: str) -> Community:
 async def change_cap(store: EventStore, community_id: str, cmd: ChangeCap, ctx: CommandContext) -> Community:
     await community(store, community_id)
     state, _ = await execute(store, community_stream(community_id), Community,
-                             lambda c: c.change_cap(cmd, ctx.actor), ctx, community_id=community_id)
+                             lambda c: c.change_cap(cmd, ctx.actor, now()), ctx, community_id=community_id)
     return state
 
 
@@ -56,15 +77,20 @@ async def join(store: EventStore, community_id: str, cmd: JoinCommunity, who: Pr
     await community(store, community_id)
     member_id = str(uuid.uuid4())
     vouched_by = cmd.vouched_by if who.is_operator else who.member_id
-    _, recorded = await execute(store, community_stream(community_id), Community,
-                                lambda c: c.join(member_id, cmd, vouched_by), ctx, community_id=community_id)
-    return member_id, "waitlisted" if recorded and recorded[0].type == "MemberWaitlisted" else "joined"
+
+    def decide(c: Community) -> list[DomainEvent]:
+        actor_role = None if who.is_operator else c.roles.get(who.member_id or "", "member")
+        return c.join(member_id, cmd, vouched_by, actor_role)
+
+    _, recorded = await execute(store, community_stream(community_id), Community, decide, ctx,
+                                community_id=community_id)
+    return member_id, _admitted(recorded) or "joined"
 
 
 async def leave(store: EventStore, community_id: str, member_id: str, cmd: LeaveCommunity,
                 ctx: CommandContext) -> None:
     await community(store, community_id)
-    await execute(store, community_stream(community_id), Community, lambda c: c.leave(member_id, cmd), ctx,
+    await execute(store, community_stream(community_id), Community, lambda c: c.leave(member_id, cmd, now()), ctx,
                   community_id=community_id)
 
 
@@ -72,7 +98,7 @@ async def remove(store: EventStore, community_id: str, member_id: str, cmd: Remo
                  ctx: CommandContext) -> None:
     await community(store, community_id)
     await execute(store, community_stream(community_id), Community,
-                  lambda c: c.remove(member_id, cmd, ctx.actor), ctx, community_id=community_id)
+                  lambda c: c.remove(member_id, cmd, ctx.actor, now()), ctx, community_id=community_id)
 
 
 async def change_role(store: EventStore, community_id: str, member_id: str, cmd: ChangeRole,
@@ -112,3 +138,101 @@ async def change_consent(store: EventStore, community_id: str, member_id: str, c
 def require_self_or_operator(who: Principal, member_id: str) -> None:
     if not (who.is_operator or who.is_self(member_id)):
         raise Forbidden("only the member themselves may do this")
+
+
+# ---- admission ----
+
+async def change_admission(store: EventStore, community_id: str, cmd: ChangeAdmission, ctx: CommandContext) -> None:
+    await community(store, community_id)
+    await execute(store, community_stream(community_id), Community, lambda c: c.change_admission(cmd, ctx.actor), ctx,
+                  community_id=community_id)
+
+
+async def submit_application(store: EventStore, community_id: str, cmd: SubmitApplication, who: Principal,
+                             ctx: CommandContext) -> tuple[str, str]:
+    """Returns (application id, applicant id); the applicant id becomes the member id on joining."""
+    await community(store, community_id)
+    application_id, applicant_id = str(uuid.uuid4()), str(uuid.uuid4())
+    referred_by = cmd.referred_by if who.is_operator else who.member_id
+    await execute(store, community_stream(community_id), Community,
+                  lambda c: c.submit_application(application_id, applicant_id, cmd, referred_by), ctx,
+                  community_id=community_id)
+    return application_id, applicant_id
+
+
+async def decide_application(store: EventStore, community_id: str, application_id: str, cmd: DecideApplication,
+                             who: Principal, ctx: CommandContext) -> str | None:
+    """Returns "joined" or "waitlisted" for an approval, None for a decline."""
+    await community(store, community_id)
+    _, recorded = await execute(store, community_stream(community_id), Community,
+                                lambda c: c.decide_application(application_id, cmd, ctx.actor, who.member_id), ctx,
+                                community_id=community_id)
+    return _admitted(recorded)
+
+
+async def issue_invitation(store: EventStore, community_id: str, cmd: IssueInvitation, who: Principal,
+                           ctx: CommandContext) -> tuple[str, str, datetime]:
+    """Returns (invitation id, code, expiry); the code is shown once and only its hash is stored."""
+    await community(store, community_id)
+    if who.member_id is None:
+        raise Forbidden("invitations are issued by members, who vouch for the person they invite")
+    invitation_id, code, issued_at = str(uuid.uuid4()), secrets.token_urlsafe(18), now()
+    issuer = who.member_id
+    await execute(store, community_stream(community_id), Community,
+                  lambda c: c.issue_invitation(invitation_id, code, issuer, cmd, issued_at), ctx,
+                  community_id=community_id)
+    return invitation_id, code, issued_at
+
+
+async def accept_invitation(store: EventStore, community_id: str, cmd: AcceptInvitation,
+                            ctx: CommandContext) -> tuple[str, str]:
+    """Returns (member id, "joined" | "waitlisted")."""
+    await community(store, community_id)
+    member_id = str(uuid.uuid4())
+    _, recorded = await execute(store, community_stream(community_id), Community,
+                                lambda c: c.accept_invitation(cmd, member_id, now()), ctx, community_id=community_id)
+    return member_id, _admitted(recorded) or "joined"
+
+
+# ---- the moving waitlist ----
+
+async def accept_offer(store: EventStore, community_id: str, offer_id: str, ctx: CommandContext) -> str:
+    """Returns the new member's id (the waitlisted person's id)."""
+    await community(store, community_id)
+    state, _ = await execute(store, community_stream(community_id), Community,
+                             lambda c: c.accept_offer(offer_id, now()), ctx, community_id=community_id)
+    return state.offers[offer_id].applicant_id
+
+
+async def decline_offer(store: EventStore, community_id: str, offer_id: str, cmd: DeclineOffer,
+                        ctx: CommandContext) -> None:
+    await community(store, community_id)
+    await execute(store, community_stream(community_id), Community,
+                  lambda c: c.decline_offer(offer_id, cmd, now()), ctx, community_id=community_id)
+
+
+async def expire_offers(store: EventStore, community_id: str, ctx: CommandContext, at: datetime | None = None) -> int:
+    """Expires the community's due offers and passes their places on; returns how many expired."""
+    _, recorded = await execute(store, community_stream(community_id), Community,
+                                lambda c: c.expire_offers(at or now()), ctx, community_id=community_id)
+    return sum(1 for event in recorded if event.type == "PlaceOfferExpired")
+
+
+# ---- growth by linking ----
+
+async def found_sister(store: EventStore, community_id: str, cmd: FoundSisterCommunity, owner_display_name: str,
+                       ctx: CommandContext) -> str:
+    """Records SisterCommunityFounded on this community's stream and founds the sister's stream, in
+    one transaction: both happen or neither. Returns the sister community's id."""
+    await community(store, community_id)
+    sister_id = str(uuid.uuid4())
+    at = now()
+    async with store.unit_of_work() as conn:
+        origin, recorded = await execute(store, community_stream(community_id), Community,
+                                         lambda c: c.found_sister(sister_id, cmd, ctx.actor), ctx,
+                                         community_id=community_id, connection=conn)
+        founded = SisterCommunityFounded.model_validate(recorded[-1].data)
+        sister_events = Community().begin_as_sister(origin, founded, owner_display_name, at)
+        await store.append(community_stream(sister_id), to_new_events(sister_events, ctx.metadata(sister_id)),
+                           NO_STREAM, connection=conn)
+    return sister_id
