@@ -50,10 +50,18 @@ def events_by_service() -> dict[str, list[type[DomainEvent]]]:
             module = importlib.import_module(f"services.{service}.domain")
         except ModuleNotFoundError:
             continue
-        events = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
-                  if issubclass(obj, DomainEvent) and obj is not DomainEvent and obj.__module__ == module.__name__]
-        found[service] = sorted(events, key=lambda cls: inspect.getsourcelines(cls)[1])
+        found[service] = _events_of(module)
+        # A service's sub-packages with their own domain (services/<name>/<part>/domain.py) publish
+        # under the service's name too; they follow the service's own events.
+        for path in sorted(Path(str(module.__file__)).parent.glob("*/domain.py")):
+            found[service] += _events_of(importlib.import_module(f"services.{service}.{path.parent.name}.domain"))
     return found
+
+
+def _events_of(module: Any) -> list[type[DomainEvent]]:
+    events = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+              if issubclass(obj, DomainEvent) and obj is not DomainEvent and obj.__module__ == module.__name__]
+    return sorted(events, key=lambda cls: inspect.getsourcelines(cls)[1])
 
 
 def build_document() -> dict[str, Any]:

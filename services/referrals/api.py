@@ -26,6 +26,7 @@ from .domain import (
     ReferToJob,
     match_score,
 )
+from .offerings.api import LeadUserReputation
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
 
@@ -70,6 +71,7 @@ class ReferralView(BaseModel):
     referred_id: str
     to_member_id: str | None
     job_id: str | None
+    offering_id: str | None = None
     note: str
     status: Literal["made", "accepted", "declined"]
     worked: bool | None
@@ -93,6 +95,7 @@ class Reputation(BaseModel):
     jobs: int
     averages: dict[str, float | None]
     recency_weighted: dict[str, float | None]
+    lead_user_feedback: LeadUserReputation | None = None
 
 
 class DeclineReferral(BaseModel):
@@ -233,7 +236,8 @@ async def reputation(community_id: str, member_id: str, request: Request,
 
 
 @router.post("/communities/{community_id}/referrals", status_code=201, response_model=Created, tags=["referrals"],
-             summary="Introduce a trusted member to another member or to a job request")
+             summary="Introduce a trusted member to another member or to a job request, or a trusted producer's "
+                     "offering to a member")
 async def make_referral(community_id: str, body: MakeReferral, request: Request,
                         who: Principal = Depends(principal)) -> Any:
     who.require_writer(community_id)

@@ -9,6 +9,9 @@ from kizuna.settings import ServiceSettings
 
 from .api import router
 from .consumers import SUBSCRIPTIONS
+from .offerings import api as offerings_api
+from .offerings import handlers as offerings_handlers
+from .offerings import projections as offerings_projections
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 
 SPEC = ServiceSpec(
@@ -16,15 +19,17 @@ SPEC = ServiceSpec(
     title="Kizuna referrals",
     description="Members introduce people they trust, post job requests to their own community first, and give "
                 "one another 360° feedback that builds each member's reputation inside the community.",
-    routers=[router],
-    migrations=MIGRATIONS,
-    inline_projections=INLINE_PROJECTIONS,
+    routers=[router, offerings_api.router],
+    migrations=[*MIGRATIONS, *offerings_projections.MIGRATIONS],
+    inline_projections=[*INLINE_PROJECTIONS, *offerings_projections.INLINE_PROJECTIONS],
     subscriptions=SUBSCRIPTIONS,
-    read_model_tables=READ_MODEL_TABLES,
+    read_model_tables=[*READ_MODEL_TABLES, *offerings_projections.READ_MODEL_TABLES],
+    background=[offerings_handlers.settle_due_offerings],
     openapi_tags=[
         {"name": "jobs", "description": "Community-sourced job requests and matching"},
         {"name": "feedback", "description": "360° feedback and reputation"},
         {"name": "referrals", "description": "Introductions and the trust graph"},
+        {"name": "offerings", "description": "Pre-commitment offerings: commitments, help shifts, deliveries"},
     ],
 )
 

@@ -98,6 +98,7 @@ class ReferralMade(DomainEvent):
     to_member_id: str | None
     job_id: str | None
     note: str
+    offering_id: str | None = None
 
 
 class ReferralAccepted(DomainEvent):
@@ -185,11 +186,16 @@ class MakeReferral(BaseModel):
     to_member_id: str | None = Field(None, max_length=64)
     job_id: str | None = Field(None, max_length=64)
     note: str = Field("", max_length=1000)
+    offering_id: str | None = Field(None, max_length=64, description=(
+        "Introduce a trusted producer: the offering is the subject, referred_id its producer, "
+        "to_member_id the member introduced to them"))
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
         if (self.to_member_id is None) == (self.job_id is None):
             raise ValueError("refer to exactly one of to_member_id or job_id")
+        if self.offering_id is not None and self.to_member_id is None:
+            raise ValueError("a producer's offering is introduced to a member (to_member_id)")
         return self
 
 
@@ -350,7 +356,7 @@ class Referral(Aggregate):
             raise Invalid("to_member_id", "introduce the person to someone else")
         return [ReferralMade(community_id=community_id, referral_id=referral_id, referrer_id=referrer,
                              referred_id=cmd.referred_id, to_member_id=cmd.to_member_id, job_id=cmd.job_id,
-                             note=cmd.note)]
+                             note=cmd.note, offering_id=cmd.offering_id)]
 
     def answer(self, actor: str, accept: bool, reason: str = "") -> list[DomainEvent]:
         if actor != self.referred:

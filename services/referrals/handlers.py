@@ -14,6 +14,7 @@ from kizuna.handling import CommandContext, execute, load_existing
 
 from . import projections
 from .domain import Job, MakeReferral, PostJobRequest, Referral, ReferToJob
+from .offerings.domain import Offering
 
 
 async def acting_member(store: EventStore, who: Principal, community_id: str) -> str:
@@ -64,6 +65,12 @@ async def make_referral(store: EventStore, who: Principal, community_id: str, cm
         job = await load_existing(store, f"job-{cmd.job_id}", Job, "job request")
         if job.community_id != community_id:
             raise NotFound("job request not found")
+    if cmd.offering_id:  # introducing a trusted producer: the referral's subject is their offering
+        offering = await load_existing(store, f"offering-{cmd.offering_id}", Offering, "offering")
+        if offering.community_id != community_id:
+            raise NotFound("offering not found")
+        if offering.producer != cmd.referred_id:
+            raise Invalid("referred_id", "introduce the offering's producer")
     referral_id = str(uuid.uuid4())
     await execute(store, f"referral-{referral_id}", Referral,
                   lambda r: r.make(referral_id, community_id, referrer, cmd), ctx, community_id=community_id)

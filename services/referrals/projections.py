@@ -13,6 +13,7 @@ from kizuna.eventstore import RecordedEvent
 from kizuna.service import Migration
 
 from .domain import DIMENSIONS, recency_weight
+from .offerings.projections import lead_user_reputation
 
 SQL = """
 CREATE TABLE roster (
@@ -129,7 +130,8 @@ async def referrals(conn: asyncpg.Connection, community_id: str, cursor: str | N
     rows = await conn.fetch("SELECT * FROM referrals WHERE community_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                             community_id, _after(cursor), limit + 1)
     items = [{k: r[k] for k in ("referral_id", "referrer_id", "referred_id", "to_member_id", "job_id", "note",
-                                "status", "worked", "version")} for r in rows[:limit]]
+                                "status", "worked", "version")} | {"offering_id": r.get("offering_id")}
+             for r in rows[:limit]]
     return {"items": items, "next_cursor": str(rows[limit - 1]["seq"]) if len(rows) > limit else None}
 
 
@@ -144,7 +146,8 @@ async def reputation(conn: asyncpg.Connection, community_id: str, member_id: str
                 for dim in DIMENSIONS}
     return {"member_id": member_id, "community_id": community_id, "feedback_count": len(rows),
             "distinct_givers": len({r["giver_id"] for r in rows}), "jobs": len({r["job_id"] for r in rows}),
-            "averages": averages, "recency_weighted": weighted}
+            "averages": averages, "recency_weighted": weighted,
+            "lead_user_feedback": await lead_user_reputation(conn, community_id, member_id)}
 
 
 async def trust_graph(conn: asyncpg.Connection, community_id: str) -> dict[str, Any]:

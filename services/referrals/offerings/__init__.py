@@ -1,0 +1,1 @@
+"""Pre-commitment offerings (community-supported production): see docs/offerings.md."""
