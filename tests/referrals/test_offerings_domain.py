@@ -3,7 +3,7 @@ deliveries and lead-user feedback."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -375,3 +375,17 @@ def test_a_referral_whose_subject_is_an_offering() -> None:
     assert event.offering_id == "o1" and event.to_member_id == "mei"  # type: ignore[attr-defined]
     with pytest.raises(ValidationError):
         MakeReferral(referred_id="farmer", job_id="j1", offering_id="o1")
+
+
+def test_shift_ids_are_exactly_the_numbers_the_terms_give() -> None:
+    offering = committed({"ken": 1})
+    for odd in ("\u0661", "01", " 1", "0", ""):
+        with pytest.raises(NotFound):
+            offering.sign_up("mei", odd, NOW)
+
+
+def test_a_deadline_at_the_end_of_time_is_refused_not_crashed() -> None:
+    far = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+    with pytest.raises(Invalid) as error:
+        Offering().publish("o", "c", "p", PublishOffering(**terms(commitment_deadline=far)), NOW)
+    assert error.value.extensions["errors"][0]["field"] == "commitment_deadline"

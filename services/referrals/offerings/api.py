@@ -289,7 +289,8 @@ def _ics(name: str, member_id: str, items: list[dict[str, Any]]) -> Response:
             event.add("uid", f"{item['offering_id']}-{key}-{member_id}@kizuna")
             event.add("summary", summary)
             event.add("dtstart", day)
-            event.add("dtend", day + timedelta(days=1))
+            if day < date.max:
+                event.add("dtend", day + timedelta(days=1))
             event.add("dtstamp", stamp)
             event.add("status", "CANCELLED" if is_cancelled else "CONFIRMED")
             event.add("categories", ["offering"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -85,7 +85,7 @@ def check_terms(terms: OfferingTerms, now: datetime) -> None:
     if terms.commitment_deadline <= now:
         raise Invalid("commitment_deadline", "must be in the future")
     first = terms.delivery_dates[0]
-    if terms.commitment_deadline.astimezone(UTC).date() >= first:
+    if terms.commitment_deadline >= datetime.combine(first, time.min, UTC):  # (compared without overflow)
         raise Invalid("commitment_deadline", f"must be before the first delivery ({first.isoformat()})")
     if terms.minimum_shares > terms.shares:
         raise Invalid("minimum_shares", f"cannot exceed the {terms.shares} shares that exist")
@@ -570,7 +570,7 @@ class Offering(Aggregate):
 
     def _shift(self, sid: str) -> HelpShift:
         shifts = self.current.help_shifts
-        if not sid.isdigit() or not 1 <= int(sid) <= len(shifts):
+        if sid not in {shift_id(i) for i in range(len(shifts))}:
             raise NotFound("help shift not found")
         return shifts[int(sid) - 1]
 
