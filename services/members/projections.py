@@ -303,17 +303,21 @@ async def invitations(conn: asyncpg.Connection, community_id: str, issued_by: st
              "status": "expired" if r["status"] == "open" and r["expires_at"] <= at else r["status"]} for r in rows]
 
 
+_OFFER_FIELDS = ("community_id", "offer_id", "applicant_id", "display_name", "status", "offered_at", "expires_at",
+                 "settled_at", "reason")
+
+
 async def offers(conn: asyncpg.Connection, community_id: str, status: str | None) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT * FROM place_offers WHERE community_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY seq",
         community_id, status)
-    return [{k: r[k] for k in ("community_id", "offer_id", "applicant_id", "display_name", "status", "offered_at",
-                               "expires_at", "settled_at", "reason")} for r in rows]
+    return [{k: r[k] for k in _OFFER_FIELDS} for r in rows]
 
 
 async def offer(conn: asyncpg.Connection, community_id: str, offer_id: str) -> dict[str, Any] | None:
-    found = [o for o in await offers(conn, community_id, None) if o["offer_id"] == offer_id]
-    return found[0] if found else None
+    row = await conn.fetchrow("SELECT * FROM place_offers WHERE community_id = $1 AND offer_id = $2",
+                              community_id, offer_id)
+    return {k: row[k] for k in _OFFER_FIELDS} if row is not None else None
 
 
 async def communities_with_due_offers(conn: asyncpg.Connection, at: datetime) -> list[str]:
