@@ -110,6 +110,23 @@ def seed(gateway: str, operator_token: str) -> dict[str, Any]:
                   "direction": "increase"}],
         "due_date": (date.today() + timedelta(days=120)).isoformat()})
     progress.advance(3)
+    # A pre-commitment offering: Sora's summer vegetable share, with two members committed and help wanted.
+    as_sora = {"Authorization": f"Bearer {api.token(cid, m['Sora Ito'])}"}
+    first_box = date.today() + timedelta(days=45)
+    offering = api.retry("POST", f"/communities/{cid}/offerings", as_sora, json={
+        "title": "Summer vegetable share", "description": "A box of whatever the field gives, every other week",
+        "season": f"Summer {first_box.year}", "shares": 20, "minimum_shares": 8,
+        "price": {"kind": "money", "amount": 12000, "currency": "JPY"},
+        "commitment_deadline": (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0).isoformat(),
+        "delivery_dates": [(first_box + timedelta(days=14 * i)).isoformat() for i in range(4)],
+        "help_shifts": [{"date": (first_box + timedelta(days=7)).isoformat(), "place": "Ito field, Kamakura",
+                         "hands": 4, "what": "tomato harvest"}]})
+    for name, shares in (("Ken Mori", 2), ("Aiko Tanaka", 1)):
+        as_member = as_ken if name == "Ken Mori" else as_aiko
+        api.retry("POST", f"/communities/{cid}/offerings/{offering['offering_id']}/commitments", as_member,
+                  json={"shares": shares})
+    api.retry("POST", f"/communities/{cid}/offerings/{offering['offering_id']}/progress", as_sora,
+              json={"stage": "sowing", "note": "The tomato seedlings went out today: forty rows."})
     progress.finish()
     return {"communities": ids, "summary": summary(ids)}
 
