@@ -322,3 +322,25 @@ async def _next(sub: Any) -> Any:
         return await sub.next_msg(timeout=1)
     except nats.errors.TimeoutError:
         return None
+
+
+async def test_no_admission_route_crosses_into_another_community(http: httpx.AsyncClient,
+                                                                 ecosystem: Ecosystem) -> None:
+    a, owner_a = await found(http, ecosystem, name="A")
+    b, _ = await found(http, ecosystem, name="B")
+    as_a = ecosystem.headers(a, owner_a, "owner")
+    routes = [("GET", "admission", {}), ("PUT", "admission", {"policy": "open", "reason": "x"}),
+              ("POST", "applications", {"display_name": "x"}), ("GET", "applications", {}),
+              ("GET", "applications/x", {}),
+              ("POST", "applications/x/decision", {"decision": "approve", "reason": "x"}),
+              ("POST", "invitations", {}), ("GET", "invitations", {}),
+              ("POST", "invitations/acceptance", {"code": "x", "display_name": "x"}), ("GET", "offers", {}),
+              ("POST", "offers/x/acceptance", {}), ("POST", "offers/x/decline", {}),
+              ("POST", "sisters", {"name": "x", "new_owner_member_id": "x"}), ("GET", "sisters", {}),
+              ("GET", "ecosystem", {})]
+    for method, tail, body in routes:
+        crossing = await http.request(method, f"/communities/{b}/{tail}", headers=as_a, json=body)
+        missing = await http.request(method, f"/communities/nowhere/{tail}", headers=as_a, json=body)
+        assert crossing.status_code == missing.status_code == 404, (tail, crossing.text)
+        assert crossing.json()["detail"] == missing.json()["detail"]
+        assert (await http.request(method, f"/communities/{a}/{tail}", json=body)).status_code == 401
