@@ -8,10 +8,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from icalendar import Calendar
 
+from kizuna.rebuild import rebuild
+from kizuna.settings import ServiceSettings
+from services.referrals.app import SPEC
 from tests.support import Ecosystem, eventually
 
 
@@ -226,6 +230,22 @@ async def test_a_confirmed_offering_through_progress_shifts_deliveries_and_feedb
                                                       [first, second, terms["help_shifts"][0]["date"]]}
     sora = (await community.get("sora", f"/offerings/commitments/{community.ids['sora']}")).json()
     assert sora["items"][0]["commitment_status"] is None and sora["items"][0]["help_shifts"]
+
+    # Replaying the events into fresh read models gives the same rows.
+    url = community.eco.database_url("referrals")
+
+    async def read_models() -> list[list[asyncpg.Record]]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2") for table in (
+                "offerings_view", "offering_commitments", "offering_feedback")] + [
+                await conn.fetch("SELECT referral_id, offering_id FROM referrals ORDER BY 1")]
+        finally:
+            await conn.close()
+
+    live = await read_models()
+    await rebuild(SPEC, ServiceSettings(service_name="referrals", database_url=url), include_bus=False)
+    assert await read_models() == live and live[2] and live[3][0]["offering_id"] == oid
 
 
 async def test_terms_consent_and_refusals(community: Community, ecosystem: Ecosystem) -> None:
