@@ -54,6 +54,9 @@ class ServiceSpec:
     subscriptions: Sequence[Subscription] = ()
     read_model_tables: Sequence[str] = ()
     openapi_tags: Sequence[dict[str, Any]] = ()
+    # Subscriptions that act (append to this service's aggregates) rather than project; they need the
+    # runtime's store, and a rebuild never replays them.
+    reactions: Sequence[Callable[[Runtime], Subscription]] = ()
     # Long-running jobs of the service (delivery workers, expiry sweeps), started once the bus is up.
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
 
@@ -175,7 +178,7 @@ async def _connect_bus(runtime: Runtime, spec: ServiceSpec) -> None:
         idle_seconds=settings.relay_idle_seconds,
     )
     runtime.tasks.append(asyncio.create_task(runtime.relay.run()))
-    for subscription in spec.subscriptions:
+    for subscription in [*spec.subscriptions, *(react(runtime) for react in spec.reactions)]:
         consumer = InboxConsumer(
             runtime.js, runtime.pool, subscription, stream=settings.stream_name, prefix=settings.subject_prefix,
             max_deliver=settings.consumer_max_deliver, ack_wait=settings.consumer_ack_wait_seconds,

@@ -48,6 +48,11 @@ class ServiceSettings(BaseSettings):
     )
     public_url: str = Field("http://127.0.0.1:8000", description="The gateway's public base URL (federation).")
     federation_private_key: str = Field("", description="PEM Ed25519 key this deployment signs federation with.")
+    federation_retry_base_seconds: float = Field(2.0, description="Gateway: first federation retry delay.")
+    federation_retry_cap_seconds: float = Field(
+        300.0, description="Gateway: longest wait between federation retries (a returning partner is caught up "
+        "within this).")
+    federation_give_up_hours: float = Field(72.0, description="Gateway: a federation message is dead after this.")
     upstream_timeout_seconds: float = Field(10.0, description="Gateway: how long a service may take to answer.")
     rate_limit_per_second: float = Field(20.0, description="Gateway: sustained requests per second per token.")
     rate_limit_burst: int = Field(100, description="Gateway: requests a token may make in a burst.")

@@ -14,6 +14,12 @@ from kizuna.settings import ServiceSettings
 
 from .api import TokenBucket, make_http_client, router
 from .consumers import SUBSCRIPTIONS
+from .federation import projections as federation_projections
+from .federation.api import router as federation_router
+from .federation.consumers import federation_reactions
+from .federation.delivery import Deliverer, RetryPolicy
+from .federation.handlers import parse_message, receive
+from .federation.identity import Identity
 from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 
@@ -23,14 +29,17 @@ SPEC = ServiceSpec(
     description="The public API of a Kizuna deployment: communities, members, referrals, job requests, "
                 "feedback, sessions and goals under /v1, community tokens, health figures, a live event "
                 "stream and the built-in dashboard. Errors are RFC 9457 problem details.",
-    routers=[router],
-    migrations=MIGRATIONS,
-    inline_projections=INLINE_PROJECTIONS,
+    routers=[federation_router, router],  # the /v1 catch-all forwarder comes last
+    migrations=[*MIGRATIONS, federation_projections.MIGRATION],
+    inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,
-    read_model_tables=READ_MODEL_TABLES,
+    reactions=[federation_reactions],
+    read_model_tables=[*READ_MODEL_TABLES, *federation_projections.READ_MODEL_TABLES],
     openapi_tags=[
         {"name": "tokens", "description": "Community tokens: issue, revoke, verify"},
         {"name": "dashboards", "description": "Health figures and the live event stream"},
+        {"name": "federation", "description": "Partnerships with communities on other deployments, signed "
+                                              "messages between gateways, and delivery (docs/federation.md)"},
     ],
 )
 
@@ -44,6 +53,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     accepted_keys = settings.jwt_public_keys + "\n" + public_pem(signing_key)
     settings = settings.model_copy(update={"jwt_public_keys": accepted_keys})
     http = make_http_client()
+    identity = Identity.from_settings(settings.public_url, settings.federation_private_key, signing_key)
+    policy = RetryPolicy(settings.federation_retry_base_seconds, settings.federation_retry_cap_seconds,
+                         settings.federation_give_up_hours * 3600)
 
     async def close_http_on_shutdown(_: Runtime) -> None:
         try:
@@ -51,10 +63,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             await http.aclose()
 
-    spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown]})
+    async def deliver_federation(runtime: Runtime) -> None:
+        async def deliver_locally(body: bytes) -> str:
+            return await receive(runtime.store, parse_message(body), identity.origin, identity.origin)
+
+        await Deliverer(runtime.pool, http, identity, policy, deliver_locally).run()
+
+    spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown, deliver_federation]})
     app = create_service(spec, settings)
     _serve_merged_openapi(app, MergedOpenAPI(app, settings.service_url_map(), http))
     app.state.signing_key = signing_key
+    app.state.federation_identity = identity
     app.state.http = http
     app.state.upstream_timeout = settings.upstream_timeout_seconds
     app.state.rate_limiter = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)

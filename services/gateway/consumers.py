@@ -13,7 +13,7 @@ _ITEM = ("INSERT INTO health_items (kind, item_id, community_id, status) VALUES 
          "ON CONFLICT (kind, item_id) DO UPDATE SET status = EXCLUDED.status")
 
 
-_DIRECTORY = RosterFollower("directory", joined_at=True)
+_DIRECTORY = RosterFollower("directory", profile=True, joined_at=True)  # profiles make partner cards
 
 
 async def apply_member_event(conn: asyncpg.Connection, envelope: Envelope) -> None:

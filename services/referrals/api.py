@@ -36,6 +36,17 @@ class Offer(BaseModel):
     why_next_step: str
 
 
+class PartnerOffer(BaseModel):
+    offer_id: str
+    partnership_id: str
+    from_community_name: str
+    kind: Literal["offer", "referral"]
+    card: dict[str, Any]
+    note: str
+    referred_by_name: str | None = None
+    assigned: bool
+
+
 class JobView(BaseModel):
     job_id: str
     community_id: str
@@ -50,6 +61,7 @@ class JobView(BaseModel):
     offers: list[Offer]
     referred: list[str]
     workers: list[str]
+    partner_offers: list[PartnerOffer] = []
     version: int
 
 

@@ -12,6 +12,9 @@ from .consumers import SUBSCRIPTIONS
 from .offerings import api as offerings_api
 from .offerings import handlers as offerings_handlers
 from .offerings import projections as offerings_projections
+from .partners import api as partners_api
+from .partners import consumers as partners_consumers
+from .partners import projections as partners_projections
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 
 SPEC = ServiceSpec(
@@ -19,11 +22,14 @@ SPEC = ServiceSpec(
     title="Kizuna referrals",
     description="Members introduce people they trust, post job requests to their own community first, and give "
                 "one another 360° feedback that builds each member's reputation inside the community.",
-    routers=[router, offerings_api.router],
-    migrations=[*MIGRATIONS, *offerings_projections.MIGRATIONS],
-    inline_projections=[*INLINE_PROJECTIONS, *offerings_projections.INLINE_PROJECTIONS],
-    subscriptions=SUBSCRIPTIONS,
-    read_model_tables=[*READ_MODEL_TABLES, *offerings_projections.READ_MODEL_TABLES],
+    routers=[router, offerings_api.router, partners_api.router],
+    migrations=[*MIGRATIONS, *offerings_projections.MIGRATIONS, *partners_projections.MIGRATIONS],
+    inline_projections=[*INLINE_PROJECTIONS, *offerings_projections.INLINE_PROJECTIONS,
+                        partners_projections.apply_job_event],
+    subscriptions=[*SUBSCRIPTIONS, partners_consumers.PROJECTION],
+    reactions=[partners_consumers.partner_offer_reaction],
+    read_model_tables=[*READ_MODEL_TABLES, *offerings_projections.READ_MODEL_TABLES,
+                       *partners_projections.READ_MODEL_TABLES],
     background=[offerings_handlers.settle_due_offerings],
     openapi_tags=[
         {"name": "jobs", "description": "Community-sourced job requests and matching"},

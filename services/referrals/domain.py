@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -55,10 +55,25 @@ class JobReferred(DomainEvent):
     note: str
 
 
+class JobOfferedByPartner(DomainEvent):
+    """A member of a partner community offered (or was referred); only the card they consented to share."""
+
+    community_id: str
+    job_id: str
+    offer_id: str
+    partnership_id: str
+    from_community_name: str
+    kind: Literal["offer", "referral"]
+    card: dict[str, Any]
+    note: str
+    referred_by_name: str | None = None
+
+
 class JobAssigned(DomainEvent):
     community_id: str
     job_id: str
     member_ids: list[str]
+    partner_offer_ids: list[str] = []
 
 
 class JobStarted(DomainEvent):
@@ -162,7 +177,15 @@ class ReferToJob(BaseModel):
 
 
 class AssignJob(BaseModel):
-    member_ids: list[str] = Field(min_length=1, max_length=20)
+    member_ids: list[str] = Field(default_factory=list, max_length=20)
+    partner_offer_ids: list[str] = Field(default_factory=list, max_length=20, description=(
+        "Offers from partner communities' members (their offer_id), for a job shared with partners"))
+
+    @model_validator(mode="after")
+    def _someone(self) -> Self:
+        if not self.member_ids and not self.partner_offer_ids:
+            raise ValueError("assign at least one member or partner offer")
+        return self
 
 
 class CancelJob(BaseModel):
@@ -211,14 +234,18 @@ class Job(Aggregate):
         self.job_id = ""
         self.community_id = ""
         self.requester = ""
+        self.visibility: Visibility = "community"
         self.state: JobState = "posted"
         self.offers: dict[str, str] = {}
         self.referred: set[str] = set()
         self.workers: list[str] = []
+        self.partner_offers: dict[str, str] = {}
+        self.partner_workers: list[str] = []
         self.feedback: set[tuple[str, str]] = set()
 
     def _on_JobRequestPosted(self, e: JobRequestPosted) -> None:
         self.job_id, self.community_id, self.requester = e.job_id, e.community_id, e.requester_id
+        self.visibility = e.visibility
 
     def _on_JobOffered(self, e: JobOffered) -> None:
         self.offers[e.member_id] = e.why_next_step
@@ -226,8 +253,12 @@ class Job(Aggregate):
     def _on_JobReferred(self, e: JobReferred) -> None:
         self.referred.add(e.member_id)
 
+    def _on_JobOfferedByPartner(self, e: JobOfferedByPartner) -> None:
+        self.partner_offers[e.offer_id] = e.partnership_id
+
     def _on_JobAssigned(self, e: JobAssigned) -> None:
         self.workers, self.state = list(e.member_ids), "assigned"
+        self.partner_workers = list(e.partner_offer_ids)
 
     def _on_JobStarted(self, e: JobStarted) -> None:
         self.state = "in-progress"
@@ -284,8 +315,20 @@ class Job(Aggregate):
         strangers = [m for m in cmd.member_ids if m not in candidates]
         if strangers:
             raise Invalid("member_ids", f"only members who offered or were referred can be assigned: {strangers}")
+        unknown = [o for o in cmd.partner_offer_ids if o not in self.partner_offers]
+        if unknown:
+            raise Invalid("partner_offer_ids", f"no such offer from a partner community on this job: {unknown}")
         return [JobAssigned(community_id=self.community_id, job_id=self.job_id,
-                            member_ids=list(dict.fromkeys(cmd.member_ids)))]
+                            member_ids=list(dict.fromkeys(cmd.member_ids)),
+                            partner_offer_ids=list(dict.fromkeys(cmd.partner_offer_ids)))]
+
+    def receive_partner_offer(self, offer: JobOfferedByPartner) -> list[DomainEvent]:
+        """Offers that arrive after the job left ``posted`` are recorded anyway: the requester sees them."""
+        if offer.offer_id in self.partner_offers:
+            return []
+        if self.visibility != "partners":
+            raise Forbidden("this job request was not shared with partner communities")
+        return [offer]
 
     def start(self, actor: str) -> list[DomainEvent]:
         if actor not in (self.requester, *self.workers):

@@ -102,6 +102,7 @@ def job_view(row: asyncpg.Record) -> dict[str, Any]:
             "title": row["title"], "description": row["description"], "skills": list(row["skills"]),
             "compensation": json.loads(row["compensation"]), "deadline": row["deadline"],
             "visibility": row["visibility"], "state": row["state"], "offers": json.loads(row["offers"]),
+            "partner_offers": json.loads(row["partner_offers"]),
             "referred": list(row["referred"]), "workers": list(row["workers"]), "version": row["version"]}
 
 

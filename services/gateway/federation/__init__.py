@@ -1,0 +1,1 @@
+"""Federation: partnerships between communities on different deployments (docs/federation.md)."""

@@ -1,0 +1,90 @@
+"""What the gateway does when other services' events concern a partner: share a job request marked for
+partners, tell partners how a shared job went, and link a newly founded sister community."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+
+from kizuna.consumer import Subscription
+from kizuna.domain import DomainEvent
+from kizuna.envelope import Envelope
+from kizuna.eventstore import EventStore
+from kizuna.handling import CommandContext, execute
+from kizuna.service import Runtime
+
+from .domain import Partnership
+from .handlers import community_name, job_card, stream_of
+
+_STATES = {"JobAssigned": "assigned", "JobStarted": "in-progress", "JobCompleted": "completed",
+           "JobCancelled": "cancelled"}
+
+
+def federation_reactions(runtime: Runtime) -> Subscription:
+    store = runtime.store
+    own_origin = runtime.settings.public_url.rstrip("/")
+
+    async def react(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        ctx = CommandContext(actor="gateway", community_id=envelope.community_id,
+                             causation_id=str(envelope.id), correlation_id=envelope.correlation_id or str(uuid.uuid4()))
+        if envelope.type == "JobRequestPosted" and envelope.data.get("visibility") == "partners":
+            await _share_job(store, conn, envelope, ctx)
+        elif envelope.type in _STATES:
+            await _send_status(store, conn, envelope, ctx)
+        elif envelope.type == "SisterCommunityFounded":
+            await _link_sisters(store, conn, envelope, ctx, own_origin)
+
+    return Subscription("gateway-federation", ["*.referrals.>", "*.members.>"], react)
+
+
+async def _share_job(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:
+    d = envelope.data
+    cid = str(d["community_id"])
+    card = job_card(d, await community_name(conn, cid))
+    partners = await conn.fetch("SELECT partnership_id FROM partnerships WHERE community_id = $1 AND status = 'active' "
+                                "AND 'job_requests' = ANY(sends)", cid)
+    for row in partners:
+        await execute(store, stream_of(row["partnership_id"], cid), Partnership,
+                      lambda p: p.share_job(str(d["job_id"]), card), ctx, community_id=cid, connection=conn)
+
+
+async def _send_status(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:
+    d = envelope.data
+    cid, job_id = str(d["community_id"]), str(d["job_id"])
+    shared = await conn.fetch("SELECT partnership_id FROM partner_shared_jobs WHERE job_id = $1 AND community_id = $2",
+                              job_id, cid)
+    assigned = [str(o) for o in d.get("partner_offer_ids", [])]
+    state = _STATES[envelope.type]
+    for row in shared:
+        pid = row["partnership_id"]
+        theirs = [str(r["offer_id"]) for r in await conn.fetch(
+            "SELECT offer_id FROM partner_offers_received WHERE partnership_id = $1 AND offer_id = ANY($2::text[])",
+            pid, assigned)]
+        await execute(store, stream_of(pid, cid), Partnership, _status_decision(job_id, state, theirs), ctx,
+                      community_id=cid, connection=conn)
+
+
+async def _link_sisters(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext,
+                        own_origin: str) -> None:
+    d = envelope.data
+    cid, sister = str(d["community_id"]), str(d["sister_community_id"])
+    names = {cid: await conn.fetchval("SELECT name FROM community_caps WHERE community_id = $1", cid),
+             sister: d.get("sister_name") or await conn.fetchval(
+                 "SELECT name FROM community_caps WHERE community_id = $1", sister)}
+    pid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kizuna:sister:{cid}:{sister}"))
+    note = "sister community founded from a full community"
+    for here, there in ((cid, sister), (sister, cid)):
+        await execute(store, stream_of(pid, here), Partnership,
+                      _establish(pid, here, own_origin, there, str(names[there] or ""), note),
+                      ctx, community_id=here, connection=conn)
+
+
+def _status_decision(job_id: str, state: str, offers: list[str]) -> Callable[[Partnership], list[DomainEvent]]:
+    return lambda p: p.send_job_status(job_id, state, offers)
+
+
+def _establish(pid: str, here: str, origin: str, there: str, name: str,
+               note: str) -> Callable[[Partnership], list[DomainEvent]]:
+    return lambda p: [] if p.version else Partnership.establish(pid, here, origin, there, name, note)

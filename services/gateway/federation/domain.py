@@ -1,0 +1,403 @@
+"""Partnerships between communities, one side's view of each. Pure: no I/O.
+
+Each side keeps its own stream ``partnership-<id>-<local community>``: the proposer's side
+starts with ``PartnershipProposed``, the other side with ``PartnershipRequested``. What each
+side says to the other is an event here too (``JobSharedWithPartner``, ``PartnerOfferSent``…);
+the gateway's federation outbox is a projection of those events, so a message is queued in the
+same transaction that decided to send it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from kizuna.domain import Aggregate, DomainEvent
+from kizuna.errors import Conflict, Forbidden, Invalid
+
+Shared = Literal["job_requests", "referrals"]
+Side = Literal["local", "partner"]
+BOTH: tuple[Shared, ...] = ("job_requests", "referrals")
+Status = Literal["proposed", "requested", "active", "suspended", "declined", "ended"]
+
+
+# ---- events ----
+
+class PartnershipProposed(DomainEvent):
+    """This community proposed a link; ``sends``/``receives`` are from this community's side."""
+
+    partnership_id: str
+    community_id: str
+    partner_origin: str
+    partner_community_id: str
+    partner_community_name: str
+    community_name: str
+    sends: list[Shared]
+    receives: list[Shared]
+    proposed_by: str
+    note: str
+
+
+class PartnershipRequested(DomainEvent):
+    """A partner proposed a link to this community; waits for the owner's answer."""
+
+    partnership_id: str
+    community_id: str
+    partner_origin: str
+    partner_community_id: str
+    partner_community_name: str
+    sends: list[Shared]
+    receives: list[Shared]
+    note: str
+
+
+class PartnershipEstablished(DomainEvent):
+    """Two communities on this deployment were linked at once (a sister community): no proposal, no hop."""
+
+    partnership_id: str
+    community_id: str
+    partner_origin: str
+    partner_community_id: str
+    partner_community_name: str
+    sends: list[Shared]
+    receives: list[Shared]
+    note: str
+
+
+class PartnershipAccepted(DomainEvent):
+    partnership_id: str
+    community_id: str
+    by: Side
+    actor: str
+
+
+class PartnershipDeclined(DomainEvent):
+    partnership_id: str
+    community_id: str
+    by: Side
+    actor: str
+    reason: str
+
+
+class PartnershipSuspended(DomainEvent):
+    partnership_id: str
+    community_id: str
+    by: Side
+    actor: str
+    reason: str
+
+
+class PartnershipResumed(DomainEvent):
+    partnership_id: str
+    community_id: str
+    by: Side
+    actor: str
+
+
+class PartnershipEnded(DomainEvent):
+    """Nothing crosses any more; both sides drop the partner's shared copies from their read models."""
+
+    partnership_id: str
+    community_id: str
+    by: Side
+    actor: str
+    reason: str
+
+
+class JobSharedWithPartner(DomainEvent):
+    """A job request marked for partners was sent: only what the requesting community chose to publish."""
+
+    partnership_id: str
+    community_id: str
+    job_id: str
+    job: dict[str, Any]
+
+
+class JobStatusSentToPartner(DomainEvent):
+    partnership_id: str
+    community_id: str
+    job_id: str
+    state: str
+    assigned_offer_ids: list[str]
+
+
+class PartnerJobReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    job_id: str
+    job: dict[str, Any]
+    from_community_name: str
+
+
+class PartnerJobStatusReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    job_id: str
+    state: str
+    assigned_offer_ids: list[str]
+
+
+class PartnerOfferSent(DomainEvent):
+    """A member here offered (or was referred) to a partner's job; only their consented card leaves."""
+
+    partnership_id: str
+    community_id: str
+    job_id: str
+    offer_id: str
+    member_id: str
+    kind: Literal["offer", "referral"]
+    card: dict[str, Any]
+    note: str
+    referred_by_name: str | None = None
+
+
+class PartnerOfferReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    job_id: str
+    offer_id: str
+    kind: Literal["offer", "referral"]
+    card: dict[str, Any]
+    note: str
+    referred_by_name: str | None = None
+    from_community_name: str
+
+
+# ---- commands ----
+
+class ProposePartnership(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "partner_origin": "https://kizuna.nagano.example", "partner_community_id": "b2c…",
+        "sends": ["job_requests", "referrals"], "receives": ["job_requests", "referrals"],
+        "note": "We share farmers and makers; let us share work too."}]})
+    partner_origin: HttpUrl
+    partner_community_id: str = Field(min_length=1, max_length=64)
+    sends: list[Shared] = Field(default_factory=lambda: list(BOTH))
+    receives: list[Shared] = Field(default_factory=lambda: list(BOTH))
+    note: str = Field("", max_length=2000)
+
+
+class Decision(BaseModel):
+    reason: str = Field("", max_length=1000)
+
+
+class OfferToPartnerJob(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"note": "I ran the same workshop last spring."}]})
+    note: str = Field("", max_length=2000)
+
+
+class ReferToPartnerJob(BaseModel):
+    member_id: str = Field(min_length=1, max_length=64)
+    note: str = Field("", max_length=2000)
+
+
+# ---- the aggregate ----
+
+class Partnership(Aggregate):
+    def __init__(self) -> None:
+        self.partnership_id = ""
+        self.community_id = ""
+        self.partner_origin = ""
+        self.partner_community_id = ""
+        self.partner_community_name = ""
+        self.status: Status = "proposed"
+        self.sends: set[str] = set()
+        self.receives: set[str] = set()
+        self.shared_jobs: set[str] = set()
+        self.received_jobs: dict[str, str] = {}
+        self.offers_sent: dict[str, str] = {}
+
+    def _on_PartnershipProposed(self, e: PartnershipProposed) -> None:
+        self._link(e.partnership_id, e.community_id, e.partner_origin, e.partner_community_id,
+                   e.partner_community_name, e.sends, e.receives)
+        self.status = "proposed"
+
+    def _on_PartnershipRequested(self, e: PartnershipRequested) -> None:
+        self._link(e.partnership_id, e.community_id, e.partner_origin, e.partner_community_id,
+                   e.partner_community_name, e.sends, e.receives)
+        self.status = "requested"
+
+    def _link(self, pid: str, cid: str, origin: str, partner_cid: str, name: str, sends: list[Shared],
+              receives: list[Shared]) -> None:
+        self.partnership_id, self.community_id, self.partner_origin = pid, cid, origin
+        self.partner_community_id, self.partner_community_name = partner_cid, name
+        self.sends, self.receives = set(sends), set(receives)
+
+    def _on_PartnershipEstablished(self, e: PartnershipEstablished) -> None:
+        self._link(e.partnership_id, e.community_id, e.partner_origin, e.partner_community_id,
+                   e.partner_community_name, e.sends, e.receives)
+        self.status = "active"
+
+    def _on_PartnershipAccepted(self, e: PartnershipAccepted) -> None:
+        self.status = "active"
+
+    def _on_PartnershipDeclined(self, e: PartnershipDeclined) -> None:
+        self.status = "declined"
+
+    def _on_PartnershipSuspended(self, e: PartnershipSuspended) -> None:
+        self.status = "suspended"
+
+    def _on_PartnershipResumed(self, e: PartnershipResumed) -> None:
+        self.status = "active"
+
+    def _on_PartnershipEnded(self, e: PartnershipEnded) -> None:
+        self.status = "ended"
+
+    def _on_JobSharedWithPartner(self, e: JobSharedWithPartner) -> None:
+        self.shared_jobs.add(e.job_id)
+
+    def _on_PartnerJobReceived(self, e: PartnerJobReceived) -> None:
+        self.received_jobs[e.job_id] = "posted"
+
+    def _on_PartnerJobStatusReceived(self, e: PartnerJobStatusReceived) -> None:
+        self.received_jobs[e.job_id] = e.state
+
+    def _on_PartnerOfferSent(self, e: PartnerOfferSent) -> None:
+        self.offers_sent[e.offer_id] = e.member_id
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def _conflict(self, what: str) -> Conflict:
+        return Conflict(f"cannot {what}: the partnership is {self.status}", slug="partnership-state",
+                        title="Not allowed in this state", current_state=self.status)
+
+    # -- the local owner's decisions --
+
+    @staticmethod
+    def propose(pid: str, cid: str, community_name: str, partner_name: str, cmd: ProposePartnership,
+                actor: str) -> list[DomainEvent]:
+        if not cmd.sends and not cmd.receives:
+            raise Invalid("sends", "a partnership shares something: job_requests, referrals or both")
+        return [PartnershipProposed(
+            partnership_id=pid, community_id=cid, partner_origin=str(cmd.partner_origin).rstrip("/"),
+            partner_community_id=cmd.partner_community_id, partner_community_name=partner_name,
+            community_name=community_name, sends=sorted(set(cmd.sends)), receives=sorted(set(cmd.receives)),
+            proposed_by=actor, note=cmd.note)]
+
+    @staticmethod
+    def establish(pid: str, cid: str, origin: str, partner_cid: str, partner_name: str,
+                  note: str) -> list[DomainEvent]:
+        both: list[Shared] = ["job_requests", "referrals"]
+        return [PartnershipEstablished(partnership_id=pid, community_id=cid, partner_origin=origin,
+                                       partner_community_id=partner_cid, partner_community_name=partner_name,
+                                       sends=both, receives=both, note=note)]
+
+    def accept(self, actor: str, by: Side = "local") -> list[DomainEvent]:
+        if self.status == "active":
+            return []
+        expected = "requested" if by == "local" else "proposed"
+        if self.status != expected:
+            raise self._conflict("accept")
+        return [PartnershipAccepted(partnership_id=self.partnership_id, community_id=self.community_id, by=by,
+                                    actor=actor)]
+
+    def decline(self, actor: str, reason: str, by: Side = "local") -> list[DomainEvent]:
+        expected = "requested" if by == "local" else "proposed"
+        if self.status != expected:
+            raise self._conflict("decline")
+        return [PartnershipDeclined(partnership_id=self.partnership_id, community_id=self.community_id, by=by,
+                                    actor=actor, reason=reason)]
+
+    def suspend(self, actor: str, reason: str, by: Side = "local") -> list[DomainEvent]:
+        if self.status == "suspended":
+            return []
+        if self.status != "active":
+            raise self._conflict("suspend")
+        return [PartnershipSuspended(partnership_id=self.partnership_id, community_id=self.community_id, by=by,
+                                     actor=actor, reason=reason)]
+
+    def resume(self, actor: str, by: Side = "local") -> list[DomainEvent]:
+        if self.status != "suspended":
+            raise self._conflict("resume")
+        return [PartnershipResumed(partnership_id=self.partnership_id, community_id=self.community_id, by=by,
+                                   actor=actor)]
+
+    def end(self, actor: str, reason: str, by: Side = "local") -> list[DomainEvent]:
+        if self.status == "ended":
+            return []
+        if self.status == "declined":
+            raise self._conflict("end")
+        return [PartnershipEnded(partnership_id=self.partnership_id, community_id=self.community_id, by=by,
+                                 actor=actor, reason=reason)]
+
+    # -- what crosses --
+
+    def share_job(self, job_id: str, job: dict[str, Any]) -> list[DomainEvent]:
+        if not self.active or "job_requests" not in self.sends or job_id in self.shared_jobs:
+            return []
+        return [JobSharedWithPartner(partnership_id=self.partnership_id, community_id=self.community_id,
+                                     job_id=job_id, job=job)]
+
+    def send_job_status(self, job_id: str, state: str, assigned_offer_ids: list[str]) -> list[DomainEvent]:
+        # Status of a job already shared still reaches a suspended partner: it closes what they hold.
+        if job_id not in self.shared_jobs or self.status not in ("active", "suspended"):
+            return []
+        return [JobStatusSentToPartner(partnership_id=self.partnership_id, community_id=self.community_id,
+                                       job_id=job_id, state=state, assigned_offer_ids=assigned_offer_ids)]
+
+    def receive_job(self, job_id: str, job: dict[str, Any]) -> list[DomainEvent]:
+        self._require_inbound("job_requests")
+        if job_id in self.received_jobs:
+            return []
+        return [PartnerJobReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                   job_id=job_id, job=job, from_community_name=self.partner_community_name)]
+
+    def receive_job_status(self, job_id: str, state: str, assigned: list[str]) -> list[DomainEvent]:
+        if self.status not in ("active", "suspended"):
+            raise Forbidden("no active partnership covers this message", slug="no-partnership")
+        if job_id not in self.received_jobs:
+            raise Invalid("job_id", "this job request was never shared with this community")
+        mine = [offer for offer in assigned if offer in self.offers_sent]
+        return [PartnerJobStatusReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                         job_id=job_id, state=state, assigned_offer_ids=mine)]
+
+    def send_offer(self, job_id: str, offer_id: str, member_id: str, card: dict[str, Any], note: str,
+                   kind: Literal["offer", "referral"], referred_by_name: str | None) -> list[DomainEvent]:
+        if not self.active:
+            raise self._conflict("offer to a partner's job")
+        if "referrals" not in self.sends and kind == "referral":
+            raise Forbidden("this partnership does not share referrals", slug="not-shared")
+        state = self.received_jobs.get(job_id)
+        if state is None:
+            raise Invalid("job_id", "this job request was not shared with this community")
+        if state != "posted":
+            raise Conflict(f"the partner's job request is {state}", slug="invalid-transition",
+                           title="Not allowed in this state", current_state=state)
+        if member_id in self.offers_sent.values() and kind == "offer":
+            raise Conflict("this member has already offered", slug="already-offered")
+        return [PartnerOfferSent(partnership_id=self.partnership_id, community_id=self.community_id,
+                                 job_id=job_id, offer_id=offer_id, member_id=member_id, kind=kind, card=card,
+                                 note=note, referred_by_name=referred_by_name)]
+
+    def receive_offer(self, job_id: str, offer_id: str, kind: Literal["offer", "referral"], card: dict[str, Any],
+                      note: str, referred_by_name: str | None) -> list[DomainEvent]:
+        self._require_inbound("referrals" if kind == "referral" else "job_requests", outbound_job=job_id)
+        return [PartnerOfferReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                     job_id=job_id, offer_id=offer_id, kind=kind, card=card, note=note,
+                                     referred_by_name=referred_by_name,
+                                     from_community_name=self.partner_community_name)]
+
+    def _require_inbound(self, what: str, outbound_job: str | None = None) -> None:
+        if not self.active:
+            raise Forbidden(f"no active partnership covers this message (it is {self.status})",
+                            slug="no-partnership")
+        if outbound_job is not None:
+            if outbound_job not in self.shared_jobs:
+                raise Invalid("job_id", "this job request was never shared with your community")
+            if what == "referrals" and "referrals" not in self.receives:
+                raise Forbidden("this partnership does not share referrals", slug="not-shared")
+            return
+        if what not in self.receives:
+            raise Forbidden(f"this partnership does not share {what} in this direction", slug="not-shared")
+
+
+def member_card(display_name: str, shared_fields: list[str], profile: dict[str, Any]) -> dict[str, Any]:
+    """What a member lets partner communities see: their display name and the fields they consented to."""
+    card: dict[str, Any] = {"display_name": display_name}
+    for name in shared_fields:
+        if name in ("skills", "vector", "values") and profile.get(name):
+            card[name] = profile[name]
+    return card

@@ -1,0 +1,236 @@
+"""Federation commands: an owner's decisions about partnerships, members' offers to partner jobs, and
+messages arriving from partners. Each loads a partnership side, decides, and appends."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import asyncpg
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kizuna.auth import Principal
+from kizuna.domain import DomainEvent
+from kizuna.errors import Forbidden, Invalid, NotFound, Problem
+from kizuna.eventstore import EventStore
+from kizuna.handling import CommandContext, execute, load
+
+from .. import projections as gateway_projections
+from . import projections
+from .domain import (
+    Decision,
+    OfferToPartnerJob,
+    Partnership,
+    PartnershipRequested,
+    ProposePartnership,
+    ReferToPartnerJob,
+    member_card,
+)
+from .identity import fetch_document, remember_keys
+
+
+def stream_of(partnership_id: str, community_id: str) -> str:
+    return f"partnership-{partnership_id}-{community_id}"
+
+
+def require_owner(who: Principal, community_id: str) -> None:
+    who.require_community(community_id)
+    if who.scope == "dashboard":
+        raise Forbidden("a dashboard token is read-only")
+    if not who.is_operator:
+        who.require_role(community_id, "owner")
+
+
+async def community_name(conn: asyncpg.Connection, community_id: str) -> str:
+    name = await conn.fetchval("SELECT name FROM community_caps WHERE community_id = $1", community_id)
+    if name is None:
+        raise NotFound("community not found")
+    return str(name)
+
+
+async def propose(store: EventStore, http: httpx.AsyncClient, who: Principal, community_id: str,
+                  cmd: ProposePartnership, ctx: CommandContext, own_origin: str) -> str:
+    require_owner(who, community_id)
+    origin = str(cmd.partner_origin).rstrip("/")
+    async with store.pool.acquire() as conn:
+        name = await community_name(conn, community_id)
+    if origin == own_origin:
+        raise Invalid("partner_origin", "a community on this deployment is linked by founding a sister community")
+    try:
+        document = await fetch_document(http, origin)
+    except (httpx.HTTPError, ValueError) as error:
+        # A 4xx, not a 502: the caller can fix the origin (or retry once the partner is up).
+        raise Invalid("partner_origin", f"no Kizuna deployment answered at {origin}: {error}") from error
+    hosted = {c.get("community_id"): c for c in document.get("communities", [])}
+    partner = hosted.get(cmd.partner_community_id)
+    if partner is None:
+        raise Invalid("partner_community_id", f"{origin} hosts no such community")
+    async with store.pool.acquire() as conn:
+        await remember_keys(conn, origin, document)
+    pid = str(uuid.uuid4())
+    await execute(store, stream_of(pid, community_id), Partnership,
+                  lambda _: Partnership.propose(pid, community_id, name, str(partner.get("name", "")), cmd,
+                                                who.actor), ctx, community_id=community_id)
+    return pid
+
+
+async def decide(store: EventStore, who: Principal, community_id: str, partnership_id: str, ctx: CommandContext,
+                 decision: Callable[[Partnership, str], Sequence[DomainEvent]]) -> Partnership:
+    require_owner(who, community_id)
+    stream = stream_of(partnership_id, community_id)
+    if (await load(store, stream, Partnership)).version == 0:
+        raise NotFound("partnership not found")
+    state, _ = await execute(store, stream, Partnership, lambda p: decision(p, who.actor), ctx,
+                             community_id=community_id)
+    return state
+
+
+async def offer_to_partner_job(store: EventStore, who: Principal, community_id: str, partnership_id: str,
+                               job_id: str, body: OfferToPartnerJob | ReferToPartnerJob,
+                               ctx: CommandContext) -> str:
+    """A member offers (or refers a fellow member) to a partner's job: only the consented card leaves."""
+    who.require_community(community_id)
+    if who.is_operator or who.member_id is None or who.scope != "member":
+        raise Forbidden("offers to partner jobs are made by members")
+    async with store.pool.acquire() as conn:
+        actor = await gateway_projections.member(conn, community_id, who.member_id)
+        if actor is None:
+            raise Forbidden("only active members of this community may do this", slug="not-a-member")
+        kind: Literal["offer", "referral"] = "referral" if isinstance(body, ReferToPartnerJob) else "offer"
+        subject_id = body.member_id if isinstance(body, ReferToPartnerJob) else who.member_id
+        subject = await gateway_projections.member(conn, community_id, subject_id)
+        if subject is None:
+            raise Invalid("member_id", "is not an active member of this community")
+    card = member_card(subject["display_name"], list(subject["shared_fields"]),
+                       {"skills": list(subject["skills"]), "vector": subject["vector"]})
+    offer_id = str(uuid.uuid4())
+    stream = stream_of(partnership_id, community_id)
+    if (await load(store, stream, Partnership)).version == 0:
+        raise NotFound("partnership not found")
+    await execute(store, stream, Partnership,
+                  lambda p: p.send_offer(job_id, offer_id, subject_id, card, body.note, kind,
+                                         actor["display_name"] if kind == "referral" else None),
+                  ctx, community_id=community_id)
+    return offer_id
+
+
+# ---- receiving ----
+
+class Endpoint(BaseModel):
+    origin: str = Field(max_length=500)
+    community_id: str = Field(max_length=64)
+
+
+class FederationMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    protocol: Literal["kizuna-federation/1"]
+    message_id: str = Field(min_length=8, max_length=64)
+    type: str = Field(max_length=64)
+    partnership_id: str = Field(min_length=1, max_length=64)
+    sent_at: str
+    sender: Endpoint = Field(alias="from")
+    to: Endpoint
+    payload: dict[str, Any]
+
+
+def parse_message(raw: bytes) -> FederationMessage:
+    try:
+        return FederationMessage.model_validate_json(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise Invalid(".".join(str(p) for p in first["loc"]) or "body", first["msg"]) from error
+
+
+async def receive(store: EventStore, message: FederationMessage, origin: str, own_origin: str) -> str:
+    """Turns an authenticated message into events here; ``duplicate`` when its id was seen before."""
+    if message.sender.origin.rstrip("/") != origin:
+        raise Forbidden("the message claims to come from another deployment than the one that signed it",
+                        slug="origin-mismatch")
+    if message.to.origin.rstrip("/") != own_origin:
+        raise Problem("this message is addressed to another deployment", status=421, slug="misdirected",
+                      title="Misdirected request")
+    community_id, p = message.to.community_id, message.payload
+    ctx = CommandContext(actor=f"partner:{origin}", community_id=community_id, causation_id=message.message_id)
+    async with store.pool.acquire() as conn, conn.transaction():
+        await community_name(conn, community_id)
+        first = await conn.fetchval("INSERT INTO federation_received (message_id, origin, type) VALUES ($1, $2, $3) "
+                                    "ON CONFLICT DO NOTHING RETURNING true", message.message_id, origin, message.type)
+        if not first:
+            return "duplicate"
+        stream = stream_of(message.partnership_id, community_id)
+        state = await load(store, stream, Partnership)
+        if message.type == "partnership.proposed":
+            if state.version:
+                return "duplicate"
+            request = _requested(message, origin)
+            await execute(store, stream, Partnership, lambda _: [request], ctx, community_id=community_id,
+                          connection=conn)
+            return "accepted"
+        if state.version == 0 or state.partner_origin != origin or \
+                state.partner_community_id != message.sender.community_id:
+            raise Forbidden("no partnership between these communities covers this message", slug="no-partnership")
+        decide = _inbound(message.type, p, origin)
+        await execute(store, stream, Partnership, decide, ctx, community_id=community_id, connection=conn)
+    return "accepted"
+
+
+def _requested(message: FederationMessage, origin: str) -> DomainEvent:
+    p = message.payload
+    try:
+        # The proposer's "sends" is what this side receives, and the other way round.
+        return PartnershipRequested(
+            partnership_id=message.partnership_id, community_id=message.to.community_id, partner_origin=origin,
+            partner_community_id=message.sender.community_id,
+            partner_community_name=str(p.get("community_name", "")), sends=p.get("receives", []),
+            receives=p.get("sends", []), note=str(p.get("note", ""))[:2000])
+    except ValidationError as error:
+        raise Invalid("payload", "sends and receives list job_requests and/or referrals") from error
+
+
+def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership], Sequence[DomainEvent]]:
+    actor = f"partner:{origin}"
+    reason = str(p.get("reason", ""))[:1000]
+    try:
+        if kind == "partnership.accepted":
+            return lambda s: s.accept(actor, by="partner")
+        if kind == "partnership.declined":
+            return lambda s: s.decline(actor, reason, by="partner")
+        if kind == "partnership.suspended":
+            return lambda s: s.suspend(actor, reason, by="partner")
+        if kind == "partnership.resumed":
+            return lambda s: s.resume(actor, by="partner")
+        if kind == "partnership.ended":
+            return lambda s: s.end(actor, reason, by="partner")
+        if kind == "job.shared":
+            job, job_id = _shared_job(p["job"]), str(p["job_id"])
+            return lambda s: s.receive_job(job_id, job)
+        if kind == "job.status":
+            job_id, state, assigned = str(p["job_id"]), str(p["state"]), [str(o) for o in p["assigned_offer_ids"]]
+            return lambda s: s.receive_job_status(job_id, state, assigned)
+        if kind == "job.offer":
+            offer_kind: Literal["offer", "referral"] = "referral" if p.get("kind") == "referral" else "offer"
+            card = {k: p["card"][k] for k in ("display_name", "skills", "vector", "values") if k in p["card"]}
+            referred_by = p.get("referred_by_name")
+            return lambda s: s.receive_offer(str(p["job_id"]), str(p["offer_id"]), offer_kind, card,
+                                             str(p.get("note", ""))[:2000],
+                                             str(referred_by) if referred_by else None)
+    except (KeyError, TypeError) as error:
+        raise Invalid(f"payload.{error}", f"is required by a {kind} message") from error
+    raise Invalid("type", f"unknown message type {kind!r}")
+
+
+def _shared_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields the protocol lets a job request carry across."""
+    allowed = ("title", "description", "skills", "compensation", "deadline", "community_name")
+    return {k: job[k] for k in allowed if k in job}
+
+
+def job_card(data: dict[str, Any], community_name: str) -> dict[str, Any]:
+    return {"title": data["title"], "description": data.get("description", ""), "skills": data.get("skills", []),
+            "compensation": data.get("compensation", {"kind": "none"}), "deadline": data["deadline"],
+            "community_name": community_name}
+
+
+__all__ = ["Decision", "FederationMessage", "job_card", "parse_message", "projections", "receive"]

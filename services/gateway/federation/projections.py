@@ -1,0 +1,151 @@
+"""Federation read models and the delivery outbox, both written in the append's transaction.
+
+``partnerships`` is a read model (rebuilt from events). ``federation_outbox`` is operational
+state: each event that tells the partner something becomes one message, keyed by the event id,
+so a replay never queues a message twice. ``federation_received`` remembers inbound message ids
+(idempotent receiving) and ``federation_nonces`` the signatures seen inside the time window
+(replay protection).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from kizuna.eventstore import RecordedEvent
+from kizuna.service import Migration
+
+SQL = """
+ALTER TABLE directory ADD COLUMN skills text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN vector text NOT NULL DEFAULT '', ADD COLUMN shared_fields text[] NOT NULL DEFAULT '{display_name}';
+CREATE TABLE partnerships (
+    partnership_id text NOT NULL, community_id text NOT NULL, partner_origin text NOT NULL,
+    partner_community_id text NOT NULL, partner_community_name text NOT NULL, status text NOT NULL,
+    sends text[] NOT NULL, receives text[] NOT NULL, note text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+    PRIMARY KEY (partnership_id, community_id)
+);
+CREATE INDEX partnerships_by_community ON partnerships (community_id, status);
+CREATE TABLE partner_shared_jobs (
+    partnership_id text NOT NULL, community_id text NOT NULL, job_id text NOT NULL,
+    PRIMARY KEY (job_id, partnership_id)
+);
+CREATE TABLE partner_offers_received (
+    offer_id text PRIMARY KEY, partnership_id text NOT NULL, community_id text NOT NULL, job_id text NOT NULL
+);
+CREATE TABLE federation_outbox (
+    message_id uuid PRIMARY KEY, seq bigserial NOT NULL, partnership_id text NOT NULL, community_id text NOT NULL,
+    destination text NOT NULL, type text NOT NULL, body jsonb NOT NULL, status text NOT NULL DEFAULT 'pending',
+    attempts int NOT NULL DEFAULT 0, next_attempt_at timestamptz NOT NULL DEFAULT now(), last_error text,
+    created_at timestamptz NOT NULL DEFAULT now(), delivered_at timestamptz
+);
+CREATE INDEX federation_outbox_queue ON federation_outbox (status, partnership_id, community_id, seq);
+CREATE TABLE federation_received (
+    message_id text PRIMARY KEY, origin text NOT NULL, type text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE federation_nonces (
+    origin text NOT NULL, nonce text NOT NULL, seen_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (origin, nonce)
+);
+CREATE TABLE partner_keys (
+    origin text NOT NULL, key_id text NOT NULL, public_key text NOT NULL,
+    fetched_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (origin, key_id)
+);
+"""
+MIGRATION = Migration("gateway_0002_federation", SQL)
+READ_MODEL_TABLES = ["partnerships", "partner_shared_jobs", "partner_offers_received"]
+PROTOCOL = "kizuna-federation/1"
+
+_STATUS_AFTER = {"PartnershipProposed": "proposed", "PartnershipRequested": "requested",
+                 "PartnershipEstablished": "active", "PartnershipAccepted": "active",
+                 "PartnershipDeclined": "declined", "PartnershipSuspended": "suspended",
+                 "PartnershipResumed": "active", "PartnershipEnded": "ended"}
+
+# Events that tell the partner something, and the message type they become.
+MESSAGE_TYPES = {"PartnershipProposed": "partnership.proposed", "PartnershipAccepted": "partnership.accepted",
+                 "PartnershipDeclined": "partnership.declined", "PartnershipSuspended": "partnership.suspended",
+                 "PartnershipResumed": "partnership.resumed", "PartnershipEnded": "partnership.ended",
+                 "JobSharedWithPartner": "job.shared", "JobStatusSentToPartner": "job.status",
+                 "PartnerOfferSent": "job.offer"}
+_NOT_SENT = {"partnership_id", "community_id", "by", "actor", "member_id", "proposed_by"}
+
+
+async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
+    d, kind = event.data, event.type
+    if kind in ("PartnershipProposed", "PartnershipRequested", "PartnershipEstablished"):
+        await conn.execute(
+            "INSERT INTO partnerships VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) "
+            "ON CONFLICT (partnership_id, community_id) DO NOTHING",
+            d["partnership_id"], d["community_id"], d["partner_origin"], d["partner_community_id"],
+            d["partner_community_name"], _STATUS_AFTER[kind], d["sends"], d["receives"], d.get("note", ""),
+            event.recorded_at)
+    elif kind in _STATUS_AFTER:
+        await conn.execute("UPDATE partnerships SET status = $3, updated_at = $4 WHERE partnership_id = $1 "
+                           "AND community_id = $2", d["partnership_id"], d["community_id"], _STATUS_AFTER[kind],
+                           event.recorded_at)
+    elif kind == "JobSharedWithPartner":
+        await conn.execute("INSERT INTO partner_shared_jobs VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                           d["partnership_id"], d["community_id"], d["job_id"])
+    elif kind == "PartnerOfferReceived":
+        await conn.execute("INSERT INTO partner_offers_received VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                           d["offer_id"], d["partnership_id"], d["community_id"], d["job_id"])
+    if kind in MESSAGE_TYPES and d.get("by", "local") == "local":
+        await _queue(conn, event, MESSAGE_TYPES[kind])
+
+
+async def _queue(conn: asyncpg.Connection, event: RecordedEvent, message_type: str) -> None:
+    d = event.data
+    link = await conn.fetchrow("SELECT partner_origin, partner_community_id FROM partnerships "
+                               "WHERE partnership_id = $1 AND community_id = $2", d["partnership_id"],
+                               d["community_id"])
+    assert link is not None, "a partnership's first event is projected before anything is sent on it"
+    body = {
+        "protocol": PROTOCOL, "message_id": str(event.event_id), "type": message_type,
+        "partnership_id": d["partnership_id"], "sent_at": event.recorded_at.isoformat(),
+        "from": {"community_id": d["community_id"]},  # the deliverer adds this deployment's origin
+        "to": {"origin": link["partner_origin"], "community_id": link["partner_community_id"]},
+        "payload": {k: v for k, v in d.items() if k not in _NOT_SENT},
+    }
+    await conn.execute(
+        "INSERT INTO federation_outbox (message_id, partnership_id, community_id, destination, type, body) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING",
+        event.event_id, d["partnership_id"], d["community_id"], link["partner_origin"], message_type,
+        json.dumps(body))
+
+
+def partnership_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {"partnership_id": row["partnership_id"], "community_id": row["community_id"],
+            "partner": {"origin": row["partner_origin"], "community_id": row["partner_community_id"],
+                        "name": row["partner_community_name"]},
+            "status": row["status"], "sends": list(row["sends"]), "receives": list(row["receives"]),
+            "note": row["note"], "created_at": row["created_at"].isoformat(),
+            "updated_at": row["updated_at"].isoformat()}
+
+
+async def partnerships_of(conn: asyncpg.Connection, community_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT * FROM partnerships WHERE community_id = $1 ORDER BY created_at",
+                            community_id)
+    return [partnership_view(row) for row in rows]
+
+
+async def partnership(conn: asyncpg.Connection, partnership_id: str, community_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM partnerships WHERE partnership_id = $1 AND community_id = $2",
+                               partnership_id, community_id)
+
+
+async def deliveries(conn: asyncpg.Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT message_id, partnership_id, community_id, destination, type, status, attempts, next_attempt_at, "
+        "last_error, created_at, delivered_at FROM federation_outbox WHERE ($1::text IS NULL OR status = $1) "
+        "ORDER BY seq DESC LIMIT $2", status, limit)
+    return [{**dict(row), "message_id": str(row["message_id"]),
+             **{k: row[k].isoformat() if row[k] else None for k in ("next_attempt_at", "created_at", "delivered_at")}}
+            for row in rows]
+
+
+async def delivery_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM federation_outbox GROUP BY status")
+    return {"pending": 0, "delivered": 0, "rejected": 0, "dead": 0, **{r["status"]: r["n"] for r in rows}}

@@ -1,0 +1,59 @@
+"""Job requests that partner communities shared with this community."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from kizuna.auth import Principal, principal
+from kizuna.errors import Invalid
+from kizuna.problems import PROBLEM_RESPONSES
+from kizuna.service import runtime_of
+
+from .. import handlers
+from . import projections
+
+router = APIRouter(responses=PROBLEM_RESPONSES)
+
+
+class MyOffer(BaseModel):
+    offer_id: str
+    kind: Literal["offer", "referral"]
+    status: Literal["sent", "assigned", "not-chosen"]
+
+
+class PartnerJob(BaseModel):
+    partnership_id: str
+    job_id: str
+    from_community_name: str
+    title: str
+    description: str
+    skills: list[str]
+    compensation: dict[str, Any]
+    deadline: str
+    state: str
+    received_at: str
+    my_offers: list[MyOffer]
+
+
+class PartnerJobPage(BaseModel):
+    items: list[PartnerJob]
+    next_cursor: str | None
+
+
+@router.get("/communities/{community_id}/partner-jobs", response_model=PartnerJobPage, tags=["jobs"],
+            summary="Job requests partner communities shared with this community, with your offers to them")
+async def list_partner_jobs(community_id: str, request: Request, cursor: str | None = None,
+                            limit: int = Query(50, ge=1, le=200),
+                            who: Principal = Depends(principal)) -> dict[str, Any]:
+    store = runtime_of(request).store
+    who.require_community(community_id)
+    member = None if who.is_operator or who.scope == "dashboard" else \
+        await handlers.acting_member(store, who, community_id)
+    if cursor is not None and not cursor.isdigit():
+        raise Invalid("cursor", "use the next_cursor of the previous page")
+    async with store.pool.acquire() as conn:
+        items = await projections.partner_jobs(conn, community_id, member, int(cursor or 0), limit)
+    return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(items) == limit else None}

@@ -1,0 +1,96 @@
+"""Read models of what crosses a partnership, fed by the gateway's federation events.
+
+``partner_jobs`` holds the job requests partner communities shared with a community here, and the
+offers its members sent to them; ``jobs.partner_offers`` holds the cards of partner members who
+offered on this community's own jobs. Ending a partnership removes both kinds of copies.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from kizuna.envelope import Envelope
+from kizuna.eventstore import RecordedEvent
+from kizuna.service import Migration
+
+SQL = """
+ALTER TABLE jobs ADD COLUMN partner_offers jsonb NOT NULL DEFAULT '[]';
+CREATE TABLE partner_jobs (
+    community_id text NOT NULL, partnership_id text NOT NULL, job_id text NOT NULL,
+    from_community_name text NOT NULL, job jsonb NOT NULL, state text NOT NULL DEFAULT 'posted',
+    received_at timestamptz NOT NULL, seq bigint NOT NULL,
+    PRIMARY KEY (community_id, partnership_id, job_id)
+);
+CREATE INDEX partner_jobs_by_community ON partner_jobs (community_id, seq);
+CREATE TABLE partner_job_offers (
+    offer_id text PRIMARY KEY, community_id text NOT NULL, partnership_id text NOT NULL, job_id text NOT NULL,
+    member_id text NOT NULL, kind text NOT NULL, status text NOT NULL DEFAULT 'sent'
+);
+CREATE INDEX partner_job_offers_by_job ON partner_job_offers (community_id, partnership_id, job_id);
+"""
+MIGRATIONS = [Migration("referrals_partners_0001", SQL)]
+READ_MODEL_TABLES = ["partner_jobs", "partner_job_offers"]
+
+
+async def apply_job_event(conn: asyncpg.Connection, event: RecordedEvent) -> None:
+    """Inline: partner offers on this community's own jobs, and which of them were assigned."""
+    d = event.data
+    if event.type == "JobOfferedByPartner":
+        offer = {k: d.get(k) for k in ("offer_id", "partnership_id", "from_community_name", "kind", "card", "note",
+                                       "referred_by_name")}
+        await conn.execute("UPDATE jobs SET partner_offers = partner_offers || $2::jsonb WHERE job_id = $1 "
+                           "AND NOT partner_offers @> $3::jsonb", d["job_id"], json.dumps([{**offer,
+                                                                                             "assigned": False}]),
+                           json.dumps([{"offer_id": d["offer_id"]}]))
+    elif event.type == "JobAssigned" and d.get("partner_offer_ids"):
+        await conn.execute(
+            "UPDATE jobs SET partner_offers = (SELECT coalesce(jsonb_agg(o || jsonb_build_object('assigned', "
+            "o->>'offer_id' = ANY($2::text[]))), '[]') FROM jsonb_array_elements(partner_offers) o) WHERE job_id = $1",
+            d["job_id"], d["partner_offer_ids"])
+
+
+async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    d, kind = envelope.data, envelope.type
+    if kind == "PartnerJobReceived":
+        await conn.execute(
+            "INSERT INTO partner_jobs (community_id, partnership_id, job_id, from_community_name, job, received_at, "
+            "seq) VALUES ($1, $2, $3, $4, $5, $6, (SELECT coalesce(max(seq), 0) + 1 FROM partner_jobs)) "
+            "ON CONFLICT DO NOTHING", d["community_id"], d["partnership_id"], d["job_id"], d["from_community_name"],
+            json.dumps(d["job"]), envelope.time)
+    elif kind == "PartnerJobStatusReceived":
+        await conn.execute("UPDATE partner_jobs SET state = $4 WHERE community_id = $1 AND partnership_id = $2 "
+                           "AND job_id = $3", d["community_id"], d["partnership_id"], d["job_id"], d["state"])
+        if d["state"] == "assigned":
+            await conn.execute(
+                "UPDATE partner_job_offers SET status = CASE WHEN offer_id = ANY($4::text[]) THEN 'assigned' "
+                "ELSE 'not-chosen' END WHERE community_id = $1 AND partnership_id = $2 AND job_id = $3",
+                d["community_id"], d["partnership_id"], d["job_id"], d["assigned_offer_ids"])
+    elif kind == "PartnerOfferSent":
+        await conn.execute("INSERT INTO partner_job_offers (offer_id, community_id, partnership_id, job_id, member_id, "
+                           "kind) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING", d["offer_id"],
+                           d["community_id"], d["partnership_id"], d["job_id"], d["member_id"], d["kind"])
+    elif kind == "PartnershipEnded":
+        cid, pid = d["community_id"], d["partnership_id"]
+        await conn.execute("DELETE FROM partner_jobs WHERE community_id = $1 AND partnership_id = $2", cid, pid)
+        await conn.execute("DELETE FROM partner_job_offers WHERE community_id = $1 AND partnership_id = $2", cid, pid)
+        await conn.execute(
+            "UPDATE jobs SET partner_offers = (SELECT coalesce(jsonb_agg(o), '[]') FROM "
+            "jsonb_array_elements(partner_offers) o WHERE o->>'partnership_id' <> $2) WHERE community_id = $1 "
+            "AND partner_offers @> jsonb_build_array(jsonb_build_object('partnership_id', $2::text))", cid, pid)
+
+
+async def partner_jobs(conn: asyncpg.Connection, community_id: str, member_id: str | None,
+                       after: int, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT j.*, coalesce((SELECT jsonb_agg(jsonb_build_object('offer_id', o.offer_id, 'kind', o.kind, "
+        "'status', o.status)) FROM partner_job_offers o WHERE o.community_id = j.community_id AND "
+        "o.partnership_id = j.partnership_id AND o.job_id = j.job_id AND o.member_id = $2), '[]') AS mine "
+        "FROM partner_jobs j WHERE j.community_id = $1 AND j.seq > $3 ORDER BY j.seq LIMIT $4",
+        community_id, member_id, after, limit)
+    return [{"partnership_id": r["partnership_id"], "job_id": r["job_id"],
+             "from_community_name": r["from_community_name"], "state": r["state"],
+             "received_at": r["received_at"].isoformat(), "seq": r["seq"], **json.loads(r["job"]),
+             "my_offers": json.loads(r["mine"])} for r in rows]
