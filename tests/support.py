@@ -72,6 +72,17 @@ class ServiceProcess:
             self.process.wait()
 
 
+_CLAIMED: set[int] = set()
+
+
+def _unclaimed_port() -> int:
+    """A free port no other ecosystem of this run was given (two stacks are configured before either binds)."""
+    while (port := free_port()) in _CLAIMED:
+        pass
+    _CLAIMED.add(port)
+    return port
+
+
 @dataclass
 class Ecosystem:
     """One Kizuna deployment's worth of configuration for a test: databases, subjects, keys."""
@@ -86,7 +97,7 @@ class Ecosystem:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.ports = {name: free_port() for name in SERVICES}
+        self.ports = {name: _unclaimed_port() for name in SERVICES}
 
     def database_url(self, service: str) -> str:
         return self.postgres.create_database(f"{self.prefix}_{service}")

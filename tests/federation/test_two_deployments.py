@@ -7,7 +7,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,8 +124,12 @@ async def test_share_offer_assign_outage_and_end(deployments: tuple[Deployment, 
     await eventually(lambda: a.partnership("active"))
 
     # A job request marked for partners appears at B — without the requester's identity.
-    posted = await a.http.post(f"/v1/communities/{a.cid}/jobs", headers=a.as_(ken), json=JOB)
-    assert posted.status_code == 201, posted.text
+    async def post_once_ken_is_known() -> httpx.Response | None:  # the roster follows the members service
+        response = await a.http.post(f"/v1/communities/{a.cid}/jobs", headers=a.as_(ken), json=JOB)
+        assert response.status_code in (201, 403), response.text
+        return response if response.status_code == 201 else None
+
+    posted = await eventually(post_once_ken_is_known)
     job_id = posted.json()["job_id"]
 
     async def partner_jobs() -> list[dict[str, Any]]:
@@ -161,7 +165,7 @@ async def test_share_offer_assign_outage_and_end(deployments: tuple[Deployment, 
         return job["state"] == "assigned" and job["my_offers"] == [
             {"offer_id": offer_id, "kind": "offer", "status": "assigned"}]
 
-    await eventually(assigned_at_b)
+    await _explained(eventually(assigned_at_b), a, b)
 
     # B goes down; A posts three more; B comes back and receives each exactly once, in order.
     b.eco.stop_all()
@@ -178,7 +182,7 @@ async def test_share_offer_assign_outage_and_end(deployments: tuple[Deployment, 
 
     await eventually(retrying, timeout=30)
     b.start()
-    await eventually(lambda: _has(partner_jobs, 4), timeout=30)
+    await _explained(eventually(lambda: _has(partner_jobs, 4), timeout=30), a, b)
     titles = [j["title"] for j in await partner_jobs()]
     assert titles == [JOB["title"], "Harvest help 0", "Harvest help 1", "Harvest help 2"]
     counts = (await a.http.get("/v1/federation/deliveries", headers=a.eco.operator_headers())).json()["counts"]
@@ -244,6 +248,18 @@ def _signed(sender: Deployment, receiver: Deployment, message: dict[str, Any],
                    origin=sender.origin, message_id=message["message_id"], created=created or int(time.time()),
                    nonce=secrets.token_urlsafe(16))
     return body, {**headers, "Content-Type": "application/json"}
+
+
+async def _explained(waiting: Awaitable[Any], a: Deployment, b: Deployment) -> None:
+    """On failure, shows what the sender's outbox and both deployments' logs say."""
+    try:
+        await waiting
+    except AssertionError:
+        print("deliveries", (await a.http.get("/v1/federation/deliveries", headers=a.eco.operator_headers())).json())
+        for eco in (a.eco, b.eco):
+            for proc in eco.processes.values():
+                print(eco.prefix, proc.name, proc.log_path.read_text()[-4000:])
+        raise
 
 
 async def _has(check: Any, n: int) -> bool:

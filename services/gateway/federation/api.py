@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -86,7 +87,7 @@ async def inbox(request: Request) -> InboxReceipt:
                                     "ON CONFLICT DO NOTHING RETURNING true", signed.origin, signed.nonce)
         if random.random() < 0.02:
             await conn.execute("DELETE FROM federation_nonces WHERE seen_at < now() - $1::interval",
-                               f"{2 * WINDOW_SECONDS} seconds")
+                               timedelta(seconds=2 * WINDOW_SECONDS))
     if not fresh:
         raise Unauthorized("this signature was seen before: a replayed request", slug="replayed")
     message = handlers.parse_message(body)

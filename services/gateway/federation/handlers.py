@@ -56,24 +56,37 @@ async def propose(store: EventStore, http: httpx.AsyncClient, who: Principal, co
     origin = str(cmd.partner_origin).rstrip("/")
     async with store.pool.acquire() as conn:
         name = await community_name(conn, community_id)
-    if origin == own_origin:
-        raise Invalid("partner_origin", "a community on this deployment is linked by founding a sister community")
+    if origin == own_origin:  # two communities on this deployment: the same protocol, no network hop
+        if cmd.partner_community_id == community_id:
+            raise Invalid("partner_community_id", "a community does not partner with itself")
+        async with store.pool.acquire() as conn:
+            partner = {"name": await conn.fetchval("SELECT name FROM community_caps WHERE community_id = $1",
+                                                   cmd.partner_community_id)}
+        if partner["name"] is None:
+            raise Invalid("partner_community_id", "this deployment hosts no such community")
+    else:
+        partner = await _remote_community(store, http, origin, cmd.partner_community_id)
+    pid = str(uuid.uuid4())
+    await execute(store, stream_of(pid, community_id), Partnership,
+                  lambda _: Partnership.propose(pid, community_id, name, str(partner.get("name", "")), cmd,
+                                                who.actor), ctx, community_id=community_id)
+    return pid
+
+
+async def _remote_community(store: EventStore, http: httpx.AsyncClient, origin: str,
+                            partner_community_id: str) -> dict[str, Any]:
     try:
         document = await fetch_document(http, origin)
     except (httpx.HTTPError, ValueError) as error:
         # A 4xx, not a 502: the caller can fix the origin (or retry once the partner is up).
         raise Invalid("partner_origin", f"no Kizuna deployment answered at {origin}: {error}") from error
     hosted = {c.get("community_id"): c for c in document.get("communities", [])}
-    partner = hosted.get(cmd.partner_community_id)
+    partner: dict[str, Any] | None = hosted.get(partner_community_id)
     if partner is None:
         raise Invalid("partner_community_id", f"{origin} hosts no such community")
     async with store.pool.acquire() as conn:
         await remember_keys(conn, origin, document)
-    pid = str(uuid.uuid4())
-    await execute(store, stream_of(pid, community_id), Partnership,
-                  lambda _: Partnership.propose(pid, community_id, name, str(partner.get("name", "")), cmd,
-                                                who.actor), ctx, community_id=community_id)
-    return pid
+    return partner
 
 
 async def decide(store: EventStore, who: Principal, community_id: str, partnership_id: str, ctx: CommandContext,
