@@ -1,5 +1,6 @@
-"""The demo `make up` seeds through the public API: two communities with members, roles and
-profiles, a job request on its way to 360° feedback, a coaching session with attendance, and a goal."""
+"""The demo `make up` seeds through the public API: two linked partner communities with members, roles
+and profiles, a job request shared across the link with an offer from the partner, a coaching session,
+a goal and a pre-commitment offering."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class Api:
 
 def seed(gateway: str, operator_token: str) -> dict[str, Any]:
     api = Api(gateway, operator_token)
-    progress = Progress("seeding demo", 15)
+    progress = Progress("seeding demo", 16)
     ids: list[dict[str, Any]] = []
     for spec in COMMUNITIES:
         founded = api.call("POST", "/communities", json={k: spec[k] for k in (
@@ -85,6 +86,16 @@ def seed(gateway: str, operator_token: str) -> dict[str, Any]:
     as_ken = {"Authorization": f"Bearer {api.token(cid, m['Ken Mori'])}"}
     as_aiko = {"Authorization": f"Bearer {api.token(cid, m['Aiko Tanaka'], ttl=3600)}"}
     progress.advance(2)
+    # The two communities link as partners (the same protocol as across deployments, delivered locally).
+    tsubasa = ids[1]
+    as_haruto = {"Authorization": f"Bearer {api.token(tsubasa['community_id'], tsubasa['owner'])}"}
+    link = api.call("POST", f"/communities/{cid}/partnerships", as_owner, json={
+        "partner_origin": gateway, "partner_community_id": tsubasa["community_id"],
+        "note": "Makers and publishers: picture books need both"})
+    api.retry("POST", f"/communities/{tsubasa['community_id']}/partnerships/{link['partnership_id']}/acceptance",
+              as_haruto)
+    _wait_until_active(api, cid, link["partnership_id"], as_owner)
+    progress.advance(2)
     deadline = (date.today() + timedelta(days=60)).isoformat()
     job = api.retry("POST", f"/communities/{cid}/jobs", as_owner, json={
         "title": "Illustrations for the farm-share newsletter", "description": "Four watercolour vignettes",
@@ -92,7 +103,13 @@ def seed(gateway: str, operator_token: str) -> dict[str, Any]:
         "deadline": deadline, "visibility": "partners"})
     api.retry("POST", f"/communities/{cid}/jobs/{job['job_id']}/offers", as_ken,
               json={"why_next_step": "my first commissioned series"})
-    progress.advance(2)
+    daiki = tsubasa["members"]["Daiki Kato"]
+    api.call("PUT", f"/communities/{tsubasa['community_id']}/members/{daiki}/consent",
+             json={"shared_fields": ["display_name", "skills"]})
+    as_daiki = {"Authorization": f"Bearer {api.token(tsubasa['community_id'], daiki)}"}
+    api.retry("POST", f"/communities/{tsubasa['community_id']}/partnerships/{link['partnership_id']}/jobs/"
+              f"{job['job_id']}/offers", as_daiki, json={"note": "I draw covers; vignettes would be a joy"})
+    progress.advance(1)
     start = datetime.now(UTC) + timedelta(days=3)
     session = api.retry("POST", f"/communities/{cid}/sessions", as_aiko, json={
         "kind": "group-coaching", "title": "Cohort A — putting your vector into words",
@@ -129,6 +146,14 @@ def seed(gateway: str, operator_token: str) -> dict[str, Any]:
               json={"stage": "sowing", "note": "The tomato seedlings went out today: forty rows."})
     progress.finish()
     return {"communities": ids, "summary": summary(ids)}
+
+
+def _wait_until_active(api: Api, cid: str, partnership_id: str, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    while api.call("GET", f"/communities/{cid}/partnerships/{partnership_id}", headers)["status"] != "active":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the demo partnership did not become active")
+        time.sleep(0.2)
 
 
 def summary(ids: list[dict[str, Any]]) -> dict[str, str]:

@@ -143,7 +143,7 @@ def seed_demo(gateway: str, operator_token: str) -> dict[str, Any]:
         return saved
     from .demo import seed
 
-    print("kizuna: seeding the demo (two communities) …", flush=True)
+    print("kizuna: seeding the demo (two linked communities) …", flush=True)
     demo = seed(gateway, operator_token)
     marker.write_text(json.dumps(demo, indent=2))
     marker.chmod(0o600)

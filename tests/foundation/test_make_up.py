@@ -45,6 +45,9 @@ def test_make_up_serves_a_seeded_dashboard_and_stops_cleanly(tmp_path: Path) -> 
             time.sleep(0.3)
         figures = health()
         assert figures["members"] == 5 and figures["jobs"] == {"open": 1, "completed": 0, "cancelled": 0}, figures
+        base = f"{gateway.group(1)}/v1/communities/{community.group(1)}"
+        links = httpx.get(f"{base}/partnerships", headers=headers).json()
+        assert [(p["status"], p["partner"]["name"]) for p in links] == [("active", "Tsubasa Publishing")], links
         write = httpx.post(f"{gateway.group(1)}/v1/communities/{community.group(1)}/jobs", headers=headers, json={})
         assert write.status_code == 403, "the printed dashboard token is read-only"
     finally:
