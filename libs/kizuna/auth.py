@@ -63,6 +63,15 @@ class Principal:
         if ROLE_RANK.get(self.role or "", 0) < ROLE_RANK[minimum]:
             raise Forbidden(f"requires the {minimum} role or higher", required_role=minimum)
 
+    def require_reader(self, community_id: str, minimum: Role) -> None:
+        """Like ``require_role``, but a read-only dashboard token issued for such a member may read too."""
+        if self.scope == "dashboard":
+            self.require_community(community_id)
+            if ROLE_RANK.get(self.role or "", 0) < ROLE_RANK[minimum]:
+                raise Forbidden(f"requires the {minimum} role or higher", required_role=minimum)
+            return
+        self.require_role(community_id, minimum)
+
     def require_writer(self, community_id: str) -> None:
         self.require_role(community_id, "member")
 

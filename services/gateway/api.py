@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -186,7 +187,16 @@ async def _unsubscribe(subscription: Any) -> None:
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard() -> HTMLResponse:
-    return HTMLResponse(DASHBOARD.read_text())
+    return HTMLResponse(_dashboard_html())
+
+
+@functools.cache
+def _dashboard_html() -> str:
+    """The page listens for every event type the catalog knows, so new events show without editing it."""
+    from kizuna.catalog import events_by_service
+
+    types = sorted({event.__name__ for events in events_by_service().values() for event in events})
+    return DASHBOARD.read_text().replace("__EVENT_TYPES__", json.dumps(types))
 
 
 # ---- forwarding to the services ----

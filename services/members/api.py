@@ -257,7 +257,7 @@ async def change_consent(community_id: str, member_id: str, body: ChangeConsent,
 @router.get("/communities/{community_id}/waitlist", response_model=list[WaitlistEntry], tags=["members"],
             summary="People waiting for a place, in order (owner or facilitator)")
 async def waitlist(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
-    who.require_role(community_id, "facilitator")
+    who.require_reader(community_id, "facilitator")
     await _community_view(request, community_id)
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.waitlist(conn, community_id)
@@ -391,7 +391,7 @@ async def submit_application(community_id: str, body: SubmitApplication, request
 async def list_applications(community_id: str, request: Request,
                             status: Literal["pending", "approved", "declined"] | None = None,
                             who: Principal = Depends(principal)) -> Any:
-    who.require_role(community_id, "facilitator")
+    who.require_reader(community_id, "facilitator")
     await _community_view(request, community_id)
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.applications(conn, community_id, status)

@@ -37,6 +37,7 @@ async def test_dashboard_shows_live_events(stack: tuple[BusPublisher, httpx.Asyn
             await bus.publish("members", f"community-{cid}", cid, "MemberJoined", {
                 "member_id": "sora", "display_name": "Sora Tanaka", "role": "member", "joined_via": "invitation"})
             await page.wait_for_selector("li.event:has-text('Sora Tanaka')", timeout=15000)
+            await page.wait_for_selector("#partners:has-text('none')", timeout=15000)  # no partners yet
             members_card = await page.inner_text("#cards")
             assert "members / cap" in members_card.lower() and "/ 150" in members_card
         finally:
