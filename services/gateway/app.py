@@ -20,6 +20,7 @@ from .federation.consumers import federation_reactions
 from .federation.delivery import Deliverer, RetryPolicy
 from .federation.handlers import parse_message, receive
 from .federation.identity import Identity
+from .front_door import router as front_door_router
 from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 
@@ -29,7 +30,7 @@ SPEC = ServiceSpec(
     description="The public API of a Kizuna deployment: communities, members, referrals, job requests, "
                 "feedback, sessions and goals under /v1, community tokens, health figures, a live event "
                 "stream and the built-in dashboard. Errors are RFC 9457 problem details.",
-    routers=[federation_router, router],  # the /v1 catch-all forwarder comes last
+    routers=[front_door_router, federation_router, router],  # the /v1 catch-all forwarder comes last
     migrations=[*MIGRATIONS, federation_projections.MIGRATION],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,

@@ -43,11 +43,15 @@ def caller_key(request: Request) -> str:
 
 
 async def forward(client: httpx.AsyncClient, base_url: str, request: Request, body: bytes,
-                  upstream_timeout: float) -> Response:
-    # The raw, still percent-encoded path: decoded, it may hold characters no URL may carry.
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    path = raw_path.decode("latin-1").removeprefix("/v1")
+                  upstream_timeout: float, *, path: str | None = None, authorization: str | None = None) -> Response:
+    """``path`` and ``authorization`` replace the caller's (the front door maps its routes and acts for visitors)."""
+    if path is None:
+        # The raw, still percent-encoded path: decoded, it may hold characters no URL may carry.
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        path = raw_path.decode("latin-1").removeprefix("/v1")
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+    if authorization is not None:
+        headers["authorization"] = authorization
     headers.update(current_trace_headers())
     try:
         upstream = await client.request(request.method, f"{base_url}{path}", params=request.query_params,

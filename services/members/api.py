@@ -158,7 +158,7 @@ async def change_cap(community_id: str, body: ChangeCap, request: Request, respo
              responses={202: {"model": JoinOutcome, "description": "The community is full; waitlisted"}})
 async def join(community_id: str, body: JoinCommunity, request: Request, response: Response,
                who: Principal = Depends(principal)) -> Any:
-    who.require_writer(community_id)
+    _require_writer_or_visitor(who, community_id)
     member_id, status = await handlers.join(runtime_of(request).store, community_id, body, who,
                                             _ctx(request, who, community_id))
     if status == "waitlisted":
@@ -341,10 +341,17 @@ class EcosystemView(BaseModel):
 
 
 def _require_front_door(who: Principal) -> None:
-    """People who are not members yet have no token: the deployment's front door (the operator
-    token) acts for them, with the code or offer link they were given."""
-    if not who.is_operator:
-        raise Forbidden("only the deployment's front door (operator token) acts for people who are not members yet")
+    """People who are not members yet have no token: the gateway's front door (``/v1/join/…``, a
+    short-lived ``visitor`` token) or the operator acts for them, with the code or offer they were given."""
+    if not (who.is_operator or who.scope == "visitor"):
+        raise Forbidden("only the front door (/v1/join/…) or the operator acts for people who are not members yet")
+
+
+def _require_writer_or_visitor(who: Principal, community_id: str) -> None:
+    if who.scope == "visitor":
+        who.require_community(community_id)
+    else:
+        who.require_writer(community_id)
 
 
 @router.get("/communities/{community_id}/admission", response_model=AdmissionView, tags=["admission"],
@@ -380,7 +387,7 @@ async def _application_view(request: Request, community_id: str, application_id:
              summary="Apply with answers to the community's questions (front door, or a member referring someone)")
 async def submit_application(community_id: str, body: SubmitApplication, request: Request,
                              who: Principal = Depends(principal)) -> Any:
-    who.require_writer(community_id)
+    _require_writer_or_visitor(who, community_id)
     application_id, _ = await handlers.submit_application(runtime_of(request).store, community_id, body, who,
                                                           _ctx(request, who, community_id))
     return await _application_view(request, community_id, application_id)
@@ -405,7 +412,9 @@ async def get_application(community_id: str, application_id: str, request: Reque
                           who: Principal = Depends(principal)) -> Any:
     who.require_community(community_id)
     view = await _application_view(request, community_id, application_id)
-    if not (who.is_operator or (who.role in ("owner", "facilitator") and who.scope == "member")
+    # The application id itself is the applicant's link: the front door may read it.
+    if not (who.is_operator or who.scope == "visitor"
+            or (who.role in ("owner", "facilitator") and who.scope == "member")
             or who.is_self(view["referred_by"] or "")):
         raise NotFound("application not found")
     return view

@@ -76,7 +76,9 @@ async def join(store: EventStore, community_id: str, cmd: JoinCommunity, who: Pr
     """Returns (member id, "joined" | "waitlisted")."""
     await community(store, community_id)
     member_id = str(uuid.uuid4())
-    vouched_by = cmd.vouched_by if who.is_operator else who.member_id
+    if who.scope == "visitor":  # someone with the join link: nobody vouches, and only an open community admits
+        cmd = cmd.model_copy(update={"joined_via": "open", "vouched_by": None})
+    vouched_by = cmd.vouched_by if who.is_operator or who.scope == "visitor" else who.member_id
 
     def decide(c: Community) -> list[DomainEvent]:
         actor_role = None if who.is_operator else c.roles.get(who.member_id or "", "member")
@@ -153,7 +155,8 @@ async def submit_application(store: EventStore, community_id: str, cmd: SubmitAp
     """Returns (application id, applicant id); the applicant id becomes the member id on joining."""
     await community(store, community_id)
     application_id, applicant_id = str(uuid.uuid4()), str(uuid.uuid4())
-    referred_by = cmd.referred_by if who.is_operator else who.member_id
+    # A visitor's claim of a referrer is not a vouch: the referrer submits on their behalf instead.
+    referred_by = cmd.referred_by if who.is_operator else None if who.scope == "visitor" else who.member_id
     await execute(store, community_stream(community_id), Community,
                   lambda c: c.submit_application(application_id, applicant_id, cmd, referred_by), ctx,
                   community_id=community_id)

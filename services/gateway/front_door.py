@@ -1,0 +1,88 @@
+"""The front door: the few routes people use before they are members, without a token.
+
+Someone with a community's join link may join an open community, apply to one that admits by
+application (and follow their application with its id), accept an invitation with its code, and
+take or decline a place offered from the waitlist. The gateway forwards these — and nothing else —
+to the members service with a one-minute ``visitor`` token for that community, so the service
+still decides everything and records the visitor as the actor. Rate limits apply per client address.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from kizuna.auth import issue_token
+from kizuna.errors import NotFound
+from kizuna.problems import PROBLEM_RESPONSES, problem_response
+
+from .proxy import MAX_BODY_BYTES, caller_key, forward
+
+router = APIRouter(prefix="/v1/join", tags=["front door"], responses=PROBLEM_RESPONSES)
+_SEGMENT = r"[A-Za-z0-9-]{1,64}"
+
+
+class JoinOpenCommunity(BaseModel):
+    model_config = {"json_schema_extra": {"examples": [{"display_name": "Hana Ueda", "waitlist_if_full": True}]}}
+    display_name: str = Field(min_length=1, max_length=120)
+    waitlist_if_full: bool = False
+
+
+async def _through(request: Request, community_id: str, path: str, body: bytes | None = None) -> Response:
+    if not re.fullmatch(_SEGMENT, community_id):
+        raise NotFound("community not found")
+    state = request.app.state
+    wait = state.rate_limiter.take("visitor:" + caller_key(request))
+    if wait:
+        return problem_response(429, "rate-limited", "Too many requests", "slow down and retry later",
+                                request.url.path, headers={"Retry-After": str(max(1, round(wait)))})
+    raw = await request.body() if body is None else body
+    if len(raw) > MAX_BODY_BYTES:
+        return problem_response(413, "body-too-large", "Request body too large",
+                                f"the body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}", request.url.path)
+    token = issue_token(state.signing_key, community_id=community_id, member_id="visitor", role="visitor",
+                        scope="visitor", ttl_seconds=60)
+    base = state.settings.service_url_map()["members"]
+    return await forward(state.http, base, request, raw, state.upstream_timeout, path=path,
+                         authorization=f"Bearer {token}")
+
+
+@router.get("/{community_id}", summary="How this community admits people: policy, questions, places left")
+async def admission(community_id: str, request: Request) -> Response:
+    return await _through(request, community_id, f"/communities/{community_id}/admission")
+
+
+@router.post("/{community_id}", status_code=201, summary="Join an open community with its join link")
+async def join_open(community_id: str, body: JoinOpenCommunity, request: Request) -> Response:
+    return await _through(request, community_id, f"/communities/{community_id}/members",
+                          body.model_dump_json().encode())
+
+
+@router.post("/{community_id}/applications", status_code=201,
+             summary="Apply, answering the community's questions; keep the application id to follow it")
+async def apply(community_id: str, request: Request, body: dict[str, Any]) -> Response:
+    return await _through(request, community_id, f"/communities/{community_id}/applications")
+
+
+@router.get("/{community_id}/applications/{application_id}", summary="Where my application stands")
+async def application(community_id: str, application_id: str, request: Request) -> Response:
+    if not re.fullmatch(_SEGMENT, application_id):
+        raise NotFound("application not found")
+    return await _through(request, community_id, f"/communities/{community_id}/applications/{application_id}")
+
+
+@router.post("/{community_id}/invitations/acceptance", status_code=201,
+             summary="Accept an invitation with the code a member gave you")
+async def accept_invitation(community_id: str, request: Request, body: dict[str, Any]) -> Response:
+    return await _through(request, community_id, f"/communities/{community_id}/invitations/acceptance")
+
+
+@router.post("/{community_id}/offers/{offer_id}/{answer}", status_code=201,
+             summary="Take (acceptance) or decline (decline) a place offered from the waitlist")
+async def answer_offer(community_id: str, offer_id: str, answer: str, request: Request) -> Response:
+    if answer not in ("acceptance", "decline") or not re.fullmatch(_SEGMENT, offer_id):
+        raise NotFound(f"no route {request.url.path}")
+    return await _through(request, community_id, f"/communities/{community_id}/offers/{offer_id}/{answer}")
