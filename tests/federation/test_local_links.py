@@ -62,6 +62,13 @@ async def test_two_communities_on_one_deployment_link_and_share(gateway: httpx.A
         return items
 
     assert (await eventually(shared))[0]["title"] == "Apple picking"
+    everything = (await gateway.get("/v1/ecosystem", headers=ecosystem.operator_headers())).json()["communities"]
+    assert {(c["name"], c["size"], c["member_cap"]) for c in everything} == {("Ringo makers", 1, 150),
+                                                                           ("Kaki growers", 1, 150)}
+    assert all([link["partner"]["community_id"] for link in c["links"]] == [b if c["community_id"] == a else a]
+               for c in everything)
+    mine = (await gateway.get("/v1/ecosystem", headers=ecosystem.headers(a, a_owner, "owner"))).json()
+    assert [c["community_id"] for c in mine["communities"]] == [a], "an owner sees their own community only"
     # A member of A has no say over, and no sight of, B's side.
     peek = await gateway.get(f"/v1/communities/{b}/partnerships", headers=ecosystem.headers(a, a_owner, "owner"))
     assert peek.status_code == 404  # another community is indistinguishable from none

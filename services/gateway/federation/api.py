@@ -187,6 +187,19 @@ async def refer_to_partner_job(community_id: str, partnership_id: str, job_id: s
     return Created(offer_id=offer_id)
 
 
+# ---- the ecosystem ----
+
+@router.get("/v1/ecosystem", tags=["federation"],
+            summary="Communities on this deployment, their size against their cap, and their links, local and "
+                    "federated (the operator sees all; an owner or facilitator sees their community)")
+async def ecosystem(request: Request, who: Principal = Depends(gateway_principal)) -> dict[str, Any]:
+    if not who.is_operator:
+        assert who.community_id is not None
+        require_partnership_reader(who, who.community_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        return await projections.ecosystem(conn, None if who.is_operator else [str(who.community_id)])
+
+
 # ---- the operator's view of delivery ----
 
 def require_operator(who: Principal) -> None:

@@ -149,3 +149,23 @@ async def deliveries(conn: asyncpg.Connection, status: str | None, limit: int) -
 async def delivery_counts(conn: asyncpg.Connection) -> dict[str, int]:
     rows = await conn.fetch("SELECT status, count(*) AS n FROM federation_outbox GROUP BY status")
     return {"pending": 0, "delivered": 0, "rejected": 0, "dead": 0, **{r["status"]: r["n"] for r in rows}}
+
+
+async def ecosystem(conn: asyncpg.Connection, community_ids: list[str] | None) -> dict[str, Any]:
+    """Communities on this deployment with their size against their cap, and every link they have."""
+    rows = await conn.fetch(
+        "SELECT c.community_id, c.name, c.member_cap, (SELECT count(*) FROM directory d WHERE "
+        "d.community_id = c.community_id AND d.active) AS size FROM community_caps c "
+        "WHERE $1::text[] IS NULL OR c.community_id = ANY($1::text[]) ORDER BY c.name", community_ids)
+    links = await conn.fetch(
+        "SELECT * FROM partnerships WHERE status IN ('proposed', 'requested', 'active', 'suspended') "
+        "AND ($1::text[] IS NULL OR community_id = ANY($1::text[])) ORDER BY created_at", community_ids)
+    by_community: dict[str, list[dict[str, Any]]] = {}
+    for link in links:
+        view = partnership_view(link)
+        by_community.setdefault(link["community_id"], []).append(
+            {"partnership_id": view["partnership_id"], "status": view["status"], "partner": view["partner"]})
+    return {"communities": [
+        {"community_id": r["community_id"], "name": r["name"], "size": r["size"], "member_cap": r["member_cap"],
+         "links": by_community.get(r["community_id"], [])}
+        for r in rows]}
