@@ -81,6 +81,21 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(500, "internal-error", "Internal error",
                                 "the request could not be completed; nothing was written", request.url.path)
 
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Handled here rather than by the catch-all above: that one re-raises to the server, which then
+        # drops the keep-alive connection and the client's next request on it fails with no answer.
+        if isinstance(exc, asyncpg.InterfaceError) and "closed" not in str(exc):
+            return await _unexpected(request, exc)  # a programming error, not an outage
+        log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
+        return problem_response(503, "service-unavailable", "Service unavailable",
+                                "the service's database is not reachable; retry shortly (a write answered "
+                                "this way may or may not have been recorded)", request.url.path,
+                                headers={"Retry-After": "2"})
+
+    for unavailable in (ConnectionError, asyncpg.PostgresConnectionError,
+                        asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError):
+        app.add_exception_handler(unavailable, _database_unavailable)
+
 
 class FieldError(BaseModel):
     field: str
