@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 
 from bench.core import Result, Servers, ms, percentile
@@ -17,25 +19,27 @@ from tests.support import eventually
 
 
 class PartnerFeed:
-    """B's view of partner jobs, read through its gateway with a cursor so each poll returns only new items."""
+    """B's view of partner jobs, read through its gateway; the cursor moves past full pages, so a poll reads at
+    most one partial page again."""
 
     def __init__(self, b: Deployment, member: str) -> None:
         self.b, self.headers = b, b.as_(member)
-        self.cursor = 0
+        self.cursor: str | None = None
         self.seen: dict[str, float] = {}
 
     async def poll(self) -> None:
         while True:
-            response = await self.b.http.get(f"/v1/communities/{self.b.cid}/partner-jobs",
-                                             params={"cursor": str(self.cursor), "limit": 200}, headers=self.headers)
+            params: dict[str, Any] = {"limit": 200, **({"cursor": self.cursor} if self.cursor else {})}
+            response = await self.b.http.get(f"/v1/communities/{self.b.cid}/partner-jobs", params=params,
+                                             headers=self.headers)
             response.raise_for_status()
-            items = response.json()["items"]
+            page = response.json()
             now = time.perf_counter()
-            for item in items:
+            for item in page["items"]:
                 self.seen.setdefault(item["job_id"], now)
-                self.cursor = max(self.cursor, int(item["seq"]))
-            if len(items) < 200:
+            if page["next_cursor"] is None:
                 return
+            self.cursor = page["next_cursor"]
 
     async def until(self, job_ids: set[str], timeout: float, progress: Progress | None = None) -> bool:
         deadline = time.perf_counter() + timeout
@@ -106,6 +110,7 @@ async def _measure(a: Deployment, b: Deployment, probes: int) -> list[Result]:
 
     local: list[float] = []
     remote: list[float] = []
+    stamps: dict[str, tuple[float, float]] = {}  # job id → (wall clock at POST, wall clock when listed at B)
     progress = Progress("federation: one shared job at a time, POST at A until listed at B", probes)
     for i in range(probes):
         response, start = await post(f"Probe {i}")
@@ -117,10 +122,13 @@ async def _measure(a: Deployment, b: Deployment, probes: int) -> list[Result]:
         if not await feed.until({job_id}, 60):
             raise RuntimeError(f"probe {i} never reached the partner")
         remote.append(feed.seen[job_id] - start)
+        offset = time.time() - time.perf_counter()  # perf_counter readings as wall-clock seconds
+        stamps[job_id] = (start + offset, feed.seen[job_id] + offset)
         progress.advance()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(random.uniform(0.05, 0.6))  # so probes meet the deliverer's 0.5 s cycle at any phase
     progress.finish()
 
+    stages = await _stages(a, stamps)
     count = probes * 4
     progress = Progress(f"federation: {count} shared jobs posted by 8 clients, until all listed at B", count)
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -149,9 +157,41 @@ async def _measure(a: Deployment, b: Deployment, probes: int) -> list[Result]:
                ours_text=ms(remote), baseline_text=ms(local), notes=[
                    f"federation latency: {probes} jobs, one at a time; partner p50 "
                    f"{percentile(remote, 50) * 1000:,.0f} ms, min {min(remote) * 1000:,.0f} ms, max "
-                   f"{max(remote) * 1000:,.0f} ms"]),
+                   f"{max(remote) * 1000:,.0f} ms. Where it goes (medians, from the databases' timestamps on "
+                   f"this one machine): {stages}"]),
         Result("federation: delivery throughput", count / took, count / posted, "jobs/s acknowledged at the sender",
                "jobs/s", None, ours_text=f"{count / took:,.1f} jobs/s", baseline_text=f"{count / posted:,.1f} jobs/s",
                notes=[f"federation throughput: {count} jobs posted in {posted:.1f} s, all listed at the partner "
                       f"after {took:.1f} s; sender's delivery counts afterwards: {counts}"]),
     ]
+
+
+async def _stages(a: Deployment, stamps: dict[str, tuple[float, float]]) -> str:
+    """Splits each probe's trip by the sender's federation outbox: queued (created_at) and delivered."""
+    conn = await asyncpg.connect(a.eco.database_url("gateway"))
+    try:
+        rows = await conn.fetch(
+            "SELECT body->'payload'->>'job_id' AS job_id, extract(epoch FROM created_at)::float8 AS created, "
+            "extract(epoch FROM delivered_at)::float8 AS delivered FROM federation_outbox "
+            "WHERE type = 'job.shared' AND body->'payload'->>'job_id' = ANY($1::text[])", list(stamps))
+    finally:
+        await conn.close()
+    queued, sending, after = [], [], []
+    for row in rows:
+        if row["delivered"] is None:
+            continue
+        posted, listed = stamps[row["job_id"]]
+        queued.append(row["created"] - posted)
+        sending.append(row["delivered"] - row["created"])
+        after.append(listed - row["delivered"])
+    if not queued:
+        return "no outbox rows found"
+
+    def median_ms(values: list[float]) -> str:
+        return f"{percentile(values, 50) * 1000:,.0f} ms"
+
+    return (f"POST at A → the message is in A's federation outbox (A's relay, JetStream, A's gateway consumer): "
+            f"{median_ms(queued)}; outbox → delivered (waiting for the deliverer's next round, which sleeps "
+            f"0.5 s when idle, then the signed POST to B's inbox and B's append): {median_ms(sending)}; "
+            f"delivered → listed at B (B's relay, JetStream, B's referrals consumer, and the 5 ms poll): "
+            f"{median_ms(after)}")

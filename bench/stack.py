@@ -12,6 +12,7 @@ import asyncpg
 
 from bench.core import ROOT_DIR, Result, Servers, Stack, ms, percentile
 from bench.http import HttpClient
+from bench.profiling import CpuMeter, Sampler, cpu_breakdown, py_spy
 from kizuna.devstack import free_port
 from kizuna.progress import Progress
 
@@ -28,8 +29,8 @@ async def found(client: HttpClient, stack: Stack, name: str) -> tuple[str, str]:
     return data["community_id"], data["owner_member_id"]
 
 
-async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection, rate: int,
-                    seconds: float) -> tuple[list[float], list[float], int, list[tuple[str, str]]]:
+async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection, rate: int, seconds: float,
+                    meter: CpuMeter | None = None) -> tuple[list[float], list[float], int, list[tuple[str, str]]]:
     """Open loop: command i is due at t0 + i/rate whatever happened to earlier ones; both latencies run
     from the due time (so a stalled sender or server cannot hide its queueing)."""
     n = max(int(rate * seconds), 1)
@@ -84,6 +85,8 @@ async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection
                     progress.advance()
             await asyncio.sleep(0.003)
 
+    if meter:
+        meter.start()
     watcher = asyncio.create_task(watch())
     t0 = loop.time() + 0.05
     tasks = []
@@ -104,6 +107,7 @@ async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection
 
 async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
     stack = await s.stack()
+    meter = CpuMeter.for_stack(s, stack)
     client = HttpClient("127.0.0.1", stack.gateway_port)
     roster = await asyncpg.connect(stack.eco.database_url("referrals"))
     results = []
@@ -114,7 +118,8 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
             await client.request("POST", f"/v1/communities/{cid}/members", stack.eco.operator_headers(),
                                  {"display_name": f"Warm {i}"})
         for rate in RATES:
-            acked, visible, failures, joined = await e2e_phase(stack, client, roster, rate, seconds)
+            acked, visible, failures, joined = await e2e_phase(stack, client, roster, rate, seconds, meter)
+            wall, used = meter.stop()
             # The read endpoint that depends on the roster answers for what the watcher saw.
             checks = [await client.request("GET", f"/v1/communities/{c}/reputation/{m}",
                                            stack.eco.operator_headers()) for c, m in joined[-10:]]
@@ -127,9 +132,18 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
                 goal_text="p99 ≤ 100 ms" if goal else "—",
                 goal_met=(p99 <= 0.1 and failures == 0) if goal else None,
                 notes=[f"{rate}/s: {len(visible)} of {n} joins visible in the referrals roster"
-                       f" ({failures} failed or not visible within 60 s); the reputation endpoint answered "
-                       f"{sorted({c[0] for c in checks})} for the last {len(checks)}"]))
+                       f" ({failures} failed or not visible within 60 s), achieved {len(acked) / wall:,.0f} "
+                       f"acknowledged joins/s over the phase; the reputation endpoint answered "
+                       f"{sorted({c[0] for c in checks})} for the last {len(checks)}. "
+                       + cpu_breakdown(wall, used, max(len(acked), 1), "join")]))
             await asyncio.sleep(1)  # let the relay and consumers drain before the next rate
+        if py_spy() and seconds >= 5:  # a separate phase: sampling slows the processes it samples
+            pids = {name: proc.process.pid for name, proc in stack.eco.processes.items()
+                    if proc.process and name != "sessions"}
+            sampler = Sampler(s.workdir, pids, seconds)
+            await e2e_phase(stack, client, roster, 200, seconds)
+            results[1].notes += [f"profiled extra phase at 200 joins/s (not counted above): {line}"
+                                 for line in sampler.summaries()]
     finally:
         await roster.close()
         await client.close()
@@ -180,8 +194,20 @@ async def bench_gateway(s: Servers, seconds: int) -> list[Result]:
     await client.close()
     if status != 200:
         raise RuntimeError(f"health read failed: {status} {body[:500]!r}")
+    meter = CpuMeter.for_stack(s, stack)
+    meter.start()
     ours = await run_load(stack.gateway_port, path, headers, seconds,
                           "gateway: authenticated GET /v1/communities/{cid}/health")
+    wall, used = meter.stop()
+    used.pop("benchmark client", None)
+    breakdown = cpu_breakdown(wall, {k: v for k, v in used.items() if v > 0.05 * wall} or used,
+                              max(int(ours["requests"]), 1), "health read (the load generator's own CPU excluded)")
+    profile: list[str] = []
+    if py_spy() and seconds >= 5:
+        gateway = stack.eco.processes["gateway"].process
+        sampler = Sampler(s.workdir, {"gateway": gateway.pid} if gateway else {}, seconds / 2)
+        await run_load(stack.gateway_port, path, headers, seconds / 2, "gateway: profiled extra run (not counted)")
+        profile = [f"profiled extra run of the health read: {line}" for line in sampler.summaries()]
     liveness = await run_load(stack.gateway_port, "/healthz", {}, seconds, "gateway: GET /healthz (breakdown)")
 
     body_file = s.workdir / "health.json"
@@ -210,5 +236,5 @@ async def bench_gateway(s: Servers, seconds: int) -> list[Result]:
                        f"req/s, p50 {baseline['p50_ms']:.1f} ms, p99 {baseline['p99_ms']:.1f} ms; the gateway's "
                        f"own /healthz (no auth, no database, no tracing middleware): {liveness['rate']:,.0f} req/s "
                        f"— 32 keep-alive connections from one load-generator process, {seconds} s each after a "
-                       f"1 s warm-up"]),
+                       f"1 s warm-up", breakdown, *profile]),
             ]
