@@ -204,6 +204,65 @@ ANALYSIS = {
     "projection rebuild (members read model)": (
         "the replay applies one event at a time with one UPDATE per event inside each 5,000-event "
         "transaction; batching the upserts per table (executemany) is the next step."),
+    "append vs a peer, single events": (
+        "Kizuna is ahead but short of 2x. The peer takes an EXCLUSIVE lock on its whole events table in every "
+        "insert transaction (its cure for readers skipping a late commit), so its 16 writers run one at a "
+        "time; Kizuna's writers to different streams commit in parallel (xid8 instead of a table lock) but "
+        "each append still pays six round trips — the same single-statement append that closes the gap to "
+        "raw inserts would widen the lead over the peer."),
+    "append vs a peer, batches of 100": (
+        "one writer to one stream: no lock contention on either side, so both are bound by inserting 100 rows "
+        "(the peer pipelines them with psycopg; Kizuna sends its per-append statements plus one multi-row "
+        "insert). Here the peer's table lock costs nothing and the two are level; the ≥ 2x goal can only come "
+        "from fewer statements per append on our side."),
+    "end-to-end latency": (
+        "the write path saturates below the offered rates on this machine: see 'achieved … acknowledged "
+        "joins/s' in the details. Past that rate an open-loop sender's commands queue (in the client's "
+        "connection limit, the gateway, the members service's ten-connection pool and the community streams' "
+        "locks), so both latencies grow with the length of the run, and the p99 figures at 200/s and 500/s "
+        "measure that queue rather than the pipeline. The asynchronous part is the small share: visible minus "
+        "acknowledged stays in the tens of milliseconds at p50 (outbox relay woken by NOTIFY, JetStream with "
+        "fsync per write, the referrals roster consumer). The CPU per join (details) is what sets the ceiling: "
+        "the gateway and the members service each spend milliseconds of Python per join, PostgreSQL the rest. "
+        "The profile lines show where: in members, `kizuna.handling.load` re-reads and folds the community's "
+        "whole event stream on every command (a community of 140 members is ~140 events to decode and "
+        "validate per join, more with conflict retries), then the append's six round trips; in every process "
+        "starlette's BaseHTTPMiddleware (which `TracingMiddleware` is built on) runs each request in an extra "
+        "task with memory streams, asyncpg's pool sends a reset query on every release (one more round trip "
+        "per acquire), and socket sends are a large share of samples — each round trip is a syscall, and this "
+        "is a small VM. In the gateway, the forward through httpx dominates. Not fixed here (the core is "
+        "outside this change); in order of payoff: a cached or snapshotted community aggregate so a join does "
+        "not replay the stream, a pure-ASGI tracing middleware, `reset=None`-style pool release where "
+        "connections never hold session state, and the single-statement append."),
+    "gateway throughput": (
+        "the bare route is uvicorn and FastAPI alone; the health read adds an Ed25519 signature check, a "
+        "revocation lookup, a community check and five read-model queries — seven round trips to PostgreSQL, "
+        "each acquiring and releasing (with asyncpg's reset query) a connection from a pool of ten for 32 "
+        "concurrent requests — plus the tracing middleware. Even the gateway's own `/healthz`, which skips "
+        "the span and touches no database, serves well under the bare route (details), because every request "
+        "still passes through the BaseHTTPMiddleware stack and the process also runs its consumers and "
+        "federation delivery. The profile line splits the health read: the read-model queries "
+        "(`projections.health`), the principal (JWT verify + revocation query) and the middleware. Ways to "
+        "close it, none attempted here: one SQL statement for the health figures (or a health row maintained "
+        "by the projection), caching revocations in memory (they arrive as events), a pure-ASGI middleware "
+        "and a larger pool."),
+}
+
+# What rows without a goal (or beyond it) show; printed whenever the row is in the run.
+FINDINGS = {
+    "federation: shared job visible": (
+        "the partner sees a shared job about half a second after it is posted, against tens of milliseconds "
+        "for the sender's own read model. The stage breakdown in the details shows nearly all of it is the "
+        "sender's federation deliverer waiting for its next round: when it finds nothing due it sleeps 0.5 s "
+        "(`Deliverer.run(idle_seconds=0.5)`), so a message waits up to 0.5 s before the signed POST; the hops on "
+        "either side (relay → JetStream → gateway consumer at A; B's relay → JetStream → referrals consumer) "
+        "take tens of milliseconds each. Waking the deliverer with a NOTIFY when an outbox row is inserted "
+        "(as the outbox relay already does) would bring the median down to roughly the sum of those hops."),
+    "federation: delivery throughput": (
+        "with messages queued, the deliverer drains a partnership's queue one message at a time and in order "
+        "(each a signed HTTP POST answered after B appends it), so delivery runs behind the sender's "
+        "write rate; strict per-partnership order is the design (a status must not overtake its job), so "
+        "more throughput would come from sending several queued messages per request, not from parallelism."),
 }
 
 
@@ -232,6 +291,11 @@ METHODS = {
         "`python -m bench.bare`, a FastAPI app with one route at the same path returning the same JSON from "
         "memory, served by the same `kizuna.serve.serve` (uvicorn, same settings), hit by the same generator. "
         "The generator shares the two cores with the server in both cases."),
+    "append vs a peer": (
+        "the same writers, streams and payloads as the append rows above, recorded by the `eventsourcing` "
+        "library's `PostgresApplicationRecorder` (9.5.6, psycopg 3, installed only by `make bench` through the "
+        "`bench` extra) into a fresh database on the same server; its writers are threads, as the library is "
+        "synchronous. The Kizuna figure is the one from the append row."),
     "federation": (
         "a second complete deployment with its own PostgreSQL and NATS (as "
         "`tests/federation/test_two_deployments.py` starts it); the two communities become partners "
@@ -281,6 +345,10 @@ def report(results: list[Result], command: str, when: str | None = None, context
     if missed:
         lines += ["", "## Where goals are missed, and why", ""]
         lines += [f"- **{name}**: {text}" for name, text in missed]
+    found = [(r.name, text) for r in results for key, text in FINDINGS.items() if r.name.startswith(key)]
+    if found:
+        lines += ["", "## What the figures without a goal show", ""]
+        lines += [f"- **{name}**: {text}" for name, text in found]
     lines += ["", "## Not yet measured", "", *[f"- {item}" for item in NOT_YET], ""]
     return "\n".join(lines)
 
