@@ -93,6 +93,10 @@ def schema_sql() -> str:
     return (Path(__file__).parent / "schema.sql").read_text()
 
 
+def append_function_sql() -> str:
+    return (Path(__file__).parent / "append.sql").read_text()
+
+
 class EventStore:
     """One service's event store. ``inline_projections`` run inside each append's transaction."""
 
@@ -137,44 +141,24 @@ class EventStore:
     async def _append(
         self, conn: asyncpg.Connection, stream_id: str, events: Sequence[NewEvent], expected_version: int
     ) -> list[RecordedEvent]:
-        # The lock is taken before this transaction writes anything, so its transaction id is
-        # assigned after the previous writer of this stream committed (see module docstring).
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", stream_id)
-        ids = [event.event_id for event in events]
-        already = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[]) ORDER BY global_position", ids
-        )
-        if already:
-            if len(already) == len(ids) and all(row["stream_id"] == stream_id for row in already):
-                return [_row_to_event(row) for row in already]
-            raise Conflict(
-                "some of these event ids are already stored in another append",
-                slug="duplicate-event", event_ids=[str(row["event_id"]) for row in already],
+        # One statement (libs/kizuna/append.sql): the advisory lock is taken before this transaction
+        # writes anything, so its transaction id is assigned after the previous writer of this stream
+        # committed (see module docstring).
+        try:
+            rows = await conn.fetch(
+                "SELECT * FROM kizuna_append($1, $2, $3::uuid[], $4::text[], $5::text[], $6::text[])",
+                stream_id, expected_version, [event.event_id for event in events], [event.type for event in events],
+                [json.dumps(event.data) for event in events], [json.dumps(event.metadata) for event in events],
             )
-        current = await conn.fetchval("SELECT version FROM stream_heads WHERE stream_id = $1", stream_id) or 0
-        if expected_version != ANY_VERSION and current != expected_version:
-            raise ConcurrencyConflict(stream_id, expected_version, current)
-        rows = await conn.fetch(
-            f"""
-            INSERT INTO events (stream_id, stream_version, event_id, event_type, data, metadata)
-            SELECT $1, $2 + ord, id, type, data::jsonb, metadata::jsonb
-              FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
-                   AS batch(id, type, data, metadata, ord)
-            RETURNING {_COLUMNS}
-            """,
-            stream_id, current, ids,
-            [event.type for event in events],
-            [json.dumps(event.data) for event in events],
-            [json.dumps(event.metadata) for event in events],
-        )
-        await conn.execute(
-            """
-            INSERT INTO stream_heads (stream_id, version) VALUES ($1, $2)
-            ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version
-            """,
-            stream_id, current + len(events),
-        )
-        await conn.execute("SELECT pg_notify('kizuna_events', $1)", stream_id)
+        except asyncpg.PostgresError as error:
+            if error.sqlstate == "KZ409":
+                raise ConcurrencyConflict(stream_id, expected_version, int(error.detail or 0)) from error
+            if error.sqlstate == "KZ410":
+                raise Conflict(
+                    "some of these event ids are already stored in another append",
+                    slug="duplicate-event", event_ids=(error.detail or "").split(","),
+                ) from error
+            raise
         recorded = sorted((_row_to_event(row) for row in rows), key=lambda event: event.stream_version)
         for event in recorded:
             for project in self.inline_projections:

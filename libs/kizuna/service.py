@@ -26,7 +26,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from . import bus
 from .auth import Authenticator, load_public_keys
 from .consumer import InboxConsumer, Subscription
-from .eventstore import EventStore, InlineProjection, schema_sql
+from .eventstore import EventStore, InlineProjection, append_function_sql, schema_sql
 from .logs import configure_logging
 from .problems import install_problem_handlers
 from .relay import OutboxRelay
@@ -94,7 +94,9 @@ async def migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> None:
                 "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             applied = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-            for migration in [Migration("0000_event_store", schema_sql()), *migrations]:
+            store_migrations = [Migration("0000_event_store", schema_sql()),
+                                Migration("0001_event_store_append_function", append_function_sql())]
+            for migration in [*store_migrations, *migrations]:
                 if migration.name in applied:
                     continue
                 async with conn.transaction():
