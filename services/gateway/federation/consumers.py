@@ -16,7 +16,7 @@ from kizuna.handling import CommandContext, execute
 from kizuna.service import Runtime
 
 from .domain import Partnership
-from .handlers import community_name, job_card, stream_of
+from .handlers import job_card, stream_of
 
 _STATES = {"JobAssigned": "assigned", "JobStarted": "in-progress", "JobCompleted": "completed",
            "JobCancelled": "cancelled"}
@@ -42,9 +42,12 @@ def federation_reactions(runtime: Runtime) -> Subscription:
 async def _share_job(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:
     d = envelope.data
     cid = str(d["community_id"])
-    card = job_card(d, await community_name(conn, cid))
     partners = await conn.fetch("SELECT partnership_id FROM partnerships WHERE community_id = $1 AND status = 'active' "
                                 "AND 'job_requests' = ANY(sends)", cid)
+    if not partners:
+        return
+    card = job_card(d, str(await conn.fetchval("SELECT name FROM community_caps WHERE community_id = $1", cid)
+                           or ""))
     for row in partners:
         await execute(store, stream_of(row["partnership_id"], cid), Partnership,
                       lambda p: p.share_job(str(d["job_id"]), card), ctx, community_id=cid, connection=conn)

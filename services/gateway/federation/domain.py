@@ -194,6 +194,11 @@ class ReferToPartnerJob(BaseModel):
 
 # ---- the aggregate ----
 
+_STATUS_AFTER: dict[type[DomainEvent], Status] = {
+    PartnershipAccepted: "active", PartnershipDeclined: "declined", PartnershipSuspended: "suspended",
+    PartnershipResumed: "active", PartnershipEnded: "ended"}
+
+
 class Partnership(Aggregate):
     def __init__(self) -> None:
         self.partnership_id = ""
@@ -229,20 +234,9 @@ class Partnership(Aggregate):
                    e.partner_community_name, e.sends, e.receives)
         self.status = "active"
 
-    def _on_PartnershipAccepted(self, e: PartnershipAccepted) -> None:
-        self.status = "active"
-
-    def _on_PartnershipDeclined(self, e: PartnershipDeclined) -> None:
-        self.status = "declined"
-
-    def _on_PartnershipSuspended(self, e: PartnershipSuspended) -> None:
-        self.status = "suspended"
-
-    def _on_PartnershipResumed(self, e: PartnershipResumed) -> None:
-        self.status = "active"
-
-    def _on_PartnershipEnded(self, e: PartnershipEnded) -> None:
-        self.status = "ended"
+    def apply(self, event: DomainEvent) -> None:
+        self.status = _STATUS_AFTER.get(type(event), self.status)
+        super().apply(event)
 
     def _on_JobSharedWithPartner(self, e: JobSharedWithPartner) -> None:
         self.shared_jobs.add(e.job_id)

@@ -1,0 +1,142 @@
+"""The federation's pure parts: message signatures and the partnership state machine. No servers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kizuna.auth import generate_private_key_pem, load_private_key
+from kizuna.errors import Conflict, Forbidden, Invalid
+from services.gateway.federation.domain import (
+    Partnership,
+    PartnershipRequested,
+    ProposePartnership,
+    member_card,
+)
+from services.gateway.federation.signing import SignatureRejected, read, sign, verify
+
+KEY = load_private_key(generate_private_key_pem())
+BODY = json.dumps({"message_id": "m-1", "type": "job.shared"}).encode()
+
+
+def signed(body: bytes = BODY, created: int = 1_000_000, nonce: str = "nonce-0001") -> dict[str, str]:
+    headers = sign(KEY, method="POST", path="/federation/inbox", body=body, origin="https://a.example",
+                   message_id="m-1", created=created, nonce=nonce)
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def check(headers: dict[str, str], body: bytes = BODY, now: int = 1_000_010, path: str = "/federation/inbox") -> None:
+    verify(read(headers, method="POST", path=path, body=body, now=now), KEY.public_key())
+
+
+def test_a_signed_message_verifies_and_every_covered_part_matters() -> None:
+    check(signed())
+    with pytest.raises(SignatureRejected) as tampered:
+        check(signed(), body=BODY.replace(b"job.shared", b"job.status"))
+    assert tampered.value.slug == "digest-mismatch"
+    with pytest.raises(SignatureRejected):
+        check(signed(), path="/federation/other")
+    with pytest.raises(SignatureRejected):
+        check({**signed(), "kizuna-origin": "https://evil.example"})
+    with pytest.raises(SignatureRejected):
+        check({**signed(), "kizuna-message-id": "m-2"})
+    other_key = load_private_key(generate_private_key_pem())
+    with pytest.raises(SignatureRejected):
+        verify(read(signed(), method="POST", path="/federation/inbox", body=BODY, now=1_000_010),
+               other_key.public_key())
+
+
+def test_missing_stale_and_malformed_signatures_are_refused() -> None:
+    with pytest.raises(SignatureRejected) as unsigned:
+        check({})
+    assert unsigned.value.slug == "unsigned"
+    with pytest.raises(SignatureRejected) as stale:
+        check(signed(created=1_000_000), now=1_000_000 + 301)
+    assert stale.value.slug == "stale-signature"
+    check(signed(created=1_000_000), now=1_000_000 + 299)
+    narrowed = signed()
+    narrowed["signature-input"] = narrowed["signature-input"].replace(' "kizuna-message-id"', "")
+    with pytest.raises(SignatureRejected):
+        check(narrowed)
+
+
+def proposed() -> Partnership:
+    cmd = ProposePartnership(partner_origin="https://b.example", partner_community_id="cb",  # type: ignore[arg-type]
+                             sends=["job_requests"], receives=["job_requests", "referrals"])
+    return Partnership.from_events(Partnership.propose("p1", "ca", "Ringo", "Nagano", cmd, "owner"))
+
+
+def requested() -> Partnership:
+    return Partnership.from_events([PartnershipRequested(
+        partnership_id="p1", community_id="cb", partner_origin="https://a.example", partner_community_id="ca",
+        partner_community_name="Ringo", sends=["job_requests", "referrals"], receives=["job_requests"], note="")])
+
+
+def test_partnership_lifecycle_and_illegal_transitions() -> None:
+    mine, theirs = proposed(), requested()
+    with pytest.raises(Conflict):
+        mine.accept("owner")  # the proposer cannot accept its own proposal
+    for event in theirs.accept("owner-b"):
+        theirs.apply(event)
+    for event in mine.accept("partner", by="partner"):
+        mine.apply(event)
+    assert mine.status == theirs.status == "active"
+    assert mine.accept("owner") == []  # accepting twice changes nothing
+    with pytest.raises(Conflict):
+        mine.resume("owner")
+    for event in mine.suspend("owner", "a pause"):
+        mine.apply(event)
+    assert mine.share_job("j1", {"title": "t"}) == [], "nothing new crosses while suspended"
+    for event in mine.resume("owner"):
+        mine.apply(event)
+    for event in mine.end("owner", "done"):
+        mine.apply(event)
+    assert mine.status == "ended" and mine.end("owner", "again") == []
+    with pytest.raises(Conflict):
+        mine.suspend("owner", "too late")
+
+
+def test_what_crosses_follows_what_each_side_agreed() -> None:
+    cmd = ProposePartnership(partner_origin="https://b.example", partner_community_id="cb",  # type: ignore[arg-type]
+                             sends=["job_requests"], receives=[])
+    ringo = Partnership.from_events(Partnership.propose("p1", "ca", "Ringo", "Nagano", cmd, "owner"))
+    assert ringo.share_job("j1", {"title": "t"}) == [], "nothing is shared before the partner accepts"
+    for event in ringo.accept("partner", by="partner"):
+        ringo.apply(event)
+    shared = ringo.share_job("j1", {"title": "t"})
+    assert len(shared) == 1
+    ringo.apply(shared[0])
+    assert ringo.share_job("j1", {"title": "t"}) == [], "a job is shared once"
+    with pytest.raises(Forbidden):
+        ringo.receive_job("j9", {"title": "theirs"})  # Ringo receives nothing
+    with pytest.raises(Invalid):
+        ringo.receive_offer("j-unknown", "o1", "offer", {"display_name": "Mio"}, "", None)
+    assert len(ringo.receive_offer("j1", "o1", "offer", {"display_name": "Mio"}, "", None)) == 1
+    with pytest.raises(Forbidden):
+        ringo.receive_offer("j1", "o2", "referral", {"display_name": "Rin"}, "", "Mio")  # referrals not received
+
+
+def test_offers_to_a_partner_job() -> None:
+    nagano = requested()
+    for event in nagano.accept("owner-b"):
+        nagano.apply(event)
+    with pytest.raises(Invalid):
+        nagano.send_offer("j1", "o1", "mio", {"display_name": "Mio"}, "", "offer", None)  # never received
+    for event in nagano.receive_job("j1", {"title": "t"}):
+        nagano.apply(event)
+    offer = nagano.send_offer("j1", "o1", "mio", {"display_name": "Mio"}, "", "offer", None)
+    nagano.apply(offer[0])
+    with pytest.raises(Conflict):
+        nagano.send_offer("j1", "o2", "mio", {"display_name": "Mio"}, "", "offer", None)
+    status = nagano.receive_job_status("j1", "assigned", ["o1", "someone-elses"])
+    assert status[0].assigned_offer_ids == ["o1"], "only this side's own offers are named"  # type: ignore[attr-defined]
+    nagano.apply(status[0])
+    with pytest.raises(Conflict):
+        nagano.send_offer("j1", "o3", "ken", {"display_name": "Ken"}, "", "offer", None)
+
+
+def test_a_member_card_holds_only_what_they_consented_to() -> None:
+    profile = {"skills": ["weaving"], "vector": "my own studio", "values": ["care"]}
+    assert member_card("Mio", ["display_name"], profile) == {"display_name": "Mio"}
+    assert member_card("Mio", ["display_name", "skills"], profile) == {"display_name": "Mio", "skills": ["weaving"]}
