@@ -47,7 +47,9 @@ bench: $(STAMP)
 
 ## The reliability suite at long settings (make test runs the same tests short).
 soak: $(STAMP)
-	KIZUNA_FAULT_WRITES=2000 KIZUNA_FUZZ_EXAMPLES=100 $(PY) -m pytest -q tests/reliability
+	KIZUNA_FAULT_WRITES=2000 KIZUNA_FUZZ_EXAMPLES=100 KIZUNA_NATS_OUTAGE_SECONDS=30 KIZUNA_PG_OUTAGE_SECONDS=20 \
+	  KIZUNA_DUPLICATE_FLOOD=50 KIZUNA_PROPERTY_EXAMPLES=1000 KIZUNA_CONVERGENCE_TIMEOUT=300 \
+	  $(PY) -m pytest -q tests/reliability
 
 clean:
 	rm -rf $(VENV) .kizuna .pytest_cache .mypy_cache .ruff_cache
