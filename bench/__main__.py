@@ -22,6 +22,7 @@ import nats
 from bench import peer
 from bench.core import Result, Servers, payload
 from bench.federation import bench_federation
+from bench.profiling import py_spy
 from bench.stack import bench_e2e, bench_gateway
 from kizuna import bus
 from kizuna.devstack import NatsServer, PostgresServer
@@ -204,6 +205,13 @@ ANALYSIS = {
     "projection rebuild (members read model)": (
         "the replay applies one event at a time with one UPDATE per event inside each 5,000-event "
         "transaction; batching the upserts per table (executemany) is the next step."),
+    "relay to JetStream": (
+        "the relay met this goal in the run recorded on 2026-11-25 (0.92x); whether it does depends on the run — "
+        "it is a single task that reads a batch from PostgreSQL, publishes it and waits for every ack before "
+        "saving its checkpoint and reading the next, so it loses more than the raw publisher (no database "
+        "work, acks awaited per 1,000) when other processes take the cores (see the load averages in the "
+        "details). Overlapping the next batch's read with the current batch's acks is the change to try; not "
+        "profiled further here."),
     "append vs a peer, single events": (
         "Kizuna is ahead but short of 2x. The peer takes an EXCLUSIVE lock on its whole events table in every "
         "insert transaction (its cure for readers skipping a late commit), so its 16 writers run one at a "
@@ -216,24 +224,27 @@ ANALYSIS = {
         "insert). Here the peer's table lock costs nothing and the two are level; the ≥ 2x goal can only come "
         "from fewer statements per append on our side."),
     "end-to-end latency": (
-        "the write path saturates below the offered rates on this machine: see 'achieved … acknowledged "
-        "joins/s' in the details. Past that rate an open-loop sender's commands queue (in the client's "
-        "connection limit, the gateway, the members service's ten-connection pool and the community streams' "
-        "locks), so both latencies grow with the length of the run, and the p99 figures at 200/s and 500/s "
-        "measure that queue rather than the pipeline. The asynchronous part is the small share: visible minus "
-        "acknowledged stays in the tens of milliseconds at p50 (outbox relay woken by NOTIFY, JetStream with "
-        "fsync per write, the referrals roster consumer). The CPU per join (details) is what sets the ceiling: "
-        "the gateway and the members service each spend milliseconds of Python per join, PostgreSQL the rest. "
-        "The profile lines show where: in members, `kizuna.handling.load` re-reads and folds the community's "
-        "whole event stream on every command (a community of 140 members is ~140 events to decode and "
-        "validate per join, more with conflict retries), then the append's six round trips; in every process "
-        "starlette's BaseHTTPMiddleware (which `TracingMiddleware` is built on) runs each request in an extra "
-        "task with memory streams, asyncpg's pool sends a reset query on every release (one more round trip "
-        "per acquire), and socket sends are a large share of samples — each round trip is a syscall, and this "
-        "is a small VM. In the gateway, the forward through httpx dominates. Not fixed here (the core is "
-        "outside this change); in order of payoff: a cached or snapshotted community aggregate so a join does "
-        "not replay the stream, a pure-ASGI tracing middleware, `reset=None`-style pool release where "
-        "connections never hold session state, and the single-statement append."),
+        "the write path saturates far below 200 joins/s on this machine: see 'achieved … acknowledged joins/s' "
+        "in the details (about 50/s here, with the cores also busy with other work). Past that rate an "
+        "open-loop sender's commands queue — in the client's 256 connections, the gateway, the members "
+        "service's ten-connection pool and each community stream's lock — so both latencies grow with the "
+        "length of the run, the gateway's 10 s upstream timeout turns the oldest into 504s, and the p99 "
+        "figures at 200/s and 500/s measure that queue, not the pipeline. The asynchronous part itself is "
+        "small while the machine keeps up: the per-join 'visible minus acknowledged' figures at 50/s in the "
+        "details (outbox relay woken by NOTIFY, JetStream with an fsync per write, the referrals roster "
+        "consumer). So the goal is missed on throughput, and the fix is CPU per join, not the bus. Where it "
+        "goes: the CPU-per-join lines split it by process (members and gateway each several milliseconds of "
+        "Python, PostgreSQL most of the rest), and the py-spy lines (a separate phase at 50/s) split each "
+        "process: in members the `join` endpoint is dominated by `kizuna.handling.load`, which re-reads and "
+        "folds the community's whole event stream on every command (a community of 140 members means ~140 "
+        "events decoded and validated per join, again on each conflict retry), then the append's six round "
+        "trips; in the gateway the forward through httpx; in every process a large share is the request path "
+        "outside the endpoint (starlette's BaseHTTPMiddleware, on which `TracingMiddleware` is built, runs each "
+        "request in an extra task with memory streams), socket sends (each round trip is a syscall on this "
+        "VM) and asyncpg's reset query on every pool release. Not changed here (the core is outside this "
+        "change); in order of payoff: a cached or snapshotted community aggregate so a join does not replay "
+        "the stream, a pure-ASGI tracing middleware, pools that skip the reset query where connections hold "
+        "no session state, and the single-statement append."),
     "gateway throughput": (
         "the bare route is uvicorn and FastAPI alone; the health read adds an Ed25519 signature check, a "
         "revocation lookup, a community check and five read-model queries — seven round trips to PostgreSQL, "
@@ -251,8 +262,9 @@ ANALYSIS = {
 # What rows without a goal (or beyond it) show; printed whenever the row is in the run.
 FINDINGS = {
     "federation: shared job visible": (
-        "the partner sees a shared job about half a second after it is posted, against tens of milliseconds "
-        "for the sender's own read model. The stage breakdown in the details shows nearly all of it is the "
+        "the partner lists a shared job a few hundred milliseconds after it is posted (p50 and p99 in the "
+        "table; the details give min and max), against tens of milliseconds for the sender's own read model. "
+        "The stage breakdown in the details shows nearly all of it is the "
         "sender's federation deliverer waiting for its next round: when it finds nothing due it sleeps 0.5 s "
         "(`Deliverer.run(idle_seconds=0.5)`), so a message waits up to 0.5 s before the signed POST; the hops on "
         "either side (relay → JetStream → gateway consumer at A; B's relay → JetStream → referrals consumer) "
@@ -360,6 +372,9 @@ def load_average() -> str:
 async def run(names: list[str], quick: bool, context: list[str]) -> list[Result]:
     context.append(f"load average (1 / 5 / 15 min) when the run started: {load_average()} — other work on the "
                    f"machine shares its {os.cpu_count()} cores with the benchmark; ratios are the figures to compare")
+    if py_spy() is None:
+        context.append("py-spy is not installed, so there are no profile lines below (`pip install py-spy` into "
+                       "the venv; it is not a dependency of the project)")
     with tempfile.TemporaryDirectory(prefix="kizuna-bench-") as tmp:
         servers = Servers(PostgresServer(Path(tmp) / "pg", durable=True).start(),
                           NatsServer(Path(tmp) / "nats", sync_always=True).start(), Path(tmp))

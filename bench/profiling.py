@@ -17,10 +17,10 @@ import psutil
 from bench.core import Servers, Stack
 
 
-def _tree_cpu(pid: int) -> float:
+def _tree_cpu(pid: int, children: bool = True) -> float:
     try:
         proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
+        procs = [proc, *(proc.children(recursive=True) if children else [])]
     except psutil.NoSuchProcess:
         return 0.0
     total = 0.0
@@ -39,6 +39,7 @@ class CpuMeter:
 
     pids: dict[str, int]
     started: dict[str, float] = field(default_factory=dict)
+    own = "benchmark client"  # this process: its children are the servers, counted on their own
     wall: float = 0.0
 
     @classmethod
@@ -48,16 +49,17 @@ class CpuMeter:
             pids["postgres"] = servers.pg.process.pid
         if servers.nats.process:
             pids["nats"] = servers.nats.process.pid
-        pids["benchmark client"] = psutil.Process().pid
+        pids[cls.own] = psutil.Process().pid
         return cls(pids)
 
     def start(self) -> None:
-        self.started = {name: _tree_cpu(pid) for name, pid in self.pids.items()}
+        self.started = {name: _tree_cpu(pid, name != self.own) for name, pid in self.pids.items()}
         self.wall = time.perf_counter()
 
     def stop(self) -> tuple[float, dict[str, float]]:
         """Wall seconds and CPU seconds per process since ``start``."""
-        used = {name: _tree_cpu(pid) - self.started.get(name, 0.0) for name, pid in self.pids.items()}
+        used = {name: _tree_cpu(pid, name != self.own) - self.started.get(name, 0.0)
+                for name, pid in self.pids.items()}
         return time.perf_counter() - self.wall, used
 
 
@@ -99,39 +101,48 @@ class Sampler:
 
 
 _OURS = re.compile(r"\((kizuna|services)/")
-_BORING = ("serve (", "<module> (", "create_service", "lifespan")
-_LIBRARY_HOTSPOTS = {
-    "BaseHTTPMiddleware.__call__": "starlette BaseHTTPMiddleware (a task and memory streams per request)",
-    "Connection.reset": "asyncpg pool release (Connection.reset: one more round trip per release)",
-    "AsyncClient.send": "httpx client (gateway → service)",
-    "_SelectorSocketTransport.write": "socket writes (send syscalls)",
-    "EpollSelector.select": "waiting in epoll",
-    "BaseModel.model_validate": "pydantic validation",
-    "Tracer.start_span": "OpenTelemetry spans",
-}
+_BORING = ("serve (", "<module> (", "create_service", "lifespan", "InboxConsumer.run", "InboxConsumer._consume",
+           "OutboxRelay.run", "OutboxRelay._publish_forever")
+_IDLE = ("EpollSelector.select", "Condition.wait", "Queue.get")
+# (label, frames any of which puts a sample in the category, frames that take it out again)
+_CATEGORIES = [
+    ("HTTP request path outside the endpoint (uvicorn, middleware incl. BaseHTTPMiddleware's extra task, routing, "
+     "validation, serialisation)", ("RequestResponseCycle.run_asgi", "BaseHTTPMiddleware", "TaskHandle._run_coro"),
+     ("run_endpoint_function",)),
+    ("endpoints", ("run_endpoint_function",), ()),
+    ("consumers, relay and other background tasks", ("InboxConsumer.", "OutboxRelay.", "Deliverer."), ()),
+    ("asyncpg pool release (Connection.reset: a reset query per release)", ("Connection.reset",), ()),
+    ("httpx client (gateway → service)", ("AsyncClient.send",), ()),
+    ("socket sends (syscalls)", ("_SelectorSocketTransport.write", "TcpTransport.writelines"), ()),
+    ("pydantic validation", ("BaseModel.model_validate", "TypeAdapter.validate"), ()),
+    ("OpenTelemetry spans", ("Tracer.start_span", "Span.end", "_Span.end"), ()),
+]
 
 
 def summarise(name: str, path: Path, top: int = 6) -> str:
+    """Shares of the *busy* samples (those not waiting in epoll or on a lock)."""
     inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
+    categories: collections.Counter[str] = collections.Counter()
+    total = idle = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         n = int(count)
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        if frames[-1].startswith(_IDLE):
+            idle += n
+            continue
         total += n
-        seen = set()
-        for frame in stack.split(";"):
-            key = re.sub(r":\d+\)$", ")", frame)
-            if key not in seen:
-                seen.add(key)
-                inclusive[key] += n
+        for key in set(frames):
+            inclusive[key] += n
+        for label, into, out in _CATEGORIES:
+            if any(f.startswith(into) for f in frames) and not any(f.startswith(out) for f in frames):
+                categories[label] += n
     if not total:
         return ""
     ours = [(k, v) for k, v in inclusive.most_common() if _OURS.search(k) and not k.startswith(_BORING)][:top]
-    libs = [(label, sum(v for k, v in inclusive.items() if k.startswith(prefix)))
-            for prefix, label in _LIBRARY_HOTSPOTS.items()]
     fmt = "; ".join(f"{k.split(' (')[0]} ({k.split(' (')[1].rstrip(')')}) {v / total:.0%}" for k, v in ours)
-    lib = "; ".join(f"{label} {v / total:.0%}" for label, v in libs if v / total >= 0.02)
-    return (f"py-spy, {name} ({total} samples at 100 Hz, share of samples in each function and below): {fmt}. "
-            f"Libraries: {lib}")
+    cats = "; ".join(f"{label} {v / total:.0%}" for label, v in categories.most_common() if v / total >= 0.02)
+    return (f"py-spy, {name}: {total} busy samples at 100 Hz (and {idle} idle); share of the busy ones in each "
+            f"function and below — {fmt}. By kind: {cats}")

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import uuid
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -20,6 +21,16 @@ RATES = (50, 200, 500)
 PER_COMMUNITY = 140  # communities stay under the default cap of 150, as the product intends
 
 
+@dataclass
+class Phase:
+    acked: list[float] = field(default_factory=list)  # due → HTTP 201
+    visible: list[float] = field(default_factory=list)  # due → in the referrals roster
+    asynchronous: list[float] = field(default_factory=list)  # HTTP 201 → in the roster, per join
+    joined: list[tuple[str, str]] = field(default_factory=list)
+    failed: dict[int, int] = field(default_factory=dict)  # HTTP status (0: no answer) → count
+    invisible: int = 0
+
+
 async def found(client: HttpClient, stack: Stack, name: str) -> tuple[str, str]:
     status, body = await client.request("POST", "/v1/communities", stack.eco.operator_headers(),
                                         {"name": name, "purpose": "bench", "owner_display_name": "Owner"})
@@ -30,7 +41,7 @@ async def found(client: HttpClient, stack: Stack, name: str) -> tuple[str, str]:
 
 
 async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection, rate: int, seconds: float,
-                    meter: CpuMeter | None = None) -> tuple[list[float], list[float], int, list[tuple[str, str]]]:
+                    meter: CpuMeter | None = None) -> Phase:
     """Open loop: command i is due at t0 + i/rate whatever happened to earlier ones; both latencies run
     from the due time (so a stalled sender or server cannot hide its queueing)."""
     n = max(int(rate * seconds), 1)
@@ -41,17 +52,15 @@ async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection
         progress.advance()
     progress.finish()
     headers = stack.eco.operator_headers()
-    acked: list[float] = []
-    visible: list[float] = []
-    failures = 0
+    phase = Phase()
+    acked, visible, joined = phase.acked, phase.visible, phase.joined
     pending: dict[tuple[str, str], float] = {}
-    joined: list[tuple[str, str]] = []
+    ack_of: dict[tuple[str, str], float] = {}
     progress = Progress(f"end-to-end: {rate} joins/s through the gateway until the referrals roster has them", n)
     loop = asyncio.get_running_loop()
     run = uuid.uuid4().hex[:6]
 
     async def join(i: int, due: float) -> None:
-        nonlocal failures
         cid = communities[i % len(communities)]
         try:
             status, body = await client.request("POST", f"/v1/communities/{cid}/members", headers,
@@ -59,12 +68,13 @@ async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection
         except (OSError, asyncio.IncompleteReadError):
             status, body = 0, b""
         if status != 201:
-            failures += 1
+            phase.failed[status] = phase.failed.get(status, 0) + 1
             progress.advance()
             return
         acked.append(loop.time() - due)
         key = (cid, json.loads(body)["member_id"])
         joined.append(key)
+        ack_of[key] = acked[-1]
         pending[key] = due
 
     sending = True
@@ -80,8 +90,10 @@ async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection
                     [k[0] for k in keys], [k[1] for k in keys])
                 now = loop.time()
                 for row in rows:
-                    due = pending.pop((row["community_id"], row["member_id"]))
+                    key = (row["community_id"], row["member_id"])
+                    due = pending.pop(key)
                     visible.append(now - due)
+                    phase.asynchronous.append(visible[-1] - ack_of[key])
                     progress.advance()
             await asyncio.sleep(0.003)
 
@@ -100,9 +112,9 @@ async def e2e_phase(stack: Stack, client: HttpClient, roster: asyncpg.Connection
     try:
         await asyncio.wait_for(watcher, 60)
     except TimeoutError:
-        failures += len(pending)
+        phase.invisible = len(pending)
     progress.finish()
-    return acked, visible, failures, joined
+    return phase
 
 
 async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
@@ -118,8 +130,10 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
             await client.request("POST", f"/v1/communities/{cid}/members", stack.eco.operator_headers(),
                                  {"display_name": f"Warm {i}"})
         for rate in RATES:
-            acked, visible, failures, joined = await e2e_phase(stack, client, roster, rate, seconds, meter)
+            phase = await e2e_phase(stack, client, roster, rate, seconds, meter)
             wall, used = meter.stop()
+            acked, visible, joined = phase.acked, phase.visible, phase.joined
+            failures = sum(phase.failed.values()) + phase.invisible
             # The read endpoint that depends on the roster answers for what the watcher saw.
             checks = [await client.request("GET", f"/v1/communities/{c}/reputation/{m}",
                                            stack.eco.operator_headers()) for c, m in joined[-10:]]
@@ -132,7 +146,9 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
                 goal_text="p99 ≤ 100 ms" if goal else "—",
                 goal_met=(p99 <= 0.1 and failures == 0) if goal else None,
                 notes=[f"{rate}/s: {len(visible)} of {n} joins visible in the referrals roster"
-                       f" ({failures} failed or not visible within 60 s), achieved {len(acked) / wall:,.0f} "
+                       f" (HTTP failures by status: {phase.failed or 'none'}; acknowledged but not visible within "
+                       f"60 s: {phase.invisible}); the asynchronous part alone (visible minus acknowledged, per join): "
+                       f"{ms(phase.asynchronous)}; achieved {len(acked) / wall:,.0f} "
                        f"acknowledged joins/s over the phase; the reputation endpoint answered "
                        f"{sorted({c[0] for c in checks})} for the last {len(checks)}. "
                        + cpu_breakdown(wall, used, max(len(acked), 1), "join")]))
