@@ -31,7 +31,7 @@ SPEC = ServiceSpec(
                 "feedback, sessions and goals under /v1, community tokens, health figures, a live event "
                 "stream and the built-in dashboard. Errors are RFC 9457 problem details.",
     routers=[front_door_router, federation_router, router],  # the /v1 catch-all forwarder comes last
-    migrations=[*MIGRATIONS, federation_projections.MIGRATION],
+    migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,
     reactions=[federation_reactions],

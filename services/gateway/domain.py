@@ -13,7 +13,8 @@ Scope = Literal["member", "dashboard"]
 ROUTES: dict[str, str] = {
     **dict.fromkeys(("members", "waitlist", "cap", "ownership", "applications", "invitations", "offers",
                      "sisters", "admission", "ecosystem"), "members"),
-    **dict.fromkeys(("referrals", "jobs", "feedback", "reputation", "trust-graph", "offerings", "partner-jobs"),
+    **dict.fromkeys(("referrals", "jobs", "feedback", "reputation", "trust-graph", "offerings", "partner-jobs",
+                     "partner-offerings"),
                     "referrals"),
     **dict.fromkeys(("sessions", "goals", "ties", "calendar"), "sessions"),
 }

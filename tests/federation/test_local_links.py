@@ -4,6 +4,7 @@ sister community — use the same protocol and outbox, delivered without a netwo
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -43,10 +44,7 @@ async def test_two_communities_on_one_deployment_link_and_share(gateway: httpx.A
     itself = await gateway.post(f"/v1/communities/{a}/partnerships", headers=ecosystem.headers(a, a_owner, "owner"),
                                 json={"partner_origin": origin, "partner_community_id": a})
     assert itself.status_code == 422 and itself.json()["errors"][0]["field"] == "partner_community_id"
-    proposed = await gateway.post(f"/v1/communities/{a}/partnerships", headers=ecosystem.headers(a, a_owner, "owner"),
-                                  json={"partner_origin": origin, "partner_community_id": b})
-    assert proposed.status_code == 201, proposed.text
-    pid = proposed.json()["partnership_id"]
+    pid = await propose(gateway, ecosystem, a, a_owner, b)
     await eventually(lambda: _status(gateway, ecosystem, b, b_owner, "requested"))
     accepted = await gateway.post(f"/v1/communities/{b}/partnerships/{pid}/acceptance",
                                   headers=ecosystem.headers(b, b_owner, "owner"))
@@ -97,5 +95,68 @@ async def test_a_full_community_founds_a_sister_and_they_are_linked(gateway: htt
     await eventually(linked)
 
 
+async def propose(http: httpx.AsyncClient, eco: Ecosystem, cid: str, owner: str, partner: str) -> str:
+    """Proposes once the gateway has learned both communities from the bus."""
+
+    async def attempt() -> str | None:
+        response = await http.post(f"/v1/communities/{cid}/partnerships", headers=eco.headers(cid, owner, "owner"),
+                                   json={"partner_origin": eco.url("gateway"), "partner_community_id": partner})
+        assert response.status_code in (201, 404, 422), response.text
+        return str(response.json()["partnership_id"]) if response.status_code == 201 else None
+
+    pid: str = await eventually(attempt)
+    return pid
+
+
 async def _status(http: httpx.AsyncClient, eco: Ecosystem, cid: str, owner: str, status: str) -> bool:
     return any(p["status"] == status for p in await links(http, eco, cid, owner))
+
+
+async def test_partner_members_pledge_to_a_shared_offering(gateway: httpx.AsyncClient, ecosystem: Ecosystem) -> None:
+    a, a_owner = await found(gateway, ecosystem, "Ringo makers")
+    b, b_owner = await found(gateway, ecosystem, "Kaki growers")
+    as_a, as_b = ecosystem.headers(a, a_owner, "owner"), ecosystem.headers(b, b_owner, "owner")
+    pid = await propose(gateway, ecosystem, a, a_owner, b)
+    await eventually(lambda: _status(gateway, ecosystem, b, b_owner, "requested"))
+    await gateway.post(f"/v1/communities/{b}/partnerships/{pid}/acceptance", headers=as_b)
+    await eventually(lambda: _status(gateway, ecosystem, a, a_owner, "active"))
+    deadline = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0)
+
+    async def publish() -> httpx.Response | None:  # the roster learns the owner from the bus
+        response = await gateway.post(f"/v1/communities/{a}/offerings", headers=as_a, json={
+            "title": "Apple share", "season": "Autumn", "shares": 3, "minimum_shares": 1,
+            "price": {"kind": "money", "amount": 3000, "currency": "JPY"},
+            "commitment_deadline": deadline.isoformat(),
+            "delivery_dates": [(deadline + timedelta(days=10)).date().isoformat()], "visibility": "partners"})
+        return response if response.status_code == 201 else None
+
+    offering_id = (await eventually(publish)).json()["offering_id"]
+
+    async def shared() -> list[dict[str, Any]]:
+        response = await gateway.get(f"/v1/communities/{b}/partner-offerings", headers=as_b)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    seen = (await eventually(shared))[0]
+    assert seen["terms"]["title"] == "Apple share" and seen["from_community_name"] == "Ringo makers"
+    assert "producer_id" not in seen["terms"]
+    first = await gateway.post(f"/v1/communities/{b}/partnerships/{pid}/offerings/{offering_id}/pledges",
+                               headers=as_b, json={"shares": 2})
+    assert first.status_code == 202, first.text
+
+    async def pledges_settled(n: int) -> list[dict[str, Any]] | None:
+        mine: list[dict[str, Any]] = (await shared())[0]["my_pledges"]
+        return mine if len(mine) == n and all(p["status"] != "sent" for p in mine) else None
+
+    assert [p["status"] for p in await eventually(lambda: pledges_settled(1))] == ["committed"]
+    second = await gateway.post(f"/v1/communities/{b}/partnerships/{pid}/offerings/{offering_id}/pledges",
+                                headers=as_b, json={"shares": 2})
+    assert second.status_code == 202
+    results = {p["pledge_id"]: p for p in await eventually(lambda: pledges_settled(2))}
+    refused = results[second.json()["pledge_id"]]
+    assert refused["status"] == "refused" and "only 1 of 3 shares are left" in refused["reason"], refused
+    view = (await gateway.get(f"/v1/communities/{a}/offerings/{offering_id}/producer-view", headers=as_a)).json()
+    assert [(c["display_name"], c["from_community"], c["shares"]) for c in view["commitments"]] == [
+        ("Owner", "Kaki growers", 2)], view["commitments"]
+    assert view["committed"] == 2 and view["available"] == 1

@@ -20,7 +20,7 @@ from kizuna.service import runtime_of
 from ..api import gateway_principal
 from ..proxy import MAX_BODY_BYTES
 from . import delivery, handlers, projections
-from .domain import Decision, OfferToPartnerJob, ProposePartnership, ReferToPartnerJob
+from .domain import Decision, OfferToPartnerJob, PledgeToPartnerOffering, ProposePartnership, ReferToPartnerJob
 from .identity import INBOX, WELL_KNOWN, Identity, partner_key
 from .signing import WINDOW_SECONDS, SignatureRejected, read, verify
 
@@ -185,6 +185,23 @@ async def refer_to_partner_job(community_id: str, partnership_id: str, job_id: s
     offer_id = await handlers.offer_to_partner_job(runtime_of(request).store, who, community_id, partnership_id,
                                                    job_id, body, ctx)
     return Created(offer_id=offer_id)
+
+
+class Pledged(BaseModel):
+    pledge_id: str
+
+
+@router.post("/v1/communities/{community_id}/partnerships/{partnership_id}/offerings/{offering_id}/pledges",
+             status_code=202, response_model=Pledged, tags=["federation"],
+             summary="Pledge shares of a partner community's offering (member; sends your consented card; the "
+                     "answer arrives in GET …/partner-offerings)")
+async def pledge_to_partner_offering(community_id: str, partnership_id: str, offering_id: str,
+                                     body: PledgeToPartnerOffering, request: Request,
+                                     who: Principal = Depends(gateway_principal)) -> Pledged:
+    ctx = CommandContext.from_request(request, who, community_id)
+    pledge_id = await handlers.pledge_to_partner_offering(runtime_of(request).store, who, community_id,
+                                                          partnership_id, offering_id, body.shares, ctx)
+    return Pledged(pledge_id=pledge_id)
 
 
 # ---- the ecosystem ----

@@ -16,7 +16,7 @@ from kizuna.handling import CommandContext, execute
 from kizuna.service import Runtime
 
 from .domain import Partnership
-from .handlers import job_card, stream_of
+from .handlers import job_card, offering_card, stream_of
 
 _STATES = {"JobAssigned": "assigned", "JobStarted": "in-progress", "JobCompleted": "completed",
            "JobCancelled": "cancelled"}
@@ -33,6 +33,18 @@ def federation_reactions(runtime: Runtime) -> Subscription:
             await _share_job(store, conn, envelope, ctx)
         elif envelope.type in _STATES:
             await _send_status(store, conn, envelope, ctx)
+        elif envelope.type == "OfferingPublished" and envelope.data.get("terms", {}).get("visibility") == "partners":
+            await _share_offering(store, conn, envelope, ctx)
+        elif envelope.type in ("OfferingConfirmed", "OfferingLapsed"):
+            await _send_offering_status(store, conn, envelope, ctx)
+        elif envelope.type == "SharesCommitted" and str(envelope.data.get("member_id", "")).startswith("partner:"):
+            d = envelope.data
+            await _send_pledge_result(store, conn, ctx, str(d["member_id"]).removeprefix("partner:"), True,
+                                      "committed", int(d["shares_left"]))
+        elif envelope.type == "PartnerPledgeRefused":
+            d = envelope.data
+            await _send_pledge_result(store, conn, ctx, str(d["pledge_id"]), False, str(d["reason"]),
+                                      int(d["shares_left"]))
         elif envelope.type == "SisterCommunityFounded":
             await _link_sisters(store, conn, envelope, ctx, own_origin)
 
@@ -51,6 +63,45 @@ async def _share_job(store: EventStore, conn: asyncpg.Connection, envelope: Enve
     for row in partners:
         await execute(store, stream_of(row["partnership_id"], cid), Partnership,
                       lambda p: p.share_job(str(d["job_id"]), card), ctx, community_id=cid, connection=conn)
+
+
+async def _share_offering(store: EventStore, conn: asyncpg.Connection, envelope: Envelope,
+                          ctx: CommandContext) -> None:
+    d = envelope.data
+    cid = str(d["community_id"])
+    partners = await conn.fetch("SELECT partnership_id FROM partnerships WHERE community_id = $1 AND status = 'active' "
+                                "AND 'offerings' = ANY(sends)", cid)
+    if not partners:
+        return
+    name = await conn.fetchval("SELECT name FROM community_caps WHERE community_id = $1", cid)
+    card = offering_card(d["terms"], str(name or ""))
+    for row in partners:
+        await execute(store, stream_of(row["partnership_id"], cid), Partnership,
+                      lambda p: p.share_offering(str(d["offering_id"]), card), ctx, community_id=cid,
+                      connection=conn)
+
+
+async def _send_offering_status(store: EventStore, conn: asyncpg.Connection, envelope: Envelope,
+                                ctx: CommandContext) -> None:
+    d = envelope.data
+    cid, offering_id = str(d["community_id"]), str(d["offering_id"])
+    status = "confirmed" if envelope.type == "OfferingConfirmed" else "lapsed"
+    for row in await conn.fetch("SELECT partnership_id FROM partner_shared_offerings WHERE offering_id = $1 "
+                                "AND community_id = $2", offering_id, cid):
+        await execute(store, stream_of(row["partnership_id"], cid), Partnership,
+                      lambda p: p.send_offering_status(offering_id, status), ctx, community_id=cid,
+                      connection=conn)
+
+
+async def _send_pledge_result(store: EventStore, conn: asyncpg.Connection, ctx: CommandContext, pledge_id: str,
+                              accepted: bool, reason: str, shares_left: int) -> None:
+    row = await conn.fetchrow("SELECT partnership_id, community_id FROM partner_pledges_received WHERE pledge_id = $1",
+                              pledge_id)
+    if row is None:
+        return
+    await execute(store, stream_of(row["partnership_id"], row["community_id"]), Partnership,
+                  lambda p: p.send_pledge_result(pledge_id, accepted, reason, shares_left), ctx,
+                  community_id=row["community_id"], connection=conn)
 
 
 async def _send_status(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:

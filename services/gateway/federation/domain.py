@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from kizuna.domain import Aggregate, DomainEvent
 from kizuna.errors import Conflict, Forbidden, Invalid
 
-Shared = Literal["job_requests", "referrals"]
+Shared = Literal["job_requests", "referrals", "offerings"]
 Side = Literal["local", "partner"]
-BOTH: tuple[Shared, ...] = ("job_requests", "referrals")
+EVERYTHING: tuple[Shared, ...] = ("job_requests", "referrals", "offerings")
 Status = Literal["proposed", "requested", "active", "suspended", "declined", "ended"]
 
 
@@ -164,6 +164,77 @@ class PartnerOfferReceived(DomainEvent):
     from_community_name: str
 
 
+class OfferingSharedWithPartner(DomainEvent):
+    """A pre-commitment offering marked for partners was sent: its public terms and the community's name."""
+
+    partnership_id: str
+    community_id: str
+    offering_id: str
+    offering: dict[str, Any]
+
+
+class OfferingStatusSentToPartner(DomainEvent):
+    partnership_id: str
+    community_id: str
+    offering_id: str
+    status: str
+
+
+class PartnerOfferingReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    offering_id: str
+    offering: dict[str, Any]
+    from_community_name: str
+
+
+class PartnerOfferingStatusReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    offering_id: str
+    status: str
+
+
+class PartnerPledgeSent(DomainEvent):
+    """A member here pledged shares of a partner's offering; only their consented card leaves."""
+
+    partnership_id: str
+    community_id: str
+    offering_id: str
+    pledge_id: str
+    member_id: str
+    shares: int
+    card: dict[str, Any]
+
+
+class PartnerPledgeReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    offering_id: str
+    pledge_id: str
+    shares: int
+    card: dict[str, Any]
+    from_community_name: str
+
+
+class PledgeResultSentToPartner(DomainEvent):
+    partnership_id: str
+    community_id: str
+    pledge_id: str
+    accepted: bool
+    reason: str
+    shares_left: int
+
+
+class PartnerPledgeResultReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    pledge_id: str
+    accepted: bool
+    reason: str
+    shares_left: int
+
+
 # ---- commands ----
 
 class ProposePartnership(BaseModel):
@@ -173,8 +244,8 @@ class ProposePartnership(BaseModel):
         "note": "We share farmers and makers; let us share work too."}]})
     partner_origin: HttpUrl
     partner_community_id: str = Field(min_length=1, max_length=64)
-    sends: list[Shared] = Field(default_factory=lambda: list(BOTH))
-    receives: list[Shared] = Field(default_factory=lambda: list(BOTH))
+    sends: list[Shared] = Field(default_factory=lambda: list(EVERYTHING))
+    receives: list[Shared] = Field(default_factory=lambda: list(EVERYTHING))
     note: str = Field("", max_length=2000)
 
 
@@ -185,6 +256,11 @@ class Decision(BaseModel):
 class OfferToPartnerJob(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"note": "I ran the same workshop last spring."}]})
     note: str = Field("", max_length=2000)
+
+
+class PledgeToPartnerOffering(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"shares": 2}]})
+    shares: int = Field(ge=1, le=1000)
 
 
 class ReferToPartnerJob(BaseModel):
@@ -212,6 +288,10 @@ class Partnership(Aggregate):
         self.shared_jobs: set[str] = set()
         self.received_jobs: dict[str, str] = {}
         self.offers_sent: dict[str, str] = {}
+        self.shared_offerings: set[str] = set()
+        self.received_offerings: dict[str, str] = {}
+        self.pledges_sent: set[str] = set()
+        self.pledges_received: set[str] = set()
 
     def _on_PartnershipProposed(self, e: PartnershipProposed) -> None:
         self._link(e.partnership_id, e.community_id, e.partner_origin, e.partner_community_id,
@@ -250,6 +330,21 @@ class Partnership(Aggregate):
     def _on_PartnerOfferSent(self, e: PartnerOfferSent) -> None:
         self.offers_sent[e.offer_id] = e.member_id
 
+    def _on_OfferingSharedWithPartner(self, e: OfferingSharedWithPartner) -> None:
+        self.shared_offerings.add(e.offering_id)
+
+    def _on_PartnerOfferingReceived(self, e: PartnerOfferingReceived) -> None:
+        self.received_offerings[e.offering_id] = "open"
+
+    def _on_PartnerOfferingStatusReceived(self, e: PartnerOfferingStatusReceived) -> None:
+        self.received_offerings[e.offering_id] = e.status
+
+    def _on_PartnerPledgeSent(self, e: PartnerPledgeSent) -> None:
+        self.pledges_sent.add(e.pledge_id)
+
+    def _on_PartnerPledgeReceived(self, e: PartnerPledgeReceived) -> None:
+        self.pledges_received.add(e.pledge_id)
+
     @property
     def active(self) -> bool:
         return self.status == "active"
@@ -274,10 +369,9 @@ class Partnership(Aggregate):
     @staticmethod
     def establish(pid: str, cid: str, origin: str, partner_cid: str, partner_name: str,
                   note: str) -> list[DomainEvent]:
-        both: list[Shared] = ["job_requests", "referrals"]
         return [PartnershipEstablished(partnership_id=pid, community_id=cid, partner_origin=origin,
                                        partner_community_id=partner_cid, partner_community_name=partner_name,
-                                       sends=both, receives=both, note=note)]
+                                       sends=list(EVERYTHING), receives=list(EVERYTHING), note=note)]
 
     def accept(self, actor: str, by: Side = "local") -> list[DomainEvent]:
         if self.status == "active":
@@ -373,6 +467,76 @@ class Partnership(Aggregate):
                                      job_id=job_id, offer_id=offer_id, kind=kind, card=card, note=note,
                                      referred_by_name=referred_by_name,
                                      from_community_name=self.partner_community_name)]
+
+    # -- offerings --
+
+    def share_offering(self, offering_id: str, offering: dict[str, Any]) -> list[DomainEvent]:
+        if not self.active or "offerings" not in self.sends or offering_id in self.shared_offerings:
+            return []
+        return [OfferingSharedWithPartner(partnership_id=self.partnership_id, community_id=self.community_id,
+                                          offering_id=offering_id, offering=offering)]
+
+    def send_offering_status(self, offering_id: str, status: str) -> list[DomainEvent]:
+        if offering_id not in self.shared_offerings or self.status not in ("active", "suspended"):
+            return []
+        return [OfferingStatusSentToPartner(partnership_id=self.partnership_id, community_id=self.community_id,
+                                            offering_id=offering_id, status=status)]
+
+    def receive_offering(self, offering_id: str, offering: dict[str, Any]) -> list[DomainEvent]:
+        self._require_inbound("offerings")
+        if offering_id in self.received_offerings:
+            return []
+        return [PartnerOfferingReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                        offering_id=offering_id, offering=offering,
+                                        from_community_name=self.partner_community_name)]
+
+    def receive_offering_status(self, offering_id: str, status: str) -> list[DomainEvent]:
+        if self.status not in ("active", "suspended"):
+            raise Forbidden("no active partnership covers this message", slug="no-partnership")
+        if offering_id not in self.received_offerings:
+            raise Invalid("offering_id", "this offering was never shared with this community")
+        return [PartnerOfferingStatusReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                              offering_id=offering_id, status=status)]
+
+    def send_pledge(self, offering_id: str, pledge_id: str, member_id: str, shares: int,
+                    card: dict[str, Any]) -> list[DomainEvent]:
+        if not self.active:
+            raise self._conflict("pledge to a partner's offering")
+        status = self.received_offerings.get(offering_id)
+        if status is None:
+            raise Invalid("offering_id", "this offering was not shared with this community")
+        if status != "open":
+            raise Conflict(f"the partner's offering is {status}", slug="offering-settled", current_state=status)
+        return [PartnerPledgeSent(partnership_id=self.partnership_id, community_id=self.community_id,
+                                  offering_id=offering_id, pledge_id=pledge_id, member_id=member_id, shares=shares,
+                                  card=card)]
+
+    def receive_pledge(self, offering_id: str, pledge_id: str, shares: int,
+                       card: dict[str, Any]) -> list[DomainEvent]:
+        if not self.active:
+            raise Forbidden(f"no active partnership covers this message (it is {self.status})", slug="no-partnership")
+        if offering_id not in self.shared_offerings:
+            raise Invalid("offering_id", "this offering was never shared with your community")
+        if pledge_id in self.pledges_received:
+            return []
+        return [PartnerPledgeReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                      offering_id=offering_id, pledge_id=pledge_id, shares=shares, card=card,
+                                      from_community_name=self.partner_community_name)]
+
+    def send_pledge_result(self, pledge_id: str, accepted: bool, reason: str, shares_left: int) -> list[DomainEvent]:
+        if pledge_id not in self.pledges_received or self.status in ("declined",):
+            return []
+        return [PledgeResultSentToPartner(partnership_id=self.partnership_id, community_id=self.community_id,
+                                          pledge_id=pledge_id, accepted=accepted, reason=reason,
+                                          shares_left=shares_left)]
+
+    def receive_pledge_result(self, pledge_id: str, accepted: bool, reason: str,
+                              shares_left: int) -> list[DomainEvent]:
+        if pledge_id not in self.pledges_sent:
+            raise Invalid("pledge_id", "no such pledge was sent from this community")
+        return [PartnerPledgeResultReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                            pledge_id=pledge_id, accepted=accepted, reason=reason,
+                                            shares_left=shares_left)]
 
     def _require_inbound(self, what: str, outbound_job: str | None = None) -> None:
         if not self.active:

@@ -229,7 +229,23 @@ def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership
             return lambda s: s.receive_offer(str(p["job_id"]), str(p["offer_id"]), offer_kind, card,
                                              str(p.get("note", ""))[:2000],
                                              str(referred_by) if referred_by else None)
-    except (KeyError, TypeError) as error:
+        if kind == "offering.shared":
+            offering, offering_id = _shared_offering(p["offering"]), str(p["offering_id"])
+            return lambda s: s.receive_offering(offering_id, offering)
+        if kind == "offering.status":
+            offering_id, status = str(p["offering_id"]), str(p["status"])
+            return lambda s: s.receive_offering_status(offering_id, status)
+        if kind == "offering.pledge":
+            card = {k: p["card"][k] for k in ("display_name", "skills", "vector", "values") if k in p["card"]}
+            shares = int(p["shares"])
+            if not 1 <= shares <= 1000:
+                raise Invalid("payload.shares", "must be between 1 and 1000")
+            return lambda s: s.receive_pledge(str(p["offering_id"]), str(p["pledge_id"]), shares, card)
+        if kind == "offering.pledge_result":
+            pledge_id, accepted = str(p["pledge_id"]), bool(p["accepted"])
+            reason, left = str(p.get("reason", ""))[:500], int(p.get("shares_left", 0))
+            return lambda s: s.receive_pledge_result(pledge_id, accepted, reason, left)
+    except (KeyError, TypeError, ValueError) as error:
         raise Invalid(f"payload.{error}", f"is required by a {kind} message") from error
     raise Invalid("type", f"unknown message type {kind!r}")
 
@@ -238,6 +254,39 @@ def _shared_job(job: dict[str, Any]) -> dict[str, Any]:
     """Only the fields the protocol lets a job request carry across."""
     allowed = ("title", "description", "skills", "compensation", "deadline", "community_name")
     return {k: job[k] for k in allowed if k in job}
+
+
+def _shared_offering(offering: dict[str, Any]) -> dict[str, Any]:
+    allowed = ("title", "description", "season", "shares", "minimum_shares", "price", "commitment_deadline",
+               "delivery_dates", "community_name")
+    return {k: offering[k] for k in allowed if k in offering}
+
+
+def offering_card(terms: dict[str, Any], community_name: str) -> dict[str, Any]:
+    """What a partner sees of an offering: its public terms, never who produces or who committed."""
+    return {**_shared_offering(terms), "community_name": community_name}
+
+
+async def pledge_to_partner_offering(store: EventStore, who: Principal, community_id: str, partnership_id: str,
+                                     offering_id: str, shares: int, ctx: CommandContext) -> str:
+    """A member pledges shares of a partner community's offering; only their consented card leaves."""
+    who.require_community(community_id)
+    if who.is_operator or who.member_id is None or who.scope != "member":
+        raise Forbidden("pledges are made by members")
+    async with store.pool.acquire() as conn:
+        member = await gateway_projections.member(conn, community_id, who.member_id)
+    if member is None:
+        raise Forbidden("only active members of this community may do this", slug="not-a-member")
+    card = member_card(member["display_name"], list(member["shared_fields"]),
+                       {"skills": list(member["skills"]), "vector": member["vector"]})
+    stream = stream_of(partnership_id, community_id)
+    if (await load(store, stream, Partnership)).version == 0:
+        raise NotFound("partnership not found")
+    pledge_id = str(uuid.uuid4())
+    await execute(store, stream, Partnership,
+                  lambda p: p.send_pledge(offering_id, pledge_id, who.member_id or "", shares, card), ctx,
+                  community_id=community_id)
+    return pledge_id
 
 
 def job_card(data: dict[str, Any], community_name: str) -> dict[str, Any]:

@@ -55,8 +55,19 @@ CREATE TABLE partner_keys (
     fetched_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (origin, key_id)
 );
 """
-MIGRATION = Migration("gateway_0002_federation", SQL)
-READ_MODEL_TABLES = ["partnerships", "partner_shared_jobs", "partner_offers_received"]
+OFFERINGS_SQL = """
+CREATE TABLE partner_shared_offerings (
+    partnership_id text NOT NULL, community_id text NOT NULL, offering_id text NOT NULL,
+    PRIMARY KEY (offering_id, partnership_id)
+);
+CREATE TABLE partner_pledges_received (
+    pledge_id text PRIMARY KEY, partnership_id text NOT NULL, community_id text NOT NULL, offering_id text NOT NULL
+);
+"""
+MIGRATIONS = [Migration("gateway_0002_federation", SQL),
+              Migration("gateway_0003_partner_offerings", OFFERINGS_SQL)]
+READ_MODEL_TABLES = ["partnerships", "partner_shared_jobs", "partner_offers_received", "partner_shared_offerings",
+                     "partner_pledges_received"]
 PROTOCOL = "kizuna-federation/1"
 
 _STATUS_AFTER = {"PartnershipProposed": "proposed", "PartnershipRequested": "requested",
@@ -69,7 +80,9 @@ MESSAGE_TYPES = {"PartnershipProposed": "partnership.proposed", "PartnershipAcce
                  "PartnershipDeclined": "partnership.declined", "PartnershipSuspended": "partnership.suspended",
                  "PartnershipResumed": "partnership.resumed", "PartnershipEnded": "partnership.ended",
                  "JobSharedWithPartner": "job.shared", "JobStatusSentToPartner": "job.status",
-                 "PartnerOfferSent": "job.offer"}
+                 "PartnerOfferSent": "job.offer", "OfferingSharedWithPartner": "offering.shared",
+                 "OfferingStatusSentToPartner": "offering.status", "PartnerPledgeSent": "offering.pledge",
+                 "PledgeResultSentToPartner": "offering.pledge_result"}
 _NOT_SENT = {"partnership_id", "community_id", "by", "actor", "member_id", "proposed_by"}
 
 
@@ -92,6 +105,12 @@ async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
     elif kind == "PartnerOfferReceived":
         await conn.execute("INSERT INTO partner_offers_received VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                            d["offer_id"], d["partnership_id"], d["community_id"], d["job_id"])
+    elif kind == "OfferingSharedWithPartner":
+        await conn.execute("INSERT INTO partner_shared_offerings VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                           d["partnership_id"], d["community_id"], d["offering_id"])
+    elif kind == "PartnerPledgeReceived":
+        await conn.execute("INSERT INTO partner_pledges_received VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                           d["pledge_id"], d["partnership_id"], d["community_id"], d["offering_id"])
     if kind in MESSAGE_TYPES and d.get("by", "local") == "local":
         await _queue(conn, event, MESSAGE_TYPES[kind])
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from icalendar import Calendar, Event
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from kizuna.auth import ROLE_RANK, Principal, principal
 from kizuna.errors import Forbidden, NotFound
@@ -102,11 +102,12 @@ class OfferingPage(BaseModel):
 
 
 class CommitmentEntry(BaseModel):
-    member_id: str
+    member_id: str = Field(description="A member id, or partner:<pledge id> for a partner community's member")
     display_name: str
     shares: int
     status: Literal["committed", "withdrawn", "released"]
     reason: str
+    from_community: str | None = Field(None, description="The partner community of a pledge made across a link")
 
 
 class ShiftCoverage(BaseModel):

@@ -180,6 +180,30 @@ class SharesCommitted(DomainEvent):
     committed_at: datetime
 
 
+class PartnerPledgeRecorded(DomainEvent):
+    """A member of a partner community pledged shares (through the partnership); their commitment follows as
+    SharesCommitted with member id ``partner:<pledge id>``. Only the card they consented to share is kept."""
+
+    community_id: str
+    offering_id: str
+    pledge_id: str
+    partnership_id: str
+    from_community_name: str
+    card: dict[str, Any]
+    shares: int
+
+
+class PartnerPledgeRefused(DomainEvent):
+    """A partner member's pledge could not be taken (sold out, closed, not shared with partners)."""
+
+    community_id: str
+    offering_id: str
+    pledge_id: str
+    partnership_id: str
+    reason: str
+    shares_left: int
+
+
 class CommitmentWithdrawn(DomainEvent):
     community_id: str
     offering_id: str
@@ -321,6 +345,11 @@ class GiveLeadUserFeedback(BaseModel):
 
 # ---- the aggregate ----
 
+def partner_key(pledge_id: str) -> str:
+    """A partner member has no member id here: their commitment is keyed by the pledge."""
+    return f"partner:{pledge_id}"
+
+
 def _closed(detail: str, slug: str, **extensions: Any) -> Conflict:
     return Conflict(detail, slug=slug, title="Not allowed in this state", **extensions)
 
@@ -343,6 +372,8 @@ class Offering(Aggregate):
         self.signups: dict[str, list[str]] = {}
         self.deliveries: dict[tuple[str, date], DeliveryRecorded] = {}
         self.feedback: dict[str, LeadUserFeedbackGiven] = {}
+        self.partner_pledges: dict[str, PartnerPledgeRecorded] = {}  # by member key partner:<pledge id>
+        self.refused_pledges: set[str] = set()
 
     # -- folding --
 
@@ -370,6 +401,12 @@ class Offering(Aggregate):
     def _on_SharesCommitted(self, e: SharesCommitted) -> None:
         self.commitments[e.member_id] = e.member_shares
         self.ledger[e.member_id] = {"shares": e.member_shares, "status": "committed", "reason": ""}
+
+    def _on_PartnerPledgeRecorded(self, e: PartnerPledgeRecorded) -> None:
+        self.partner_pledges[partner_key(e.pledge_id)] = e
+
+    def _on_PartnerPledgeRefused(self, e: PartnerPledgeRefused) -> None:
+        self.refused_pledges.add(e.pledge_id)
 
     def _on_CommitmentWithdrawn(self, e: CommitmentWithdrawn) -> None:
         self.commitments.pop(e.member_id, None)
@@ -531,6 +568,21 @@ class Offering(Aggregate):
                                 committed=self.committed + cmd.shares, shares_left=left - cmd.shares,
                                 committed_at=now)]
 
+    def pledge_from_partner(self, pledge: PartnerPledgeRecorded, now: datetime) -> list[DomainEvent]:
+        """A partner member's pledge becomes a commitment like any other — or a recorded refusal, because the
+        answer has to travel back to them either way."""
+        if partner_key(pledge.pledge_id) in self.partner_pledges or pledge.pledge_id in self.refused_pledges:
+            return []
+        try:
+            if self.current.visibility != "partners":
+                raise Forbidden("this offering is not shared with partner communities")
+            committed = self.commit(partner_key(pledge.pledge_id), CommitShares(shares=pledge.shares), now)
+        except (Conflict, Forbidden, Invalid) as refusal:
+            return [PartnerPledgeRefused(**self._event(), pledge_id=pledge.pledge_id,
+                                         partnership_id=pledge.partnership_id, reason=refusal.detail,
+                                         shares_left=self.shares_left)]
+        return [pledge, *committed]
+
     def withdraw(self, member: str, cmd: WithdrawCommitment, now: datetime) -> list[DomainEvent]:
         if member not in self.commitments:
             raise Conflict("you have no commitment to this offering", slug="no-commitment")
@@ -633,6 +685,12 @@ class Offering(Aggregate):
 
     # -- the read model's shape --
 
+    def _partner_of(self, member: str) -> dict[str, Any]:
+        pledge = self.partner_pledges.get(member)
+        if pledge is None:
+            return {}
+        return {"display_name": str(pledge.card.get("display_name", "")), "from_community": pledge.from_community_name}
+
     def snapshot(self) -> dict[str, Any]:
         terms = self.current
         shifts = []
@@ -659,7 +717,8 @@ class Offering(Aggregate):
             "published_at": self.published_at.isoformat() if self.published_at else None,
             "committed": self.committed, "minimum_shares": terms.minimum_shares, "shares": terms.shares,
             "available": self.shares_left, "committed_members": len(self.commitments),
-            "commitments": [{"member_id": m, **entry} for m, entry in sorted(self.ledger.items())],
+            "commitments": [{"member_id": m, **entry, **self._partner_of(m)}
+                            for m, entry in sorted(self.ledger.items())],
             "pending_terms_change": proposal, "terms_changes": self.terms_changes,
             "settlement": None if self.settlement is None else {
                 **self.settlement, "settled_at": self.settlement["settled_at"].isoformat()},

@@ -143,7 +143,7 @@ async def producer_view(conn: asyncpg.Connection, state: dict[str, Any]) -> dict
     again = sum(1 for f in feedback if f["would_commit_again"])
     return {
         **status_view(state),
-        "commitments": [{**c, "display_name": names.get(c["member_id"], c["member_id"])}
+        "commitments": [{**c, "display_name": names.get(c["member_id"]) or c.get("display_name") or c["member_id"]}
                         for c in state["commitments"]],
         "help_coverage": [{**s, "covered": not s["hands_missing"]} for s in state["help_shifts"]],
         "deliveries": state["deliveries"],

@@ -57,3 +57,41 @@ async def list_partner_jobs(community_id: str, request: Request, cursor: str | N
     async with store.pool.acquire() as conn:
         items = await projections.partner_jobs(conn, community_id, member, int(cursor or 0), limit)
     return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(items) == limit else None}
+
+
+class MyPledge(BaseModel):
+    pledge_id: str
+    shares: int
+    status: Literal["sent", "committed", "refused"]
+    reason: str
+
+
+class PartnerOffering(BaseModel):
+    partnership_id: str
+    offering_id: str
+    from_community_name: str
+    status: str
+    received_at: str
+    terms: dict[str, Any]
+    my_pledges: list[MyPledge]
+
+
+class PartnerOfferingPage(BaseModel):
+    items: list[PartnerOffering]
+    next_cursor: str | None
+
+
+@router.get("/communities/{community_id}/partner-offerings", response_model=PartnerOfferingPage, tags=["offerings"],
+            summary="Offerings partner communities shared with this community, with your pledges to them")
+async def list_partner_offerings(community_id: str, request: Request, cursor: str | None = None,
+                                 limit: int = Query(50, ge=1, le=200),
+                                 who: Principal = Depends(principal)) -> dict[str, Any]:
+    store = runtime_of(request).store
+    who.require_community(community_id)
+    member = None if who.is_operator or who.scope == "dashboard" else \
+        await handlers.acting_member(store, who, community_id)
+    if cursor is not None and not cursor.isdigit():
+        raise Invalid("cursor", "use the next_cursor of the previous page")
+    async with store.pool.acquire() as conn:
+        items = await projections.partner_offerings(conn, community_id, member, int(cursor or 0), limit)
+    return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(items) == limit else None}

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 
 from kizuna.consumer import Subscription
 from kizuna.envelope import Envelope
-from kizuna.handling import CommandContext, execute
+from kizuna.eventstore import EventStore
+from kizuna.handling import CommandContext, execute, load
 from kizuna.service import Runtime
 
 from ..domain import Job, JobOfferedByPartner
+from ..offerings.domain import Offering, PartnerPledgeRecorded
+from ..offerings.handlers import stream as offering_stream
 from .projections import apply_gateway_event
 
 PROJECTION = Subscription("referrals-partner-jobs", ["*.gateway.>"], apply_gateway_event)
@@ -19,6 +24,8 @@ def partner_offer_reaction(runtime: Runtime) -> Subscription:
     store = runtime.store
 
     async def react(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        if envelope.type == "PartnerPledgeReceived":
+            await _pledge(store, conn, envelope)
         if envelope.type != "PartnerOfferReceived":
             return
         d = envelope.data
@@ -32,3 +39,18 @@ def partner_offer_reaction(runtime: Runtime) -> Subscription:
                       community_id=d["community_id"], connection=conn)
 
     return Subscription("referrals-partner-offers", ["*.gateway.>"], react)
+
+
+async def _pledge(store: EventStore, conn: asyncpg.Connection, envelope: Envelope) -> None:
+    d = envelope.data
+    pledge = PartnerPledgeRecorded(
+        community_id=d["community_id"], offering_id=d["offering_id"], pledge_id=d["pledge_id"],
+        partnership_id=d["partnership_id"], from_community_name=d["from_community_name"], card=d["card"],
+        shares=d["shares"])
+    ctx = CommandContext(actor=envelope.actor or "gateway", community_id=d["community_id"],
+                         causation_id=str(envelope.id))
+    if (await load(store, offering_stream(d["offering_id"]), Offering)).version == 0:
+        return  # only offerings this community shared can be pledged to; the gateway checked
+    await execute(store, offering_stream(d["offering_id"]), Offering,
+                  lambda offering: offering.pledge_from_partner(pledge, datetime.now(UTC)), ctx,
+                  community_id=d["community_id"], connection=conn)

@@ -31,8 +31,20 @@ CREATE TABLE partner_job_offers (
 );
 CREATE INDEX partner_job_offers_by_job ON partner_job_offers (community_id, partnership_id, job_id);
 """
-MIGRATIONS = [Migration("referrals_partners_0001", SQL)]
-READ_MODEL_TABLES = ["partner_jobs", "partner_job_offers"]
+OFFERINGS_SQL = """
+CREATE TABLE partner_offerings (
+    community_id text NOT NULL, partnership_id text NOT NULL, offering_id text NOT NULL,
+    from_community_name text NOT NULL, offering jsonb NOT NULL, status text NOT NULL DEFAULT 'open',
+    received_at timestamptz NOT NULL, seq bigint NOT NULL,
+    PRIMARY KEY (community_id, partnership_id, offering_id)
+);
+CREATE TABLE partner_pledges (
+    pledge_id text PRIMARY KEY, community_id text NOT NULL, partnership_id text NOT NULL, offering_id text NOT NULL,
+    member_id text NOT NULL, shares int NOT NULL, status text NOT NULL DEFAULT 'sent', reason text NOT NULL DEFAULT ''
+);
+"""
+MIGRATIONS = [Migration("referrals_partners_0001", SQL), Migration("referrals_partners_0002_offerings", OFFERINGS_SQL)]
+READ_MODEL_TABLES = ["partner_jobs", "partner_job_offers", "partner_offerings", "partner_pledges"]
 
 
 async def apply_job_event(conn: asyncpg.Connection, event: RecordedEvent) -> None:
@@ -72,8 +84,28 @@ async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> N
         await conn.execute("INSERT INTO partner_job_offers (offer_id, community_id, partnership_id, job_id, member_id, "
                            "kind) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING", d["offer_id"],
                            d["community_id"], d["partnership_id"], d["job_id"], d["member_id"], d["kind"])
+    elif kind == "PartnerOfferingReceived":
+        await conn.execute(
+            "INSERT INTO partner_offerings (community_id, partnership_id, offering_id, from_community_name, offering, "
+            "received_at, seq) VALUES ($1, $2, $3, $4, $5, $6, (SELECT coalesce(max(seq), 0) + 1 FROM "
+            "partner_offerings)) ON CONFLICT DO NOTHING", d["community_id"], d["partnership_id"], d["offering_id"],
+            d["from_community_name"], json.dumps(d["offering"]), envelope.time)
+    elif kind == "PartnerOfferingStatusReceived":
+        await conn.execute("UPDATE partner_offerings SET status = $4 WHERE community_id = $1 AND partnership_id = $2 "
+                           "AND offering_id = $3", d["community_id"], d["partnership_id"], d["offering_id"],
+                           d["status"])
+    elif kind == "PartnerPledgeSent":
+        await conn.execute("INSERT INTO partner_pledges (pledge_id, community_id, partnership_id, offering_id, "
+                           "member_id, shares) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                           d["pledge_id"], d["community_id"], d["partnership_id"], d["offering_id"], d["member_id"],
+                           d["shares"])
+    elif kind == "PartnerPledgeResultReceived":
+        await conn.execute("UPDATE partner_pledges SET status = $2, reason = $3 WHERE pledge_id = $1",
+                           d["pledge_id"], "committed" if d["accepted"] else "refused", d["reason"])
     elif kind == "PartnershipEnded":
         cid, pid = d["community_id"], d["partnership_id"]
+        await conn.execute("DELETE FROM partner_offerings WHERE community_id = $1 AND partnership_id = $2", cid, pid)
+        await conn.execute("DELETE FROM partner_pledges WHERE community_id = $1 AND partnership_id = $2", cid, pid)
         await conn.execute("DELETE FROM partner_jobs WHERE community_id = $1 AND partnership_id = $2", cid, pid)
         await conn.execute("DELETE FROM partner_job_offers WHERE community_id = $1 AND partnership_id = $2", cid, pid)
         await conn.execute(
@@ -94,3 +126,17 @@ async def partner_jobs(conn: asyncpg.Connection, community_id: str, member_id: s
              "from_community_name": r["from_community_name"], "state": r["state"],
              "received_at": r["received_at"].isoformat(), "seq": r["seq"], **json.loads(r["job"]),
              "my_offers": json.loads(r["mine"])} for r in rows]
+
+
+async def partner_offerings(conn: asyncpg.Connection, community_id: str, member_id: str | None,
+                            after: int, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT o.*, coalesce((SELECT jsonb_agg(jsonb_build_object('pledge_id', p.pledge_id, 'shares', p.shares, "
+        "'status', p.status, 'reason', p.reason)) FROM partner_pledges p WHERE p.community_id = o.community_id AND "
+        "p.partnership_id = o.partnership_id AND p.offering_id = o.offering_id AND p.member_id = $2), '[]') AS mine "
+        "FROM partner_offerings o WHERE o.community_id = $1 AND o.seq > $3 ORDER BY o.seq LIMIT $4",
+        community_id, member_id, after, limit)
+    return [{"partnership_id": r["partnership_id"], "offering_id": r["offering_id"],
+             "from_community_name": r["from_community_name"], "status": r["status"],
+             "received_at": r["received_at"].isoformat(), "seq": r["seq"], "terms": json.loads(r["offering"]),
+             "my_pledges": json.loads(r["mine"])} for r in rows]
