@@ -71,12 +71,14 @@ def test_report_shows_absolute_goals_details_and_can_be_written_again(tmp_path: 
     assert "## What the figures without a goal show" in out and "Run: 2026-01-01 00:00 UTC" in out
 
 
-def test_profile_summary_names_our_functions_and_library_hotspots(tmp_path: Path) -> None:
+def test_profile_summary_splits_busy_samples_by_function_and_kind(tmp_path: Path) -> None:
     raw = tmp_path / "gateway.txt"
     raw.write_text(
         "run (uvicorn/main.py:10);BaseHTTPMiddleware.__call__ (starlette/middleware/base.py:1);"
-        "health (services/gateway/projections.py:64) 30\n"
-        "run (uvicorn/main.py:10);EpollSelector.select (selectors.py:468) 10\n")
+        "run_endpoint_function (fastapi/routing.py:5);health (services/gateway/projections.py:64) 30\n"
+        "run (uvicorn/main.py:10);BaseHTTPMiddleware.__call__ (starlette/middleware/base.py:1) 10\n"
+        "run (uvicorn/main.py:10);EpollSelector.select (selectors.py:468) 20\n")
     summary = summarise("gateway", raw)
-    assert "40 samples" in summary and "health (services/gateway/projections.py) 75%" in summary
-    assert "starlette BaseHTTPMiddleware" in summary and "75%" in summary
+    assert "40 busy samples at 100 Hz (and 20 idle)" in summary
+    assert "health (services/gateway/projections.py) 75%" in summary
+    assert "endpoints 75%" in summary and "HTTP request path outside the endpoint" in summary
