@@ -122,6 +122,8 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
     meter = CpuMeter.for_stack(s, stack)
     client = HttpClient("127.0.0.1", stack.gateway_port)
     roster = await asyncpg.connect(stack.eco.database_url("referrals"))
+    members_db = await asyncpg.connect(stack.eco.database_url("members"))
+    rollbacks = "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()"
     results = []
     try:
         # Warm up: connections, caches, JIT-less first-call paths — not counted.
@@ -130,10 +132,14 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
             await client.request("POST", f"/v1/communities/{cid}/members", stack.eco.operator_headers(),
                                  {"display_name": f"Warm {i}"})
         for rate in RATES:
+            rolled_back = await members_db.fetchval(rollbacks)
             phase = await e2e_phase(stack, client, roster, rate, seconds, meter)
             wall, used = meter.stop()
             acked, visible, joined = phase.acked, phase.visible, phase.joined
             failures = sum(phase.failed.values()) + phase.invisible
+            await asyncio.sleep(1)  # let the relay and consumers drain, and PostgreSQL flush its statistics
+            await members_db.execute("SELECT pg_stat_clear_snapshot()")
+            rolled_back = await members_db.fetchval(rollbacks) - rolled_back
             # The read endpoint that depends on the roster answers for what the watcher saw.
             checks = [await client.request("GET", f"/v1/communities/{c}/reputation/{m}",
                                            stack.eco.operator_headers()) for c, m in joined[-10:]]
@@ -149,10 +155,11 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
                        f" (HTTP failures by status: {phase.failed or 'none'}; acknowledged but not visible within "
                        f"60 s: {phase.invisible}); the asynchronous part alone (visible minus acknowledged, per join): "
                        f"{ms(phase.asynchronous)}; achieved {len(acked) / wall:,.0f} "
-                       f"acknowledged joins/s over the phase; the reputation endpoint answered "
+                       f"acknowledged joins/s over the phase; {rolled_back / max(len(acked), 1):.2f} rolled-back "
+                       f"transactions in the members database per acknowledged join (each a concurrency-conflict "
+                       f"retry: the community stream read and folded again); the reputation endpoint answered "
                        f"{sorted({c[0] for c in checks})} for the last {len(checks)}. "
                        + cpu_breakdown(wall, used, max(len(acked), 1), "join")]))
-            await asyncio.sleep(1)  # let the relay and consumers drain before the next rate
         if py_spy() and seconds >= 5:  # a separate phase: sampling slows the processes it samples
             pids = {name: proc.process.pid for name, proc in stack.eco.processes.items()
                     if proc.process and name != "sessions"}
@@ -161,6 +168,7 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
             results[1].notes += [f"profiled extra phase at 50 joins/s (not counted above): {line}"
                                  for line in sampler.summaries()]
     finally:
+        await members_db.close()
         await roster.close()
         await client.close()
     return results
