@@ -14,7 +14,7 @@ ROUTES: dict[str, str] = {
     **dict.fromkeys(("members", "waitlist", "cap", "ownership", "applications", "invitations", "offers",
                      "sisters", "admission", "ecosystem"), "members"),
     **dict.fromkeys(("referrals", "jobs", "feedback", "reputation", "trust-graph", "offerings", "partner-jobs",
-                     "partner-offerings"),
+                     "partner-offerings", "partner-introductions"),
                     "referrals"),
     **dict.fromkeys(("sessions", "goals", "ties", "calendar"), "sessions"),
 }

@@ -84,6 +84,7 @@ class ReferralView(BaseModel):
     to_member_id: str | None
     job_id: str | None
     offering_id: str | None = None
+    to_partnership_id: str | None = None
     note: str
     status: Literal["made", "accepted", "declined"]
     worked: bool | None
@@ -248,8 +249,8 @@ async def reputation(community_id: str, member_id: str, request: Request,
 
 
 @router.post("/communities/{community_id}/referrals", status_code=201, response_model=Created, tags=["referrals"],
-             summary="Introduce a trusted member to another member or to a job request, or a trusted producer's "
-                     "offering to a member")
+             summary="Introduce a trusted member to another member, a job request or a partner community "
+                     "(to_partnership_id), or a trusted producer's offering to a member or a partner community")
 async def make_referral(community_id: str, body: MakeReferral, request: Request,
                         who: Principal = Depends(principal)) -> Any:
     who.require_writer(community_id)

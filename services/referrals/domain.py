@@ -114,6 +114,7 @@ class ReferralMade(DomainEvent):
     job_id: str | None
     note: str
     offering_id: str | None = None
+    to_partnership_id: str | None = None
 
 
 class ReferralAccepted(DomainEvent):
@@ -211,14 +212,17 @@ class MakeReferral(BaseModel):
     note: str = Field("", max_length=1000)
     offering_id: str | None = Field(None, max_length=64, description=(
         "Introduce a trusted producer: the offering is the subject, referred_id its producer, "
-        "to_member_id the member introduced to them"))
+        "to_member_id the member (or to_partnership_id the partner community) introduced to them"))
+    to_partnership_id: str | None = Field(None, max_length=64, description=(
+        "Introduce the person to a partner community (through that partnership): only their consented "
+        "card crosses, and the partner's owner records whether it worked"))
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
-        if (self.to_member_id is None) == (self.job_id is None):
-            raise ValueError("refer to exactly one of to_member_id or job_id")
-        if self.offering_id is not None and self.to_member_id is None:
-            raise ValueError("a producer's offering is introduced to a member (to_member_id)")
+        if [self.to_member_id, self.job_id, self.to_partnership_id].count(None) != 2:
+            raise ValueError("refer to exactly one of to_member_id, job_id or to_partnership_id")
+        if self.offering_id is not None and self.job_id is not None:
+            raise ValueError("a producer's offering is introduced to a member or a partner community")
         return self
 
 
@@ -376,12 +380,14 @@ class Referral(Aggregate):
         self.referrer = ""
         self.referred = ""
         self.to_member: str | None = None
+        self.to_partnership: str | None = None
         self.status: Literal["made", "accepted", "declined"] = "made"
         self.outcome: bool | None = None
 
     def _on_ReferralMade(self, e: ReferralMade) -> None:
         self.referral_id, self.community_id = e.referral_id, e.community_id
         self.referrer, self.referred, self.to_member = e.referrer_id, e.referred_id, e.to_member_id
+        self.to_partnership = e.to_partnership_id
 
     def _on_ReferralAccepted(self, e: ReferralAccepted) -> None:
         self.status = "accepted"
@@ -399,7 +405,7 @@ class Referral(Aggregate):
             raise Invalid("to_member_id", "introduce the person to someone else")
         return [ReferralMade(community_id=community_id, referral_id=referral_id, referrer_id=referrer,
                              referred_id=cmd.referred_id, to_member_id=cmd.to_member_id, job_id=cmd.job_id,
-                             note=cmd.note, offering_id=cmd.offering_id)]
+                             note=cmd.note, offering_id=cmd.offering_id, to_partnership_id=cmd.to_partnership_id)]
 
     def answer(self, actor: str, accept: bool, reason: str = "") -> list[DomainEvent]:
         if actor != self.referred:
@@ -422,6 +428,22 @@ class Referral(Aggregate):
         return [ReferralOutcomeRecorded(community_id=self.community_id, referral_id=self.referral_id,
                                         referrer_id=self.referrer, worked=cmd.worked, note=cmd.note,
                                         recorded_by=actor)]
+
+
+    def record_partner_outcome(self, partner: str, worked: bool, note: str) -> list[DomainEvent]:
+        """The partner community's owner says how an introduction to their community went: that it reached
+        them is its acceptance, and the outcome counts for the referrer like any other."""
+        if self.to_partnership is None:
+            raise Forbidden("this introduction was not made to a partner community")
+        if self.outcome is not None:
+            return []
+        events: list[DomainEvent] = []
+        if self.status == "made":
+            events.append(ReferralAccepted(community_id=self.community_id, referral_id=self.referral_id))
+        events.append(ReferralOutcomeRecorded(community_id=self.community_id, referral_id=self.referral_id,
+                                              referrer_id=self.referrer, worked=worked, note=note,
+                                              recorded_by=partner))
+        return events
 
 
 HALF_LIFE_DAYS = 180.0

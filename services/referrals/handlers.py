@@ -15,6 +15,7 @@ from kizuna.handling import CommandContext, execute, load_existing
 from . import projections
 from .domain import Job, MakeReferral, PostJobRequest, Referral, ReferToJob
 from .offerings.domain import Offering
+from .partners import projections as partner_projections
 
 
 async def acting_member(store: EventStore, who: Principal, community_id: str) -> str:
@@ -61,6 +62,13 @@ async def make_referral(store: EventStore, who: Principal, community_id: str, cm
     await require_roster_member(store, community_id, cmd.referred_id, "referred_id")
     if cmd.to_member_id:
         await require_roster_member(store, community_id, cmd.to_member_id, "to_member_id")
+    if cmd.to_partnership_id:
+        async with store.pool.acquire() as conn:
+            sends = await partner_projections.partnership_sends(conn, community_id, cmd.to_partnership_id)
+        if sends is None:
+            raise Invalid("to_partnership_id", "is not an active partnership of this community")
+        if "referrals" not in sends:
+            raise Invalid("to_partnership_id", "this partnership does not share referrals")
     if cmd.job_id:
         job = await load_existing(store, f"job-{cmd.job_id}", Job, "job request")
         if job.community_id != community_id:

@@ -131,7 +131,8 @@ async def referrals(conn: asyncpg.Connection, community_id: str, cursor: str | N
     rows = await conn.fetch("SELECT * FROM referrals WHERE community_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                             community_id, _after(cursor), limit + 1)
     items = [{k: r[k] for k in ("referral_id", "referrer_id", "referred_id", "to_member_id", "job_id", "note",
-                                "status", "worked", "version")} | {"offering_id": r.get("offering_id")}
+                                "status", "worked", "version")} | {"offering_id": r.get("offering_id"),
+                                                                     "to_partnership_id": r.get("to_partnership_id")}
              for r in rows[:limit]]
     return {"items": items, "next_cursor": str(rows[limit - 1]["seq"]) if len(rows) > limit else None}
 

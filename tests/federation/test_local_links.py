@@ -160,3 +160,57 @@ async def test_partner_members_pledge_to_a_shared_offering(gateway: httpx.AsyncC
     assert [(c["display_name"], c["from_community"], c["shares"]) for c in view["commitments"]] == [
         ("Owner", "Kaki growers", 2)], view["commitments"]
     assert view["committed"] == 2 and view["available"] == 1
+
+
+async def test_introducing_a_member_to_a_partner_community(gateway: httpx.AsyncClient, ecosystem: Ecosystem) -> None:
+    a, a_owner = await found(gateway, ecosystem, "Ringo makers")
+    b, b_owner = await found(gateway, ecosystem, "Kaki growers")
+    as_a, as_b = ecosystem.headers(a, a_owner, "owner"), ecosystem.headers(b, b_owner, "owner")
+    aiko = (await gateway.post(f"/v1/communities/{a}/members", headers=as_a,
+                               json={"display_name": "Aiko"})).json()["member_id"]
+    await gateway.put(f"/v1/communities/{a}/members/{aiko}/profile", headers=ecosystem.headers(a, aiko),
+                      json={"display_name": "Aiko", "skills": ["dyeing"], "vector": "private plans"})
+    await gateway.put(f"/v1/communities/{a}/members/{aiko}/consent", headers=ecosystem.headers(a, aiko),
+                      json={"shared_fields": ["display_name", "skills"]})
+    pid = await propose(gateway, ecosystem, a, a_owner, b)
+    async def too_early() -> httpx.Response | None:  # until referrals' roster has learned both members
+        response = await gateway.post(f"/v1/communities/{a}/referrals", headers=as_a, json={
+            "referred_id": aiko, "to_partnership_id": pid, "note": "too early"})
+        learning = response.status_code == 403 or (
+            response.status_code == 422 and response.json()["errors"][0]["field"] == "referred_id")
+        return None if learning else response
+
+    bogus = await eventually(too_early)
+    assert bogus.status_code == 422 and bogus.json()["errors"][0]["field"] == "to_partnership_id", bogus.text
+    await eventually(lambda: _status(gateway, ecosystem, b, b_owner, "requested"))
+    await gateway.post(f"/v1/communities/{b}/partnerships/{pid}/acceptance", headers=as_b)
+
+    async def introduce() -> httpx.Response | None:  # once referrals has learned the link is active
+        response = await gateway.post(f"/v1/communities/{a}/referrals", headers=as_a, json={
+            "referred_id": aiko, "to_partnership_id": pid, "note": "she dyes with persimmon"})
+        return response if response.status_code == 201 else None
+
+    referral_id = (await eventually(introduce)).json()["id"]
+
+    async def arrived() -> list[dict[str, Any]]:
+        response = await gateway.get(f"/v1/communities/{b}/partner-introductions", headers=as_b)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()
+        return items
+
+    intro = (await eventually(arrived))[0]
+    assert intro["card"] == {"display_name": "Aiko", "skills": ["dyeing"]} and intro["introduced_by_name"] == "Owner"
+    outcome = await gateway.post(f"/v1/communities/{b}/partnerships/{pid}/introductions/{referral_id}/outcome",
+                                 headers=as_b, json={"worked": True, "note": "she runs our dye workshop"})
+    assert outcome.status_code == 200, outcome.text
+    again = await gateway.post(f"/v1/communities/{b}/partnerships/{pid}/introductions/{referral_id}/outcome",
+                               headers=as_b, json={"worked": False})
+    assert again.status_code == 409
+
+    async def counted() -> dict[str, Any] | None:
+        items = (await gateway.get(f"/v1/communities/{a}/referrals", headers=as_a)).json()["items"]
+        mine = next(r for r in items if r["referral_id"] == referral_id)
+        return mine if mine["worked"] is True else None
+
+    referral = await eventually(counted)
+    assert referral["status"] == "accepted" and referral["to_partnership_id"] == pid

@@ -20,7 +20,14 @@ from kizuna.service import runtime_of
 from ..api import gateway_principal
 from ..proxy import MAX_BODY_BYTES
 from . import delivery, handlers, projections
-from .domain import Decision, OfferToPartnerJob, PledgeToPartnerOffering, ProposePartnership, ReferToPartnerJob
+from .domain import (
+    Decision,
+    IntroductionOutcome,
+    OfferToPartnerJob,
+    PledgeToPartnerOffering,
+    ProposePartnership,
+    ReferToPartnerJob,
+)
 from .identity import INBOX, WELL_KNOWN, Identity, partner_key
 from .signing import WINDOW_SECONDS, SignatureRejected, read, verify
 
@@ -202,6 +209,20 @@ async def pledge_to_partner_offering(community_id: str, partnership_id: str, off
     pledge_id = await handlers.pledge_to_partner_offering(runtime_of(request).store, who, community_id,
                                                           partnership_id, offering_id, body.shares, ctx)
     return Pledged(pledge_id=pledge_id)
+
+
+@router.post("/v1/communities/{community_id}/partnerships/{partnership_id}/introductions/{referral_id}/outcome",
+             response_model=PartnershipView, tags=["federation"],
+             summary="Say how an introduction from the partner community went (owner or facilitator); it counts "
+                     "for the member who made it, in their community's trust graph")
+async def introduction_outcome(community_id: str, partnership_id: str, referral_id: str, body: IntroductionOutcome,
+                               request: Request, who: Principal = Depends(gateway_principal)) -> dict[str, Any]:
+    who.require_role(community_id, "facilitator")
+    ctx = CommandContext.from_request(request, who, community_id)
+    await handlers.decide(runtime_of(request).store, who, community_id, partnership_id, ctx,
+                          lambda p, actor: p.record_introduction_outcome(referral_id, body, actor),
+                          minimum="facilitator")
+    return await _view(request, partnership_id, community_id)
 
 
 # ---- the ecosystem ----

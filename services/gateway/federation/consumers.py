@@ -15,7 +15,7 @@ from kizuna.eventstore import EventStore
 from kizuna.handling import CommandContext, execute
 from kizuna.service import Runtime
 
-from .domain import Partnership
+from .domain import Partnership, member_card
 from .handlers import job_card, offering_card, stream_of
 
 _STATES = {"JobAssigned": "assigned", "JobStarted": "in-progress", "JobCompleted": "completed",
@@ -45,6 +45,8 @@ def federation_reactions(runtime: Runtime) -> Subscription:
             d = envelope.data
             await _send_pledge_result(store, conn, ctx, str(d["pledge_id"]), False, str(d["reason"]),
                                       int(d["shares_left"]))
+        elif envelope.type == "ReferralMade" and envelope.data.get("to_partnership_id"):
+            await _introduce(store, conn, envelope, ctx)
         elif envelope.type == "SisterCommunityFounded":
             await _link_sisters(store, conn, envelope, ctx, own_origin)
 
@@ -102,6 +104,28 @@ async def _send_pledge_result(store: EventStore, conn: asyncpg.Connection, ctx: 
     await execute(store, stream_of(row["partnership_id"], row["community_id"]), Partnership,
                   lambda p: p.send_pledge_result(pledge_id, accepted, reason, shares_left), ctx,
                   community_id=row["community_id"], connection=conn)
+
+
+async def _introduce(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:
+    """Only the introduced member's consented card crosses; an offering is named only if it was shared."""
+    d = envelope.data
+    cid, pid = str(d["community_id"]), str(d["to_partnership_id"])
+    referred = await conn.fetchrow("SELECT * FROM directory WHERE community_id = $1 AND member_id = $2", cid,
+                                   d["referred_id"])
+    referrer = await conn.fetchval("SELECT display_name FROM directory WHERE community_id = $1 AND member_id = $2",
+                                   cid, d["referrer_id"])
+    if referred is None:
+        return
+    card = member_card(referred["display_name"], list(referred["shared_fields"]),
+                       {"skills": list(referred["skills"]), "vector": referred["vector"]})
+    offering = d.get("offering_id")
+    if offering and not await conn.fetchval("SELECT true FROM partner_shared_offerings WHERE offering_id = $1 "
+                                            "AND partnership_id = $2", offering, pid):
+        offering = None
+    await execute(store, stream_of(pid, cid), Partnership,
+                  lambda p: p.send_introduction(str(d["referral_id"]), card, str(d.get("note", "")),
+                                                str(referrer or ""), offering),
+                  ctx, community_id=cid, connection=conn)
 
 
 async def _send_status(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from kizuna.domain import Aggregate, DomainEvent
-from kizuna.errors import Conflict, Forbidden, Invalid
+from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
 
 Shared = Literal["job_requests", "referrals", "offerings"]
 Side = Literal["local", "partner"]
@@ -235,6 +235,47 @@ class PartnerPledgeResultReceived(DomainEvent):
     shares_left: int
 
 
+class IntroductionSentToPartner(DomainEvent):
+    """A member introduced a fellow member (or a producer's offering) to the partner community."""
+
+    partnership_id: str
+    community_id: str
+    referral_id: str
+    card: dict[str, Any]
+    note: str
+    introduced_by_name: str
+    offering_id: str | None = None
+
+
+class PartnerIntroductionReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    referral_id: str
+    card: dict[str, Any]
+    note: str
+    introduced_by_name: str
+    offering_id: str | None = None
+    from_community_name: str
+
+
+class IntroductionOutcomeSentToPartner(DomainEvent):
+    partnership_id: str
+    community_id: str
+    referral_id: str
+    worked: bool
+    note: str
+    actor: str
+
+
+class PartnerIntroductionOutcomeReceived(DomainEvent):
+    partnership_id: str
+    community_id: str
+    referral_id: str
+    worked: bool
+    note: str
+    from_community_name: str
+
+
 # ---- commands ----
 
 class ProposePartnership(BaseModel):
@@ -261,6 +302,12 @@ class OfferToPartnerJob(BaseModel):
 class PledgeToPartnerOffering(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"shares": 2}]})
     shares: int = Field(ge=1, le=1000)
+
+
+class IntroductionOutcome(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"worked": True, "note": "She runs our dye workshop"}]})
+    worked: bool
+    note: str = Field("", max_length=1000)
 
 
 class ReferToPartnerJob(BaseModel):
@@ -292,6 +339,8 @@ class Partnership(Aggregate):
         self.received_offerings: dict[str, str] = {}
         self.pledges_sent: set[str] = set()
         self.pledges_received: set[str] = set()
+        self.introductions_sent: set[str] = set()
+        self.introductions_received: dict[str, bool | None] = {}
 
     def _on_PartnershipProposed(self, e: PartnershipProposed) -> None:
         self._link(e.partnership_id, e.community_id, e.partner_origin, e.partner_community_id,
@@ -344,6 +393,15 @@ class Partnership(Aggregate):
 
     def _on_PartnerPledgeReceived(self, e: PartnerPledgeReceived) -> None:
         self.pledges_received.add(e.pledge_id)
+
+    def _on_IntroductionSentToPartner(self, e: IntroductionSentToPartner) -> None:
+        self.introductions_sent.add(e.referral_id)
+
+    def _on_PartnerIntroductionReceived(self, e: PartnerIntroductionReceived) -> None:
+        self.introductions_received[e.referral_id] = None
+
+    def _on_IntroductionOutcomeSentToPartner(self, e: IntroductionOutcomeSentToPartner) -> None:
+        self.introductions_received[e.referral_id] = e.worked
 
     @property
     def active(self) -> bool:
@@ -537,6 +595,45 @@ class Partnership(Aggregate):
         return [PartnerPledgeResultReceived(partnership_id=self.partnership_id, community_id=self.community_id,
                                             pledge_id=pledge_id, accepted=accepted, reason=reason,
                                             shares_left=shares_left)]
+
+    # -- introductions to the partner community --
+
+    def send_introduction(self, referral_id: str, card: dict[str, Any], note: str, introduced_by_name: str,
+                          offering_id: str | None) -> list[DomainEvent]:
+        if not self.active or "referrals" not in self.sends or referral_id in self.introductions_sent:
+            return []
+        return [IntroductionSentToPartner(partnership_id=self.partnership_id, community_id=self.community_id,
+                                          referral_id=referral_id, card=card, note=note,
+                                          introduced_by_name=introduced_by_name, offering_id=offering_id)]
+
+    def receive_introduction(self, referral_id: str, card: dict[str, Any], note: str, introduced_by_name: str,
+                             offering_id: str | None) -> list[DomainEvent]:
+        self._require_inbound("referrals")
+        if referral_id in self.introductions_received:
+            return []
+        return [PartnerIntroductionReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                            referral_id=referral_id, card=card, note=note,
+                                            introduced_by_name=introduced_by_name, offering_id=offering_id,
+                                            from_community_name=self.partner_community_name)]
+
+    def record_introduction_outcome(self, referral_id: str, cmd: IntroductionOutcome,
+                                    actor: str) -> list[DomainEvent]:
+        if referral_id not in self.introductions_received:
+            raise NotFound("introduction not found")
+        if self.introductions_received[referral_id] is not None:
+            raise Conflict("the outcome is already recorded", slug="outcome-exists")
+        if self.status not in ("active", "suspended"):
+            raise self._conflict("record an outcome")
+        return [IntroductionOutcomeSentToPartner(partnership_id=self.partnership_id, community_id=self.community_id,
+                                                 referral_id=referral_id, worked=cmd.worked, note=cmd.note,
+                                                 actor=actor)]
+
+    def receive_introduction_outcome(self, referral_id: str, worked: bool, note: str) -> list[DomainEvent]:
+        if referral_id not in self.introductions_sent:
+            raise Invalid("referral_id", "no such introduction was sent from this community")
+        return [PartnerIntroductionOutcomeReceived(partnership_id=self.partnership_id, community_id=self.community_id,
+                                                   referral_id=referral_id, worked=worked, note=note,
+                                                   from_community_name=self.partner_community_name)]
 
     def _require_inbound(self, what: str, outbound_job: str | None = None) -> None:
         if not self.active:

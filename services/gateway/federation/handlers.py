@@ -90,8 +90,10 @@ async def _remote_community(store: EventStore, http: httpx.AsyncClient, origin: 
 
 
 async def decide(store: EventStore, who: Principal, community_id: str, partnership_id: str, ctx: CommandContext,
-                 decision: Callable[[Partnership, str], Sequence[DomainEvent]]) -> Partnership:
-    require_owner(who, community_id)
+                 decision: Callable[[Partnership, str], Sequence[DomainEvent]],
+                 minimum: Literal["owner", "facilitator"] = "owner") -> Partnership:
+    if minimum == "owner":
+        require_owner(who, community_id)
     stream = stream_of(partnership_id, community_id)
     if (await load(store, stream, Partnership)).version == 0:
         raise NotFound("partnership not found")
@@ -241,6 +243,14 @@ def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership
             if not 1 <= shares <= 1000:
                 raise Invalid("payload.shares", "must be between 1 and 1000")
             return lambda s: s.receive_pledge(str(p["offering_id"]), str(p["pledge_id"]), shares, card)
+        if kind == "referral.introduced":
+            card = {k: p["card"][k] for k in ("display_name", "skills", "vector", "values") if k in p["card"]}
+            note, by = str(p.get("note", ""))[:1000], str(p.get("introduced_by_name", ""))[:120]
+            subject = str(p["offering_id"]) if p.get("offering_id") else None
+            return lambda s: s.receive_introduction(str(p["referral_id"]), card, note, by, subject)
+        if kind == "referral.outcome":
+            referral_id, worked, note = str(p["referral_id"]), bool(p["worked"]), str(p.get("note", ""))[:1000]
+            return lambda s: s.receive_introduction_outcome(referral_id, worked, note)
         if kind == "offering.pledge_result":
             pledge_id, accepted = str(p["pledge_id"]), bool(p["accepted"])
             reason, left = str(p.get("reason", ""))[:500], int(p.get("shares_left", 0))

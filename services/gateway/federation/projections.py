@@ -82,7 +82,9 @@ MESSAGE_TYPES = {"PartnershipProposed": "partnership.proposed", "PartnershipAcce
                  "JobSharedWithPartner": "job.shared", "JobStatusSentToPartner": "job.status",
                  "PartnerOfferSent": "job.offer", "OfferingSharedWithPartner": "offering.shared",
                  "OfferingStatusSentToPartner": "offering.status", "PartnerPledgeSent": "offering.pledge",
-                 "PledgeResultSentToPartner": "offering.pledge_result"}
+                 "PledgeResultSentToPartner": "offering.pledge_result",
+                 "IntroductionSentToPartner": "referral.introduced",
+                 "IntroductionOutcomeSentToPartner": "referral.outcome"}
 _NOT_SENT = {"partnership_id", "community_id", "by", "actor", "member_id", "proposed_by"}
 
 

@@ -95,3 +95,26 @@ async def list_partner_offerings(community_id: str, request: Request, cursor: st
     async with store.pool.acquire() as conn:
         items = await projections.partner_offerings(conn, community_id, member, int(cursor or 0), limit)
     return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(items) == limit else None}
+
+
+class PartnerIntroduction(BaseModel):
+    partnership_id: str
+    referral_id: str
+    from_community_name: str
+    card: dict[str, Any]
+    note: str
+    introduced_by_name: str
+    offering_id: str | None
+    worked: bool | None
+    outcome_note: str | None
+    received_at: str
+
+
+@router.get("/communities/{community_id}/partner-introductions", response_model=list[PartnerIntroduction],
+            tags=["referrals"], summary="People partner communities introduced to this one (owner or facilitator); "
+                                        "record how it went through the gateway's partnership routes")
+async def list_partner_introductions(community_id: str, request: Request,
+                                     who: Principal = Depends(principal)) -> list[dict[str, Any]]:
+    who.require_reader(community_id, "facilitator")
+    async with runtime_of(request).store.pool.acquire() as conn:
+        return await projections.partner_introductions(conn, community_id)

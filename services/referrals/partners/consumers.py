@@ -12,7 +12,7 @@ from kizuna.eventstore import EventStore
 from kizuna.handling import CommandContext, execute, load
 from kizuna.service import Runtime
 
-from ..domain import Job, JobOfferedByPartner
+from ..domain import Job, JobOfferedByPartner, Referral
 from ..offerings.domain import Offering, PartnerPledgeRecorded
 from ..offerings.handlers import stream as offering_stream
 from .projections import apply_gateway_event
@@ -26,6 +26,14 @@ def partner_offer_reaction(runtime: Runtime) -> Subscription:
     async def react(conn: asyncpg.Connection, envelope: Envelope) -> None:
         if envelope.type == "PartnerPledgeReceived":
             await _pledge(store, conn, envelope)
+        if envelope.type == "PartnerIntroductionOutcomeReceived":
+            d = envelope.data
+            ctx = CommandContext(actor=envelope.actor or "gateway", community_id=d["community_id"],
+                                 causation_id=str(envelope.id))
+            partner = f"partner:{d['from_community_name']}"
+            await execute(store, f"referral-{d['referral_id']}", Referral,
+                          lambda r: r.record_partner_outcome(partner, bool(d["worked"]), str(d["note"])), ctx,
+                          community_id=d["community_id"], connection=conn)
         if envelope.type != "PartnerOfferReceived":
             return
         d = envelope.data

@@ -43,8 +43,26 @@ CREATE TABLE partner_pledges (
     member_id text NOT NULL, shares int NOT NULL, status text NOT NULL DEFAULT 'sent', reason text NOT NULL DEFAULT ''
 );
 """
-MIGRATIONS = [Migration("referrals_partners_0001", SQL), Migration("referrals_partners_0002_offerings", OFFERINGS_SQL)]
-READ_MODEL_TABLES = ["partner_jobs", "partner_job_offers", "partner_offerings", "partner_pledges"]
+INTRODUCTIONS_SQL = """
+ALTER TABLE referrals ADD COLUMN to_partnership_id text;
+CREATE TABLE partnerships (
+    partnership_id text NOT NULL, community_id text NOT NULL, status text NOT NULL, sends text[] NOT NULL,
+    PRIMARY KEY (partnership_id, community_id)
+);
+CREATE TABLE partner_introductions (
+    community_id text NOT NULL, partnership_id text NOT NULL, referral_id text NOT NULL,
+    from_community_name text NOT NULL, card jsonb NOT NULL, note text NOT NULL, introduced_by_name text NOT NULL,
+    offering_id text, worked boolean, outcome_note text, received_at timestamptz NOT NULL,
+    PRIMARY KEY (community_id, partnership_id, referral_id)
+);
+"""
+MIGRATIONS = [Migration("referrals_partners_0001", SQL), Migration("referrals_partners_0002_offerings", OFFERINGS_SQL),
+              Migration("referrals_partners_0003_introductions", INTRODUCTIONS_SQL)]
+READ_MODEL_TABLES = ["partner_jobs", "partner_job_offers", "partner_offerings", "partner_pledges",
+                     "partner_introductions", "partnerships"]
+_STATUS_AFTER = {"PartnershipProposed": "proposed", "PartnershipRequested": "requested",
+                 "PartnershipEstablished": "active", "PartnershipAccepted": "active", "PartnershipDeclined": "declined",
+                 "PartnershipSuspended": "suspended", "PartnershipResumed": "active", "PartnershipEnded": "ended"}
 
 
 async def apply_job_event(conn: asyncpg.Connection, event: RecordedEvent) -> None:
@@ -57,6 +75,9 @@ async def apply_job_event(conn: asyncpg.Connection, event: RecordedEvent) -> Non
                            "AND NOT partner_offers @> $3::jsonb", d["job_id"], json.dumps([{**offer,
                                                                                              "assigned": False}]),
                            json.dumps([{"offer_id": d["offer_id"]}]))
+    elif event.type == "ReferralMade" and d.get("to_partnership_id"):
+        await conn.execute("UPDATE referrals SET to_partnership_id = $2 WHERE referral_id = $1", d["referral_id"],
+                           d["to_partnership_id"])
     elif event.type == "JobAssigned" and d.get("partner_offer_ids"):
         await conn.execute(
             "UPDATE jobs SET partner_offers = (SELECT coalesce(jsonb_agg(o || jsonb_build_object('assigned', "
@@ -66,6 +87,10 @@ async def apply_job_event(conn: asyncpg.Connection, event: RecordedEvent) -> Non
 
 async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
     d, kind = envelope.data, envelope.type
+    if kind in _STATUS_AFTER:  # so an introduction to a partner community can be checked when it is made
+        await conn.execute("INSERT INTO partnerships VALUES ($1, $2, $3, $4) ON CONFLICT "
+                           "(partnership_id, community_id) DO UPDATE SET status = EXCLUDED.status",
+                           d["partnership_id"], d["community_id"], _STATUS_AFTER[kind], d.get("sends") or [])
     if kind == "PartnerJobReceived":
         await conn.execute(
             "INSERT INTO partner_jobs (community_id, partnership_id, job_id, from_community_name, job, received_at, "
@@ -102,8 +127,21 @@ async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> N
     elif kind == "PartnerPledgeResultReceived":
         await conn.execute("UPDATE partner_pledges SET status = $2, reason = $3 WHERE pledge_id = $1",
                            d["pledge_id"], "committed" if d["accepted"] else "refused", d["reason"])
+    elif kind == "PartnerIntroductionReceived":
+        await conn.execute(
+            "INSERT INTO partner_introductions (community_id, partnership_id, referral_id, from_community_name, card, "
+            "note, introduced_by_name, offering_id, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "ON CONFLICT DO NOTHING", d["community_id"], d["partnership_id"], d["referral_id"],
+            d["from_community_name"], json.dumps(d["card"]), d["note"], d["introduced_by_name"], d.get("offering_id"),
+            envelope.time)
+    elif kind == "IntroductionOutcomeSentToPartner":
+        await conn.execute("UPDATE partner_introductions SET worked = $4, outcome_note = $5 WHERE community_id = $1 "
+                           "AND partnership_id = $2 AND referral_id = $3", d["community_id"], d["partnership_id"],
+                           d["referral_id"], d["worked"], d["note"])
     elif kind == "PartnershipEnded":
         cid, pid = d["community_id"], d["partnership_id"]
+        await conn.execute("DELETE FROM partner_introductions WHERE community_id = $1 AND partnership_id = $2",
+                           cid, pid)
         await conn.execute("DELETE FROM partner_offerings WHERE community_id = $1 AND partnership_id = $2", cid, pid)
         await conn.execute("DELETE FROM partner_pledges WHERE community_id = $1 AND partnership_id = $2", cid, pid)
         await conn.execute("DELETE FROM partner_jobs WHERE community_id = $1 AND partnership_id = $2", cid, pid)
@@ -140,3 +178,19 @@ async def partner_offerings(conn: asyncpg.Connection, community_id: str, member_
              "from_community_name": r["from_community_name"], "status": r["status"],
              "received_at": r["received_at"].isoformat(), "seq": r["seq"], "terms": json.loads(r["offering"]),
              "my_pledges": json.loads(r["mine"])} for r in rows]
+
+
+async def partner_introductions(conn: asyncpg.Connection, community_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT * FROM partner_introductions WHERE community_id = $1 ORDER BY received_at",
+                            community_id)
+    return [{"partnership_id": r["partnership_id"], "referral_id": r["referral_id"],
+             "from_community_name": r["from_community_name"], "card": json.loads(r["card"]), "note": r["note"],
+             "introduced_by_name": r["introduced_by_name"], "offering_id": r["offering_id"], "worked": r["worked"],
+             "outcome_note": r["outcome_note"], "received_at": r["received_at"].isoformat()} for r in rows]
+
+
+async def partnership_sends(conn: asyncpg.Connection, community_id: str, partnership_id: str) -> list[str] | None:
+    """What an active partnership of this community sends, or None when there is no such active partnership."""
+    row = await conn.fetchrow("SELECT status, sends FROM partnerships WHERE partnership_id = $1 AND community_id = $2",
+                              partnership_id, community_id)
+    return list(row["sends"]) if row is not None and row["status"] == "active" else None
