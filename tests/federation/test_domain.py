@@ -9,12 +9,14 @@ import pytest
 from kizuna.auth import generate_private_key_pem, load_private_key
 from kizuna.errors import Conflict, Forbidden, Invalid
 from services.gateway.federation.domain import (
+    IntroductionOutcome,
     Partnership,
     PartnershipRequested,
     ProposePartnership,
     member_card,
 )
 from services.gateway.federation.signing import SignatureRejected, read, sign, verify
+from services.referrals.domain import MakeReferral, Referral, ReferralOutcomeRecorded
 
 KEY = load_private_key(generate_private_key_pem())
 BODY = json.dumps({"message_id": "m-1", "type": "job.shared"}).encode()
@@ -140,3 +142,34 @@ def test_a_member_card_holds_only_what_they_consented_to() -> None:
     profile = {"skills": ["weaving"], "vector": "my own studio", "values": ["care"]}
     assert member_card("Mio", ["display_name"], profile) == {"display_name": "Mio"}
     assert member_card("Mio", ["display_name", "skills"], profile) == {"display_name": "Mio", "skills": ["weaving"]}
+
+
+def test_introductions_across_a_partnership() -> None:
+    ringo = proposed()
+    assert ringo.send_introduction("r1", {"display_name": "Aiko"}, "", "Yui", None) == [], "not before acceptance"
+    for event in ringo.accept("partner", by="partner"):
+        ringo.apply(event)
+    assert ringo.send_introduction("r1", {"display_name": "Aiko"}, "", "Yui", None) == [], \
+        "Ringo's side does not send referrals in this partnership"
+    nagano = requested()
+    for event in nagano.accept("owner-b"):
+        nagano.apply(event)
+    with pytest.raises(Forbidden):
+        nagano.receive_introduction("r1", {"display_name": "Aiko"}, "", "Yui", None)  # it receives job requests only
+    sent = nagano.send_introduction("r2", {"display_name": "Mio"}, "weaver", "Owner", None)
+    nagano.apply(sent[0])
+    with pytest.raises(Invalid):
+        nagano.receive_introduction_outcome("r-unknown", True, "")
+    assert len(nagano.receive_introduction_outcome("r2", True, "")) == 1
+
+    referral = Referral.from_events(Referral().make("r2", "cb", "owner-b", MakeReferral(
+        referred_id="mio", to_partnership_id="p1")))
+    events = referral.record_partner_outcome("partner:Ringo", True, "great")
+    assert [type(e).__name__ for e in events] == ["ReferralAccepted", "ReferralOutcomeRecorded"]
+    assert isinstance(events[1], ReferralOutcomeRecorded) and events[1].recorded_by == "partner:Ringo"
+    for event in events:
+        referral.apply(event)
+    assert referral.record_partner_outcome("partner:Ringo", False, "") == [], "recorded once"
+    with pytest.raises(ValueError):
+        MakeReferral(referred_id="mio", to_partnership_id="p1", to_member_id="ken")
+    assert IntroductionOutcome(worked=True).note == ""
