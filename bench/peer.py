@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from bench.core import payload
-from kizuna.progress import Progress
 
 NAMESPACE = uuid.UUID("6b697a75-6e61-4265-6e63-680000000000")
 
@@ -51,36 +50,31 @@ def _event(stream: uuid.UUID, version: int, n: int) -> object:
                        state=json.dumps(payload(n)).encode())
 
 
-async def peer_rates(url: str, writers: int, per_writer: int, batches: int) -> tuple[float, float]:
-    """Single events from ``writers`` threads on 50 streams each, then batches of 100 to one stream."""
-    recorder = _recorder(url, writers)
-    insert = recorder.insert_events  # type: ignore[attr-defined]
-    progress = Progress(f"append: eventsourcing PostgresApplicationRecorder, {writers} writers",
-                        writers * per_writer)
-    lock = threading.Lock()
+class Peer:
+    """One recorder with a connection per writer thread."""
 
-    def writer(w: int) -> None:
-        for n in range(per_writer):
-            stream = uuid.uuid5(NAMESPACE, f"{w}-{n % 50}")
-            insert([_event(stream, n // 50 + 1, n)])
-            with lock:
-                progress.advance()
+    def __init__(self, url: str, writers: int) -> None:
+        self.recorder = _recorder(url, writers)
+        self.threads = ThreadPoolExecutor(writers)
+        self.lock = threading.Lock()
 
-    loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(writers) as pool:
-        start = time.perf_counter()
-        await asyncio.gather(*(loop.run_in_executor(pool, writer, w) for w in range(writers)))
-        single = writers * per_writer / (time.perf_counter() - start)
-    progress.finish()
+    async def singles(self, w: int, lo: int, hi: int, advance: Callable[[], None]) -> None:
+        """Writer ``w``'s events ``lo``..``hi``, one insert each, on 50 streams (as Kizuna's writers do)."""
+        insert = self.recorder.insert_events  # type: ignore[attr-defined]
 
-    stream = uuid.uuid4()
+        def write() -> None:
+            for n in range(lo, hi):
+                insert([_event(uuid.uuid5(NAMESPACE, f"{w}-{n % 50}"), n // 50 + 1, n)])
+                with self.lock:
+                    advance()
 
-    def batch() -> None:
-        for b in range(batches):
-            insert([_event(stream, b * 100 + n + 1, n) for n in range(100)])
+        await asyncio.get_running_loop().run_in_executor(self.threads, write)
 
-    start = time.perf_counter()
-    await asyncio.to_thread(batch)
-    batched = batches * 100 / (time.perf_counter() - start)
-    recorder.datastore.close()  # type: ignore[attr-defined]
-    return single, batched
+    async def batch(self, stream: uuid.UUID, b: int) -> None:
+        insert = self.recorder.insert_events  # type: ignore[attr-defined]
+        await asyncio.get_running_loop().run_in_executor(
+            self.threads, insert, [_event(stream, b * 100 + n + 1, n) for n in range(100)])
+
+    def close(self) -> None:
+        self.threads.shutdown()
+        self.recorder.datastore.close()  # type: ignore[attr-defined]

@@ -108,7 +108,8 @@ _IDLE = ("EpollSelector.select", "Condition.wait", "Queue.get")
 _CATEGORIES = [
     ("HTTP request path outside the endpoint (uvicorn, middleware incl. BaseHTTPMiddleware's extra task, routing, "
      "validation, serialisation)", ("RequestResponseCycle.run_asgi", "BaseHTTPMiddleware", "TaskHandle._run_coro"),
-     ("run_endpoint_function",)),
+     ("run_endpoint_function", "solve_dependencies")),
+    ("FastAPI dependencies (authentication)", ("solve_dependencies",), ()),
     ("endpoints", ("run_endpoint_function",), ()),
     ("consumers, relay and other background tasks", ("InboxConsumer.", "OutboxRelay.", "Deliverer."), ()),
     ("asyncpg pool release (Connection.reset: a reset query per release)", ("Connection.reset",), ()),
