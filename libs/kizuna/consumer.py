@@ -9,6 +9,7 @@ terminated, so one poison message never blocks the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -106,7 +107,12 @@ class InboxConsumer:
                 envelope = Envelope.from_bytes(msg.data)
                 span.set_attribute("kizuna.event_type", envelope.type)
                 span.set_attribute("kizuna.consumer", self.subscription.name)
-                await self._apply_once(envelope)
+                try:
+                    await self._apply_once(envelope)
+                except Exception as error:
+                    if not _database_unavailable(error):
+                        raise
+                    await self._apply_when_database_returns(msg, envelope, error)
             except Exception as error:
                 span.record_exception(error)
                 if attempt >= self.max_deliver:
@@ -117,6 +123,25 @@ class InboxConsumer:
                 await msg.nak(delay=min(0.2 * 2**attempt, 5.0))
                 return
         await msg.ack()
+
+    async def _apply_when_database_returns(self, msg: Msg, envelope: Envelope, error: Exception) -> None:
+        """The service's own database is away: not the message's fault, so it must not count towards
+        dead-lettering (nor towards JetStream's max_deliver). Hold the message and retry until it applies."""
+        delay = 0.2
+        while True:
+            log.warning("database unavailable; holding the message until it is back",
+                        extra={"consumer": self.durable, "error": repr(error)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()  # keeps the ack deadline from passing while we wait
+            try:
+                await self._apply_once(envelope)
+                return
+            except Exception as again:
+                if not _database_unavailable(again):
+                    raise
+                error = again
 
     async def _apply_once(self, envelope: Envelope) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -144,6 +169,14 @@ class InboxConsumer:
         self.dead_lettered += 1
         log.error("event dead-lettered", extra={"consumer": self.durable, "error": repr(error)})
         await msg.term()
+
+
+def _database_unavailable(error: Exception) -> bool:
+    """A failure to reach PostgreSQL (refused, reset, shutting down, starting up), not a fault of the event."""
+    if isinstance(error, asyncpg.InterfaceError):
+        return "closed" in str(error)
+    return isinstance(error, (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError,
+                              asyncpg.exceptions.OperatorInterventionError))
 
 
 def _is_json(raw: bytes) -> bool:

@@ -18,12 +18,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kizuna import bus
 from kizuna.devstack import NatsServer, PostgresServer
 from tests.reliability.harness import (
     PG_OUTAGE_SECONDS,
     WRITES,
     JoinLoad,
     assert_exactly_once,
+    bus_messages,
     converge,
     figures,
     found,
@@ -86,7 +88,8 @@ async def test_postgres_crash_under_gateway_load_refuses_honestly_and_loses_no_a
     full_stack: tuple[Ecosystem, httpx.AsyncClient], own_postgres: PostgresServer
 ) -> None:
     eco, http = full_stack
-    communities = [await found(http, eco, f"Crash {n}") for n in range(2)]
+    # Short streams: each join folds its community's stream, so long runs spread over more communities.
+    communities = [await found(http, eco, f"Crash {n}") for n in range(max(2, WRITES // 150))]
     cids = [cid for cid, _ in communities]
     load = JoinLoad(http, eco, communities)
     load.start()
@@ -118,7 +121,11 @@ async def test_postgres_crash_under_gateway_load_refuses_honestly_and_loses_no_a
     # A write answered with an error may still have committed (the connection died after COMMIT):
     # that is allowed — never the other way round.
     stored_total = sum(len(ids) - 1 for ids in stored.values())
-    recovery = await converge(eco, http, stored)
+    try:
+        recovery = await converge(eco, http, stored)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; dead letters: {await dead_letters(eco)}") from error
+    assert not await dead_letters(eco), "a valid event was dead-lettered because the database was away"
     figures("postgres_crash", outage_seconds=PG_OUTAGE_SECONDS, writes_attempted=load.attempted,
             writes_accepted=load.total_accepted, accepted_before_crash=accepted_before,
             writes_refused=dict(load.refused), writes_stored=stored_total,
@@ -127,6 +134,15 @@ async def test_postgres_crash_under_gateway_load_refuses_honestly_and_loses_no_a
             all_ready_after_restart_seconds=round(ready_after, 2),
             last_accepted_write_after_restart_seconds=round(first_accepted_after, 2),
             converged_after_load_stopped_seconds=round(recovery, 2))
+
+
+async def dead_letters(eco: Ecosystem) -> list[tuple[str, str]]:
+    nc = await bus.connect(eco.nats.url, "pg-outage-check")
+    try:
+        letters = await bus_messages(nc.jetstream(), f"{eco.prefix.upper()}_DLQ", f"{eco.prefix}_dlq.>")
+    finally:
+        await nc.close()
+    return [(letter["consumer"], letter["error"][:200]) for letter in letters]
 
 
 def _errors(eco: Ecosystem) -> str:
