@@ -60,10 +60,15 @@ async def forward(client: httpx.AsyncClient, base_url: str, request: Request, bo
         return problem_response(504, "upstream-timeout", "Upstream timeout",
                                 "the service did not answer in time; the write may or may not have happened — "
                                 "retry with the same Idempotency-Key", request.url.path)
-    except httpx.TransportError:
+    except httpx.ConnectError:  # refused before anything was sent: this alone proves nothing was written
         return problem_response(503, "service-unavailable", "Service unavailable",
                                 "the service behind this route is not reachable; nothing was written",
                                 request.url.path, headers={"Retry-After": "5"})
+    except httpx.TransportError:
+        return problem_response(502, "upstream-connection-lost", "Upstream connection lost",
+                                "the connection to the service broke during the request; the write may or may not "
+                                "have happened — retry with the same Idempotency-Key", request.url.path,
+                                headers={"Retry-After": "5"})
     passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK_HEADERS}
     return Response(upstream.content, status_code=upstream.status_code, headers=passed)
 
