@@ -12,6 +12,7 @@ operator, who can send them again. One gateway replica delivers at a time (an ad
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -34,6 +35,7 @@ from .signing import sign
 
 log = logging.getLogger("kizuna.federation")
 LOCK_KEY = 0x6B697A756E61_02  # "kizuna" + 2: one delivering replica per database
+QUEUED_CHANNEL = "kizuna_federation"  # notified by the outbox projection in the queueing transaction
 
 LocalReceiver = Callable[[bytes], Awaitable[str]]
 
@@ -63,16 +65,26 @@ class Deliverer:
         self.local, self.timeout = local, timeout
 
     async def run(self, idle_seconds: float = 0.5) -> None:
+        """Delivers whenever a message is queued (LISTEN) and at least every ``idle_seconds`` (retries)."""
+        queued = asyncio.Event()
+
+        def wake(*_: object) -> None:
+            queued.set()
+
         while True:
             async with self.pool.acquire() as lock_conn:
                 if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
                     await asyncio.sleep(5)
                     continue
+                await lock_conn.add_listener(QUEUED_CHANNEL, wake)
                 try:
                     while True:
+                        queued.clear()
                         if not await self.deliver_due():
-                            await asyncio.sleep(idle_seconds)
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(queued.wait(), idle_seconds)
                 finally:
+                    await lock_conn.remove_listener(QUEUED_CHANNEL, wake)
                     await lock_conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
     async def deliver_due(self) -> int:

@@ -135,6 +135,7 @@ async def _queue(conn: asyncpg.Connection, event: RecordedEvent, message_type: s
         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING",
         event.event_id, d["partnership_id"], d["community_id"], link["partner_origin"], message_type,
         json.dumps(body))
+    await conn.execute("SELECT pg_notify('kizuna_federation', '')")  # wakes the deliverer at commit
 
 
 def partnership_view(row: asyncpg.Record) -> dict[str, Any]:
