@@ -271,63 +271,51 @@ ANALYSIS = {
         "projections hook. Here the peer is level with Kizuna or ahead of it; ≥ 2x would need the autocommit "
         "call and a leaner result (positions only) from `kizuna_append`."),
     "end-to-end latency": (
-        "the write path saturates far below 200 joins/s on this machine: compare 'achieved … acknowledged "
-        "joins/s' with the offered rate in the details (tens per second here, with the two cores also busy with "
-        "other work). Past that rate an open-loop sender's commands queue — in the client's 256 connections, the "
-        "gateway, the members service's ten-connection pool and each community stream's lock — so both latencies "
-        "grow with the length of the run, the gateway's 10 s upstream timeout turns the oldest into 504s, and the"
-        " p99 figures at 200/s and 500/s measure that queue, not the pipeline. The pipeline itself is fast while "
-        "the machine keeps up: the 20/s row, and its 'visible minus acknowledged' figures in the details (outbox "
-        "relay woken by NOTIFY, JetStream with an fsync per write, the referrals roster consumer). 50/s is at the"
-        " edge of what this shared machine sustains: in most full runs on 2026-11-27 it was (about 49 joins/s "
-        "achieved, almost no rolled-back transactions, visible p99 around 100 ms), but in one of them, with more "
-        "else running, a queue formed at 50/s (32 joins/s achieved, 4.15 rolled-back transactions per join, "
-        "visible p50 1.7 s) and it tipped into the spiral described next. So the goal is missed on write "
-        "throughput, not on the bus. Two things set that ceiling. First, contention on a community's stream: "
-        "concurrent joins to one community all load the same version, one append wins and the others roll back "
-        "and retry after reloading — the rolled-back transactions per join in the details, near zero while the "
-        "machine keeps up and several per join once requests pile up — so the work per join grows with the queue,"
-        " which makes the queue grow faster (`kizuna.handling.execute` retries after at most a few milliseconds "
-        "of jittered sleep; serialising commands per stream inside the service, or a per-stream queue, would turn"
-        " the retries into waiting). Second, CPU per join: the CPU-per-join lines split it by process (members "
-        "and gateway each several milliseconds of Python, PostgreSQL most of the rest), and the py-spy lines (a "
-        "separate phase at 50/s) split each process: in members the `join` endpoint is dominated by "
-        "`kizuna.handling.load`, which re-reads and folds the community's whole event stream on every command (a "
-        "community of 140 members means ~140 events decoded and validated per join, again on each conflict "
-        "retry), then the append (BEGIN, `kizuna_append`, COMMIT); in the gateway the forward through httpx and "
-        "the consumers that keep its health read model; in every process large shares are socket sends (each "
-        "round trip is a syscall on this VM), the request path outside the endpoint (starlette's "
-        "BaseHTTPMiddleware, on which `TracingMiddleware` is built, runs each request in an extra task with "
-        "memory streams) and asyncpg's reset query on every pool release. Not changed here (the core is outside "
-        "this change); in order of payoff: serialise commands per community stream instead of retrying, a cached "
-        "or snapshotted community aggregate so a join does not replay the stream, a pure-ASGI tracing middleware,"
-        " pools that skip the reset query where connections hold no session state, and the cheaper append "
-        "described under the append rows (autocommit, fewer NOTIFYs)."),
+        "the write path saturates below 200 joins/s on this machine: compare 'achieved … acknowledged "
+        "joins/s' with the offered rate in the details (about 125/s at most here, with the two cores also "
+        "busy with other work). Past that rate an open-loop sender's commands queue — in the client's 256 "
+        "connections, the gateway, the members service's ten-connection pool and each community stream — so "
+        'both latencies grow with the length of the run and the p99 figures at 200/s and 500/s measure that '
+        'queue, not the pipeline. The pipeline itself is fast while the machine keeps up: the 20/s and 50/s '
+        "rows, and their 'visible minus acknowledged' figures in the details (outbox relay woken by NOTIFY, "
+        'JetStream with an fsync per write, the referrals roster consumer), about 10 ms at p99. So the goal '
+        'is missed on write throughput, not on the bus. Fixed on 2026-11-27 from the earlier profiles: '
+        'concurrent joins to one community used to load the same version, lose the append and retry after re-'
+        'reading the stream — 1.4 to 4 rolled-back transactions per join once requests piled up, a spiral '
+        'that capped the service near 30 to 50 joins/s with 200/s p99 at 18 s; commands on one stream now take '
+        'turns inside a process (`kizuna.handling.execute`), the rolled-back transactions per join are 0.00 '
+        'at every rate, 50/s holds with p99 38 ms and 200/s reaches about 125/s with p99 5.4 s. The tracing '
+        "middleware is now plain ASGI (it was starlette's BaseHTTPMiddleware, which runs each request in an "
+        'extra task). What sets the ceiling now is CPU per join (the CPU-per-join lines: members and gateway '
+        'each about 5 ms of Python, PostgreSQL most of the rest) and, in members, `kizuna.handling.load`, '
+        "which re-reads and folds the community's whole event stream on every command (a community of 140 "
+        'members means ~140 events decoded and validated per join). Next, in order of payoff: a cached or '
+        "snapshotted community aggregate so a join does not replay the stream, pools that skip asyncpg's "
+        'reset query where connections hold no session state, and the cheaper append described under the '
+        'append rows (autocommit, fewer NOTIFYs).'),
     "gateway throughput": (
-        "the bare route is uvicorn and FastAPI alone; the health read adds an Ed25519 signature check, a "
-        "revocation lookup, a community check and six read-model queries — eight queries on two connections "
-        "taken in turn from a pool of ten for 32 concurrent requests, each release adding asyncpg's reset query "
-        "— plus the tracing middleware. Even the gateway's own `/healthz`, which skips "
-        "the span and touches no database, serves well under the bare route (details), because every request "
-        "still passes through the BaseHTTPMiddleware stack and the process also runs its consumers and "
-        "federation delivery. The profile line splits the health read: the read-model queries "
-        "(`projections.health`), the principal (JWT verify + revocation query) and the middleware. Ways to "
-        "close it, none attempted here: one SQL statement for the health figures (or a health row maintained "
-        "by the projection), caching revocations in memory (they arrive as events), a pure-ASGI middleware "
-        "and a larger pool."),
+        'the bare route is uvicorn and FastAPI alone; the health read adds an Ed25519 signature check, a '
+        'revocation lookup, a community check and six read-model queries — eight queries on two connections '
+        "taken in turn from a pool of ten for 32 concurrent requests, each release adding asyncpg's reset "
+        "query — plus the tracing span. The gateway's own `/healthz` (no span, no database) serves about half"
+        ' the bare route (details), because the process also runs its consumers and federation delivery on '
+        'the same core. The tracing middleware is plain ASGI since 2026-11-27 (it was BaseHTTPMiddleware; '
+        '0.09x before, 0.11x after — the request itself is the cost). The profile line splits the health '
+        'read: the read-model queries (`projections.health`), the principal (JWT verify + revocation query) '
+        'and the span. Next: one SQL statement for the health figures (or a health row maintained by the '
+        'projection), revocations cached in memory (they arrive as events), and a larger pool.'),
 }
 
 # What rows without a goal (or beyond it) show; printed whenever the row is in the run.
 FINDINGS = {
     "federation: shared job visible": (
-        "the partner lists a shared job a few hundred milliseconds after it is posted (p50 and p99 in the "
-        "table; the details give min and max), against tens of milliseconds for the sender's own read model. "
-        "The stage breakdown in the details shows nearly all of it is the "
-        "sender's federation deliverer waiting for its next round: when it finds nothing due it sleeps 0.5 s "
-        "(`Deliverer.run(idle_seconds=0.5)`), so a message waits up to 0.5 s before the signed POST; the hops on "
-        "either side (relay → JetStream → gateway consumer at A; B's relay → JetStream → referrals consumer) "
-        "take tens of milliseconds each. Waking the deliverer with a NOTIFY when an outbox row is inserted "
-        "(as the outbox relay already does) would bring the median down to roughly the sum of those hops."),
+
+        'the partner lists a shared job about 50 ms after it is posted (p50; p99 under 80 ms), against about '
+        "25 ms for the sender's own read model. The stage breakdown in the details shows three hops of "
+        "similar size: A's relay → JetStream → A's gateway consumer queues the message, the deliverer signs "
+        "and POSTs it (B appends it), and B's relay → JetStream → B's referrals consumer lists it. Until "
+        '2026-11-27 the deliverer slept 0.5 s when idle and that wait was ~300 ms of a 385 ms median; it is '
+        'now woken by a NOTIFY from the outbox projection in the queueing transaction.'),
     "federation: delivery throughput": (
         "with messages queued, the deliverer drains a partnership's queue one message at a time and in order "
         "(each a signed HTTP POST answered after B appends it), so delivery runs behind the sender's "

@@ -106,8 +106,8 @@ _BORING = ("serve (", "<module> (", "create_service", "lifespan", "InboxConsumer
 _IDLE = ("EpollSelector.select", "Condition.wait", "Queue.get")
 # (label, frames any of which puts a sample in the category, frames that take it out again)
 _CATEGORIES = [
-    ("HTTP request path outside the endpoint (uvicorn, middleware incl. BaseHTTPMiddleware's extra task, routing, "
-     "validation, serialisation)", ("RequestResponseCycle.run_asgi", "BaseHTTPMiddleware", "TaskHandle._run_coro"),
+    ("HTTP request path outside the endpoint (uvicorn, middleware, routing, validation, serialisation)",
+     ("RequestResponseCycle.run_asgi", "BaseHTTPMiddleware", "TaskHandle._run_coro"),
      ("run_endpoint_function", "solve_dependencies")),
     ("FastAPI dependencies (authentication)", ("solve_dependencies",), ()),
     ("endpoints", ("run_endpoint_function",), ()),
