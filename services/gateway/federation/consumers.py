@@ -15,8 +15,8 @@ from kizuna.eventstore import EventStore
 from kizuna.handling import CommandContext, execute
 from kizuna.service import Runtime
 
-from .domain import Partnership, member_card
-from .handlers import job_card, offering_card, stream_of
+from .domain import Partnership
+from .handlers import consented_card, job_card, offering_card, stream_of
 
 _STATES = {"JobAssigned": "assigned", "JobStarted": "in-progress", "JobCompleted": "completed",
            "JobCancelled": "cancelled"}
@@ -116,8 +116,7 @@ async def _introduce(store: EventStore, conn: asyncpg.Connection, envelope: Enve
                                    cid, d["referrer_id"])
     if referred is None:
         return
-    card = member_card(referred["display_name"], list(referred["shared_fields"]),
-                       {"skills": list(referred["skills"]), "vector": referred["vector"]})
+    card = consented_card(referred)
     offering = d.get("offering_id")
     if offering and not await conn.fetchval("SELECT true FROM partner_shared_offerings WHERE offering_id = $1 "
                                             "AND partnership_id = $2", offering, pid):

@@ -102,24 +102,35 @@ async def decide(store: EventStore, who: Principal, community_id: str, partnersh
     return state
 
 
+async def acting_member(store: EventStore, who: Principal, community_id: str) -> asyncpg.Record:
+    """The caller's directory row: only an active member acts across a partnership, as themselves."""
+    who.require_community(community_id)
+    if who.is_operator or who.member_id is None or who.scope != "member":
+        raise Forbidden("only members act across a partnership")
+    async with store.pool.acquire() as conn:
+        member = await gateway_projections.member(conn, community_id, who.member_id)
+    if member is None:
+        raise Forbidden("only active members of this community may do this", slug="not-a-member")
+    return member
+
+
+def consented_card(member: asyncpg.Record) -> dict[str, Any]:
+    return member_card(member["display_name"], list(member["shared_fields"]),
+                       {"skills": list(member["skills"]), "vector": member["vector"]})
+
+
 async def offer_to_partner_job(store: EventStore, who: Principal, community_id: str, partnership_id: str,
                                job_id: str, body: OfferToPartnerJob | ReferToPartnerJob,
                                ctx: CommandContext) -> str:
     """A member offers (or refers a fellow member) to a partner's job: only the consented card leaves."""
-    who.require_community(community_id)
-    if who.is_operator or who.member_id is None or who.scope != "member":
-        raise Forbidden("offers to partner jobs are made by members")
+    actor = await acting_member(store, who, community_id)
+    kind: Literal["offer", "referral"] = "referral" if isinstance(body, ReferToPartnerJob) else "offer"
+    subject_id = body.member_id if isinstance(body, ReferToPartnerJob) else actor["member_id"]
     async with store.pool.acquire() as conn:
-        actor = await gateway_projections.member(conn, community_id, who.member_id)
-        if actor is None:
-            raise Forbidden("only active members of this community may do this", slug="not-a-member")
-        kind: Literal["offer", "referral"] = "referral" if isinstance(body, ReferToPartnerJob) else "offer"
-        subject_id = body.member_id if isinstance(body, ReferToPartnerJob) else who.member_id
         subject = await gateway_projections.member(conn, community_id, subject_id)
-        if subject is None:
-            raise Invalid("member_id", "is not an active member of this community")
-    card = member_card(subject["display_name"], list(subject["shared_fields"]),
-                       {"skills": list(subject["skills"]), "vector": subject["vector"]})
+    if subject is None:
+        raise Invalid("member_id", "is not an active member of this community")
+    card = consented_card(subject)
     offer_id = str(uuid.uuid4())
     stream = stream_of(partnership_id, community_id)
     if (await load(store, stream, Partnership)).version == 0:
@@ -280,15 +291,7 @@ def offering_card(terms: dict[str, Any], community_name: str) -> dict[str, Any]:
 async def pledge_to_partner_offering(store: EventStore, who: Principal, community_id: str, partnership_id: str,
                                      offering_id: str, shares: int, ctx: CommandContext) -> str:
     """A member pledges shares of a partner community's offering; only their consented card leaves."""
-    who.require_community(community_id)
-    if who.is_operator or who.member_id is None or who.scope != "member":
-        raise Forbidden("pledges are made by members")
-    async with store.pool.acquire() as conn:
-        member = await gateway_projections.member(conn, community_id, who.member_id)
-    if member is None:
-        raise Forbidden("only active members of this community may do this", slug="not-a-member")
-    card = member_card(member["display_name"], list(member["shared_fields"]),
-                       {"skills": list(member["skills"]), "vector": member["vector"]})
+    card = consented_card(await acting_member(store, who, community_id))
     stream = stream_of(partnership_id, community_id)
     if (await load(store, stream, Partnership)).version == 0:
         raise NotFound("partnership not found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,6 +17,20 @@ from .. import handlers
 from . import projections
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
+
+
+async def _page(request: Request, who: Principal, community_id: str, cursor: str | None, limit: int,
+                query: Callable[..., Awaitable[list[dict[str, Any]]]]) -> dict[str, Any]:
+    """What partners shared with this community, with the caller's own answers to it, a page at a time."""
+    store = runtime_of(request).store
+    who.require_community(community_id)
+    member = None if who.is_operator or who.scope == "dashboard" else \
+        await handlers.acting_member(store, who, community_id)
+    if cursor is not None and not cursor.isdigit():
+        raise Invalid("cursor", "use the next_cursor of the previous page")
+    async with store.pool.acquire() as conn:
+        items = await query(conn, community_id, member, int(cursor or 0), limit)
+    return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(items) == limit else None}
 
 
 class MyOffer(BaseModel):
@@ -48,15 +63,7 @@ class PartnerJobPage(BaseModel):
 async def list_partner_jobs(community_id: str, request: Request, cursor: str | None = None,
                             limit: int = Query(50, ge=1, le=200),
                             who: Principal = Depends(principal)) -> dict[str, Any]:
-    store = runtime_of(request).store
-    who.require_community(community_id)
-    member = None if who.is_operator or who.scope == "dashboard" else \
-        await handlers.acting_member(store, who, community_id)
-    if cursor is not None and not cursor.isdigit():
-        raise Invalid("cursor", "use the next_cursor of the previous page")
-    async with store.pool.acquire() as conn:
-        items = await projections.partner_jobs(conn, community_id, member, int(cursor or 0), limit)
-    return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(items) == limit else None}
+    return await _page(request, who, community_id, cursor, limit, projections.partner_jobs)
 
 
 class MyPledge(BaseModel):
@@ -86,15 +93,7 @@ class PartnerOfferingPage(BaseModel):
 async def list_partner_offerings(community_id: str, request: Request, cursor: str | None = None,
                                  limit: int = Query(50, ge=1, le=200),
                                  who: Principal = Depends(principal)) -> dict[str, Any]:
-    store = runtime_of(request).store
-    who.require_community(community_id)
-    member = None if who.is_operator or who.scope == "dashboard" else \
-        await handlers.acting_member(store, who, community_id)
-    if cursor is not None and not cursor.isdigit():
-        raise Invalid("cursor", "use the next_cursor of the previous page")
-    async with store.pool.acquire() as conn:
-        items = await projections.partner_offerings(conn, community_id, member, int(cursor or 0), limit)
-    return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(items) == limit else None}
+    return await _page(request, who, community_id, cursor, limit, projections.partner_offerings)
 
 
 class PartnerIntroduction(BaseModel):
