@@ -13,9 +13,11 @@ the optimistic check alone decides.
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -77,11 +79,46 @@ def to_new_events(events: Sequence[DomainEvent], metadata: dict[str, Any]) -> li
     return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata)) for e in events]
 
 
+class _Folded:
+    """The last folded state of recently used streams, per event store: a command reads only the events
+    appended since (by any process) instead of the whole stream. Streams are append-only with gapless
+    versions, so a state at version v plus the events after v is the state now."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self.states: weakref.WeakKeyDictionary[EventStore, OrderedDict[tuple[str, type], Aggregate]] = \
+            weakref.WeakKeyDictionary()
+
+    def get(self, store: EventStore, stream_id: str, aggregate: type[A]) -> A | None:
+        states = self.states.get(store)
+        state = states.get((stream_id, aggregate)) if states is not None else None
+        if state is None:
+            return None
+        states.move_to_end((stream_id, aggregate))  # type: ignore[union-attr]
+        # A private copy: deciding must never touch the remembered state.
+        return copy.deepcopy(state)  # type: ignore[return-value]
+
+    def put(self, store: EventStore, stream_id: str, state: Aggregate) -> None:
+        states = self.states.setdefault(store, OrderedDict())
+        states[(stream_id, type(state))] = copy.deepcopy(state)
+        states.move_to_end((stream_id, type(state)))
+        while len(states) > self.size:
+            states.popitem(last=False)
+
+
+_folded = _Folded()
+
+
 async def load(store: EventStore, stream_id: str, aggregate: type[A]) -> A:
-    recorded = await store.read_stream(stream_id)
-    decoded = [DomainEvent.decode(event.type, event.data, aggregate.__module__) for event in recorded]
-    state = aggregate.from_events([event for event in decoded if event is not None])
-    state.version = len(recorded)
+    state = _folded.get(store, stream_id, aggregate) or aggregate()
+    recorded = await store.read_stream(stream_id, from_version=state.version + 1)
+    for event in recorded:
+        decoded = DomainEvent.decode(event.type, event.data, aggregate.__module__)
+        if decoded is not None:
+            state.apply(decoded)
+        state.version = event.stream_version
+    if recorded:
+        _folded.put(store, stream_id, state)
     return state
 
 
