@@ -272,27 +272,26 @@ ANALYSIS = {
         "call and a leaner result (positions only) from `kizuna_append`."),
     "end-to-end latency": (
         "the write path saturates below 200 joins/s on this machine: compare 'achieved … acknowledged "
-        "joins/s' with the offered rate in the details (about 125/s at most here, with the two cores also "
-        "busy with other work). Past that rate an open-loop sender's commands queue — in the client's 256 "
-        "connections, the gateway, the members service's ten-connection pool and each community stream — so "
-        'both latencies grow with the length of the run and the p99 figures at 200/s and 500/s measure that '
-        'queue, not the pipeline. The pipeline itself is fast while the machine keeps up: the 20/s and 50/s '
-        "rows, and their 'visible minus acknowledged' figures in the details (outbox relay woken by NOTIFY, "
-        'JetStream with an fsync per write, the referrals roster consumer), about 10 ms at p99. So the goal '
-        'is missed on write throughput, not on the bus. Fixed on 2026-11-27 from the earlier profiles: '
-        'concurrent joins to one community used to load the same version, lose the append and retry after re-'
-        'reading the stream — 1.4 to 4 rolled-back transactions per join once requests piled up, a spiral '
-        'that capped the service near 30 to 50 joins/s with 200/s p99 at 18 s; commands on one stream now take '
-        'turns inside a process (`kizuna.handling.execute`), the rolled-back transactions per join are 0.00 '
-        'at every rate, 50/s holds with p99 38 ms and 200/s reaches about 125/s with p99 5.4 s. The tracing '
-        "middleware is now plain ASGI (it was starlette's BaseHTTPMiddleware, which runs each request in an "
-        'extra task). What sets the ceiling now is CPU per join (the CPU-per-join lines: members and gateway '
-        'each about 5 ms of Python, PostgreSQL most of the rest) and, in members, `kizuna.handling.load`, '
-        "which re-reads and folds the community's whole event stream on every command (a community of 140 "
-        'members means ~140 events decoded and validated per join). Next, in order of payoff: a cached or '
-        "snapshotted community aggregate so a join does not replay the stream, pools that skip asyncpg's "
-        'reset query where connections hold no session state, and the cheaper append described under the '
-        'append rows (autocommit, fewer NOTIFYs).'),
+        "joins/s' with the offered rate in the details (well under 200/s, with the two cores also busy with "
+        "other work). Past that rate an open-loop sender's commands queue — in the client's 256 connections, "
+        "the gateway, the members service's ten-connection pool and each community stream — so both latencies"
+        ' grow with the length of the run and the p99 figures at 200/s and 500/s measure that queue, not the '
+        'pipeline. The pipeline itself is fast while the machine keeps up: the 20/s and 50/s rows, and their '
+        "'visible minus acknowledged' figures in the details (outbox relay woken by NOTIFY, JetStream with an"
+        ' fsync per write, the referrals roster consumer). So the goal is missed on write throughput, not on '
+        'the bus. Fixed on 2026-11-27 from the earlier profiles, in turn: (1) concurrent joins to one '
+        'community used to load the same version, lose the append and retry after re-reading the stream — 1.4'
+        ' to 4 rolled-back transactions per join once requests piled up, a spiral that capped the service '
+        'near 30 to 50 joins/s with 200/s p99 at 18 s; commands on one stream now take turns inside a process'
+        ' (`kizuna.handling.execute`) and the rolled-back transactions per join are 0.00 at every rate; (2) '
+        "the tracing middleware is plain ASGI (it was starlette's BaseHTTPMiddleware, which runs each request"
+        ' in an extra task); (3) a command no longer re-reads and re-folds its whole stream: each process '
+        'keeps the last folded state of recently used streams and reads only the events appended since '
+        '(`kizuna.handling.load`). What sets the ceiling now is CPU per join (the CPU-per-join lines: gateway'
+        ' and members each a few milliseconds of Python, PostgreSQL most of the rest). Next, in order of '
+        "payoff: pools that skip asyncpg's reset query where connections hold no session state, the cheaper "
+        'append described under the append rows (autocommit, fewer NOTIFYs), and a lighter forward in the '
+        'gateway.'),
     "gateway throughput": (
         'the bare route is uvicorn and FastAPI alone; the health read adds an Ed25519 signature check, a '
         'revocation lookup, a community check and six read-model queries — eight queries on two connections '
