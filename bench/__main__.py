@@ -309,7 +309,7 @@ ANALYSIS = {
 FINDINGS = {
     "federation: shared job visible": (
 
-        'the partner lists a shared job about 50 ms after it is posted (p50; p99 under 80 ms), against about '
+        'the partner lists a shared job about 50 ms after it is posted (p50; p99 under 100 ms), against about '
         "25 ms for the sender's own read model. The stage breakdown in the details shows three hops of "
         "similar size: A's relay → JetStream → A's gateway consumer queues the message, the deliverer signs "
         "and POSTs it (B appends it), and B's relay → JetStream → B's referrals consumer lists it. Until "
