@@ -60,17 +60,19 @@ class Principal:
             return
         if self.scope != "member":
             raise Forbidden(f"a {self.scope} token cannot do this")
-        if ROLE_RANK.get(self.role or "", 0) < ROLE_RANK[minimum]:
-            raise Forbidden(f"requires the {minimum} role or higher", required_role=minimum)
+        self._require_rank(minimum)
 
     def require_reader(self, community_id: str, minimum: Role) -> None:
         """Like ``require_role``, but a read-only dashboard token issued for such a member may read too."""
-        if self.scope == "dashboard":
-            self.require_community(community_id)
-            if ROLE_RANK.get(self.role or "", 0) < ROLE_RANK[minimum]:
-                raise Forbidden(f"requires the {minimum} role or higher", required_role=minimum)
+        if self.scope != "dashboard":
+            self.require_role(community_id, minimum)
             return
-        self.require_role(community_id, minimum)
+        self.require_community(community_id)
+        self._require_rank(minimum)
+
+    def _require_rank(self, minimum: Role) -> None:
+        if ROLE_RANK.get(self.role or "", 0) < ROLE_RANK[minimum]:
+            raise Forbidden(f"requires the {minimum} role or higher", required_role=minimum)
 
     def require_writer(self, community_id: str) -> None:
         self.require_role(community_id, "member")

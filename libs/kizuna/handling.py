@@ -13,6 +13,7 @@ the optimistic check alone decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import random
 import uuid
@@ -140,17 +141,15 @@ async def execute(
     connection: asyncpg.Connection | None = None,
 ) -> tuple[A, list[RecordedEvent]]:
     """Decide on fresh state and append; returns the new state and what was recorded."""
-    if connection is not None:
-        # Inside a caller's wider transaction (a reaction, a unit of work) the stream's database lock may
-        # already be held past this call; taking turns here too could wait on ourselves.
-        return await _execute(store, stream_id, aggregate, decide, ctx, community_id, connection)
-    async with _turn(stream_id):
-        return await _execute(store, stream_id, aggregate, decide, ctx, community_id, connection)
+    # Inside a caller's wider transaction (a reaction, a unit of work) the stream's database lock may
+    # already be held past this call; taking turns there too could wait on ourselves.
+    async with contextlib.nullcontext() if connection is not None else _turn(stream_id):
+        return await _retrying(store, stream_id, aggregate, decide, ctx, community_id, connection)
 
 
-async def _execute(store: EventStore, stream_id: str, aggregate: type[A], decide: Callable[[A], Sequence[DomainEvent]],
-                   ctx: CommandContext, community_id: str | None,
-                   connection: asyncpg.Connection | None) -> tuple[A, list[RecordedEvent]]:
+async def _retrying(store: EventStore, stream_id: str, aggregate: type[A], decide: Callable[[A], Sequence[DomainEvent]],
+                    ctx: CommandContext, community_id: str | None,
+                    connection: asyncpg.Connection | None) -> tuple[A, list[RecordedEvent]]:
     for attempt in range(MAX_RETRIES):
         state = await load(store, stream_id, aggregate)
         if ctx.expected_version is not None and state.version != ctx.expected_version:

@@ -17,7 +17,7 @@ from kizuna.handling import CommandContext
 from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.service import runtime_of
 
-from ..api import gateway_principal
+from ..api import gateway_principal, require_reader
 from ..proxy import MAX_BODY_BYTES
 from . import delivery, handlers, projections
 from .domain import (
@@ -106,17 +106,11 @@ async def inbox(request: Request) -> InboxReceipt:
 
 # ---- partnerships (a community's owner) ----
 
-def require_partnership_reader(who: Principal, community_id: str) -> None:
-    who.require_community(community_id)
-    if not (who.is_operator or who.scope == "dashboard"):
-        who.require_role(community_id, "facilitator")
-
-
 @router.get("/v1/communities/{community_id}/partnerships", response_model=list[PartnershipView],
             tags=["federation"], summary="The community's partnerships, local and federated")
 async def list_partnerships(community_id: str, request: Request,
                             who: Principal = Depends(gateway_principal)) -> list[dict[str, Any]]:
-    require_partnership_reader(who, community_id)
+    require_reader(who, community_id)
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.partnerships_of(conn, community_id)
 
@@ -136,7 +130,7 @@ async def propose_partnership(community_id: str, body: ProposePartnership, reque
             tags=["federation"], summary="One partnership")
 async def get_partnership(community_id: str, partnership_id: str, request: Request,
                           who: Principal = Depends(gateway_principal)) -> dict[str, Any]:
-    require_partnership_reader(who, community_id)
+    require_reader(who, community_id)
     return await _view(request, partnership_id, community_id)
 
 
@@ -217,7 +211,6 @@ async def pledge_to_partner_offering(community_id: str, partnership_id: str, off
                      "for the member who made it, in their community's trust graph")
 async def introduction_outcome(community_id: str, partnership_id: str, referral_id: str, body: IntroductionOutcome,
                                request: Request, who: Principal = Depends(gateway_principal)) -> dict[str, Any]:
-    who.require_role(community_id, "facilitator")
     ctx = CommandContext.from_request(request, who, community_id)
     await handlers.decide(runtime_of(request).store, who, community_id, partnership_id, ctx,
                           lambda p, actor: p.record_introduction_outcome(referral_id, body, actor),
@@ -233,7 +226,7 @@ async def introduction_outcome(community_id: str, partnership_id: str, referral_
 async def ecosystem(request: Request, who: Principal = Depends(gateway_principal)) -> dict[str, Any]:
     if not who.is_operator:
         assert who.community_id is not None
-        require_partnership_reader(who, who.community_id)
+        require_reader(who, who.community_id)
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.ecosystem(conn, None if who.is_operator else [str(who.community_id)])
 

@@ -35,14 +35,6 @@ def stream_of(partnership_id: str, community_id: str) -> str:
     return f"partnership-{partnership_id}-{community_id}"
 
 
-def require_owner(who: Principal, community_id: str) -> None:
-    who.require_community(community_id)
-    if who.scope == "dashboard":
-        raise Forbidden("a dashboard token is read-only")
-    if not who.is_operator:
-        who.require_role(community_id, "owner")
-
-
 async def community_name(conn: asyncpg.Connection, community_id: str) -> str:
     name = await conn.fetchval("SELECT name FROM community_caps WHERE community_id = $1", community_id)
     if name is None:
@@ -52,7 +44,7 @@ async def community_name(conn: asyncpg.Connection, community_id: str) -> str:
 
 async def propose(store: EventStore, http: httpx.AsyncClient, who: Principal, community_id: str,
                   cmd: ProposePartnership, ctx: CommandContext, own_origin: str) -> str:
-    require_owner(who, community_id)
+    who.require_role(community_id, "owner")
     origin = str(cmd.partner_origin).rstrip("/")
     async with store.pool.acquire() as conn:
         name = await community_name(conn, community_id)
@@ -92,8 +84,7 @@ async def _remote_community(store: EventStore, http: httpx.AsyncClient, origin: 
 async def decide(store: EventStore, who: Principal, community_id: str, partnership_id: str, ctx: CommandContext,
                  decision: Callable[[Partnership, str], Sequence[DomainEvent]],
                  minimum: Literal["owner", "facilitator"] = "owner") -> Partnership:
-    if minimum == "owner":
-        require_owner(who, community_id)
+    who.require_role(community_id, minimum)
     stream = stream_of(partnership_id, community_id)
     if (await load(store, stream, Partnership)).version == 0:
         raise NotFound("partnership not found")
