@@ -13,20 +13,45 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 from nats.js import JetStreamContext
 
-from tests.support import Ecosystem, eventually
+from kizuna.devstack import NatsServer, PostgresServer
+from tests.support import SERVICES, Ecosystem, eventually
 
 WRITES = int(os.environ.get("KIZUNA_FAULT_WRITES", "120"))
 NATS_OUTAGE_SECONDS = float(os.environ.get("KIZUNA_NATS_OUTAGE_SECONDS", "5"))
 PG_OUTAGE_SECONDS = float(os.environ.get("KIZUNA_PG_OUTAGE_SECONDS", "4"))
 DUPLICATE_FLOOD = int(os.environ.get("KIZUNA_DUPLICATE_FLOOD", "5"))
 CONVERGENCE_TIMEOUT = float(os.environ.get("KIZUNA_CONVERGENCE_TIMEOUT", "90"))
+
+
+@asynccontextmanager
+async def running_stack(postgres: PostgresServer, nats: NatsServer, prefix: str,
+                        workdir: Path) -> AsyncIterator[tuple[Ecosystem, httpx.AsyncClient]]:
+    """All four services on these servers, and a client for the gateway; afterwards, no unhandled error logged."""
+    eco = Ecosystem(postgres=postgres, nats=nats, prefix=prefix, workdir=workdir)
+    eco.start(*SERVICES)
+    try:
+        async with httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30) as http:
+            yield eco, http
+    finally:
+        eco.stop_all()
+    for name, proc in eco.processes.items():
+        # A server outage is an expected condition: answered with a problem response, never an unhandled error.
+        assert "unhandled error" not in proc.log_path.read_text(), (name, logged_errors(eco)[-5000:])
+
+
+def logged_errors(eco: Ecosystem) -> str:
+    return "\n".join(line for proc in eco.processes.values()
+                     for line in proc.log_path.read_text().splitlines() if '"level": "error"' in line)
 
 
 def figures(test: str, **values: Any) -> None:

@@ -27,9 +27,10 @@ from tests.reliability.harness import (
     converge,
     figures,
     found,
+    running_stack,
     stored_joins,
 )
-from tests.support import SERVICES, Ecosystem
+from tests.support import Ecosystem
 
 
 @pytest.fixture
@@ -42,15 +43,8 @@ def own_nats(workdir: Path, unique: str) -> Iterator[NatsServer]:
 @pytest.fixture
 async def full_stack(postgres: PostgresServer, own_nats: NatsServer, unique: str,
                      workdir: Path) -> AsyncIterator[tuple[Ecosystem, httpx.AsyncClient]]:
-    eco = Ecosystem(postgres=postgres, nats=own_nats, prefix=f"t{unique}", workdir=workdir / unique)
-    eco.start(*SERVICES)
-    try:
-        async with httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30) as http:
-            yield eco, http
-    finally:
-        eco.stop_all()
-    for name, proc in eco.processes.items():
-        assert "unhandled error" not in proc.log_path.read_text(), name
+    async with running_stack(postgres, own_nats, f"t{unique}", workdir / unique) as stack:
+        yield stack
 
 
 async def test_nats_outage_under_gateway_load_accepts_every_write_and_read_models_converge(

@@ -29,6 +29,8 @@ from tests.reliability.harness import (
     converge,
     figures,
     found,
+    logged_errors,
+    running_stack,
     stored_joins,
 )
 from tests.support import SERVICES, Ecosystem, eventually
@@ -44,16 +46,8 @@ def own_postgres(workdir: Path, unique: str) -> Iterator[PostgresServer]:
 @pytest.fixture
 async def full_stack(own_postgres: PostgresServer, nats_server: NatsServer, unique: str,
                      workdir: Path) -> AsyncIterator[tuple[Ecosystem, httpx.AsyncClient]]:
-    eco = Ecosystem(postgres=own_postgres, nats=nats_server, prefix=f"t{unique}", workdir=workdir / unique)
-    eco.start(*SERVICES)
-    try:
-        async with httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30) as http:
-            yield eco, http
-    finally:
-        eco.stop_all()
-    for name, proc in eco.processes.items():
-        # A database outage is an expected condition: answered with a 503, never an unhandled error.
-        assert "unhandled error" not in proc.log_path.read_text(), (name, _errors(eco)[-5000:])
+    async with running_stack(own_postgres, nats_server, f"t{unique}", workdir / unique) as stack:
+        yield stack
 
 
 def crash(server: PostgresServer) -> None:
@@ -110,7 +104,7 @@ async def test_postgres_crash_under_gateway_load_refuses_honestly_and_loses_no_a
     await load.until(max(WRITES, load.attempted))
     await load.stop()
 
-    assert not load.unexpected, (load.unexpected[:5], _errors(eco))
+    assert not load.unexpected, (load.unexpected[:5], logged_errors(eco))
     assert readiness_during, "/readyz should report PostgreSQL away during the outage"
     refused = sum(load.refused.values())
     assert refused > 0, "the outage should have been visible to some writers"
@@ -145,6 +139,3 @@ async def dead_letters(eco: Ecosystem) -> list[tuple[str, str]]:
     return [(letter["consumer"], letter["error"][:200]) for letter in letters]
 
 
-def _errors(eco: Ecosystem) -> str:
-    return "\n".join(line for proc in eco.processes.values()
-                     for line in proc.log_path.read_text().splitlines() if '"level": "error"' in line)
