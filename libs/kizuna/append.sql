@@ -1,13 +1,27 @@
 -- One round trip per append: lock the stream, recognise a retried append, check the expected
--- version, insert, move the stream head and notify — the same steps and guarantees as before,
--- run server-side. The advisory lock still comes first, before this transaction writes anything.
+-- version, insert and move the stream head, run server-side. The advisory lock comes first, before
+-- this transaction writes anything (the ordering guarantee in eventstore.py's docstring).
+--
+-- Migration 0002 (replaces 0001's version, libs/kizuna/append_0001.sql):
+--   * no NOTIFY unless asked (p_notify). PostgreSQL commits notifying transactions one at a time,
+--     holding the notification queue's lock across the WAL flush, so a NOTIFY in every append
+--     serialised all writers of a database. The store wakes relays after commit instead, coalesced
+--     (EventStore._after_commit); appends inside a caller's transaction still notify here.
+--   * no stream_heads row to upsert: the head is read from the (stream_id, stream_version) index,
+--     so an append writes one table, not two.
+--   * a lean result: for new events only what the database assigned (position, transaction id,
+--     version, time); the caller already holds the type, data and metadata it sent. A retried append
+--     of stored ids still returns the stored rows whole.
 -- Errors carry their own SQLSTATEs so the caller can turn them into typed exceptions:
 --   KZ409 the stream is not at the expected version (DETAIL: the current version)
 --   KZ410 some event ids are already stored in another append (DETAIL: those ids)
+DROP FUNCTION IF EXISTS kizuna_append(text, bigint, uuid[], text[], text[], text[]);
+DROP TABLE IF EXISTS stream_heads;
+
 CREATE OR REPLACE FUNCTION kizuna_append(p_stream text, p_expected bigint, p_ids uuid[], p_types text[],
-                                         p_data text[], p_metadata text[])
-RETURNS TABLE (global_position bigint, transaction_id bigint, stream_id text, stream_version bigint,
-               event_id uuid, event_type text, data jsonb, metadata jsonb, recorded_at timestamptz)
+                                         p_data text[], p_metadata text[], p_notify boolean)
+RETURNS TABLE (global_position bigint, transaction_id bigint, stream_version bigint, event_id uuid,
+               recorded_at timestamptz, event_type text, data jsonb, metadata jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -20,15 +34,17 @@ BEGIN
         IF cardinality(v_known) = cardinality(p_ids)
            AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY(p_ids) AND e.stream_id <> p_stream) THEN
             RETURN QUERY
-                SELECT e.global_position, e.transaction_id::text::bigint, e.stream_id, e.stream_version, e.event_id,
-                       e.event_type, e.data, e.metadata, e.recorded_at
+                SELECT e.global_position, e.transaction_id::text::bigint, e.stream_version, e.event_id,
+                       e.recorded_at, e.event_type, e.data, e.metadata
                   FROM events e WHERE e.event_id = ANY(p_ids) ORDER BY e.global_position;
             RETURN;
         END IF;
         RAISE EXCEPTION 'event ids already stored in another append' USING ERRCODE = 'KZ410',
             DETAIL = array_to_string(v_known, ',');
     END IF;
-    SELECT h.version INTO v_current FROM stream_heads h WHERE h.stream_id = p_stream;
+    -- Under the stream's lock, in a fresh snapshot: the previous writer has committed. A backward scan
+    -- of the (stream_id, stream_version) index instead of a separate head row to update.
+    SELECT max(e.stream_version) INTO v_current FROM events e WHERE e.stream_id = p_stream;
     v_current := coalesce(v_current, 0);
     IF p_expected <> -1 AND v_current <> p_expected THEN
         RAISE EXCEPTION 'wrong expected version' USING ERRCODE = 'KZ409', DETAIL = v_current::text;
@@ -39,11 +55,11 @@ BEGIN
             SELECT p_stream, v_current + batch.ord, batch.id, batch.type, batch.data::jsonb, batch.metadata::jsonb
               FROM unnest(p_ids, p_types, p_data, p_metadata) WITH ORDINALITY
                    AS batch(id, type, data, metadata, ord)
-            RETURNING e.global_position, e.transaction_id::text::bigint, e.stream_id, e.stream_version, e.event_id,
-                      e.event_type, e.data, e.metadata, e.recorded_at)
-        SELECT * FROM inserted ORDER BY inserted.stream_version;
-    INSERT INTO stream_heads AS h (stream_id, version) VALUES (p_stream, v_current + cardinality(p_ids))
-        ON CONFLICT ON CONSTRAINT stream_heads_pkey DO UPDATE SET version = EXCLUDED.version;
-    PERFORM pg_notify('kizuna_events', p_stream);
+            RETURNING e.global_position, e.transaction_id::text::bigint, e.stream_version, e.event_id,
+                      e.recorded_at)
+        SELECT i.*, NULL::text, NULL::jsonb, NULL::jsonb FROM inserted i ORDER BY i.stream_version;
+    IF p_notify THEN
+        PERFORM pg_notify('kizuna_events', p_stream);
+    END IF;
 END
 $$;

@@ -13,6 +13,7 @@ higher — commit order, version order and read order agree within a stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -75,11 +76,11 @@ _COLUMNS = ("global_position, transaction_id::text::bigint AS transaction_id, st
             "event_id, event_type, data, metadata, recorded_at")
 
 
-def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
+def _row_to_event(row: asyncpg.Record, stream_id: str | None = None) -> RecordedEvent:
     return RecordedEvent(
         global_position=row["global_position"],
         transaction_id=row["transaction_id"],
-        stream_id=row["stream_id"],
+        stream_id=stream_id or row["stream_id"],
         stream_version=row["stream_version"],
         event_id=row["event_id"],
         type=row["event_type"],
@@ -89,12 +90,25 @@ def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
+def _recorded(row: asyncpg.Record, stream_id: str, sent: dict[uuid.UUID, NewEvent]) -> RecordedEvent:
+    """A row of ``kizuna_append``: new events come back as what the database assigned only (the data is
+    what was sent: JSON-ready values, as ``DomainEvent.payload`` gives); a retried append's stored
+    events come back whole."""
+    if row["data"] is not None:
+        return _row_to_event(row, stream_id)
+    event = sent[row["event_id"]]
+    return RecordedEvent(global_position=row["global_position"], transaction_id=row["transaction_id"],
+                         stream_id=stream_id, stream_version=row["stream_version"], event_id=row["event_id"],
+                         type=event.type, data=event.data, metadata=event.metadata, recorded_at=row["recorded_at"])
+
+
 def schema_sql() -> str:
     return (Path(__file__).parent / "schema.sql").read_text()
 
 
-def append_function_sql() -> str:
-    return (Path(__file__).parent / "append.sql").read_text()
+def append_function_sql(version: str = "") -> str:
+    """The ``kizuna_append`` function: the current one, or as migration ``version`` shipped it."""
+    return (Path(__file__).parent / (f"append_{version}.sql" if version else "append.sql")).read_text()
 
 
 class EventStore:
@@ -103,6 +117,17 @@ class EventStore:
     def __init__(self, pool: asyncpg.Pool, inline_projections: Sequence[InlineProjection] = ()) -> None:
         self.pool = pool
         self.inline_projections = list(inline_projections)
+        self._commit_listeners: list[Callable[[], None]] = []
+        self._notify_wanted = False
+        self._notifier: asyncio.Task[None] | None = None
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> None:
+        """Called after each append this store commits (the active relay of this process listens)."""
+        self._commit_listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._commit_listeners:
+            self._commit_listeners.remove(listener)
 
     async def append(
         self,
@@ -120,17 +145,39 @@ class EventStore:
         with tracer().start_as_current_span("eventstore.append") as span:
             span.set_attribute("kizuna.stream_id", stream_id)
             span.set_attribute("kizuna.event_count", len(events))
-            async with self._transaction(connection) as conn:
-                return await self._append(conn, stream_id, events, expected_version)
+            if connection is not None:  # the caller commits: notify from inside its transaction
+                async with connection.transaction():
+                    return await self._append(connection, stream_id, events, expected_version, notify=True)
+            async with self.pool.acquire() as conn:
+                if self.inline_projections:
+                    async with conn.transaction():
+                        recorded = await self._append(conn, stream_id, events, expected_version)
+                else:  # one statement is its own transaction: no BEGIN/COMMIT round trips
+                    recorded = await self._append(conn, stream_id, events, expected_version)
+            self._after_commit()
+            return recorded
 
-    @asynccontextmanager
-    async def _transaction(self, connection: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
-        if connection is not None:
-            async with connection.transaction():
-                yield connection
+    def _after_commit(self) -> None:
+        """Wake the relay. In this process directly; otherwise by a NOTIFY sent after the commit,
+        coalesced (one in flight, requests meanwhile folded into the next), because PostgreSQL
+        commits notifying transactions one at a time — a NOTIFY in each append serialised all writers.
+        Relays also poll, so a lost wake-up costs latency, never an event."""
+        if self._commit_listeners:
+            for listener in self._commit_listeners:
+                listener()
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield conn
+        self._notify_wanted = True
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.get_running_loop().create_task(self._notify_relays())
+
+    async def _notify_relays(self) -> None:
+        while self._notify_wanted:
+            self._notify_wanted = False
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute("SELECT pg_notify('kizuna_events', '')")
+            except Exception:  # pool closing or database away: the relay's poll covers it
+                return
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[asyncpg.Connection]:
@@ -139,16 +186,18 @@ class EventStore:
             yield conn
 
     async def _append(
-        self, conn: asyncpg.Connection, stream_id: str, events: Sequence[NewEvent], expected_version: int
+        self, conn: asyncpg.Connection, stream_id: str, events: Sequence[NewEvent], expected_version: int,
+        *, notify: bool = False,
     ) -> list[RecordedEvent]:
         # One statement (libs/kizuna/append.sql): the advisory lock is taken before this transaction
         # writes anything, so its transaction id is assigned after the previous writer of this stream
         # committed (see module docstring).
         try:
             rows = await conn.fetch(
-                "SELECT * FROM kizuna_append($1, $2, $3::uuid[], $4::text[], $5::text[], $6::text[])",
+                "SELECT * FROM kizuna_append($1, $2, $3::uuid[], $4::text[], $5::text[], $6::text[], $7)",
                 stream_id, expected_version, [event.event_id for event in events], [event.type for event in events],
                 [json.dumps(event.data) for event in events], [json.dumps(event.metadata) for event in events],
+                notify,
             )
         except asyncpg.PostgresError as error:
             if error.sqlstate == "KZ409":
@@ -159,7 +208,8 @@ class EventStore:
                     slug="duplicate-event", event_ids=(error.detail or "").split(","),
                 ) from error
             raise
-        recorded = sorted((_row_to_event(row) for row in rows), key=lambda event: event.stream_version)
+        sent = {event.event_id: event for event in events}
+        recorded = sorted((_recorded(row, stream_id, sent) for row in rows), key=lambda event: event.stream_version)
         for event in recorded:
             for project in self.inline_projections:
                 await project(conn, event)
@@ -176,8 +226,8 @@ class EventStore:
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:
-            return int(await conn.fetchval("SELECT version FROM stream_heads WHERE stream_id = $1", stream_id)
-                       or 0)
+            return int(await conn.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1",
+                                            stream_id) or 0)
 
     async def read_category(self, category: str, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         async with self.pool.acquire() as conn:

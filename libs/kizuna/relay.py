@@ -52,8 +52,13 @@ class OutboxRelay:
                     "SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY
                 ):
                     await asyncio.sleep(1)
+                # Appends by this process wake the relay directly; other processes send a NOTIFY.
                 await lock_conn.add_listener("kizuna_events", self._on_notify)
-                await self._publish_forever()
+                self.store.add_commit_listener(self._on_notify)
+                try:
+                    await self._publish_forever()
+                finally:
+                    self.store.remove_commit_listener(self._on_notify)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -1,5 +1,5 @@
 -- Kizuna event store: one per service database. Append-only; nothing here is ever updated or deleted
--- except the checkpoint, inbox and stream-head bookkeeping tables.
+-- except the checkpoint, inbox and stream-head bookkeeping tables (stream_heads: dropped by migration 0002).
 CREATE TABLE IF NOT EXISTS events (
     global_position bigserial PRIMARY KEY,
     -- The writer's transaction id: readers only take rows below the oldest transaction still in flight,

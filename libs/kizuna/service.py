@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import bus
 from .auth import Authenticator, load_public_keys
 from .consumer import InboxConsumer, Subscription
-from .eventstore import EventStore, InlineProjection, append_function_sql, schema_sql
+from .eventstore import EventStore, InlineProjection, RecordedEvent, append_function_sql, schema_sql
 from .logs import configure_logging
 from .problems import install_problem_handlers
 from .relay import OutboxRelay
@@ -57,6 +57,9 @@ class ServiceSpec:
     # Subscriptions that act (append to this service's aggregates) rather than project; they need the
     # runtime's store, and a rebuild never replays them.
     reactions: Sequence[Callable[[Runtime], Subscription]] = ()
+    # Rebuilds replay own events on several connections when every read-model row an event touches is
+    # keyed by what this returns (e.g. its community): events with one key keep their order.
+    replay_partition: Callable[[RecordedEvent], str] | None = None
     # Long-running jobs of the service (delivery workers, expiry sweeps), started once the bus is up.
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
 
@@ -77,11 +80,18 @@ async def create_pool(database_url: str, *, wait_seconds: float = 60.0, **kwargs
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return await asyncpg.create_pool(database_url, min_size=1, max_size=10, **kwargs)
+            return await asyncpg.create_pool(database_url, min_size=1, max_size=10,
+                                             reset=_keep_session, **kwargs)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool connections here carry no session state (no SET, LISTEN, prepared cursors or session locks
+    outlive a checkout: listeners and lock holders use connections of their own), so the reset query
+    asyncpg runs on every release is skipped; asyncpg still rolls back a transaction left open."""
 
 
 async def migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> None:
@@ -95,7 +105,8 @@ async def migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> None:
             )
             applied = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
             store_migrations = [Migration("0000_event_store", schema_sql()),
-                                Migration("0001_event_store_append_function", append_function_sql())]
+                                Migration("0001_event_store_append_function", append_function_sql("0001")),
+                                Migration("0002_event_store_append_lean", append_function_sql())]
             for migration in [*store_migrations, *migrations]:
                 if migration.name in applied:
                     continue
