@@ -15,7 +15,7 @@ from kizuna.settings import ServiceSettings
 
 from . import handlers, projections
 from .api import router
-from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES, replay_partition
 
 log = logging.getLogger("kizuna.members")
 
@@ -50,6 +50,7 @@ SPEC = ServiceSpec(
     routers=[router],
     migrations=MIGRATIONS,
     inline_projections=INLINE_PROJECTIONS,
+    replay_partition=replay_partition,
     read_model_tables=READ_MODEL_TABLES,
     openapi_tags=[
         {"name": "communities", "description": "Founding, caps and the ecosystem view"},

@@ -181,6 +181,12 @@ async def _apply_admission(conn: asyncpg.Connection, event: RecordedEvent) -> No
 INLINE_PROJECTIONS = [apply]
 
 
+def replay_partition(event: RecordedEvent) -> str:
+    """Every row ``apply`` writes is keyed by the event's community (a sister founding also inserts the
+    sister's link row, which nothing else writes), so a rebuild may replay communities side by side."""
+    return str(event.data.get("community_id") or "")
+
+
 def member_view(row: asyncpg.Record) -> dict[str, Any]:
     return {key: (list(row[key]) if isinstance(row[key], list) else row[key]) for key in (
         "community_id", "member_id", "display_name", "role", "status", "joined_via", "vouched_by", "vector",
