@@ -4,6 +4,11 @@ Each projection that follows the bus has a durable pull consumer. A message's ef
 inbox row commit in one transaction, so a redelivery finds the row and changes nothing. After
 ``max_deliver`` failed attempts the message goes to the dead-letter subject with the error and is
 terminated, so one poison message never blocks the stream.
+
+When a fetch returns several messages, a projection applies them in one transaction (one inbox
+insert, runs of one statement sent together) and acknowledges them after it commits; if anything in
+the batch fails, it is rolled back whole and the messages go one at a time, each with its own retries.
+Reactions (which append to aggregates) always go one at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 from nats.aio.msg import Msg
@@ -24,6 +30,7 @@ from opentelemetry import trace
 
 from .bus import dead_letter_subject
 from .envelope import Envelope
+from .grouped import GroupedWrites
 from .telemetry import context_from, tracer
 
 log = logging.getLogger("kizuna.consumer")
@@ -45,8 +52,9 @@ class Subscription:
 class InboxConsumer:
     def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, subscription: Subscription, *,
                  stream: str, prefix: str, max_deliver: int = 5, ack_wait: float = 30.0,
-                 batch: int = 100) -> None:
+                 batch: int = 100, together: bool = True) -> None:
         self.js, self.pool, self.subscription = js, pool, subscription
+        self.together = together
         self.stream, self.prefix = stream, prefix
         self.max_deliver, self.ack_wait, self.batch = max_deliver, ack_wait, batch
         self.applied = 0
@@ -94,8 +102,41 @@ class InboxConsumer:
                 messages = await sub.fetch(self.batch, timeout=1)
             except NatsTimeout:
                 continue
+            if self.together and len(messages) > 1 and await self._process_together(messages):
+                continue
             for msg in messages:
                 await self.process(msg)
+
+    async def _process_together(self, messages: list[Msg]) -> bool:
+        """Applies a fetched batch in one transaction; False (nothing applied) sends it one at a time."""
+        applied = 0
+        try:
+            envelopes = [Envelope.from_bytes(msg.data) for msg in messages]
+            async with self.pool.acquire() as conn, conn.transaction():
+                fresh = {row["event_id"] for row in await conn.fetch(
+                    "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) "
+                    "ON CONFLICT DO NOTHING RETURNING event_id", self.subscription.name, [e.id for e in envelopes])}
+                grouped = GroupedWrites(conn)
+                for msg, envelope in zip(messages, envelopes, strict=True):
+                    with tracer().start_as_current_span(
+                        f"consume {self.subscription.name}", context=context_from(msg.headers),
+                        kind=trace.SpanKind.CONSUMER,
+                    ) as span:
+                        span.set_attribute("kizuna.event_type", envelope.type)
+                        span.set_attribute("kizuna.consumer", self.subscription.name)
+                        if envelope.id in fresh:  # a message the stream holds twice is applied once
+                            fresh.discard(envelope.id)
+                            await self.subscription.handle(cast(asyncpg.Connection, grouped), envelope)
+                            applied += 1
+                await grouped.flush()
+        except Exception as error:
+            log.info("batch rolled back; applying its messages one at a time",
+                     extra={"consumer": self.durable, "batch": len(messages), "error": repr(error)})
+            return False
+        self.applied += applied
+        for msg in messages:
+            await msg.ack()
+        return True
 
     async def process(self, msg: Msg) -> None:
         attempt = msg.metadata.num_delivered if msg.metadata else 1

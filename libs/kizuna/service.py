@@ -203,10 +203,14 @@ async def _connect_bus(runtime: Runtime, spec: ServiceSpec) -> None:
         idle_seconds=settings.relay_idle_seconds,
     )
     runtime.tasks.append(asyncio.create_task(runtime.relay.run()))
-    for subscription in [*spec.subscriptions, *(react(runtime) for react in spec.reactions)]:
+    # Reactions load aggregates through the pool, which cannot see a batch transaction's earlier appends,
+    # so they take one message per transaction.
+    followers = [(subscription, True) for subscription in spec.subscriptions]
+    for subscription, together in [*followers, *((react(runtime), False) for react in spec.reactions)]:
         consumer = InboxConsumer(
             runtime.js, runtime.pool, subscription, stream=settings.stream_name, prefix=settings.subject_prefix,
             max_deliver=settings.consumer_max_deliver, ack_wait=settings.consumer_ack_wait_seconds,
+            together=together,
         )
         runtime.consumers.append(consumer)
         runtime.tasks.append(asyncio.create_task(consumer.run()))

@@ -149,6 +149,46 @@ async def test_consumer_applies_once_despite_redelivery_and_dead_letters_poison(
     relaying.cancel()
 
 
+async def test_a_fetched_batch_is_applied_in_one_transaction_in_order_and_once(
+    pool: asyncpg.Pool, js: JetStreamContext, unique: str, database_url: str
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE applied (seq serial, event_id uuid, n int, xact xid8)")
+
+    async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        await conn.execute("INSERT INTO applied (event_id, n, xact) VALUES ($1, $2, pg_current_xact_id())",
+                           envelope.id, envelope.data["n"])
+
+    store = EventStore(pool)
+    relay = relay_for(store, js, unique, database_url)
+    relaying = asyncio.create_task(relay.run())
+    for n in range(40):
+        await store.append(f"x-{n % 3}", [NewEvent("Wrote", {"n": n}, {"community_id": "c"})])
+    await eventually(lambda: _published(relay, 40))
+    relaying.cancel()
+    # The stream also holds copies of three events (published without a message id, so JetStream keeps them).
+    for seq in (2, 5, 9):
+        raw = await js.get_msg(f"S{unique}", seq=seq)
+        await js.publish(raw.subject, raw.data)
+
+    consumer = InboxConsumer(js, pool, Subscription("batcher", ["*.test.>"], handle), stream=f"S{unique}",
+                             prefix=f"p{unique}")
+    consuming = asyncio.create_task(consumer.run())
+
+    async def all_applied() -> bool:
+        async with pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT count(*) FROM applied") >= 40)
+
+    await eventually(all_applied, timeout=30)
+    await asyncio.sleep(0.3)  # a late duplicate would land now
+    consuming.cancel()
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT n, xact FROM applied ORDER BY seq")
+    assert [r["n"] for r in rows] == list(range(40))  # each once, in stream order
+    assert len({r["xact"] for r in rows}) < 40  # fetched together, committed together
+    assert consumer.applied == 40
+
+
 async def test_nats_restart_while_writing_delivers_everything(
     pool: asyncpg.Pool, unique: str, database_url: str, workdir: object
 ) -> None:
