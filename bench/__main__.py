@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -191,29 +192,54 @@ async def bench_relay(s: Servers, size: int) -> list[Result]:
 
 
 async def bench_rebuild(s: Servers, size: int) -> list[Result]:
+    """A members event log shaped like the product's: communities of 150 (a founding and 149 joins on
+    the community's stream), then their members' activity — profile updates, sharing consents, role
+    changes, leaving — interleaved across communities in random order, as a live log is."""
     from kizuna.rebuild import _replay_own
-    from kizuna.service import Migration, ServiceSpec
-    from services.members.projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+    from services.members.app import SPEC
+    from services.members.projections import MIGRATIONS
 
     pool, _ = await s.fresh_pool()
     await migrate(pool, MIGRATIONS)
     store = EventStore(pool)
-    progress = Progress("rebuild: seeding member events", size)
-    cid = str(uuid.uuid4())
-    await store.append(f"community-{cid}", [NewEvent("CommunityFounded", {
-        "community_id": cid, "name": "Bench", "purpose": "", "values": [], "member_cap": 10**9,
-        "owner_member_id": "o", "owner_display_name": "O"}, {"community_id": cid})])
-    for start_n in range(0, size, 1000):
-        await store.append(f"profile-{start_n}", [NewEvent("MemberProfileUpdated", {
-            "community_id": cid, "member_id": f"m{n % 5000}", "display_name": f"M{n}", "vector": "v",
-            "skills": ["a"], "values": []}, {"community_id": cid}) for n in range(start_n, min(start_n + 1000, size))])
-        progress.advance(min(1000, size - start_n))
+    rng = random.Random(7)
+    per_community = 150 + 150 * 2 + 150 + 3 + 10  # founding+joins, 2 profile updates, consent, roles, leaves
+    communities = max(size // per_community, 1)
+    progress = Progress("rebuild: seeding a members event log", communities * per_community)
+    activity: list[NewEvent] = []
+    for c in range(communities):
+        cid = str(uuid.uuid4())
+        meta = {"community_id": cid}
+        members = [f"m-{c}-{n}" for n in range(150)]
+        founding = [NewEvent("CommunityFounded", {
+            "community_id": cid, "name": f"Community {c}", "purpose": "", "values": [], "member_cap": 150,
+            "owner_member_id": members[0], "owner_display_name": "Owner"}, meta)]
+        founding += [NewEvent("MemberJoined", {"community_id": cid, "member_id": m, "display_name": f"Member {m}",
+                                               "role": "member", "joined_via": "open", "vouched_by": None}, meta)
+                     for m in members[1:]]
+        await store.append(f"community-{cid}", founding)
+        progress.advance(len(founding))
+        for m in members * 2:
+            activity.append(NewEvent("MemberProfileUpdated", {
+                "community_id": cid, "member_id": m, "display_name": f"Member {m}", "vector": "grow vegetables",
+                "skills": rng.sample(["farming", "design", "python", "carpentry", "care"], 2), "values": ["trust"]},
+                meta))
+        activity += [NewEvent("SharingConsentChanged", {"community_id": cid, "member_id": m,
+                                                        "shared_fields": ["display_name", "skills"]}, meta)
+                     for m in members]
+        activity += [NewEvent("MemberRoleChanged", {"community_id": cid, "member_id": m, "old_role": "member",
+                                                    "new_role": "facilitator", "changed_by": members[0],
+                                                    "reason": "bench"}, meta) for m in members[1:4]]
+        activity += [NewEvent("MemberLeft", {"community_id": cid, "member_id": m, "reason": ""}, meta)
+                     for m in members[140:]]
+    rng.shuffle(activity)
+    for start_n in range(0, len(activity), 1000):
+        chunk = activity[start_n:start_n + 1000]
+        await store.append(f"activity-{start_n}", chunk)
+        progress.advance(len(chunk))
     progress.finish()
-    spec = ServiceSpec(name="members", title="", description="", routers=[],
-                       migrations=[Migration(m.name, m.sql) for m in MIGRATIONS],
-                       inline_projections=INLINE_PROJECTIONS, read_model_tables=READ_MODEL_TABLES)
     start = time.perf_counter()
-    replayed = await _replay_own(pool, spec, 5000)
+    replayed = await _replay_own(pool, SPEC, 5000)
     ours = replayed / (time.perf_counter() - start)
     await pool.close()
     return [Result("projection rebuild (members read model)", ours, 20_000, "goal: 20,000 events/s",
