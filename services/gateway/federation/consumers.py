@@ -20,6 +20,8 @@ from .handlers import consented_card, job_card, offering_card, stream_of
 
 _STATES = {"JobAssigned": "assigned", "JobStarted": "in-progress", "JobCompleted": "completed",
            "JobCancelled": "cancelled"}
+_REFERRALS_EVENTS = ("JobRequestPosted", *_STATES, "OfferingPublished", "OfferingConfirmed", "OfferingLapsed",
+                     "SharesCommitted", "PartnerPledgeRefused", "ReferralMade")
 
 
 def federation_reactions(runtime: Runtime) -> Subscription:
@@ -50,7 +52,10 @@ def federation_reactions(runtime: Runtime) -> Subscription:
         elif envelope.type == "SisterCommunityFounded":
             await _link_sisters(store, conn, envelope, ctx, own_origin)
 
-    return Subscription("gateway-federation", ["*.referrals.>", "*.members.>"], react)
+    # Only the event types acted on: the members' and referrals' busiest events (joins, profiles, offers)
+    # never concern a partner, and a reaction takes a transaction per message.
+    return Subscription("gateway-federation", [*(f"*.referrals.{kind}" for kind in _REFERRALS_EVENTS),
+                                               "*.members.SisterCommunityFounded"], react)
 
 
 async def _share_job(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:

@@ -46,7 +46,9 @@ def partner_offer_reaction(runtime: Runtime) -> Subscription:
         await execute(store, f"job-{d['job_id']}", Job, lambda job: job.receive_partner_offer(offer), ctx,
                       community_id=d["community_id"], connection=conn)
 
-    return Subscription("referrals-partner-offers", ["*.gateway.>"], react)
+    # Only the event types acted on (a reaction takes a transaction per message).
+    return Subscription("referrals-partner-offers", [f"*.gateway.{kind}" for kind in (
+        "PartnerOfferReceived", "PartnerPledgeReceived", "PartnerIntroductionOutcomeReceived")], react)
 
 
 async def _pledge(store: EventStore, conn: asyncpg.Connection, envelope: Envelope) -> None:
