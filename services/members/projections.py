@@ -71,15 +71,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (community_id, member_id) DO UPDATE SET display_name = EXCLUDED.display_name, role = EXCLUDED.role,
     status = 'active', joined_via = EXCLUDED.joined_via, vouched_by = EXCLUDED.vouched_by
 """
-_SIZE = ("UPDATE communities SET size = (SELECT count(*) FROM members WHERE community_id = $1 AND status = 'active') "
-         "WHERE community_id = $1")
+_COMMUNITY_ROW = """
+UPDATE communities SET version = coalesce($2, version),
+       size = CASE WHEN $3 THEN (SELECT count(*) FROM members WHERE community_id = $1 AND status = 'active')
+                   ELSE size END
+ WHERE community_id = $1
+"""
 
 
 async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
     d, kind, at = event.data, event.type, event.recorded_at
     cid = d.get("community_id")
-    if event.stream_id.startswith("community-"):
-        await conn.execute("UPDATE communities SET version = $2 WHERE community_id = $1", cid, event.stream_version)
     if kind == "CommunityFounded":
         await conn.execute(
             'INSERT INTO communities (community_id, name, purpose, "values", member_cap, founded_at, version, '
@@ -89,10 +91,10 @@ async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
                            event.global_position)
     elif kind == "CommunityCapChanged":
         await conn.execute("UPDATE communities SET member_cap = $2 WHERE community_id = $1", cid, d["new_cap"])
-    elif kind == "MemberJoined":
-        await conn.execute(_MEMBER, cid, d["member_id"], d["display_name"], d["role"], d["joined_via"],
+    elif kind == "MemberJoined":  # and off the waitlist, if they were on it
+        await conn.execute("WITH off_waitlist AS (DELETE FROM waitlist WHERE community_id = $1 AND applicant_id = $2) "
+                           + _MEMBER, cid, d["member_id"], d["display_name"], d["role"], d["joined_via"],
                            d.get("vouched_by"), at, event.global_position)
-        await conn.execute("DELETE FROM waitlist WHERE community_id = $1 AND applicant_id = $2", cid, d["member_id"])
     elif kind == "MemberWaitlisted":
         await conn.execute(
             "INSERT INTO waitlist VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -119,8 +121,11 @@ async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
                            cid, d["member_id"], d["shared_fields"])
     else:
         await _apply_admission(conn, event)
-    if kind in ("CommunityFounded", "MemberJoined", "MemberLeft", "MemberRemoved"):
-        await conn.execute(_SIZE, cid)
+    # One statement for the community row: the stream's version and, when membership changed, its size.
+    on_stream = event.stream_id.startswith("community-")
+    resized = kind in ("CommunityFounded", "MemberJoined", "MemberLeft", "MemberRemoved")
+    if on_stream or resized:
+        await conn.execute(_COMMUNITY_ROW, cid, event.stream_version if on_stream else None, resized)
 
 
 async def _apply_admission(conn: asyncpg.Connection, event: RecordedEvent) -> None:
