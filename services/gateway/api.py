@@ -26,6 +26,7 @@ from kizuna.service import runtime_of
 
 from . import handlers, projections
 from .domain import Scope, service_for
+from .memory import GatewayMemory
 from .proxy import MAX_BODY_BYTES, TokenBucket, caller_key, forward, principal_key, request_fingerprint
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
@@ -40,9 +41,15 @@ async def gateway_principal(request: Request) -> Principal:
     if header is None and request.url.path.endswith("/events") and request.query_params.get("access_token"):
         header = f"Bearer {request.query_params['access_token']}"  # EventSource cannot send headers
     who = authenticator.authenticate(header)
-    async with runtime_of(request).pool.acquire() as conn:
-        if await projections.is_revoked(conn, who.token_id):
-            raise Unauthorized("the token has been revoked", slug="revoked-token")
+    if who.token_id is None:  # the operator
+        return who
+    memory: GatewayMemory = request.app.state.memory
+    revoked = memory.revocations.is_revoked(who.token_id)
+    if revoked is None:  # the listener is down: the database decides
+        async with runtime_of(request).pool.acquire() as conn:
+            revoked = await projections.is_revoked(conn, who.token_id)
+    if revoked:
+        raise Unauthorized("the token has been revoked", slug="revoked-token")
     return who
 
 
@@ -99,6 +106,8 @@ async def revoke_token(token_id: str, request: Request, body: RevocationRequest 
                        who: Principal = Depends(gateway_principal)) -> Response:
     ctx = CommandContext.from_request(request, who)
     await handlers.revoke_token(runtime_of(request).store, who, ctx, token_id, body.reason if body else "")
+    memory: GatewayMemory = request.app.state.memory
+    memory.revocations.add(token_id)  # refused here at once; other replicas hear the notification
     return Response(status_code=204)
 
 
@@ -115,15 +124,23 @@ async def jwks(request: Request) -> dict[str, Any]:
 
 # ---- dashboards ----
 
-@router.get("/v1/communities/{community_id}/health", tags=["dashboards"],
+@router.get("/v1/communities/{community_id}/health", tags=["dashboards"], response_model=dict[str, Any],
             summary="Community health for owners, facilitators and dashboards")
 async def community_health(community_id: str, request: Request, few_ties: int = Query(1, ge=0, le=150),
-                           who: Principal = Depends(gateway_principal)) -> dict[str, Any]:
+                           who: Principal = Depends(gateway_principal)) -> Response:
+    """One statement for all the figures; the encoded answer is kept per community until the read model
+    notifies a change to it, or for at most ``KIZUNA_HEALTH_CACHE_SECONDS`` (services/gateway/memory.py)."""
     require_reader(who, community_id)
-    async with runtime_of(request).pool.acquire() as conn:
-        if not await projections.community_exists(conn, community_id):
+
+    async def compute() -> bytes:
+        async with runtime_of(request).pool.acquire() as conn:
+            figures = await projections.health(conn, community_id, few_ties)
+        if figures is None:
             raise NotFound("community not found")
-        return await projections.health(conn, community_id, few_ties)
+        return json.dumps(figures, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+    memory: GatewayMemory = request.app.state.memory
+    return Response(await memory.health.get(community_id, few_ties, compute), media_type="application/json")
 
 
 @router.get("/v1/communities/{community_id}/events", tags=["dashboards"],

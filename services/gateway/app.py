@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -21,6 +23,7 @@ from .federation.delivery import Deliverer, RetryPolicy
 from .federation.handlers import parse_message, receive
 from .federation.identity import Identity
 from .front_door import router as front_door_router
+from .memory import GatewayMemory, health_cache_seconds
 from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 
@@ -78,7 +81,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.http = http
     app.state.upstream_timeout = settings.upstream_timeout_seconds
     app.state.rate_limiter = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.memory = GatewayMemory(settings.database_url, health_cache_seconds())
+    _listen_for_read_model_changes(app)
     return app
+
+
+def _listen_for_read_model_changes(app: FastAPI) -> None:
+    """The listener that keeps the health cache and the revoked ids fresh runs for the life of the
+    process, from the start (it needs PostgreSQL only, not the bus)."""
+    service_lifespan = app.router.lifespan_context
+    memory: GatewayMemory = app.state.memory
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with service_lifespan(app):
+            listener = asyncio.create_task(memory.listener.run())
+            try:
+                yield
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+
+    app.router.lifespan_context = lifespan
 
 
 def _serve_merged_openapi(app: FastAPI, merged: MergedOpenAPI) -> None:

@@ -1,0 +1,246 @@
+"""What each gateway process keeps in memory between requests: health answers and revoked token ids.
+
+Both follow the read model's own writes: triggers on the tables they come from send ``pg_notify`` in
+the transaction that changes them (``kizuna_gateway_health`` with the community id, or ``*`` when a
+table is emptied; ``kizuna_gateway_revocations`` with the token id — see the gateway_0002 migration in
+projections.py), and each gateway process LISTENs on one dedicated connection (``ReadModelListener``).
+While that connection is down nothing is answered from memory: health figures are computed,
+revocations are looked up in the database. After it reconnects the health answers are dropped and
+the revoked ids read again (notifications sent while it was away are lost).
+
+Health answers are eventually consistent, as the read model they come from already is: an answer
+may be served until the notification of a change arrives (milliseconds), and never for longer than
+``KIZUNA_HEALTH_CACHE_SECONDS`` (``joined_last_30_days`` moves with the clock alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+log = logging.getLogger("kizuna.gateway.memory")
+
+HEALTH_CHANNEL = "kizuna_gateway_health"
+REVOCATIONS_CHANNEL = "kizuna_gateway_revocations"
+ALL_COMMUNITIES = "*"  # the health payload when a table was emptied (a rebuild): drop every answer
+DEFAULT_HEALTH_CACHE_SECONDS = 30.0
+HEALTH_CACHE_ENTRIES = 1000  # answers (community, few_ties) kept, least recently used dropped first
+PING_SECONDS = 5.0  # how often the listener checks that its connection still answers
+LISTENER_NAME = "kizuna-gateway-listener"  # its application_name in pg_stat_activity
+
+
+def health_cache_seconds(environ: dict[str, str] | None = None) -> float:
+    """``KIZUNA_HEALTH_CACHE_SECONDS``: the longest a health answer is kept; 0 turns the cache off."""
+    raw = (environ if environ is not None else os.environ).get("KIZUNA_HEALTH_CACHE_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_HEALTH_CACHE_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise SystemExit(f"KIZUNA_HEALTH_CACHE_SECONDS must be a number of seconds ≥ 0, not {raw!r}")
+    return seconds
+
+
+class _Fill:
+    """One computation of an answer in flight; made stale if its community changes meanwhile."""
+
+    __slots__ = ("epoch", "stale")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.stale = False
+
+
+class HealthCache:
+    """Encoded health answers per (community, few_ties), least recently used dropped past ``entries``."""
+
+    def __init__(self, max_age: float, entries: int = HEALTH_CACHE_ENTRIES) -> None:
+        self.max_age, self.entries = max_age, entries
+        self.listening = False  # set by the listener: answers are kept and served only while it is up
+        self.hits = self.misses = 0
+        self._answers: OrderedDict[tuple[str, int], tuple[float, bytes]] = OrderedDict()
+        self._keys: dict[str, set[int]] = {}  # community → the few_ties values it has answers for
+        self._filling: dict[str, set[_Fill]] = {}
+        self._epoch = 0  # moves when the listener (re)connects: answers begun before are not kept
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age > 0
+
+    async def get(self, community_id: str, variant: int, compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        if not (self.enabled and self.listening):
+            return await compute()
+        key = (community_id, variant)
+        kept = self._answers.get(key)
+        if kept is not None:
+            if time.monotonic() - kept[0] < self.max_age:
+                self._answers.move_to_end(key)
+                self.hits += 1
+                return kept[1]
+            self._forget(key)
+        self.misses += 1
+        fill = _Fill(self._epoch)
+        fills = self._filling.setdefault(community_id, set())
+        fills.add(fill)
+        try:
+            answer = await compute()
+        finally:
+            fills.discard(fill)
+            if not fills and self._filling.get(community_id) is fills:
+                del self._filling[community_id]
+        if not fill.stale and fill.epoch == self._epoch and self.listening:
+            self._keep(key, answer)
+        return answer
+
+    def invalidate(self, community_id: str) -> None:
+        """The community's read model changed: drop its answers, and don't keep those being computed."""
+        for variant in self._keys.pop(community_id, set()):
+            self._answers.pop((community_id, variant), None)
+        for fill in self._filling.get(community_id, ()):
+            fill.stale = True
+
+    def clear(self) -> None:
+        self._answers.clear()
+        self._keys.clear()
+        self._epoch += 1
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def _keep(self, key: tuple[str, int], answer: bytes) -> None:
+        self._answers[key] = (time.monotonic(), answer)
+        self._answers.move_to_end(key)
+        self._keys.setdefault(key[0], set()).add(key[1])
+        while len(self._answers) > self.entries:
+            self._forget(next(iter(self._answers)))
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        self._answers.pop(key, None)
+        variants = self._keys.get(key[0])
+        if variants is not None:
+            variants.discard(key[1])
+            if not variants:
+                del self._keys[key[0]]
+
+
+class Revocations:
+    """The revoked token ids, read at start and kept fresh by the listener.
+
+    ``is_revoked`` answers from memory while the listener is up and says ``None`` (ask the database)
+    while it is not. A revocation made through this process is added at once (read your own write);
+    other replicas learn it from the notification, or from the database while their listener is down."""
+
+    def __init__(self) -> None:
+        self.listening = False
+        self._ids: set[str] = set()
+
+    def is_revoked(self, token_id: str) -> bool | None:
+        if not self.listening:
+            return None
+        return token_id in self._ids
+
+    def add(self, token_id: str) -> None:
+        self._ids.add(token_id)
+
+    def load(self, token_ids: set[str]) -> None:
+        # A union, not a replacement: ids added while the query ran (notified, or revoked here) stay.
+        # A revocation is never undone (a rebuild replays the same TokenRevoked events).
+        self._ids |= token_ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class ReadModelListener:
+    """One dedicated connection LISTENing for the gateway read model's notifications, reconnecting
+    when it drops. Only while it is connected (and has caught up) are the cache and the revoked ids
+    marked as listening."""
+
+    def __init__(self, database_url: str, health: HealthCache, revocations: Revocations,
+                 ping_seconds: float = PING_SECONDS) -> None:
+        self.database_url, self.health, self.revocations = database_url, health, revocations
+        self.ping_seconds = ping_seconds
+        self.connected = asyncio.Event()
+        self.connections = 0  # how many times it has connected (tests and logs)
+
+    @property
+    def listening(self) -> bool:
+        return self.revocations.listening
+
+    def _set_listening(self, up: bool) -> None:
+        self.health.listening = self.revocations.listening = up
+        if up:
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    async def run(self) -> None:
+        delay = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.database_url, timeout=10,
+                                             server_settings={"application_name": LISTENER_NAME})
+                lost = asyncio.Event()
+
+                def on_lost(_: object, lost: asyncio.Event = lost) -> None:
+                    self._set_listening(False)
+                    lost.set()
+
+                conn.add_termination_listener(on_lost)
+                await conn.add_listener(HEALTH_CHANNEL, self._on_health)
+                await conn.add_listener(REVOCATIONS_CHANNEL, self._on_revocation)
+                # LISTEN first, then read: anything committed after the read is notified.
+                self.health.clear()
+                self.revocations.load({r["token_id"] for r in await conn.fetch("SELECT token_id FROM revoked_tokens")})
+                self._set_listening(True)
+                self.connections += 1
+                delay = 0.2
+                log.info("listening for read-model changes",
+                         extra={"revoked_tokens": len(self.revocations), "connections": self.connections})
+                while not lost.is_set():  # a dropped connection ends the wait at once; a silent one, the ping
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), self.ping_seconds)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=self.ping_seconds)
+                log.warning("read-model listener connection lost; answering from the database until it is back")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("read-model listener down; answering from the database until it is back",
+                            extra={"error": repr(error)})
+            finally:
+                self._set_listening(False)
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _on_health(self, _conn: object, _pid: int, _channel: str, community_id: str) -> None:
+        if community_id == ALL_COMMUNITIES:
+            self.health.clear()
+        else:
+            self.health.invalidate(community_id)
+
+    def _on_revocation(self, _conn: object, _pid: int, _channel: str, token_id: str) -> None:
+        self.revocations.add(token_id)
+
+
+class GatewayMemory:
+    """The gateway process's health cache, revoked ids and the listener that keeps both fresh."""
+
+    def __init__(self, database_url: str, cache_seconds: float) -> None:
+        self.health = HealthCache(cache_seconds)
+        self.revocations = Revocations()
+        self.listener = ReadModelListener(database_url, self.health, self.revocations)
