@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,9 +128,17 @@ def issue_token(private_key: Ed25519PrivateKey, *, community_id: str, member_id:
 
 
 class Authenticator:
+    """Checks bearer tokens. Community tokens that verified are remembered (token → principal, at most
+    ``VERIFIED_TOKENS`` of them, least recently used dropped first) until they expire, so a token used
+    again skips the signature check; a remembered token is still refused once its ``exp`` has passed or
+    its key is no longer accepted. Revocation is not the authenticator's business (the gateway checks it)."""
+
+    VERIFIED_TOKENS = 4096
+
     def __init__(self, operator_token: str, public_keys: dict[str, Ed25519PublicKey]) -> None:
         self.operator_token = operator_token
         self.public_keys = public_keys
+        self._verified: OrderedDict[str, tuple[Principal, float, str, Ed25519PublicKey]] = OrderedDict()
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
@@ -140,6 +149,13 @@ class Authenticator:
         return self.verify(token)
 
     def verify(self, token: str) -> Principal:
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            who, expires, signed_by, with_key = remembered
+            if expires > time.time() and self.public_keys.get(signed_by) is with_key:
+                self._verified.move_to_end(token)
+                return who
+            del self._verified[token]  # expired or its key retired: verify afresh (and refuse)
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = self.public_keys.get(str(kid))
@@ -153,9 +169,13 @@ class Authenticator:
             raise Unauthorized("the token has expired", slug="expired-token") from error
         except jwt.PyJWTError as error:
             raise Unauthorized("the token is not valid", slug="invalid-token") from error
-        return Principal(kind="member", community_id=str(claims["cid"]), member_id=str(claims["sub"]),
-                         role=str(claims["role"]), scope=str(claims.get("scope", "member")),
-                         token_id=str(claims["jti"]))
+        who = Principal(kind="member", community_id=str(claims["cid"]), member_id=str(claims["sub"]),
+                        role=str(claims["role"]), scope=str(claims.get("scope", "member")),
+                        token_id=str(claims["jti"]))
+        self._verified[token] = (who, float(claims["exp"]), str(kid), key)
+        if len(self._verified) > self.VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return who
 
 
 def principal(request: Request) -> Principal:
