@@ -27,15 +27,17 @@ from .progress import Progress
 from .service import ServiceSpec, migrate
 from .settings import ServiceSettings
 
+REPLAY_WORKERS = 8  # connections applying a batch (with the one reading ahead, the pool's size)
+
 
 def load_spec(service: str) -> ServiceSpec:
     spec: ServiceSpec = importlib.import_module(f"services.{service}.app").SPEC
     return spec
 
 
-async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 2000,
+async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 5000,
                   include_bus: bool = True) -> dict[str, int]:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=REPLAY_WORKERS + 1)
     try:
         await migrate(pool, spec.migrations)
         async with pool.acquire() as conn, conn.transaction():
@@ -51,16 +53,20 @@ async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 
         await pool.close()
 
 
-async def _replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers: int = 4) -> int:
-    """Own events in commit order, a transaction per batch. A service whose read-model rows are keyed by
-    community (``spec.replay_partition``) replays each batch on several connections, one per share of
-    the communities: each community's events stay in order on one connection, while Python prepares
-    one share's statements as PostgreSQL runs another's."""
+async def _replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers: int = REPLAY_WORKERS) -> int:
+    """Own events in commit order, a transaction per batch; the next batch is read while this one is
+    applied. A service whose read-model rows are keyed by community (``spec.replay_partition``) applies
+    each batch on several connections, one per share of the communities: each community's events stay in
+    order on one connection, while Python prepares one share's statements as PostgreSQL runs another's."""
     store = EventStore(pool)
     progress = Progress(f"replaying {spec.name} events", await store.count())
-    checkpoint, applied = Checkpoint(), 0
+    applied = 0
     partition = spec.replay_partition
-    while events := await store.read_all(checkpoint, batch):
+    reading = asyncio.ensure_future(store.read_all(Checkpoint(), batch))
+    while events := await reading:
+        # The service is stopped during a rebuild, so reading ahead cannot race a commit.
+        reading = asyncio.ensure_future(store.read_all(
+            Checkpoint(events[-1].transaction_id, events[-1].global_position), batch))
         if partition is None:
             await _project(pool, spec, events)
         else:
@@ -70,7 +76,6 @@ async def _replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers
             await asyncio.gather(*(_project(pool, spec, share) for share in shares if share))
         applied += len(events)
         progress.advance(len(events))
-        checkpoint = Checkpoint(events[-1].transaction_id, events[-1].global_position)
     progress.finish()
     return applied
 
