@@ -100,7 +100,7 @@ class InboxConsumer:
         while True:
             try:
                 messages = await sub.fetch(self.batch, timeout=1)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing arrived in time
                 continue
             if self.together and len(messages) > 1 and await self._process_together(messages):
                 continue
