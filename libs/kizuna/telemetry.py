@@ -8,6 +8,7 @@ their span from those headers — one trace from the request to every consumer.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -71,7 +72,10 @@ def configure_tracing(service_name: str, exporter: str, endpoint: str = "", file
     _configured = True
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
+    """One tracer per process (``get_tracer`` builds a new one per call; before a provider is configured
+    this is OpenTelemetry's proxy, which follows the provider once it is set)."""
     return trace.get_tracer("kizuna")
 
 

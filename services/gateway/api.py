@@ -30,6 +30,9 @@ from .memory import GatewayMemory
 from .proxy import MAX_BODY_BYTES, TokenBucket, caller_key, forward, principal_key, request_fingerprint
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
+# The /v1 catch-all forwarder, included after every other router: routes are matched in order, so the
+# gateway's own routes (tokens, health, events) come first and are found after a few patterns, not forty.
+forwarding_router = APIRouter(responses=PROBLEM_RESPONSES)
 DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
 HEARTBEAT_SECONDS = 15.0
 
@@ -218,7 +221,8 @@ def _dashboard_html() -> str:
 
 # ---- forwarding to the services ----
 
-@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@forwarding_router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                             include_in_schema=False)
 async def forward_to_service(path: str, request: Request, who: Principal = Depends(gateway_principal)) -> Response:
     service = service_for(path)
     parts = [p for p in path.split("/") if p]

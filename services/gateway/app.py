@@ -14,7 +14,7 @@ from kizuna.auth import load_private_key, public_pem
 from kizuna.service import Runtime, ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
-from .api import TokenBucket, make_http_client, router
+from .api import TokenBucket, forwarding_router, make_http_client, router
 from .consumers import SUBSCRIPTIONS
 from .federation import projections as federation_projections
 from .federation.api import router as federation_router
@@ -33,7 +33,7 @@ SPEC = ServiceSpec(
     description="The public API of a Kizuna deployment: communities, members, referrals, job requests, "
                 "feedback, sessions and goals under /v1, community tokens, health figures, a live event "
                 "stream and the built-in dashboard. Errors are RFC 9457 problem details.",
-    routers=[front_door_router, federation_router, router],  # the /v1 catch-all forwarder comes last
+    routers=[router, front_door_router, federation_router, forwarding_router],  # the /v1 catch-all last
     migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,
