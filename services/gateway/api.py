@@ -41,7 +41,7 @@ async def gateway_principal(request: Request) -> Principal:
     """Authenticates and refuses revoked tokens (only the gateway knows revocations)."""
     authenticator: Authenticator = request.app.state.authenticator
     header = request.headers.get("authorization")
-    if header is None and request.url.path.endswith("/events") and request.query_params.get("access_token"):
+    if header is None and request.scope["path"].endswith("/events") and request.query_params.get("access_token"):
         header = f"Bearer {request.query_params['access_token']}"  # EventSource cannot send headers
     who = authenticator.authenticate(header)
     if who.token_id is None:  # the operator
