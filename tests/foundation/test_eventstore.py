@@ -77,6 +77,23 @@ async def test_reappending_the_same_event_ids_is_idempotent(pool: asyncpg.Pool) 
     assert await store.count() == 2
 
 
+async def test_retried_appends_and_reused_ids_at_any_version(pool: asyncpg.Pool) -> None:
+    store = EventStore(pool)
+    batch = [ev(n=1), ev(n=2)]
+    first = await store.append("retry-1", batch)
+    again = await store.append("retry-1", batch)  # no version check: still recognised as the same append
+    assert [(e.event_id, e.stream_version, e.data) for e in again] == \
+        [(e.event_id, e.stream_version, e.data) for e in first]
+    with pytest.raises(Conflict) as refused:  # the same ids under another stream
+        await store.append("retry-2", batch, NO_STREAM)
+    assert set(refused.value.extensions["event_ids"]) == {str(e.event_id) for e in batch}
+    with pytest.raises(Conflict):
+        await store.append("retry-2", [ev(n=9), batch[1]])  # one new, one stored: nothing of it is kept
+    with pytest.raises(ConcurrencyConflict):
+        await store.append("retry-1", [ev(n=3)], 1)  # new ids, wrong version
+    assert await store.count() == 2 and await store.stream_version("retry-2") == 0
+
+
 async def test_read_category_and_read_all(pool: asyncpg.Pool) -> None:
     store = EventStore(pool)
     await store.append("alpha-1", [ev(n=1)])
