@@ -53,6 +53,10 @@ class ServiceSettings(BaseSettings):
         300.0, description="Gateway: longest wait between federation retries (a returning partner is caught up "
         "within this).")
     federation_give_up_hours: float = Field(72.0, description="Gateway: a federation message is dead after this.")
+    health_cache_seconds: float = Field(
+        30.0, ge=0, allow_inf_nan=False,
+        description="Gateway: the longest a community's health answer is kept in memory (it is dropped sooner when "
+        "the read model changes); 0 turns the cache off.")
     upstream_timeout_seconds: float = Field(10.0, description="Gateway: how long a service may take to answer.")
     rate_limit_per_second: float = Field(20.0, description="Gateway: sustained requests per second per token.")
     rate_limit_burst: int = Field(100, description="Gateway: requests a token may make in a burst.")

@@ -23,7 +23,7 @@ from .federation.delivery import Deliverer, RetryPolicy
 from .federation.handlers import parse_message, receive
 from .federation.identity import Identity
 from .front_door import router as front_door_router
-from .memory import GatewayMemory, health_cache_seconds
+from .memory import GatewayMemory
 from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 
@@ -81,7 +81,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.http = http
     app.state.upstream_timeout = settings.upstream_timeout_seconds
     app.state.rate_limiter = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
-    app.state.memory = GatewayMemory(settings.database_url, health_cache_seconds())
+    app.state.memory = GatewayMemory(settings.database_url, settings.health_cache_seconds)
     _listen_for_read_model_changes(app)
     return app
 

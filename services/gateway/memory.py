@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -31,24 +29,9 @@ log = logging.getLogger("kizuna.gateway.memory")
 HEALTH_CHANNEL = "kizuna_gateway_health"
 REVOCATIONS_CHANNEL = "kizuna_gateway_revocations"
 ALL_COMMUNITIES = "*"  # the health payload when a table was emptied (a rebuild): drop every answer
-DEFAULT_HEALTH_CACHE_SECONDS = 30.0
 HEALTH_CACHE_ENTRIES = 1000  # answers (community, few_ties) kept, least recently used dropped first
 PING_SECONDS = 5.0  # how often the listener checks that its connection still answers
 LISTENER_NAME = "kizuna-gateway-listener"  # its application_name in pg_stat_activity
-
-
-def health_cache_seconds(environ: dict[str, str] | None = None) -> float:
-    """``KIZUNA_HEALTH_CACHE_SECONDS``: the longest a health answer is kept; 0 turns the cache off."""
-    raw = (environ if environ is not None else os.environ).get("KIZUNA_HEALTH_CACHE_SECONDS", "").strip()
-    if not raw:
-        return DEFAULT_HEALTH_CACHE_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not math.isfinite(seconds) or seconds < 0:
-        raise SystemExit(f"KIZUNA_HEALTH_CACHE_SECONDS must be a number of seconds ≥ 0, not {raw!r}")
-    return seconds
 
 
 class _Fill:

@@ -14,10 +14,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from kizuna import bus
 from kizuna.devstack import free_port
 from kizuna.service import migrate
+from kizuna.settings import ServiceSettings
 from services.gateway import projections
 from services.gateway.memory import (
     HEALTH_CHANNEL,
@@ -25,7 +27,6 @@ from services.gateway.memory import (
     REVOCATIONS_CHANNEL,
     HealthCache,
     Revocations,
-    health_cache_seconds,
 )
 from tests.support import BusPublisher, Ecosystem, ServiceProcess, eventually, issue
 
@@ -409,10 +410,9 @@ def test_revocations_answer_from_memory_only_while_listening() -> None:
 
 
 def test_the_cache_setting() -> None:
-    assert health_cache_seconds({}) == 30
-    assert health_cache_seconds({"KIZUNA_HEALTH_CACHE_SECONDS": "0"}) == 0
-    assert health_cache_seconds({"KIZUNA_HEALTH_CACHE_SECONDS": "45.5"}) == 45.5
+    assert ServiceSettings().health_cache_seconds == 30
+    assert ServiceSettings(health_cache_seconds=0).health_cache_seconds == 0
+    assert ServiceSettings(health_cache_seconds=45.5).health_cache_seconds == 45.5
     for wrong in ("-1", "soon", "nan", "inf"):
-        with pytest.raises(SystemExit):
-            health_cache_seconds({"KIZUNA_HEALTH_CACHE_SECONDS": wrong})
-
+        with pytest.raises(ValidationError):
+            ServiceSettings(health_cache_seconds=wrong)
