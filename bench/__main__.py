@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +24,7 @@ import nats
 from bench import peer
 from bench.core import Result, Servers, payload
 from bench.federation import bench_federation
-from bench.profiling import py_spy
+from bench.profiling import Sampler, py_spy
 from bench.scale import bench_scale
 from bench.stack import bench_e2e, bench_gateway
 from kizuna import bus
@@ -81,12 +82,31 @@ async def bench_append(s: Servers, size: int) -> list[Result]:
     async def raw_with_notify(w: int, lo: int, hi: int) -> None:
         await raw_in_transaction(w, lo, hi, notify=True)
 
+    async def into_events(w: int, lo: int, hi: int) -> None:
+        """Breakdown only: the same INSERT into the event store's own table (its five indexes), no function."""
+        for n in range(lo, hi):
+            async with pool.acquire() as conn:
+                await conn.execute("INSERT INTO events (stream_id, stream_version, event_id, event_type, data, "
+                                   "metadata) VALUES ($1, $2, $3, $4, $5, $6)", f"plain-{w}", n + 1, uuid.uuid4(),
+                                   "MemberJoined", json.dumps(payload(n)), '{"community_id": "c"}')
+            progress.advance()
+
+    async def function_alone(w: int, lo: int, hi: int) -> None:
+        """Breakdown only: ``kizuna_append`` called directly, without the store's Python around it."""
+        for n in range(lo, hi):
+            async with pool.acquire() as conn:
+                await conn.fetch("SELECT * FROM kizuna_append($1, -1, $2::uuid[], $3::text[], $4::text[], "
+                                 "$5::text[], false)", f"direct-{w}-{n % 50}", [uuid.uuid4()], ["MemberJoined"],
+                                 [json.dumps(payload(n))], ['{"community_id": "c"}'])
+            progress.advance()
+
     async def theirs(w: int, lo: int, hi: int) -> None:
         assert the_peer is not None
         await the_peer.singles(w, lo, hi, progress.advance)
 
     kinds = {"ours": ours, "raw": raw, **({"peer": theirs} if the_peer else {}),
-             "raw in a transaction": raw_in_transaction, "raw in a transaction + NOTIFY": raw_with_notify}
+             "raw in a transaction": raw_in_transaction, "raw in a transaction + NOTIFY": raw_with_notify,
+             "INSERT into events": into_events, "kizuna_append alone": function_alone}
     spent = dict.fromkeys(kinds, 0.0)
     progress = Progress(f"append: single events, 16 writers, in turn: {' / '.join(kinds)}",
                         writers * per_writer * len(kinds))
@@ -102,7 +122,11 @@ async def bench_append(s: Servers, size: int) -> list[Result]:
     breakdown = (f"append breakdown, single events, 16 writers (same rounds, in turn): raw autocommit INSERT "
                  f"{single['raw']:,.0f} events/s; the same INSERT inside BEGIN … COMMIT "
                  f"{single['raw in a transaction']:,.0f}; and with a NOTIFY before COMMIT "
-                 f"{single['raw in a transaction + NOTIFY']:,.0f}; Kizuna's append {single['ours']:,.0f}")
+                 f"{single['raw in a transaction + NOTIFY']:,.0f}; the same autocommit INSERT into the event "
+                 f"store's table (five indexes: position, event id, stream and version, commit order, category) "
+                 f"{single['INSERT into events']:,.0f}; `kizuna_append` called directly (stream lock, head, "
+                 f"insert) {single['kizuna_append alone']:,.0f}; Kizuna's append (the function, plus the store's "
+                 f"Python: span, JSON, result, waking the relay) {single['ours']:,.0f}")
     kinds = {kind: run for kind, run in kinds.items() if kind in ("ours", "raw", "peer")}
     batches = max(size // 1000, 5)
     spent = dict.fromkeys(kinds, 0.0)
@@ -196,7 +220,7 @@ async def bench_rebuild(s: Servers, size: int) -> list[Result]:
     """A members event log shaped like the product's: communities of 150 (a founding and 149 joins on
     the community's stream) and their members' activity — profile updates, sharing consents, role
     changes, leaving — interleaved across communities at random, as a live log is."""
-    from kizuna.rebuild import _replay_own
+    from kizuna.rebuild import REPLAY_WORKERS, _replay_own
     from services.members.app import SPEC
     from services.members.projections import MIGRATIONS
 
@@ -247,10 +271,18 @@ async def bench_rebuild(s: Servers, size: int) -> list[Result]:
     start = time.perf_counter()
     replayed = await _replay_own(pool, SPEC, 5000)
     ours = replayed / (time.perf_counter() - start)
+    notes = [f"rebuild: {replayed:,} events replayed in {replayed / ours:,.1f} s (a reader one batch ahead, "
+             f"{REPLAY_WORKERS} connections applying each batch by community)"]
+    if py_spy() and size >= 100_000:  # a separate, unmeasured replay: sampling slows what it samples
+        async with pool.acquire() as conn:
+            await conn.execute(f"TRUNCATE {', '.join(SPEC.read_model_tables)}")
+        sampler = Sampler(s.workdir, {"benchmark process (the replay)": os.getpid()}, 10)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_replay_own(pool, SPEC, 5000), 10)
+        notes += [f"profiled extra replay (10 s, not counted): {line}" for line in sampler.summaries()]
     await pool.close()
     return [Result("projection rebuild (members read model)", ours, 20_000, "goal: 20,000 events/s",
-                   "events/s", 1.0, notes=[f"rebuild: {replayed:,} events replayed in "
-                                           f"{replayed / ours:,.1f} s"])]
+                   "events/s", 1.0, notes=notes)]
 
 
 BENCHES: dict[str, Callable[[Servers, int], Awaitable[list[Result]]]] = {

@@ -16,7 +16,7 @@ from bench.http import HttpClient
 from bench.profiling import CpuMeter, Sampler, cpu_breakdown, py_spy
 from kizuna.devstack import free_port
 from kizuna.progress import Progress
-from services.gateway.memory import DEFAULT_HEALTH_CACHE_SECONDS
+from kizuna.settings import ServiceSettings
 from tests.support import ServiceProcess
 
 RATES = (20, 50, 200, 500)  # 20/s: below saturation, to show the pipeline itself
@@ -280,6 +280,6 @@ async def bench_gateway(s: Servers, seconds: int) -> list[Result]:
                        f"p50 {computed['p50_ms']:.1f} ms, p99 {computed['p99_ms']:.1f} ms, "
                        f"{computed['errors']:.0f} errors; the table's figure is the default deployment, where a "
                        f"community's answer is kept until its read model changes (at most "
-                       f"{DEFAULT_HEALTH_CACHE_SECONDS:.0f} s), so in this "
+                       f"{ServiceSettings().health_cache_seconds:.0f} s), so in this "
                        f"steady read nearly every request is answered from memory", breakdown, *profile]),
             ]
