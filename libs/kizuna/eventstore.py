@@ -239,14 +239,18 @@ class EventStore:
         return [_row_to_event(row) for row in rows]
 
     async def read_all(self, after: Checkpoint = Checkpoint(), limit: int = 1000) -> list[RecordedEvent]:
-        """Committed events after ``after`` in commit order, never skipping a late commit."""
+        """Committed events after ``after`` in commit order, never skipping a late commit.
+
+        ORDER BY names the table's columns: a bare ``transaction_id`` there means the selected bigint
+        alias, which no index is ordered by, so every read sorted all the events after the checkpoint
+        (a replay of 1,000,000 events read at 15k events/s, slowest at the start)."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 f"""
                 SELECT {_COLUMNS} FROM events
                  WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
                    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                 ORDER BY transaction_id, global_position
+                 ORDER BY events.transaction_id, events.global_position
                  LIMIT $3
                 """,
                 str(after.transaction_id), after.global_position, limit,

@@ -27,6 +27,7 @@ from .progress import Progress
 from .service import ServiceSpec, migrate
 from .settings import ServiceSettings
 
+ANALYSE_FIRST = 10_000  # events replayed before the first ANALYZE of the read models; then at each doubling
 REPLAY_WORKERS = 8  # connections applying a batch (with the one reading ahead, the pool's size)
 
 
@@ -60,7 +61,7 @@ async def _replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers
     order on one connection, while Python prepares one share's statements as PostgreSQL runs another's."""
     store = EventStore(pool)
     progress = Progress(f"replaying {spec.name} events", await store.count())
-    applied = 0
+    applied, analysed = 0, 0
     partition = spec.replay_partition
     reading = asyncio.ensure_future(store.read_all(Checkpoint(), batch))
     while events := await reading:
@@ -76,8 +77,19 @@ async def _replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers
             await asyncio.gather(*(_project(pool, spec, share) for share in shares if share))
         applied += len(events)
         progress.advance(len(events))
+        if spec.read_model_tables and applied >= analysed * 2 + ANALYSE_FIRST:
+            await _analyse(pool, spec)
+            analysed = applied
     progress.finish()
     return applied
+
+
+async def _analyse(pool: asyncpg.Pool, spec: ServiceSpec) -> None:
+    """Fresh planner statistics for read models that have grown since the last ones: the rebuild starts
+    from truncated (empty) tables and autovacuum lags a replay, and plans made for an empty table (a
+    sequential scan) would otherwise be kept while the table grows."""
+    async with pool.acquire() as conn:
+        await conn.execute(f"ANALYZE {', '.join(spec.read_model_tables)}")
 
 
 async def _project(pool: asyncpg.Pool, spec: ServiceSpec, events: list[RecordedEvent]) -> None:
