@@ -76,6 +76,15 @@ _COLUMNS = ("global_position, transaction_id::text::bigint AS transaction_id, st
             "event_id, event_type, data, metadata, recorded_at")
 
 
+READ_ALL_SQL = f"""
+SELECT {_COLUMNS} FROM events
+ WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY events.transaction_id, events.global_position
+ LIMIT $3
+"""
+
+
 def _row_to_event(row: asyncpg.Record, stream_id: str | None = None) -> RecordedEvent:
     return RecordedEvent(
         global_position=row["global_position"],
@@ -245,16 +254,7 @@ class EventStore:
         alias, which no index is ordered by, so every read sorted all the events after the checkpoint
         (a replay of 1,000,000 events read at 15k events/s, slowest at the start)."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"""
-                SELECT {_COLUMNS} FROM events
-                 WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                 ORDER BY events.transaction_id, events.global_position
-                 LIMIT $3
-                """,
-                str(after.transaction_id), after.global_position, limit,
-            )
+            rows = await conn.fetch(READ_ALL_SQL, str(after.transaction_id), after.global_position, limit)
         return [_row_to_event(row) for row in rows]
 
     async def count(self) -> int:

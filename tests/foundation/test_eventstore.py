@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from kizuna.errors import ConcurrencyConflict, Conflict
-from kizuna.eventstore import ANY_VERSION, NO_STREAM, Checkpoint, EventStore, NewEvent
+from kizuna.eventstore import ANY_VERSION, NO_STREAM, READ_ALL_SQL, Checkpoint, EventStore, NewEvent
 
 
 def ev(kind: str = "Happened", **data: object) -> NewEvent:
@@ -181,3 +181,14 @@ async def test_inline_projection_commits_with_the_append(pool: asyncpg.Pool) -> 
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT n FROM counted WHERE stream_id = 'p-1'") == 2
     assert await store.stream_version("p-1") == 2  # the failed append left nothing behind
+
+
+async def test_read_all_follows_the_commit_order_index_without_sorting(pool: asyncpg.Pool) -> None:
+    """A read must cost its batch, not the events after the checkpoint: no sort of what follows it."""
+    store = EventStore(pool)
+    for n in range(50):
+        await store.append(f"plan-{n % 5}", [ev(n=n)])
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {READ_ALL_SQL}", "0", 0, 10))
+    assert "events_commit_order" in plan and "Sort" not in plan, plan
