@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import nats
 
 from bench import peer
@@ -296,23 +297,36 @@ NOT_YET: list[str] = []
 
 ANALYSIS = {
     "append, single events, 16 writers": (
-        "since 2026-11-27 the append is one server-side statement (`kizuna_append` in libs/kizuna/append.sql: "
-        "stream lock, known-id check, head check, insert, head upsert, NOTIFY), but it still runs in an explicit "
-        "transaction — BEGIN, the function, COMMIT — where the baseline is one autocommit INSERT. The breakdown "
-        "in the details separates the costs: the same raw INSERT wrapped in BEGIN … COMMIT, and then with a "
-        "NOTIFY before COMMIT. PostgreSQL serialises the commits of transactions that have sent a NOTIFY (they "
-        "take one lock on the notification queue while committing, which with fsync on spans the WAL flush), so "
-        "16 writers that each notify commit one at a time. Next steps, not attempted here: call the function in "
-        "autocommit (a single statement is its own transaction and keeps the lock-first ordering) and notify "
-        "less than once per append (the relay also polls, so a NOTIFY per transaction batch, or none under load, "
-        "keeps its latency)."),
+        "fixed on 2026-11-27, where the breakdown and the profiles pointed: the append no longer sends a NOTIFY "
+        "(PostgreSQL commits notifying transactions one at a time, so 16 writers that each notified committed "
+        "in turn; the relay is now woken in-process after the commit, or by one coalesced NOTIFY from another "
+        "process), runs in autocommit when no inline projection shares its transaction (no BEGIN and COMMIT "
+        "round trips), returns only what the database assigned, reads the stream's head from the (stream, "
+        "version) index instead of upserting a head row, and looks up stored event ids only when the insert "
+        "meets one — 0.35x before, about 0.55x now. The breakdown in the details walks from the bare INSERT to "
+        "the append one step at a time: the event table's two extra indexes (commit order, which the reader "
+        "that never skips a late commit needs, and category), then `kizuna_append`'s own work (the stream's "
+        "advisory lock and the head lookup: one winner per stream version, per-stream order), then the store's "
+        "Python around it (a span, the JSON, the result, waking the relay). Each step is a guarantee the raw "
+        "INSERT does not give. Left to try: dropping the category index (the services never read by category; "
+        "`read_category` is for operators) and fewer Python objects per append."),
     "append, batches of 100, one stream": (
-        "one writer, so no contention: the gap is the fixed per-append work above (BEGIN/COMMIT round trips, the "
-        "function's checks, the NOTIFY) plus building and returning the inserted rows, against one executemany "
-        "in a transaction."),
+        "one writer, no contention: one autocommit call of `kizuna_append` with 100 rows against one "
+        "executemany of 100 rows in a transaction, at the edge of the goal (0.45x before the changes under the "
+        "row above); what separates them is the function's lock and head check per call and the 100 data and "
+        "metadata JSON texts the store builds."),
     "projection rebuild (members read model)": (
-        "the replay applies one event at a time with one UPDATE per event inside each 5,000-event "
-        "transaction; batching the upserts per table (executemany) is the next step."),
+        "fixed on 2026-11-27: runs of one statement go to the server as one executemany; the members service's "
+        "communities replay side by side on eight connections, each community's events in order on one "
+        "(`ServiceSpec.replay_partition`); the next batch is read while this one is applied; a join is two "
+        "statements instead of four; and `read_all` no longer sorts every event after its checkpoint — its "
+        "ORDER BY named the selected bigint alias instead of the indexed column, so each read cost the rest "
+        "of the log (at 1,000,000 events: 8.5k events/s with the sort, 14.8k without; the relay and every "
+        "consumer catching up read the same way). The profiled replay in the details shows what is left: the "
+        "process is busy almost all the time, about half of it sending statements — a join's two statements "
+        "alternate, so they cannot be grouped, and every statement is a round trip — and a sixth decoding "
+        "events in `read_all`. Next: a join as one statement (the community's size kept incrementally), and "
+        "decoding event data only for the projections that read it."),
     "relay to JetStream": (
         "the relay met this goal in the run recorded on 2026-11-25 (0.92x); whether it does depends on the run — "
         "it is a single task that reads a batch from PostgreSQL, publishes it and waits for every ack before "
@@ -321,60 +335,48 @@ ANALYSIS = {
         "details). Overlapping the next batch's read with the current batch's acks is the change to try; not "
         "profiled further here."),
     "append vs a peer, single events": (
-        "Kizuna is ahead but short of 2x. The peer takes an EXCLUSIVE lock on its whole events table in every "
-        "insert transaction (its cure for readers skipping a late commit), so its 16 writers run one at a "
-        "time; Kizuna's writers to different streams run in parallel (xid8 instead of a table lock) until they "
-        "commit, where each append's NOTIFY serialises them too (see the append row) — the autocommit call and "
-        "fewer NOTIFYs would widen the lead."),
+        "the peer takes an EXCLUSIVE lock on its whole events table in every insert transaction (its cure for "
+        "readers skipping a late commit), so its 16 writers run one at a time; Kizuna's writers to different "
+        "streams run in parallel (xid8 instead of a table lock) and, since 2026-11-27, commit in parallel too "
+        "(no NOTIFY per append)."),
     "append vs a peer, batches of 100": (
-        "one writer to one stream: no lock contention on either side, so both are bound by recording 100 rows. "
-        "The peer sends its table lock, its NOTIFY and the executemany in one psycopg pipeline and returns "
-        "nothing but the ids; Kizuna's append awaits BEGIN, the function and COMMIT in turn and returns every "
-        "recorded row (with its data) to Python, where it is parsed into events and run through the inline "
-        "projections hook. Here the peer is level with Kizuna or ahead of it; ≥ 2x would need the autocommit "
-        "call and a leaner result (positions only) from `kizuna_append`."),
+        "this goal is above the limit measured in the same run: the raw executemany baseline of the batch row "
+        "records only about 1.6x what the peer does, so no append could be 2x the peer. Both record a batch "
+        "in one round trip; Kizuna's extra work per batch is the stream lock and head check that make its "
+        "appends safe under concurrency (the peer locks the whole table instead)."),
     "end-to-end latency": (
-        "the write path saturates below 200 joins/s on this machine: compare 'achieved … acknowledged "
-        "joins/s' with the offered rate in the details (well under 200/s, with the two cores also busy with "
-        "other work). Past that rate an open-loop sender's commands queue — in the client's 256 connections, "
-        "the gateway, the members service's ten-connection pool and each community stream — so both latencies"
-        ' grow with the length of the run and the p99 figures at 200/s and 500/s measure that queue, not the '
-        'pipeline. The pipeline itself is fast while the machine keeps up: the 20/s and 50/s rows, and their '
-        "'visible minus acknowledged' figures in the details (outbox relay woken by NOTIFY, JetStream with an"
-        ' fsync per write, the referrals roster consumer). So the goal is missed on write throughput, not on '
-        'the bus. Fixed on 2026-11-27 from the earlier profiles, in turn: (1) concurrent joins to one '
-        'community used to load the same version, lose the append and retry after re-reading the stream — 1.4'
-        ' to 4 rolled-back transactions per join once requests piled up, a spiral that capped the service '
-        'near 30 to 50 joins/s with 200/s p99 at 18 s; commands on one stream now take turns inside a process'
-        ' (`kizuna.handling.execute`) and the rolled-back transactions per join are 0.00 at every rate; (2) '
-        "the tracing middleware is plain ASGI (it was starlette's BaseHTTPMiddleware, which runs each request"
-        ' in an extra task); (3) a command no longer re-reads and re-folds its whole stream: each process '
-        'keeps the last folded state of recently used streams and reads only the events appended since '
-        '(`kizuna.handling.load`). What sets the ceiling now is CPU per join (the CPU-per-join lines: gateway'
-        ' and members each a few milliseconds of Python, PostgreSQL most of the rest). Next, in order of '
-        "payoff: pools that skip asyncpg's reset query where connections hold no session state, the cheaper "
-        'append described under the append rows (autocommit, fewer NOTIFYs), and a lighter forward in the '
-        'gateway.'),
+        "the write path tops out a little under 200 joins/s on this machine (compare 'achieved … acknowledged "
+        "joins/s' in the details with the offered rate); right at that edge an open-loop sender's commands "
+        "start to queue, so the 200/s p99 moves between runs (53 ms in a trial run on 2026-11-27 with the "
+        "same code). The pipeline itself is fast while the machine keeps up: the 20/s and 50/s rows and their "
+        "'visible minus acknowledged' figures. Fixed on 2026-11-27 from the profiles, in turn: commands on one "
+        "stream take turns inside a process (rolled-back transactions per join 1.4 to 4 → 0.00); a command reads "
+        "only the events appended since the state its process remembers; the tracing middleware is plain "
+        "ASGI; no NOTIFY per append; consumers apply a fetched batch in one transaction; the federation "
+        "reaction follows only the event types it acts on (it took a transaction per join); a join's "
+        "projection is two statements; FastAPI's own OpenTelemetry instrumentation is off (a second server "
+        "span and metrics per request); the authentication dependency is async (FastAPI ran it in a thread "
+        "per request); and the services run on uvloop with httptools. CPU per join fell from about 21 ms to "
+        "about 9 (the CPU-per-join lines), and the saturation point from 107-146 to about 190 joins/s. "
+        "What is left per join is the gateway's forward (httpx) and the members service's request, each "
+        "about 2 ms of Python, and PostgreSQL's 2 ms."),
     "gateway throughput": (
         "a steady health read no longer touches PostgreSQL or the Ed25519 check (see the finding below), so "
-        "what is left is the framework's work per request, and the ratio moves with the bare route's own "
-        "figure, which swings with the machine's other load (3,900 to 6,100 req/s in runs on 2026-11-27, "
-        "against a health read of 1,900 to 2,300 req/s: 0.32x on a quiet machine, up to 0.59x on a busy one). "
-        "The "
-        "gateway's own `/healthz` — no authentication, no database, no Kizuna span — serves only about half "
-        "the bare route, and the profile says why: FastAPI 0.165 switches on its built-in OpenTelemetry "
-        "instrumentation whenever a TracerProvider is installed, which `kizuna.telemetry` always does (even "
-        "with the exporter `none`), so every request also gets FastAPI's own request span, operation spans "
-        "for dependencies, endpoint and serialisation, and metrics, on top of Kizuna's server span; the bare "
-        "app has no provider and pays none of it. In a trial on this machine, turning FastAPI's "
-        "instrumentation off (`FastAPI(telemetry={...})` in `kizuna.service.create_service`; Kizuna's "
-        "TracingMiddleware already makes the server span) took `/healthz` from about 3,100 to 6,700 req/s "
-        "and the health read from about 2,000 to 2,400 req/s. After that: routing through the gateway's "
-        "many routes and FastAPI's dependency resolution, each about a tenth of the request in the profile."),
+        "what is left is the framework's work per request: the profile line shows route matching, FastAPI's "
+        "dependency resolution and the tracing span. Since 2026-11-27 FastAPI's own OpenTelemetry "
+        "instrumentation is off (with a tracer provider installed it added its own request span, operation "
+        "spans and metrics to every request, and halved even `/healthz`), the gateway's own routes are matched "
+        "before the forwarder's catch-all and the federation routes, and the services run on uvloop with "
+        "httptools (the bare route too, since it is served the same way). The ratio moves with the bare "
+        "route's own figure, which swings with the machine's other load."),
 }
 
 # What rows without a goal (or beyond it) show; printed whenever the row is in the run.
 FINDINGS = {
+    "end-to-end latency at 500": (
+        "500 joins/s is more than this machine's two cores take (see 'achieved … acknowledged joins/s' in the "
+        "details): commands queue at the sender and both latencies grow with the length of the run, so this "
+        "row measures that queue. Nothing is lost or failed on the way (the details count them)."),
     "federation: shared job visible": (
 
         'the partner lists a shared job about 50 ms after it is posted (p50; p99 under 100 ms), against about '
@@ -414,6 +416,22 @@ FINDINGS = {
 
 
 METHODS = {
+    "append, single events": (
+        "16 writers in one process, each appending one event at a time to its own set of 50 streams (no "
+        "expected version), through `EventStore.append` on a store with no inline projections (so the append is "
+        "one autocommit call of `kizuna_append`). **Baseline**: the same payloads as autocommit INSERTs into a "
+        "bare table of the same columns with three unique indexes (the limit). The breakdown in the details adds "
+        "the steps in between, measured in the same rounds: the INSERT inside BEGIN … COMMIT and with a NOTIFY, "
+        "the INSERT into the event store's own table (its five indexes), and `kizuna_append` called directly. "
+        "**Batches**: 100 events per append to one stream against one executemany of 100 rows in a "
+        "transaction."),
+    "projection rebuild": (
+        "a members event log of 1,000,000 events shaped like the product's: communities of 150 (a founding and "
+        "149 joins on the community's stream), and their members' activity — profile updates (60%), sharing "
+        "consents (30%), role changes and leaving — interleaved across communities at random, as a live log "
+        "is. Replayed by `kizuna.rebuild`'s own replay (`_replay_own`, what `make rebuild` runs) into the "
+        "members service's read models from empty, with the service's own spec (its projection and its "
+        "`replay_partition`). **Baseline**: the issue's goal of 20,000 events/s."),
     "end-to-end latency": (
         "all four services run as separate processes on the run's PostgreSQL (fsync on) and NATS "
         "(sync_interval: always), started by `tests.support.Ecosystem` as the tests start them, with the "
@@ -547,6 +565,17 @@ def load_average() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+async def settle(servers: Servers) -> None:
+    """Between benchmarks: write back what the last one left dirty (a checkpoint), so its write-back does not
+    land on the next one's latencies (the 1,000,000-event rebuild leaves gigabytes of WAL behind it)."""
+    conn = await asyncpg.connect(servers.pg.url())
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    await asyncio.sleep(1)
+
+
 async def run(names: list[str], quick: bool, context: list[str]) -> list[Result]:
     context.append(f"load average (1 / 5 / 15 min) when the run started: {load_average()} — other work on the "
                    f"machine shares its {os.cpu_count()} cores with the benchmark; ratios are the figures to compare")
@@ -560,6 +589,7 @@ async def run(names: list[str], quick: bool, context: list[str]) -> list[Result]
             results: list[Result] = []
             for name in names:
                 results += await BENCHES[name](servers, SIZES[name][0 if quick else 1])
+                await settle(servers)
             return results
         finally:
             context.append(f"load average when it ended: {load_average()}")
