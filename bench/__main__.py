@@ -341,14 +341,16 @@ ANALYSIS = {
         "(no NOTIFY per append)."),
     "append vs a peer, batches of 100": (
         "this goal is above the limit measured in the same run: the raw executemany baseline of the batch row "
-        "records only about 1.6x what the peer does, so no append could be 2x the peer. Both record a batch "
+        "records only 1.4 to 1.6x what the peer does (its rows above), so no append could be 2x the peer. "
+        "Both record a batch "
         "in one round trip; Kizuna's extra work per batch is the stream lock and head check that make its "
         "appends safe under concurrency (the peer locks the whole table instead)."),
     "end-to-end latency": (
         "the write path tops out a little under 200 joins/s on this machine (compare 'achieved … acknowledged "
-        "joins/s' in the details with the offered rate); right at that edge an open-loop sender's commands "
-        "start to queue, so the 200/s p99 moves between runs (53 ms in a trial run on 2026-11-27 with the "
-        "same code). The pipeline itself is fast while the machine keeps up: the 20/s and 50/s rows and their "
+        "joins/s' in the details with the offered rate: 176 to 197 in runs on 2026-11-27); right at that edge "
+        "an open-loop sender's commands start to queue, so the 200/s p99 flips between runs of the same code: "
+        "53 ms (197 joins/s achieved, `python -m bench --only e2e`) and 1.8 s (176/s, this full run). "
+        "The pipeline itself is fast while the machine keeps up: the 20/s and 50/s rows and their "
         "'visible minus acknowledged' figures. Fixed on 2026-11-27 from the profiles, in turn: commands on one "
         "stream take turns inside a process (rolled-back transactions per join 1.4 to 4 → 0.00); a command reads "
         "only the events appended since the state its process remembers; the tracing middleware is plain "
