@@ -109,26 +109,9 @@ class InboxConsumer:
 
     async def _process_together(self, messages: list[Msg]) -> bool:
         """Applies a fetched batch in one transaction; False (nothing applied) sends it one at a time."""
-        applied = 0
         try:
-            envelopes = [Envelope.from_bytes(msg.data) for msg in messages]
             async with self.pool.acquire() as conn, conn.transaction():
-                fresh = {row["event_id"] for row in await conn.fetch(
-                    "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) "
-                    "ON CONFLICT DO NOTHING RETURNING event_id", self.subscription.name, [e.id for e in envelopes])}
-                grouped = GroupedWrites(conn)
-                for msg, envelope in zip(messages, envelopes, strict=True):
-                    with tracer().start_as_current_span(
-                        f"consume {self.subscription.name}", context=context_from(msg.headers),
-                        kind=trace.SpanKind.CONSUMER,
-                    ) as span:
-                        span.set_attribute("kizuna.event_type", envelope.type)
-                        span.set_attribute("kizuna.consumer", self.subscription.name)
-                        if envelope.id in fresh:  # a message the stream holds twice is applied once
-                            fresh.discard(envelope.id)
-                            await self.subscription.handle(cast(asyncpg.Connection, grouped), envelope)
-                            applied += 1
-                await grouped.flush()
+                applied = await apply_new(conn, self.subscription, messages)
         except Exception as error:
             log.info("batch rolled back; applying its messages one at a time",
                      extra={"consumer": self.durable, "batch": len(messages), "error": repr(error)})
@@ -210,6 +193,28 @@ class InboxConsumer:
         self.dead_lettered += 1
         log.error("event dead-lettered", extra={"consumer": self.durable, "error": repr(error)})
         await msg.term()
+
+
+async def apply_new(conn: asyncpg.Connection, subscription: Subscription, messages: Sequence[Msg]) -> int:
+    """Applies, in order and inside the caller's transaction, the messages ``subscription`` has not applied
+    before: one inbox insert for all of them (a message the stream holds twice is applied once), runs of
+    one statement sent together. Returns how many were applied."""
+    envelopes = [Envelope.from_bytes(msg.data) for msg in messages]
+    fresh = {row["event_id"] for row in await conn.fetch(
+        "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) "
+        "ON CONFLICT DO NOTHING RETURNING event_id", subscription.name, [e.id for e in envelopes])}
+    grouped, applied = GroupedWrites(conn), 0
+    for msg, envelope in zip(messages, envelopes, strict=True):
+        with tracer().start_as_current_span(f"consume {subscription.name}", context=context_from(msg.headers),
+                                            kind=trace.SpanKind.CONSUMER) as span:
+            span.set_attribute("kizuna.event_type", envelope.type)
+            span.set_attribute("kizuna.consumer", subscription.name)
+            if envelope.id in fresh:
+                fresh.discard(envelope.id)
+                await subscription.handle(cast(asyncpg.Connection, grouped), envelope)
+                applied += 1
+    await grouped.flush()
+    return applied
 
 
 def _database_unavailable(error: Exception) -> bool:

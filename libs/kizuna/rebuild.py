@@ -20,7 +20,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import bus
-from .envelope import Envelope
+from .consumer import apply_new
 from .eventstore import Checkpoint, EventStore, RecordedEvent
 from .grouped import GroupedWrites
 from .progress import Progress
@@ -122,18 +122,7 @@ async def _replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSe
                 except NatsTimeout:
                     break
                 async with pool.acquire() as conn, conn.transaction():
-                    envelopes = [Envelope.from_cloudevent(json.loads(msg.data)) for msg in messages]
-                    # One inbox insert for the whole batch; a message the stream holds twice is applied once.
-                    fresh = {row["event_id"] for row in await conn.fetch(
-                        "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) "
-                        "ON CONFLICT DO NOTHING RETURNING event_id", subscription.name, [e.id for e in envelopes])}
-                    grouped = GroupedWrites(conn)
-                    for envelope in envelopes:
-                        if envelope.id in fresh:
-                            fresh.discard(envelope.id)
-                            await subscription.handle(cast(asyncpg.Connection, grouped), envelope)
-                            applied += 1
-                    await grouped.flush()
+                    applied += await apply_new(conn, subscription, messages)
                 progress.advance(len(messages))
                 if messages and messages[-1].metadata.num_pending == 0:
                     break
