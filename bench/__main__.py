@@ -221,7 +221,7 @@ async def bench_rebuild(s: Servers, size: int) -> list[Result]:
     """A members event log shaped like the product's: communities of 150 (a founding and 149 joins on
     the community's stream) and their members' activity — profile updates, sharing consents, role
     changes, leaving — interleaved across communities at random, as a live log is."""
-    from kizuna.rebuild import REPLAY_WORKERS, _replay_own
+    from kizuna.rebuild import REPLAY_WORKERS, replay_own
     from services.members.app import SPEC
     from services.members.projections import MIGRATIONS
 
@@ -270,7 +270,7 @@ async def bench_rebuild(s: Servers, size: int) -> list[Result]:
         progress.advance(len(chunk))
     progress.finish()
     start = time.perf_counter()
-    replayed = await _replay_own(pool, SPEC, 5000)
+    replayed = await replay_own(pool, SPEC, 5000)
     ours = replayed / (time.perf_counter() - start)
     notes = [f"rebuild: {replayed:,} events replayed in {replayed / ours:,.1f} s (a reader one batch ahead, "
              f"{REPLAY_WORKERS} connections applying each batch by community)"]
@@ -279,7 +279,7 @@ async def bench_rebuild(s: Servers, size: int) -> list[Result]:
             await conn.execute(f"TRUNCATE {', '.join(SPEC.read_model_tables)}")
         sampler = Sampler(s.workdir, {"benchmark process (the replay)": os.getpid()}, 10)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_replay_own(pool, SPEC, 5000), 10)
+            await asyncio.wait_for(replay_own(pool, SPEC, 5000), 10)
         notes += [f"profiled extra replay (10 s, not counted): {line}" for line in sampler.summaries()]
     await pool.close()
     return [Result("projection rebuild (members read model)", ours, 20_000, "goal: 20,000 events/s",
@@ -431,7 +431,7 @@ METHODS = {
         "a members event log of 1,000,000 events shaped like the product's: communities of 150 (a founding and "
         "149 joins on the community's stream), and their members' activity — profile updates (60%), sharing "
         "consents (30%), role changes and leaving — interleaved across communities at random, as a live log "
-        "is. Replayed by `kizuna.rebuild`'s own replay (`_replay_own`, what `make rebuild` runs) into the "
+        "is. Replayed by `kizuna.rebuild`'s own replay (`replay_own`, what `make rebuild` runs) into the "
         "members service's read models from empty, with the service's own spec (its projection and its "
         "`replay_partition`). **Baseline**: the issue's goal of 20,000 events/s."),
     "end-to-end latency": (

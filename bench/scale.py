@@ -32,7 +32,7 @@ from bench.http import HttpClient
 from kizuna.domain import DomainEvent
 from kizuna.eventstore import NO_STREAM, EventStore, NewEvent
 from kizuna.progress import Progress
-from kizuna.rebuild import _replay_bus, load_spec
+from kizuna.rebuild import load_spec, replay_bus
 from kizuna.relay import OutboxRelay
 from kizuna.settings import ServiceSettings
 from services.members import domain as members
@@ -443,7 +443,7 @@ async def publish_and_replay(stack: Stack, seeder: Seeder) -> None:
                                        stream_name=eco.prefix.upper())
             pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
             try:
-                await _replay_bus(pool, load_spec(service), settings)
+                await replay_bus(pool, load_spec(service), settings)
             finally:
                 await pool.close()
         stream = eco.prefix.upper()

@@ -46,15 +46,15 @@ async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 
                 await conn.execute(f"TRUNCATE {', '.join(spec.read_model_tables)}")
             await conn.execute("DELETE FROM inbox WHERE consumer = ANY($1::text[])",
                                [s.name for s in spec.subscriptions])
-        counts = {"own_events": await _replay_own(pool, spec, batch)}
+        counts = {"own_events": await replay_own(pool, spec, batch)}
         if include_bus and spec.subscriptions:
-            counts["bus_events"] = await _replay_bus(pool, spec, settings)
+            counts["bus_events"] = await replay_bus(pool, spec, settings)
         return counts
     finally:
         await pool.close()
 
 
-async def _replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers: int = REPLAY_WORKERS) -> int:
+async def replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers: int = REPLAY_WORKERS) -> int:
     """Own events in commit order, a transaction per batch; the next batch is read while this one is
     applied. A service whose read-model rows are keyed by community (``spec.replay_partition``) applies
     each batch on several connections, one per share of the communities: each community's events stay in
@@ -101,7 +101,7 @@ async def _project(pool: asyncpg.Pool, spec: ServiceSpec, events: list[RecordedE
         await grouped.flush()
 
 
-async def _replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSettings) -> int:
+async def replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSettings) -> int:
     nc = await bus.connect(settings.nats_url, f"kizuna-rebuild-{spec.name}", wait_seconds=10)
     applied = 0
     try:
