@@ -1,8 +1,8 @@
 """Real NATS (JetStream) and real PostgreSQL started from their wheels — no Docker, no system services.
 
 Used by `make up` (data kept under ``.kizuna/``) and by the test fixtures (throw-away data).
-PostgreSQL refuses to run as root, so when we are root the server runs as an unprivileged
-system user, created on first use.
+PostgreSQL refuses to run as root, so when we are root the server runs in a user namespace
+(see ``_server_user_prefix``); nothing outside the data folder is created or changed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PG_SYSTEM_USER = "kizuna-pg"
+SERVER_USER = "nobody"
 
 
 def free_port() -> int:
@@ -105,32 +105,35 @@ def _pg_bin() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _ensure_pg_user() -> str | None:
+def _server_user_prefix() -> list[str]:
+    """The command prefix that runs PostgreSQL's server programs as a user other than root.
+
+    PostgreSQL refuses to run as root. As root we start its programs in a user namespace where
+    our uid appears as ``nobody``: PostgreSQL is satisfied, while to the kernel the server is still
+    the owner of every file it creates, so a data folder under a private (0700) parent works and
+    no permission or owner changes anywhere, inside or outside the data folder.
+    """
     if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
-    return PG_SYSTEM_USER
+        return []
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise RuntimeError("running as root needs util-linux's unshare to start PostgreSQL unprivileged")
+    nobody = pwd.getpwnam(SERVER_USER)
+    prefix = [unshare, f"--map-user={nobody.pw_uid}", f"--map-group={nobody.pw_gid}"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise RuntimeError(f"cannot start PostgreSQL unprivileged (user namespaces refused): {probe.stderr.strip()}")
+    return prefix
 
 
-def _open_path_for(path: Path, user: str) -> None:
-    """Let the unprivileged server user traverse every parent folder and own its data folder."""
-    info = pwd.getpwnam(user)
-    for parent in reversed(path.resolve().parents):
-        mode = parent.stat().st_mode
-        if mode & 0o011 != 0o011:
-            parent.chmod(mode | 0o011)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, info.pw_uid, info.pw_gid)
+def _reclaim(pgdata: Path) -> None:
+    """Earlier versions ran the server as a separate system user; give its files back to us."""
+    if not pgdata.exists() or pgdata.stat().st_uid == os.geteuid():
+        return
+    for root, dirs, files in os.walk(pgdata):
+        os.chown(root, os.geteuid(), os.getegid())
         for name in dirs + files:
-            os.chown(os.path.join(root, name), info.pw_uid, info.pw_gid)
-    bin_dir = _pg_bin()
-    for parent in [bin_dir, *bin_dir.parents]:
-        mode = parent.stat().st_mode
-        if mode & 0o005 != 0o005:
-            parent.chmod(mode | 0o005)
+            os.lchown(os.path.join(root, name), os.geteuid(), os.getegid())
 
 
 @dataclass
@@ -146,16 +149,15 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> PostgresServer:
-        user = _ensure_pg_user()
+        as_server = _server_user_prefix()
         pgdata = self.data_dir / "pgdata"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if user:
-            _open_path_for(self.data_dir, user)
+        _reclaim(pgdata)
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
-                [str(_pg_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+                [*as_server, str(_pg_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
                  "--encoding=UTF8", "--no-instructions"],
-                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
         stale = pgdata / "postmaster.pid"
         if stale.exists():
@@ -167,7 +169,8 @@ class PostgresServer:
         if not self.durable:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log = open(self.data_dir / "postgres.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=user)
+        # unshare execs the server in place, so signals sent to this process reach postgres itself.
+        self.process = subprocess.Popen([*as_server, *args], stdout=log, stderr=subprocess.STDOUT)
         _wait_for_port(self.port, 30, "postgres", self.process)
         self._wait_ready()
         return self
