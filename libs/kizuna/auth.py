@@ -39,6 +39,7 @@ class Principal:
     role: str | None = None
     scope: str = "member"
     token_id: str | None = None
+    expires_at: float | None = None  # the token's ``exp`` (seconds since the epoch)
 
     @property
     def actor(self) -> str:
@@ -171,7 +172,7 @@ class Authenticator:
             raise Unauthorized("the token is not valid", slug="invalid-token") from error
         who = Principal(kind="member", community_id=str(claims["cid"]), member_id=str(claims["sub"]),
                         role=str(claims["role"]), scope=str(claims.get("scope", "member")),
-                        token_id=str(claims["jti"]))
+                        token_id=str(claims["jti"]), expires_at=float(claims["exp"]))
         self._verified[token] = (who, float(claims["exp"]), str(kid), key)
         if len(self._verified) > self.VERIFIED_TOKENS:
             self._verified.popitem(last=False)

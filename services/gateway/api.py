@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel, ConfigDict, Field
 
+from kizuna import auth
 from kizuna.auth import Authenticator, Principal, key_id
+from kizuna.domain import StrictModel
 from kizuna.errors import Forbidden, Invalid, NotFound, Problem, Unauthorized
 from kizuna.handling import CommandContext
 from kizuna.problems import PROBLEM_RESPONSES, problem_response
@@ -27,7 +31,8 @@ from kizuna.service import runtime_of
 from . import handlers, projections
 from .domain import Scope, service_for
 from .memory import GatewayMemory
-from .proxy import MAX_BODY_BYTES, TokenBucket, caller_key, forward, principal_key, request_fingerprint
+from .proxy import MAX_BODY_BYTES, forward, principal_key, request_fingerprint
+from .rate_limits import TokenBucket, caller_key
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
 # The /v1 catch-all forwarder, included after every other router: routes are matched in order, so the
@@ -53,7 +58,36 @@ async def gateway_principal(request: Request) -> Principal:
             revoked = await projections.is_revoked(conn, who.token_id)
     if revoked:
         raise Unauthorized("the token has been revoked", slug="revoked-token")
-    return who
+    return await _with_current_role(request, who)
+
+
+async def _with_current_role(request: Request, who: Principal) -> Principal:
+    """Authority comes from the member's standing now, not from the role their token was issued with.
+
+    A member who left or was removed is refused; a member whose role changed acts with the new role,
+    here and in the service the request is forwarded to (which reads the role from the token it is
+    given, so the gateway hands it one re-signed with the current role, for the rest of the original's
+    life and with the same id, so a revocation of the original still reaches it)."""
+    if who.community_id is None or who.member_id is None:
+        return who
+    memory: GatewayMemory = request.app.state.memory
+    community_id, member_id = who.community_id, who.member_id
+
+    async def lookup() -> str | None:
+        async with runtime_of(request).pool.acquire() as conn:
+            return await projections.standing(conn, community_id, member_id)
+
+    role = await memory.standings.role_of(community_id, member_id, lookup)
+    if role == projections.GONE:
+        raise Unauthorized("the token's member is no longer in this community", slug="member-gone")
+    if role is None or role == who.role:  # None: not in the directory yet, so nothing is known to be stale
+        return who
+    current = dataclasses.replace(who, role=role)
+    ttl = max(1, int((who.expires_at or time.time() + 60) - time.time()))
+    token = auth.issue_token(request.app.state.signing_key, community_id=community_id, member_id=member_id,
+                             role=role, scope=who.scope, ttl_seconds=ttl, token_id=who.token_id)
+    request.state.forward_authorization = f"Bearer {token}"
+    return current
 
 
 def require_reader(who: Principal, community_id: str) -> None:
@@ -66,7 +100,7 @@ def require_reader(who: Principal, community_id: str) -> None:
 
 # ---- tokens ----
 
-class TokenRequest(BaseModel):
+class TokenRequest(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "community_id": "5d1c0a6e-4a8e-4f57-9a53-1f0e5a0c9b11", "member_id": "a1f3…", "scope": "member",
         "ttl_seconds": 3600}]})
@@ -86,7 +120,7 @@ class TokenResponse(BaseModel):
     expires_at: str
 
 
-class RevocationRequest(BaseModel):
+class RevocationRequest(StrictModel):
     reason: str = Field("", max_length=500)
 
 
@@ -233,7 +267,7 @@ async def forward_to_service(path: str, request: Request, who: Principal = Depen
     if who.scope == "dashboard" and request.method != "GET":
         raise Forbidden("a dashboard token is read-only")
     state = request.app.state
-    wait = state.rate_limiter.take(caller_key(request))
+    wait = state.rate_limiter.take(caller_key(who))
     if wait:
         return problem_response(429, "rate-limited", "Too many requests", "slow down and retry later",
                                 request.url.path, headers={"Retry-After": str(max(1, round(wait)))})

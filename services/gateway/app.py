@@ -26,6 +26,7 @@ from .front_door import router as front_door_router
 from .memory import GatewayMemory
 from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+from .rate_limits import parse_networks
 
 SPEC = ServiceSpec(
     name="gateway",
@@ -81,6 +82,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.http = http
     app.state.upstream_timeout = settings.upstream_timeout_seconds
     app.state.rate_limiter = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
     app.state.memory = GatewayMemory(settings.database_url, settings.health_cache_seconds)
     _listen_for_read_model_changes(app)
     return app

@@ -13,19 +13,21 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from kizuna.auth import issue_token
+from kizuna.domain import StrictModel
 from kizuna.errors import NotFound
 from kizuna.problems import PROBLEM_RESPONSES, problem_response
 
-from .proxy import MAX_BODY_BYTES, caller_key, forward
+from .proxy import MAX_BODY_BYTES, forward
+from .rate_limits import visitor_key
 
 router = APIRouter(prefix="/v1/join", tags=["front door"], responses=PROBLEM_RESPONSES)
 _SEGMENT = r"[A-Za-z0-9-]{1,64}"
 
 
-class JoinOpenCommunity(BaseModel):
+class JoinOpenCommunity(StrictModel):
     model_config = {"json_schema_extra": {"examples": [{"display_name": "Hana Ueda", "waitlist_if_full": True}]}}
     display_name: str = Field(min_length=1, max_length=120)
     waitlist_if_full: bool = False
@@ -35,7 +37,7 @@ async def _through(request: Request, community_id: str, path: str, body: bytes |
     if not re.fullmatch(_SEGMENT, community_id):
         raise NotFound("community not found")
     state = request.app.state
-    wait = state.rate_limiter.take("visitor:" + caller_key(request))
+    wait = state.rate_limiter.take(visitor_key(request))
     if wait:
         return problem_response(429, "rate-limited", "Too many requests", "slow down and retry later",
                                 request.url.path, headers={"Retry-After": str(max(1, round(wait)))})

@@ -1,4 +1,5 @@
-"""What each gateway process keeps in memory between requests: health answers and revoked token ids.
+"""What each gateway process keeps in memory between requests: health answers, revoked token ids and
+members' current standing (active or not, and their role) in each community.
 
 Both follow the read model's own writes: triggers on the tables they come from send ``pg_notify`` in
 the transaction that changes them (``kizuna_gateway_health`` with the community id, or ``*`` when a
@@ -144,14 +145,61 @@ class Revocations:
         return len(self._ids)
 
 
+STANDINGS_ENTRIES = 20_000  # (community, member) pairs remembered, least recently used dropped first
+
+
+class Standings:
+    """Whether a member is still in a community, and with which role, as the directory says now.
+
+    A token says what the member's role was when it was issued; authority is taken from this instead,
+    so a role change, leaving or removal takes effect on the next request (docs/api.md). Answers are
+    kept only while the listener is up, and a community's are dropped whenever its directory rows change
+    (the directory is one of the health tables, so its triggers notify the community id)."""
+
+    def __init__(self, entries: int = STANDINGS_ENTRIES) -> None:
+        self.listening = False
+        self.entries = entries
+        self._known: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+        self._by_community: dict[str, set[str]] = {}
+        self._epoch = 0
+
+    async def role_of(self, community_id: str, member_id: str,
+                      lookup: Callable[[], Awaitable[str | None]]) -> str | None:
+        """What ``lookup`` says of the member (their role now, or that they are gone), remembered."""
+        key = (community_id, member_id)
+        if self.listening and key in self._known:
+            self._known.move_to_end(key)
+            return self._known[key]
+        epoch = self._epoch
+        role = await lookup()
+        if self.listening and epoch == self._epoch:
+            self._known[key] = role
+            self._by_community.setdefault(community_id, set()).add(member_id)
+            while len(self._known) > self.entries:
+                (old_cid, old_mid), _ = self._known.popitem(last=False)
+                self._by_community.get(old_cid, set()).discard(old_mid)
+        return role
+
+    def invalidate(self, community_id: str) -> None:
+        self._epoch += 1  # a lookup that began before this change must not be kept
+        for member_id in self._by_community.pop(community_id, set()):
+            self._known.pop((community_id, member_id), None)
+
+    def clear(self) -> None:
+        self._epoch += 1
+        self._known.clear()
+        self._by_community.clear()
+
+
 class ReadModelListener:
     """One dedicated connection LISTENing for the gateway read model's notifications, reconnecting
     when it drops. Only while it is connected (and has caught up) are the cache and the revoked ids
     marked as listening."""
 
     def __init__(self, database_url: str, health: HealthCache, revocations: Revocations,
-                 ping_seconds: float = PING_SECONDS) -> None:
+                 ping_seconds: float = PING_SECONDS, standings: Standings | None = None) -> None:
         self.database_url, self.health, self.revocations = database_url, health, revocations
+        self.standings = standings or Standings()
         self.ping_seconds = ping_seconds
         self.connected = asyncio.Event()
         self.connections = 0  # how many times it has connected (tests and logs)
@@ -161,7 +209,7 @@ class ReadModelListener:
         return self.revocations.listening
 
     def _set_listening(self, up: bool) -> None:
-        self.health.listening = self.revocations.listening = up
+        self.health.listening = self.revocations.listening = self.standings.listening = up
         if up:
             self.connected.set()
         else:
@@ -185,6 +233,7 @@ class ReadModelListener:
                 await conn.add_listener(REVOCATIONS_CHANNEL, self._on_revocation)
                 # LISTEN first, then read: anything committed after the read is notified.
                 self.health.clear()
+                self.standings.clear()
                 self.revocations.load({r["token_id"] for r in await conn.fetch("SELECT token_id FROM revoked_tokens")})
                 self._set_listening(True)
                 self.connections += 1
@@ -213,8 +262,10 @@ class ReadModelListener:
     def _on_health(self, _conn: object, _pid: int, _channel: str, community_id: str) -> None:
         if community_id == ALL_COMMUNITIES:
             self.health.clear()
+            self.standings.clear()
         else:
             self.health.invalidate(community_id)
+            self.standings.invalidate(community_id)
 
     def _on_revocation(self, _conn: object, _pid: int, _channel: str, token_id: str) -> None:
         self.revocations.add(token_id)
@@ -226,4 +277,5 @@ class GatewayMemory:
     def __init__(self, database_url: str, cache_seconds: float) -> None:
         self.health = HealthCache(cache_seconds)
         self.revocations = Revocations()
-        self.listener = ReadModelListener(database_url, self.health, self.revocations)
+        self.standings = Standings()
+        self.listener = ReadModelListener(database_url, self.health, self.revocations, standings=self.standings)

@@ -96,6 +96,18 @@ async def is_revoked(conn: asyncpg.Connection, token_id: str | None) -> bool:
     return bool(await conn.fetchval("SELECT true FROM revoked_tokens WHERE token_id = $1", token_id))
 
 
+GONE = "gone"  # the standing of a member who left or was removed
+
+
+async def standing(conn: asyncpg.Connection, community_id: str, member_id: str) -> str | None:
+    """The member's role now, ``GONE`` once they left or were removed, None if the directory never saw them."""
+    row = await conn.fetchrow("SELECT role, active FROM directory WHERE community_id = $1 AND member_id = $2",
+                              community_id, member_id)
+    if row is None:
+        return None
+    return str(row["role"]) if row["active"] else GONE
+
+
 async def member(conn: asyncpg.Connection, community_id: str, member_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM directory WHERE community_id = $1 AND member_id = $2 AND active",
                                community_id, member_id)

@@ -1,11 +1,9 @@
-"""Forwarding to the internal services: timeouts, problem bodies for failures, idempotent retries,
-body limits and per-token rate limits."""
+"""Forwarding to the internal services: timeouts, problem bodies for failures, idempotent retries
+and body limits (rate limits are in rate_limits.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import time
-from dataclasses import dataclass, field
 
 import httpx
 from fastapi import Request, Response
@@ -19,29 +17,6 @@ PASSED_BACK_HEADERS = ("etag", "content-type", "location", "retry-after", "conte
 MAX_BODY_BYTES = 256 * 1024
 
 
-@dataclass
-class TokenBucket:
-    rate: float
-    burst: float
-    tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def take(self, key: str) -> float:
-        """0 when allowed, else the seconds to wait."""
-        now = time.monotonic()
-        level, last = self.tokens.get(key, (self.burst, now))
-        level = min(self.burst, level + (now - last) * self.rate)
-        if level >= 1:
-            self.tokens[key] = (level - 1, now)
-            return 0.0
-        self.tokens[key] = (level, now)
-        return (1 - level) / self.rate
-
-
-def caller_key(request: Request) -> str:
-    return hashlib.sha256((request.headers.get("authorization") or request.client.host if request.client
-                           else "anonymous").encode()).hexdigest()[:32]
-
-
 async def forward(client: httpx.AsyncClient, base_url: str, request: Request, body: bytes,
                   upstream_timeout: float, *, path: str | None = None, authorization: str | None = None) -> Response:
     """``path`` and ``authorization`` replace the caller's (the front door maps its routes and acts for visitors)."""
@@ -50,6 +25,8 @@ async def forward(client: httpx.AsyncClient, base_url: str, request: Request, bo
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         path = raw_path.decode("latin-1").removeprefix("/v1")
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+    if authorization is None:  # the caller's token, re-signed when their role has changed since it was issued
+        authorization = getattr(request.state, "forward_authorization", None)
     if authorization is not None:
         headers["authorization"] = authorization
     headers.update(current_trace_headers())
