@@ -49,3 +49,10 @@ class Aggregate:
         handler = getattr(self, f"_on_{type(event).__name__}", None)
         if handler is not None:
             handler(event)
+
+
+class StrictModel(BaseModel):
+    """A request body, or a part of one, that refuses fields it does not know: a typo such as
+    ``member_cpa`` is a 422 naming the field, never a silently ignored setting (docs/api.md)."""
+
+    model_config = ConfigDict(extra="forbid")

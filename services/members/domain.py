@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from kizuna.domain import Aggregate, DomainEvent
+from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 
 Role = Literal["owner", "facilitator", "member"]
@@ -40,7 +40,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class AdmissionQuestion(BaseModel):
+class AdmissionQuestion(StrictModel):
     id: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9_-]*$",
                     description="Stable key the answers use, e.g. `why`")
     text: str = Field(min_length=1, max_length=500)
@@ -234,7 +234,7 @@ class SharingConsentChanged(DomainEvent):
 
 # ---- commands ----
 
-class FoundCommunity(BaseModel):
+class FoundCommunity(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "name": "Hikari Makers", "purpose": "Makers in Kamakura helping each other grow",
         "values": ["share first", "equality"], "member_cap": 150, "owner_display_name": "Yui Sato"}]})
@@ -252,13 +252,13 @@ class FoundCommunity(BaseModel):
         return value.strip()
 
 
-class ChangeCap(BaseModel):
+class ChangeCap(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"member_cap": 120, "reason": "keep it warm"}]})
     member_cap: int = Field(ge=2, le=10_000)
     reason: str = Field("", max_length=500)
 
 
-class JoinCommunity(BaseModel):
+class JoinCommunity(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "display_name": "Ken Mori", "joined_via": "invitation", "waitlist_if_full": True}]})
     display_name: str = Field(min_length=1, max_length=120)
@@ -267,7 +267,7 @@ class JoinCommunity(BaseModel):
     waitlist_if_full: bool = False
 
 
-class ChangeAdmission(BaseModel):
+class ChangeAdmission(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "policy": "application", "questions": [
             {"id": "why", "text": "Why do you want to join?", "required": True},
@@ -281,7 +281,7 @@ class ChangeAdmission(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class SubmitApplication(BaseModel):
+class SubmitApplication(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "display_name": "Mika Ito", "answers": {"why": "I make picture books and want to learn video"}}]})
     display_name: str = Field(min_length=1, max_length=120)
@@ -297,29 +297,29 @@ class SubmitApplication(BaseModel):
         return answers
 
 
-class DecideApplication(BaseModel):
+class DecideApplication(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"decision": "approve", "reason": "Ken knows her work"}]})
     decision: Literal["approve", "decline"]
     reason: str = Field(min_length=1, max_length=500)
 
 
-class IssueInvitation(BaseModel):
+class IssueInvitation(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"note": "for Mika", "ttl_seconds": 604800}]})
     note: str = Field("", max_length=200)
     ttl_seconds: int = Field(DEFAULT_INVITATION_TTL_SECONDS, ge=1, le=MAX_TTL_SECONDS)
 
 
-class AcceptInvitation(BaseModel):
+class AcceptInvitation(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"code": "k3Jd…", "display_name": "Mika Ito"}]})
     code: str = Field(min_length=1, max_length=200)
     display_name: str = Field(min_length=1, max_length=120)
 
 
-class DeclineOffer(BaseModel):
+class DeclineOffer(StrictModel):
     reason: str = Field("", max_length=500)
 
 
-class FoundSisterCommunity(BaseModel):
+class FoundSisterCommunity(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "name": "Hikari Makers West", "new_owner_member_id": "6a1f…", "reason": "we are full; Aiko starts a sister"}]})
     name: str = Field(min_length=1, max_length=120)
@@ -337,26 +337,26 @@ class FoundSisterCommunity(BaseModel):
         return value.strip()
 
 
-class LeaveCommunity(BaseModel):
+class LeaveCommunity(StrictModel):
     reason: str = Field("", max_length=500)
 
 
-class RemoveMember(BaseModel):
+class RemoveMember(StrictModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class ChangeRole(BaseModel):
+class ChangeRole(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"role": "facilitator", "reason": "runs cohort B"}]})
     role: Literal["facilitator", "member"]
     reason: str = Field("", max_length=500)
 
 
-class TransferOwnership(BaseModel):
+class TransferOwnership(StrictModel):
     to_member_id: str = Field(min_length=1, max_length=64)
     reason: str = Field("", max_length=500)
 
 
-class UpdateProfile(BaseModel):
+class UpdateProfile(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "display_name": "Ken Mori", "vector": "Publish my first picture book by next spring",
         "skills": ["Illustration", "video editing"], "values": ["craft", "kindness"]}]})
@@ -366,7 +366,7 @@ class UpdateProfile(BaseModel):
     values: list[str] = Field(default_factory=list, max_length=20)
 
 
-class ChangeConsent(BaseModel):
+class ChangeConsent(StrictModel):
     shared_fields: list[Literal["display_name", "vector", "skills", "values", "reputation"]] = Field(
         default=["display_name"], description="What partner communities may see")
 

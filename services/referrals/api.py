@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from kizuna.auth import Principal, principal
+from kizuna.domain import StrictModel
 from kizuna.errors import NotFound
 from kizuna.handling import CommandContext
 from kizuna.problems import PROBLEM_RESPONSES
@@ -111,7 +112,7 @@ class Reputation(BaseModel):
     lead_user_feedback: LeadUserReputation | None = None
 
 
-class DeclineReferral(BaseModel):
+class DeclineReferral(StrictModel):
     reason: str = ""
 
 

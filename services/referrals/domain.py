@@ -12,9 +12,9 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from kizuna.domain import Aggregate, DomainEvent
+from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Invalid
 
 JobState = Literal["posted", "assigned", "in-progress", "completed", "cancelled"]
@@ -139,7 +139,7 @@ class ReferralOutcomeRecorded(DomainEvent):
 
 # ---- commands ----
 
-class Compensation(BaseModel):
+class Compensation(StrictModel):
     kind: Literal["money", "barter", "none"] = "none"
     amount: float | None = Field(None, description="Money only: a family price, above zero")
     currency: str | None = Field(None, description="Money only: ISO 4217 code, e.g. JPY")
@@ -155,7 +155,7 @@ class Compensation(BaseModel):
         return self
 
 
-class PostJobRequest(BaseModel):
+class PostJobRequest(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "title": "Illustrations for a picture book", "description": "Six watercolour spreads",
         "skills": ["illustration"], "compensation": {"kind": "money", "amount": 30000, "currency": "JPY"},
@@ -168,16 +168,16 @@ class PostJobRequest(BaseModel):
     visibility: Visibility = "community"
 
 
-class OfferToTake(BaseModel):
+class OfferToTake(StrictModel):
     why_next_step: str = Field("", max_length=1000, description="Why this job is the member's next step")
 
 
-class ReferToJob(BaseModel):
+class ReferToJob(StrictModel):
     member_id: str = Field(min_length=1, max_length=64)
     note: str = Field("", max_length=1000)
 
 
-class AssignJob(BaseModel):
+class AssignJob(StrictModel):
     member_ids: list[str] = Field(default_factory=list, max_length=20)
     partner_offer_ids: list[str] = Field(default_factory=list, max_length=20, description=(
         "Offers from partner communities' members (their offer_id), for a job shared with partners"))
@@ -189,11 +189,11 @@ class AssignJob(BaseModel):
         return self
 
 
-class CancelJob(BaseModel):
+class CancelJob(StrictModel):
     reason: str = Field("", max_length=500)
 
 
-class GiveFeedback(BaseModel):
+class GiveFeedback(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "subject_id": "…", "quality": 5, "reliability": 4, "beyond": 5, "collaboration": 4,
         "comment": "Delivered early and helped the others"}]})
@@ -205,7 +205,7 @@ class GiveFeedback(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
-class MakeReferral(BaseModel):
+class MakeReferral(StrictModel):
     referred_id: str = Field(min_length=1, max_length=64, description="The trusted member being introduced")
     to_member_id: str | None = Field(None, max_length=64)
     job_id: str | None = Field(None, max_length=64)
@@ -226,7 +226,7 @@ class MakeReferral(BaseModel):
         return self
 
 
-class RecordOutcome(BaseModel):
+class RecordOutcome(StrictModel):
     worked: bool
     note: str = Field("", max_length=1000)
 

@@ -7,13 +7,13 @@ stream and the capacity invariant holds under concurrency; ``goal-<goal_id>`` ho
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from kizuna.domain import Aggregate, DomainEvent
+from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Invalid, NotFound
 
 SessionKind = Literal["group-coaching", "share-meeting", "meal", "retreat", "online"]
@@ -97,7 +97,7 @@ class AttendanceRecorded(DomainEvent):
     recorded_by: str
 
 
-class Kpi(BaseModel):
+class Kpi(StrictModel):
     name: str = Field(min_length=1, max_length=80)
     unit: str = Field(default="", max_length=40)
     baseline: float
@@ -158,7 +158,7 @@ class GoalAbandoned(DomainEvent):
 
 # ---- commands ----
 
-class SessionTime(BaseModel):
+class SessionTime(StrictModel):
     starts_at: datetime = Field(description="Local wall time in `time_zone` (or an offset time)")
     ends_at: datetime
     time_zone: str = Field(description="IANA time zone, e.g. Europe/Berlin", examples=["Asia/Tokyo"])
@@ -179,19 +179,19 @@ class RescheduleSession(SessionTime):
     reason: str = Field(default="", max_length=500)
 
 
-class CancelSession(BaseModel):
+class CancelSession(StrictModel):
     reason: str = Field(default="", max_length=500)
 
 
-class RegisterForSession(BaseModel):
+class RegisterForSession(StrictModel):
     member_id: str | None = Field(default=None, description="Defaults to the caller")
 
 
-class RecordAttendance(BaseModel):
+class RecordAttendance(StrictModel):
     attendees: list[str] = Field(description="Member ids who were there")
 
 
-class SetGoal(BaseModel):
+class SetGoal(StrictModel):
     member_id: str | None = Field(default=None, description="Defaults to the caller")
     facilitator_id: str
     statement: str = Field(min_length=1, max_length=500)
@@ -200,7 +200,7 @@ class SetGoal(BaseModel):
     due_date: date
 
 
-class ReviseGoal(BaseModel):
+class ReviseGoal(StrictModel):
     statement: str | None = Field(default=None, min_length=1, max_length=500)
     motivation: str | None = Field(default=None, min_length=1, max_length=2000)
     kpis: list[Kpi] | None = Field(default=None, min_length=1, max_length=10)
@@ -208,16 +208,16 @@ class ReviseGoal(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class CheckIn(BaseModel):
+class CheckIn(StrictModel):
     values: dict[str, float] = Field(description="KPI name → current value")
     note: str = Field(default="", max_length=2000)
 
 
-class AchieveGoal(BaseModel):
+class AchieveGoal(StrictModel):
     note: str = Field(default="", max_length=2000)
 
 
-class AbandonGoal(BaseModel):
+class AbandonGoal(StrictModel):
     reason: str = Field(min_length=1, max_length=1000)
 
 
@@ -229,11 +229,29 @@ def resolve_time(when: SessionTime) -> tuple[datetime, datetime]:
         zone = ZoneInfo(when.time_zone)
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise Invalid("time_zone", f"{when.time_zone!r} is not an IANA time zone") from error
-    starts = when.starts_at if when.starts_at.tzinfo else when.starts_at.replace(tzinfo=zone)
-    ends = when.ends_at if when.ends_at.tzinfo else when.ends_at.replace(tzinfo=zone)
+    starts = _placed("starts_at", when.starts_at, zone)
+    ends = _placed("ends_at", when.ends_at, zone)
     if ends <= starts:
         raise Invalid("ends_at", "must be after starts_at")
     return starts.astimezone(zone), ends.astimezone(zone)
+
+
+def _placed(field: str, when: datetime, zone: ZoneInfo) -> datetime:
+    """A naive wall time made aware in ``zone``; one the clocks skip or show twice is refused.
+
+    Python would quietly pick an instant for both (a skipped 02:30 becomes 03:30 or 01:30), so a
+    session could start and end at the same moment, or an hour away from what its members read.
+    An offset time (``…T01:30:00-04:00``) says which instant is meant and is always accepted."""
+    if when.tzinfo is not None:
+        return when
+    first, second = when.replace(tzinfo=zone, fold=0), when.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() != second.utcoffset():
+        shown = when.strftime("%Y-%m-%d %H:%M")
+        if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != when:
+            raise Invalid(field, f"{shown} does not exist in {zone.key} (the clocks skip it); choose another time")
+        raise Invalid(field, f"{shown} happens twice in {zone.key} (the clocks go back); give it with its UTC "
+                             f"offset, e.g. {first.isoformat()} or {second.isoformat()}")
+    return first
 
 
 def validate_kpis(kpis: list[Kpi]) -> None:

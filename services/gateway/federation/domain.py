@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import ConfigDict, Field, HttpUrl
 
-from kizuna.domain import Aggregate, DomainEvent
+from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
 
 Shared = Literal["job_requests", "referrals", "offerings"]
@@ -278,7 +278,7 @@ class PartnerIntroductionOutcomeReceived(DomainEvent):
 
 # ---- commands ----
 
-class ProposePartnership(BaseModel):
+class ProposePartnership(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "partner_origin": "https://kizuna.nagano.example", "partner_community_id": "b2c…",
         "sends": ["job_requests", "referrals"], "receives": ["job_requests", "referrals"],
@@ -290,27 +290,27 @@ class ProposePartnership(BaseModel):
     note: str = Field("", max_length=2000)
 
 
-class Decision(BaseModel):
+class Decision(StrictModel):
     reason: str = Field("", max_length=1000)
 
 
-class OfferToPartnerJob(BaseModel):
+class OfferToPartnerJob(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"note": "I ran the same workshop last spring."}]})
     note: str = Field("", max_length=2000)
 
 
-class PledgeToPartnerOffering(BaseModel):
+class PledgeToPartnerOffering(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"shares": 2}]})
     shares: int = Field(ge=1, le=1000)
 
 
-class IntroductionOutcome(BaseModel):
+class IntroductionOutcome(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"worked": True, "note": "She runs our dye workshop"}]})
     worked: bool
     note: str = Field("", max_length=1000)
 
 
-class ReferToPartnerJob(BaseModel):
+class ReferToPartnerJob(StrictModel):
     member_id: str = Field(min_length=1, max_length=64)
     note: str = Field("", max_length=2000)
 

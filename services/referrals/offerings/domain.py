@@ -13,9 +13,9 @@ import re
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from kizuna.domain import Aggregate, DomainEvent
+from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
 
 Visibility = Literal["community", "partners"]
@@ -26,7 +26,7 @@ CommitmentStatus = Literal["committed", "withdrawn", "released"]
 
 # ---- terms (shared by commands and events) ----
 
-class Price(BaseModel):
+class Price(StrictModel):
     """The price of one share: money at a family price, barter, or none (gratitude)."""
 
     kind: Literal["money", "barter", "none"] = "none"
@@ -35,7 +35,7 @@ class Price(BaseModel):
     barter: str | None = Field(None, max_length=300, description="Barter only: what a share is exchanged for")
 
 
-class HelpShift(BaseModel):
+class HelpShift(StrictModel):
     """Help wanted at a busy time (the harvest): a day, a place and how many hands."""
 
     date: date
@@ -44,7 +44,7 @@ class HelpShift(BaseModel):
     what: str = Field("", max_length=500, description="What the help is for")
 
 
-class OfferingTerms(BaseModel):
+class OfferingTerms(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "title": "Summer vegetable share", "description": "A box of whatever the field gives, every other week",
         "season": "Summer 2031", "shares": 30, "minimum_shares": 20,
@@ -293,38 +293,38 @@ class PublishOffering(OfferingTerms):
     """The terms of a new offering."""
 
 
-class ChangeTerms(BaseModel):
+class ChangeTerms(StrictModel):
     terms: OfferingTerms
     reason: str = Field("", max_length=1000)
 
 
-class AnswerTermsChange(BaseModel):
+class AnswerTermsChange(StrictModel):
     consent: bool
     reason: str = Field("", max_length=1000)
 
 
-class ApplyTermsChange(BaseModel):
+class ApplyTermsChange(StrictModel):
     release_non_consenting: bool = Field(
         False, description="Release the commitments of members who have not consented and apply the change")
 
 
-class CommitShares(BaseModel):
+class CommitShares(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"shares": 2}]})
     shares: int = Field(ge=1, le=100_000, description="How many shares to commit to (above zero)")
 
 
-class WithdrawCommitment(BaseModel):
+class WithdrawCommitment(StrictModel):
     reason: str = Field("", max_length=1000)
 
 
-class ShareProgress(BaseModel):
+class ShareProgress(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "stage": "planting", "note": "The tomato seedlings went out today; 40 rows."}]})
     stage: str = Field("", max_length=100, description="e.g. sowing, growing, harvest")
     note: str = Field(min_length=1, max_length=5000)
 
 
-class RecordDelivery(BaseModel):
+class RecordDelivery(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "member_id": "…", "delivery_date": "2031-07-05", "portion_per_share": 0.7,
         "note": "A dry June: 70% of a usual box, the price holds"}]})
@@ -334,7 +334,7 @@ class RecordDelivery(BaseModel):
     note: str = Field("", max_length=2000)
 
 
-class GiveLeadUserFeedback(BaseModel):
+class GiveLeadUserFeedback(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "good": "The tomatoes tasted of summer", "improve": "Tell us a day earlier when the box comes",
         "would_commit_again": True}]})
