@@ -60,6 +60,8 @@ class ServiceSettings(BaseSettings):
     upstream_timeout_seconds: float = Field(10.0, description="Gateway: how long a service may take to answer.")
     rate_limit_per_second: float = Field(20.0, description="Gateway: sustained requests per second per token.")
     rate_limit_burst: int = Field(100, description="Gateway: requests a token may make in a burst.")
+    stream_heartbeat_seconds: float = Field(
+        15.0, gt=0, description="Gateway: the event stream sends a `: heartbeat` comment after this long without data.")
     trusted_proxies: str = Field(
         "", description="Gateway: comma-separated addresses or CIDR networks of the reverse proxies in front of "
         "it; only from these is X-Forwarded-For believed (the client address keys visitors' rate limits).")

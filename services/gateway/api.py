@@ -1,29 +1,25 @@
-"""The public API: tokens, keys, health, the event stream, the dashboard, and /v1 forwarding."""
+"""The public API: tokens, keys, health, the dashboard, and /v1 forwarding (the event stream is stream.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import functools
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import HTMLResponse, StreamingResponse
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kizuna import auth
 from kizuna.auth import Authenticator, Principal, key_id
 from kizuna.domain import StrictModel
-from kizuna.errors import Forbidden, Invalid, NotFound, Problem, Unauthorized
+from kizuna.errors import Forbidden, Invalid, NotFound, Unauthorized
 from kizuna.handling import CommandContext
 from kizuna.problems import PROBLEM_RESPONSES, problem_response
 from kizuna.service import runtime_of
@@ -39,7 +35,6 @@ router = APIRouter(responses=PROBLEM_RESPONSES)
 # gateway's own routes (tokens, health, events) come first and are found after a few patterns, not forty.
 forwarding_router = APIRouter(responses=PROBLEM_RESPONSES)
 DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
-HEARTBEAT_SECONDS = 15.0
 
 
 async def gateway_principal(request: Request) -> Principal:
@@ -178,65 +173,6 @@ async def community_health(community_id: str, request: Request, few_ties: int = 
 
     memory: GatewayMemory = request.app.state.memory
     return Response(await memory.health.get(community_id, few_ties, compute), media_type="application/json")
-
-
-@router.get("/v1/communities/{community_id}/events", tags=["dashboards"],
-            summary="Live event stream (Server-Sent Events), resumable with Last-Event-ID",
-            responses={200: {"content": {"text/event-stream": {}}}})
-async def community_events(community_id: str, request: Request, type: str | None = Query(None),
-                           last_event_id: int | None = Query(None, ge=0),
-                           who: Principal = Depends(gateway_principal)) -> StreamingResponse:
-    who.require_community(community_id)
-    runtime = runtime_of(request)
-    if runtime.js is None:
-        raise Problem("the event bus is not connected yet", status=503, slug="service-unavailable",
-                      title="Service unavailable")
-    header_id = request.headers.get("last-event-id")
-    if header_id is not None:
-        if not header_id.isdigit():
-            raise Invalid("Last-Event-ID", "must be the id of an event this stream sent")
-        last_event_id = int(header_id)
-    types = {t.strip() for t in type.split(",") if t.strip()} if type else None
-    subject = f"{runtime.settings.subject_prefix}.{community_id}.>"
-    start = (last_event_id or 0) + 1
-    config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                            opt_start_seq=start, inactive_threshold=60)
-    subscription = await runtime.js.pull_subscribe(subject, stream=runtime.settings.stream_name, config=config)
-
-    async def stream() -> AsyncIterator[bytes]:
-        quiet = 0.0
-        try:
-            yield b": kizuna event stream\n\n"
-            while True:
-                if await request.is_disconnected():
-                    return
-                try:
-                    messages = await subscription.fetch(100, timeout=1)
-                except NatsTimeout:
-                    quiet += 1
-                    if quiet >= HEARTBEAT_SECONDS:
-                        quiet = 0
-                        yield b": heartbeat\n\n"
-                    continue
-                quiet = 0
-                for msg in messages:
-                    body = json.loads(msg.data)
-                    if types and body.get("type") not in types:
-                        continue
-                    sequence = msg.metadata.sequence.stream
-                    yield f"id: {sequence}\nevent: {body.get('type')}\ndata: {json.dumps(body)}\n\n".encode()
-        finally:
-            await asyncio.shield(_unsubscribe(subscription))
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-async def _unsubscribe(subscription: Any) -> None:
-    try:
-        await subscription.unsubscribe()
-    except Exception:  # the consumer expires on its own after inactive_threshold
-        return
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)

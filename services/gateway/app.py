@@ -27,6 +27,7 @@ from .memory import GatewayMemory
 from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 from .rate_limits import parse_networks
+from .stream import router as stream_router
 
 SPEC = ServiceSpec(
     name="gateway",
@@ -34,7 +35,7 @@ SPEC = ServiceSpec(
     description="The public API of a Kizuna deployment: communities, members, referrals, job requests, "
                 "feedback, sessions and goals under /v1, community tokens, health figures, a live event "
                 "stream and the built-in dashboard. Errors are RFC 9457 problem details.",
-    routers=[router, front_door_router, federation_router, forwarding_router],  # the /v1 catch-all last
+    routers=[router, stream_router, front_door_router, federation_router, forwarding_router],  # the /v1 catch-all last
     migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,
