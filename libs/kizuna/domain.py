@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 class DomainEvent(BaseModel):
@@ -56,3 +56,18 @@ class StrictModel(BaseModel):
     ``member_cpa`` is a 422 naming the field, never a silently ignored setting (docs/api.md)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_guessing_between_json_types(cls, value: Any, info: ValidationInfo) -> Any:
+        # Pydantic would read 0 or "no" as false, true as 1 and "3" as 3: a JSON boolean or number must
+        # arrive as one, so a client's mistake is named instead of guessed at.
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or value is None:
+            return value
+        kinds = set(get_args(field.annotation)) or {field.annotation}
+        if bool in kinds and not isinstance(value, bool) and not kinds & {int, float, str}:
+            raise ValueError("must be true or false")
+        if kinds & {int, float} and (isinstance(value, bool) or (isinstance(value, str) and str not in kinds)):
+            raise ValueError("must be a number")
+        return value

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import bus
+from . import bus, contract
 from .auth import Authenticator, load_public_keys
 from .consumer import InboxConsumer, Subscription
 from .eventstore import EventStore, InlineProjection, RecordedEvent, append_function_sql, schema_sql
@@ -62,6 +62,8 @@ class ServiceSpec:
     replay_partition: Callable[[RecordedEvent], str] | None = None
     # Long-running jobs of the service (delivery workers, expiry sweeps), started once the bus is up.
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
+    # Paths served without a token (a trailing "/" means everything below); the OpenAPI says so.
+    public_paths: Sequence[str] = contract.PUBLIC_PATHS
 
 
 @dataclass
@@ -176,7 +178,17 @@ def create_service(spec: ServiceSpec, settings: ServiceSettings | None = None) -
     app.include_router(health_router())
     for router in spec.routers:
         app.include_router(router)
+    _document_the_real_contract(app, spec)
     return app
+
+
+def _document_the_real_contract(app: FastAPI, spec: ServiceSpec) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = contract.truthful(FastAPI.openapi(app), spec.public_paths)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def start_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:

@@ -191,9 +191,15 @@ def _dashboard_html() -> str:
 
 # ---- forwarding to the services ----
 
-@forwarding_router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+@forwarding_router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                              include_in_schema=False)
-async def forward_to_service(path: str, request: Request, who: Principal = Depends(gateway_principal)) -> Response:
+async def forward_to_service(path: str, request: Request) -> Response:
+    allowed = await request.app.state.routes.methods_for(f"/v1/{path}")
+    if allowed is not None and request.method not in allowed:  # before authentication, as for any route
+        return problem_response(405, "method-not-allowed", "Method not allowed",
+                                f"{request.method} is not one of {', '.join(sorted(allowed))}", request.url.path,
+                                headers={"Allow": ", ".join(sorted(allowed))})
+    who = await gateway_principal(request)
     service = service_for(path)
     parts = [p for p in path.split("/") if p]
     if service is None:

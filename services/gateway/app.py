@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from kizuna.auth import load_private_key, public_pem
+from kizuna.contract import PUBLIC_PATHS
 from kizuna.service import Runtime, ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
@@ -27,6 +28,7 @@ from .memory import GatewayMemory
 from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 from .rate_limits import parse_networks
+from .routes import RouteTable
 from .stream import router as stream_router
 
 SPEC = ServiceSpec(
@@ -41,6 +43,7 @@ SPEC = ServiceSpec(
     subscriptions=SUBSCRIPTIONS,
     reactions=[federation_reactions],
     read_model_tables=[*READ_MODEL_TABLES, *federation_projections.READ_MODEL_TABLES],
+    public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox"],
     openapi_tags=[
         {"name": "tokens", "description": "Community tokens: issue, revoke, verify"},
         {"name": "dashboards", "description": "Health figures and the live event stream"},
@@ -77,7 +80,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown, deliver_federation]})
     app = create_service(spec, settings)
-    _serve_merged_openapi(app, MergedOpenAPI(app, settings.service_url_map(), http))
+    merged = MergedOpenAPI(app, settings.service_url_map(), http)
+    _serve_merged_openapi(app, merged)
+    app.state.routes = RouteTable(merged)
     app.state.signing_key = signing_key
     app.state.federation_identity = identity
     app.state.http = http

@@ -13,7 +13,13 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from kizuna.contract import declare_errors
+
 CACHE_SECONDS = 60.0
+FRONT_DOOR = "/v1/join/"
+# What forwarding itself may answer: a body over the limit, a caller over its rate, a service away,
+# broken or slow (services/gateway/proxy.py).
+FORWARDING_STATUSES = ("413", "429", "502", "503", "504")
 
 
 class MergedOpenAPI:
@@ -39,16 +45,17 @@ class MergedOpenAPI:
             for path, operations in service_doc.get("paths", {}).items():
                 if path in ("/healthz", "/readyz"):
                     continue
-                for operation in operations.values():
+                for method, operation in operations.items():
                     operation.setdefault("tags", []).append(name)
                     operation["security"] = [{"bearer": []}]
+                    declare_errors(operation, method, public=False, extra_statuses=FORWARDING_STATUSES)
                 paths[f"/v1{path}"] = operations
             for schema_name, schema in service_doc.get("components", {}).get("schemas", {}).items():
                 schemas.setdefault(schema_name, schema)
-        merged["components"]["securitySchemes"] = {"bearer": {
-            "type": "http", "scheme": "bearer",
-            "description": "The operator token, or a community token from POST /v1/tokens (EdDSA JWT)."}}
-        merged["security"] = [{"bearer": []}]
+        for path, operations in paths.items():  # the front door forwards too
+            if path.startswith(FRONT_DOOR):
+                for method, operation in operations.items():
+                    declare_errors(operation, method, public=True, extra_statuses=FORWARDING_STATUSES)
         if missing:
             merged["info"]["x-unavailable-services"] = missing
             return merged  # not cached: try again on the next request

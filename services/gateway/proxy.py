@@ -13,7 +13,7 @@ from kizuna.problems import problem_response
 from kizuna.telemetry import current_trace_headers
 
 FORWARDED_HEADERS = ("authorization", "if-match", "x-correlation-id", "content-type", "accept", "idempotency-key")
-PASSED_BACK_HEADERS = ("etag", "content-type", "location", "retry-after", "content-disposition")
+PASSED_BACK_HEADERS = ("etag", "content-type", "location", "retry-after", "content-disposition", "allow")
 MAX_BODY_BYTES = 256 * 1024
 
 
