@@ -2,9 +2,11 @@
 
 Someone with a community's join link may join an open community, apply to one that admits by
 application (and follow their application with its id), accept an invitation with its code, and
-take or decline a place offered from the waitlist. The gateway forwards these — and nothing else —
-to the members service with a one-minute ``visitor`` token for that community, so the service
-still decides everything and records the visitor as the actor. Rate limits apply per client address.
+take or decline a place offered from the waitlist with the claim code they were given (the offer
+id alone answers nothing: the members service gives it the same 404 as a missing offer). The
+gateway forwards these — and nothing else — to the members service with a one-minute ``visitor``
+token for that community, so the service still decides everything and records the visitor as the
+actor. Rate limits apply per client address.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ async def accept_invitation(community_id: str, request: Request, body: dict[str,
 
 
 @router.post("/{community_id}/offers/{offer_id}/{answer}", status_code=201,
-             summary="Take (acceptance) or decline (decline) a place offered from the waitlist")
+             summary="Take (acceptance) or decline (decline) a place offered from the waitlist, with the claim "
+                     "code in the body: {\"claim_code\": \"…\"} (and an optional \"reason\" to decline)")
 async def answer_offer(community_id: str, offer_id: str, answer: str, request: Request) -> Response:
     if answer not in ("acceptance", "decline") or not re.fullmatch(_SEGMENT, offer_id):
         raise NotFound(f"no route {request.url.path}")

@@ -18,6 +18,7 @@ from kizuna.service import runtime_of
 from . import handlers, projections
 from .domain import (
     AcceptInvitation,
+    AcceptOffer,
     AdmissionQuestion,
     ChangeAdmission,
     ChangeCap,
@@ -258,7 +259,7 @@ async def change_consent(community_id: str, member_id: str, body: ChangeConsent,
             summary="People waiting for a place, in order (owner or facilitator)")
 async def waitlist(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
     who.require_reader(community_id, "facilitator")
-    await _community_view(request, community_id)
+    await handlers.require_authority(runtime_of(request).store, community_id, who, "facilitator")
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.waitlist(conn, community_id)
 
@@ -316,6 +317,16 @@ class OfferView(BaseModel):
     expires_at: datetime
     settled_at: datetime | None
     reason: str | None
+
+
+class IssuedClaimCode(BaseModel):
+    offer_id: str
+    applicant_id: str
+    claim_code: str = Field(description="Shown once: pass it to the person offered; only its hash is kept, "
+                                        "and issuing another replaces it")
+    claim_path: str = Field(description="The front door's path where the person answers the offer, "
+                                        "sending the code in the body: `/acceptance` or `/decline`")
+    expires_at: datetime
 
 
 class LinkView(BaseModel):
@@ -399,7 +410,7 @@ async def list_applications(community_id: str, request: Request,
                             status: Literal["pending", "approved", "declined"] | None = None,
                             who: Principal = Depends(principal)) -> Any:
     who.require_reader(community_id, "facilitator")
-    await _community_view(request, community_id)
+    await handlers.require_authority(runtime_of(request).store, community_id, who, "facilitator")
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.applications(conn, community_id, status)
 
@@ -474,31 +485,54 @@ async def list_offers(community_id: str, request: Request,
                       status: Literal["open", "accepted", "declined", "expired"] | None = None,
                       who: Principal = Depends(principal)) -> Any:
     who.require_role(community_id, "facilitator")
-    await _community_view(request, community_id)
+    await handlers.require_authority(runtime_of(request).store, community_id, who, "facilitator")
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.offers(conn, community_id, status)
 
 
-@router.post("/communities/{community_id}/offers/{offer_id}/acceptance", status_code=201, response_model=JoinOutcome,
-             tags=["waitlist"], summary="Take an offered place before it expires (front door, for the person)")
-async def accept_offer(community_id: str, offer_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
+def _require_offer_answerer(who: Principal, community_id: str) -> None:
+    """The person offered answers through the front door with their claim code (or the operator acts
+    for them with it); the owner may also call, for offers recorded before claim codes existed. Whether
+    the answer counts is the community aggregate's decision (the code, or that legacy rule)."""
     who.require_community(community_id)
-    _require_front_door(who)
-    member_id = await handlers.accept_offer(runtime_of(request).store, community_id, offer_id,
+    if not (who.is_operator or who.scope == "visitor"):
+        who.require_role(community_id, "owner")
+
+
+@router.post("/communities/{community_id}/offers/{offer_id}/acceptance", status_code=201, response_model=JoinOutcome,
+             tags=["waitlist"], summary="Take an offered place with its claim code before it expires "
+                                        "(front door, for the person); a wrong or missing code is a 404")
+async def accept_offer(community_id: str, offer_id: str, request: Request, body: AcceptOffer | None = None,
+                       who: Principal = Depends(principal)) -> Any:
+    _require_offer_answerer(who, community_id)
+    member_id = await handlers.accept_offer(runtime_of(request).store, community_id, offer_id, body or AcceptOffer(),
                                             _ctx(request, who, community_id))
     return {"member_id": member_id, "status": "joined"}
 
 
 @router.post("/communities/{community_id}/offers/{offer_id}/decline", response_model=OfferView, tags=["waitlist"],
-             summary="Decline an offered place; it passes to the next person (front door, for the person)")
+             summary="Decline an offered place with its claim code; it passes to the next person "
+                     "(front door, for the person); a wrong or missing code is a 404")
 async def decline_offer(community_id: str, offer_id: str, request: Request, body: DeclineOffer | None = None,
                         who: Principal = Depends(principal)) -> Any:
-    who.require_community(community_id)
-    _require_front_door(who)
+    _require_offer_answerer(who, community_id)
     await handlers.decline_offer(runtime_of(request).store, community_id, offer_id, body or DeclineOffer(),
                                  _ctx(request, who, community_id))
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.offer(conn, community_id, offer_id)
+
+
+@router.post("/communities/{community_id}/offers/{offer_id}/claim-code", status_code=201,
+             response_model=IssuedClaimCode, tags=["waitlist"],
+             summary="Issue the person offered a claim code to pass on to them, shown once; it replaces any "
+                     "earlier code (owner or facilitator)")
+async def issue_claim_code(community_id: str, offer_id: str, request: Request,
+                           who: Principal = Depends(principal)) -> Any:
+    who.require_role(community_id, "facilitator")
+    code, applicant_id, expires_at = await handlers.issue_claim_code(runtime_of(request).store, community_id,
+                                                                     offer_id, _ctx(request, who, community_id))
+    return {"offer_id": offer_id, "applicant_id": applicant_id, "claim_code": code,
+            "claim_path": f"/v1/join/{community_id}/offers/{offer_id}", "expires_at": expires_at}
 
 
 # ---- growth by linking ----
@@ -532,6 +566,6 @@ async def list_sisters(community_id: str, request: Request, who: Principal = Dep
                     "(owners and the operator)")
 async def ecosystem(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
     who.require_role(community_id, "owner")
-    await _community_view(request, community_id)
+    await handlers.require_authority(runtime_of(request).store, community_id, who, "owner")
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.ecosystem(conn)

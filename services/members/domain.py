@@ -3,14 +3,21 @@
 Streams: ``community-<community_id>`` holds the community, its membership, its admission
 (policy, applications, invitations) and its waitlist with place offers — so the cap, counted as
 members plus open offers, is checked against every concurrent join, acceptance and offer;
-``profile-<member_id>`` holds one member's profile. Time is passed in (``now``), never read.
+``profile-<member_id>`` holds one member's profile. Time is passed in (``now``), never read; so is
+randomness (``ClaimCodes``: place offer ids and claim codes).
+
+Authority is decided here too: every owner-only and facilitator-only decision checks the role the
+acting member holds in this community *now* (``require_authority``), not the role a token was issued
+with — a former owner's token still says "owner" until it expires.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import re
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,12 +35,30 @@ Policy = Literal["open", "application", "invitation"]
 DEFAULT_OFFER_TTL_SECONDS = 72 * 3600
 DEFAULT_INVITATION_TTL_SECONDS = 14 * 24 * 3600
 MAX_TTL_SECONDS = 30 * 24 * 3600
-_OFFER_IDS = uuid.UUID("8f5b3c1e-6d0a-4c52-9a57-0c1e7a2b9d44")
+OPERATOR = "operator"  # the deployment's operator as an actor: always allowed
+_RANK: dict[str, int] = {"member": 1, "facilitator": 2, "owner": 3}
 
 
 def code_hash(code: str) -> str:
-    """Invitation codes are secrets: only their hash is recorded (events travel on the bus)."""
+    """Invitation and claim codes are secrets: only their hash is recorded (events travel on the bus)."""
     return hashlib.sha256(code.encode()).hexdigest()
+
+
+class ClaimCodes:
+    """Where place offers get their ids and claim codes: random (uuid4, 192-bit codes), so nothing on
+    the bus or in a counter predicts them. The plaintext codes minted are remembered here — never in an
+    event, which holds only the SHA-256 — so the command that minted them can hand them on once."""
+
+    def __init__(self) -> None:
+        self.minted: dict[str, str] = {}  # offer id -> the last code minted for it
+
+    def new_offer_id(self) -> str:
+        return str(uuid.uuid4())
+
+    def new_code(self, offer_id: str) -> str:
+        code = secrets.token_urlsafe(24)
+        self.minted[offer_id] = code
+        return code
 
 
 def _utcnow() -> datetime:
@@ -171,7 +196,9 @@ class InvitationAccepted(DomainEvent):
 
 
 class PlaceOffered(DomainEvent):
-    """A place freed up and the first person waiting is offered it until ``expires_at``."""
+    """A place freed up and the first person waiting is offered it until ``expires_at``. Only the
+    person offered answers it, with the claim code whose SHA-256 this records (the code itself is never
+    recorded). Offers recorded before claim codes existed have none: see ``Community.accept_offer``."""
 
     community_id: str
     offer_id: str
@@ -180,6 +207,18 @@ class PlaceOffered(DomainEvent):
     joined_via: JoinedVia
     vouched_by: str | None = None
     expires_at: datetime
+    claim_code_sha256: str | None = None
+
+
+class PlaceOfferClaimCodeIssued(DomainEvent):
+    """The owner or a facilitator issued the person offered a (new) claim code, to pass on to them; it
+    replaces any earlier code of the offer. Only its SHA-256 is recorded."""
+
+    community_id: str
+    offer_id: str
+    applicant_id: str
+    claim_code_sha256: str
+    issued_by: str
 
 
 class PlaceOfferAccepted(DomainEvent):
@@ -315,7 +354,18 @@ class AcceptInvitation(StrictModel):
     display_name: str = Field(min_length=1, max_length=120)
 
 
+_CLAIM_CODE = Field(None, min_length=1, max_length=200,
+                    description="The claim code the person offered was given (their claim link carries it)")
+
+
+class AcceptOffer(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"claim_code": "q3Vx…"}]})
+    claim_code: str | None = _CLAIM_CODE
+
+
 class DeclineOffer(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"claim_code": "q3Vx…", "reason": "moving abroad"}]})
+    claim_code: str | None = _CLAIM_CODE
     reason: str = Field("", max_length=500)
 
 
@@ -388,6 +438,7 @@ class Waiting:
 class Offer:
     applicant_id: str
     expires_at: datetime
+    claim_code_sha256: str | None  # None: recorded before claim codes existed
     status: Literal["open", "accepted", "declined", "expired"] = "open"
 
 
@@ -423,7 +474,6 @@ class Community(Aggregate):
         self.waiting: dict[str, Waiting] = {}  # everyone waiting, with or without an offer
         self.waitlisted_total = 0
         self.offers: dict[str, Offer] = {}
-        self.offers_made: dict[str, int] = {}
         self.policy: Policy = "open"
         self.questions: list[AdmissionQuestion] = []
         self.max_open_invitations: int | None = None
@@ -501,10 +551,12 @@ class Community(Aggregate):
                 invitation.used = True
 
     def _on_PlaceOffered(self, e: PlaceOffered) -> None:
-        self.offers[e.offer_id] = Offer(e.applicant_id, e.expires_at)
-        self.offers_made[e.applicant_id] = self.offers_made.get(e.applicant_id, 0) + 1
+        self.offers[e.offer_id] = Offer(e.applicant_id, e.expires_at, e.claim_code_sha256)
         if e.applicant_id in self.waitlist:
             self.waitlist.remove(e.applicant_id)
+
+    def _on_PlaceOfferClaimCodeIssued(self, e: PlaceOfferClaimCodeIssued) -> None:
+        self.offers[e.offer_id].claim_code_sha256 = e.claim_code_sha256
 
     def _on_PlaceOfferAccepted(self, e: PlaceOfferAccepted) -> None:
         self.offers[e.offer_id].status = "accepted"
@@ -525,25 +577,38 @@ class Community(Aggregate):
             self.waitlist.remove(applicant_id)
         self.waiting.pop(applicant_id, None)
 
+    # -- authority --
+
+    def require_authority(self, actor: str, role: Role) -> None:
+        """The acting member must hold ``role`` (or a higher one) in this community now; the operator
+        always may. ``actor`` is the command context's: ``operator`` or ``member:<id>``."""
+        if actor == OPERATOR:
+            return
+        member_id = actor.removeprefix("member:") if actor.startswith("member:") else None
+        held = self.roles.get(member_id) if member_id else None
+        if held is None or _RANK[held] < _RANK[role]:
+            who = "the owner" if role == "owner" else "the owner or a facilitator"
+            raise Forbidden(f"only {who} of this community may do this", required_role=role)
+
     # -- the moving waitlist --
 
-    def _then_offer(self, events: list[DomainEvent], now: datetime) -> list[DomainEvent]:
+    def _then_offer(self, events: list[DomainEvent], now: datetime, codes: ClaimCodes | None) -> list[DomainEvent]:
         """``events`` followed by one place offer per place they leave free, to the first waiting."""
         preview = copy.deepcopy(self)
         for event in events:
             preview.apply(event)
-        return [*events, *preview._offers(now)]
+        return [*events, *preview._offers(now, codes or ClaimCodes())]
 
-    def _offers(self, now: datetime) -> list[DomainEvent]:
+    def _offers(self, now: datetime, codes: ClaimCodes) -> list[DomainEvent]:
         offers: list[DomainEvent] = []
         expires_at = now + timedelta(seconds=self.offer_ttl_seconds)
         for applicant_id in self.waitlist[:max(self.places_free, 0)]:
             entry = self.waiting[applicant_id]
-            n = self.offers_made.get(applicant_id, 0)
-            offer_id = str(uuid.uuid5(_OFFER_IDS, f"{self.community_id}/{applicant_id}/{n}"))
+            offer_id = codes.new_offer_id()
             offers.append(PlaceOffered(community_id=self.community_id, offer_id=offer_id, applicant_id=applicant_id,
                                        display_name=entry.display_name, joined_via=entry.joined_via,
-                                       vouched_by=entry.vouched_by, expires_at=expires_at))
+                                       vouched_by=entry.vouched_by, expires_at=expires_at,
+                                       claim_code_sha256=code_hash(codes.new_code(offer_id))))
         return offers
 
     def _admit(self, person_id: str, display_name: str, joined_via: JoinedVia, vouched_by: str | None,
@@ -561,10 +626,22 @@ class Community(Aggregate):
         return MemberJoined(community_id=self.community_id, member_id=person_id, display_name=display_name,
                             role="member", joined_via=joined_via, vouched_by=vouched_by)
 
-    def _open_offer(self, offer_id: str, now: datetime) -> Offer:
+    def _may_answer(self, offer: Offer, claim_code: str | None, actor: str) -> bool:
+        """The person offered proves it with the offer's claim code. An offer recorded before claim
+        codes existed has none: only the operator or the owner may answer it (for the person)."""
+        if offer.claim_code_sha256 is None:
+            return actor == OPERATOR or (actor.startswith("member:") and self.owner == actor.removeprefix("member:"))
+        return claim_code is not None and hmac.compare_digest(code_hash(claim_code), offer.claim_code_sha256)
+
+    def _answerable_offer(self, offer_id: str, claim_code: str | None, actor: str, now: datetime) -> Offer:
+        """An offer the caller may answer. Without the right code the answer is the same 404 as for an
+        offer that does not exist — whatever state the offer is in — so an offer id leaks nothing."""
         offer = self.offers.get(offer_id)
-        if offer is None:
+        if offer is None or not self._may_answer(offer, claim_code, actor):
             raise NotFound("offer not found")
+        return self._still_open(offer, now)
+
+    def _still_open(self, offer: Offer, now: datetime) -> Offer:
         if offer.status == "accepted":
             raise Conflict("this offer has already been accepted", slug="offer-used")
         if offer.status == "declined":
@@ -574,8 +651,8 @@ class Community(Aggregate):
                        title="Offer expired", expires_at=offer.expires_at.isoformat())
         return offer
 
-    def accept_offer(self, offer_id: str, now: datetime) -> list[DomainEvent]:
-        offer = self._open_offer(offer_id, now)
+    def accept_offer(self, offer_id: str, cmd: AcceptOffer, actor: str, now: datetime) -> list[DomainEvent]:
+        offer = self._answerable_offer(offer_id, cmd.claim_code, actor, now)
         entry = self.waiting[offer.applicant_id]
         # The offer holds the place, so accepting it never goes past the cap.
         return [PlaceOfferAccepted(community_id=self.community_id, offer_id=offer_id, member_id=offer.applicant_id),
@@ -583,12 +660,25 @@ class Community(Aggregate):
                              display_name=entry.display_name, role="member", joined_via=entry.joined_via,
                              vouched_by=entry.vouched_by)]
 
-    def decline_offer(self, offer_id: str, cmd: DeclineOffer, now: datetime) -> list[DomainEvent]:
-        offer = self._open_offer(offer_id, now)
+    def decline_offer(self, offer_id: str, cmd: DeclineOffer, actor: str, now: datetime,
+                      codes: ClaimCodes | None = None) -> list[DomainEvent]:
+        offer = self._answerable_offer(offer_id, cmd.claim_code, actor, now)
         return self._then_offer([PlaceOfferDeclined(community_id=self.community_id, offer_id=offer_id,
-                                                    applicant_id=offer.applicant_id, reason=cmd.reason)], now)
+                                                    applicant_id=offer.applicant_id, reason=cmd.reason)], now, codes)
 
-    def expire_offers(self, now: datetime) -> list[DomainEvent]:
+    def issue_claim_code(self, offer_id: str, actor: str, now: datetime, codes: ClaimCodes) -> list[DomainEvent]:
+        """A new claim code for an open offer, for the owner or a facilitator to pass on to the person
+        (until notifications carry it); it replaces the offer's earlier code."""
+        self.require_authority(actor, "facilitator")
+        offer = self.offers.get(offer_id)
+        if offer is None:
+            raise NotFound("offer not found")
+        self._still_open(offer, now)
+        return [PlaceOfferClaimCodeIssued(community_id=self.community_id, offer_id=offer_id,
+                                          applicant_id=offer.applicant_id,
+                                          claim_code_sha256=code_hash(codes.new_code(offer_id)), issued_by=actor)]
+
+    def expire_offers(self, now: datetime, codes: ClaimCodes | None = None) -> list[DomainEvent]:
         """Every open offer past its time expires, and its place passes to the next person waiting."""
         due: list[DomainEvent] = [
             PlaceOfferExpired(community_id=self.community_id, offer_id=offer_id, applicant_id=offer.applicant_id,
@@ -596,7 +686,7 @@ class Community(Aggregate):
             for offer_id, offer in self.offers.items() if offer.status == "open" and offer.expires_at <= now]
         if not due and not (self.places_free > 0 and self.waitlist):
             return []
-        return self._then_offer(due, now)
+        return self._then_offer(due, now, codes)
 
     # -- decisions --
 
@@ -608,7 +698,9 @@ class Community(Aggregate):
                                  member_cap=cmd.member_cap or default_cap, owner_member_id=owner_id,
                                  owner_display_name=cmd.owner_display_name)]
 
-    def change_cap(self, cmd: ChangeCap, actor: str, now: datetime | None = None) -> list[DomainEvent]:
+    def change_cap(self, cmd: ChangeCap, actor: str, now: datetime | None = None,
+                   codes: ClaimCodes | None = None) -> list[DomainEvent]:
+        self.require_authority(actor, "owner")
         if cmd.member_cap < self.size + self.open_offers:
             raise Invalid("member_cap", f"cannot be below the current size of {self.size} members"
                           + (f" plus {self.open_offers} open place offers" if self.open_offers else ""))
@@ -618,7 +710,7 @@ class Community(Aggregate):
             return []
         return self._then_offer([CommunityCapChanged(community_id=self.community_id, old_cap=self.cap,
                                                      new_cap=cmd.member_cap, reason=cmd.reason, changed_by=actor)],
-                                now or _utcnow())
+                                now or _utcnow(), codes)
 
     def join(self, member_id: str, cmd: JoinCommunity, vouched_by: str | None,
              actor_role: Role | None = None) -> list[DomainEvent]:
@@ -636,19 +728,23 @@ class Community(Aggregate):
             raise NotFound("member not found")
         return self.roles[member_id]
 
-    def leave(self, member_id: str, cmd: LeaveCommunity, now: datetime | None = None) -> list[DomainEvent]:
+    def leave(self, member_id: str, cmd: LeaveCommunity, now: datetime | None = None,
+              codes: ClaimCodes | None = None) -> list[DomainEvent]:
         if self.require_member(member_id) == "owner":
             raise Conflict("the owner must hand ownership over before leaving", slug="owner-cannot-leave")
         return self._then_offer([MemberLeft(community_id=self.community_id, member_id=member_id, reason=cmd.reason)],
-                                now or _utcnow())
+                                now or _utcnow(), codes)
 
-    def remove(self, member_id: str, cmd: RemoveMember, actor: str, now: datetime | None = None) -> list[DomainEvent]:
+    def remove(self, member_id: str, cmd: RemoveMember, actor: str, now: datetime | None = None,
+               codes: ClaimCodes | None = None) -> list[DomainEvent]:
+        self.require_authority(actor, "facilitator")
         if self.require_member(member_id) == "owner":
             raise Forbidden("the owner cannot be removed")
         return self._then_offer([MemberRemoved(community_id=self.community_id, member_id=member_id, removed_by=actor,
-                                               reason=cmd.reason)], now or _utcnow())
+                                               reason=cmd.reason)], now or _utcnow(), codes)
 
     def change_role(self, member_id: str, cmd: ChangeRole, actor: str) -> list[DomainEvent]:
+        self.require_authority(actor, "owner")
         current = self.require_member(member_id)
         if current == "owner":
             raise Conflict("the owner's role changes only by handing ownership over", slug="owner-role")
@@ -657,7 +753,10 @@ class Community(Aggregate):
         return [MemberRoleChanged(community_id=self.community_id, member_id=member_id, old_role=current,
                                   new_role=cmd.role, changed_by=actor, reason=cmd.reason)]
 
-    def transfer_ownership(self, cmd: TransferOwnership) -> list[DomainEvent]:
+    def transfer_ownership(self, cmd: TransferOwnership, actor: str) -> list[DomainEvent]:
+        """Only the current owner (or the operator) hands ownership over: a former owner's token still
+        names the owner role until it expires, so the role is taken from this stream, not the token."""
+        self.require_authority(actor, "owner")
         self.require_member(cmd.to_member_id)
         owner = self.owner
         assert owner is not None
@@ -669,6 +768,7 @@ class Community(Aggregate):
     # -- admission --
 
     def change_admission(self, cmd: ChangeAdmission, actor: str) -> list[DomainEvent]:
+        self.require_authority(actor, "owner")
         if not cmd.reason.strip():
             raise Invalid("reason", "say why the admission rules change")
         ids = [q.id for q in cmd.questions]
@@ -705,8 +805,7 @@ class Community(Aggregate):
                            decider_member_id: str | None) -> list[DomainEvent]:
         """Owners and facilitators decide (``decider_member_id`` None is the operator). The member
         who referred the applicant vouches for them; otherwise the approver does."""
-        if decider_member_id is not None and self.roles.get(decider_member_id) not in ("owner", "facilitator"):
-            raise Forbidden("only the owner or a facilitator decides applications", required_role="facilitator")
+        self.require_authority(actor, "facilitator")
         application = self.applications.get(application_id)
         if application is None:
             raise NotFound("application not found")
@@ -753,6 +852,7 @@ class Community(Aggregate):
     # -- growth by linking --
 
     def found_sister(self, sister_id: str, cmd: FoundSisterCommunity, actor: str) -> list[DomainEvent]:
+        self.require_authority(actor, "owner")
         if self.places_free > 0:
             raise Conflict(f"a sister community is founded when this one is full; {self.places_free} places are free",
                            slug="not-at-cap", title="Community not full", places_free=self.places_free)
@@ -769,7 +869,7 @@ class Community(Aggregate):
             member_cap=cmd.member_cap or self.cap, waitlist_offered=list(self.waitlist), reason=cmd.reason)]
 
     def begin_as_sister(self, origin: Community, founded: SisterCommunityFounded, owner_display_name: str,
-                        now: datetime) -> list[DomainEvent]:
+                        now: datetime, codes: ClaimCodes | None = None) -> list[DomainEvent]:
         """The first events of the sister's own stream: founded with the new owner, the origin's
         admission rules as a starting point, and the origin's waitlist, in order, offered places."""
         if self.version:
@@ -790,7 +890,7 @@ class Community(Aggregate):
             events.append(MemberWaitlisted(community_id=sid, applicant_id=applicant_id, display_name=entry.display_name,
                                            position=position, joined_via="sister-community",
                                            vouched_by=entry.vouched_by))
-        return self._then_offer(events, now)
+        return self._then_offer(events, now, codes)
 
 
 class Profile(Aggregate):

@@ -14,10 +14,12 @@ from kizuna.handling import CommandContext, execute, load_existing, to_new_event
 
 from .domain import (
     AcceptInvitation,
+    AcceptOffer,
     ChangeAdmission,
     ChangeCap,
     ChangeConsent,
     ChangeRole,
+    ClaimCodes,
     Community,
     DecideApplication,
     DeclineOffer,
@@ -28,6 +30,7 @@ from .domain import (
     LeaveCommunity,
     Profile,
     RemoveMember,
+    Role,
     SisterCommunityFounded,
     SubmitApplication,
     TransferOwnership,
@@ -67,7 +70,8 @@ async def community(store: EventStore, community_id: str) -> Community:
 async def change_cap(store: EventStore, community_id: str, cmd: ChangeCap, ctx: CommandContext) -> Community:
     await community(store, community_id)
     state, _ = await execute(store, community_stream(community_id), Community,
-                             lambda c: c.change_cap(cmd, ctx.actor, now()), ctx, community_id=community_id)
+                             lambda c: c.change_cap(cmd, ctx.actor, now(), ClaimCodes()), ctx,
+                             community_id=community_id)
     return state
 
 
@@ -92,15 +96,15 @@ async def join(store: EventStore, community_id: str, cmd: JoinCommunity, who: Pr
 async def leave(store: EventStore, community_id: str, member_id: str, cmd: LeaveCommunity,
                 ctx: CommandContext) -> None:
     await community(store, community_id)
-    await execute(store, community_stream(community_id), Community, lambda c: c.leave(member_id, cmd, now()), ctx,
-                  community_id=community_id)
+    await execute(store, community_stream(community_id), Community,
+                  lambda c: c.leave(member_id, cmd, now(), ClaimCodes()), ctx, community_id=community_id)
 
 
 async def remove(store: EventStore, community_id: str, member_id: str, cmd: RemoveMember,
                  ctx: CommandContext) -> None:
     await community(store, community_id)
     await execute(store, community_stream(community_id), Community,
-                  lambda c: c.remove(member_id, cmd, ctx.actor, now()), ctx, community_id=community_id)
+                  lambda c: c.remove(member_id, cmd, ctx.actor, now(), ClaimCodes()), ctx, community_id=community_id)
 
 
 async def change_role(store: EventStore, community_id: str, member_id: str, cmd: ChangeRole,
@@ -113,8 +117,8 @@ async def change_role(store: EventStore, community_id: str, member_id: str, cmd:
 async def transfer_ownership(store: EventStore, community_id: str, cmd: TransferOwnership,
                              ctx: CommandContext) -> None:
     await community(store, community_id)
-    await execute(store, community_stream(community_id), Community, lambda c: c.transfer_ownership(cmd), ctx,
-                  community_id=community_id)
+    await execute(store, community_stream(community_id), Community,
+                  lambda c: c.transfer_ownership(cmd, ctx.actor), ctx, community_id=community_id)
 
 
 async def _require_active_member(store: EventStore, community_id: str, member_id: str) -> None:
@@ -140,6 +144,13 @@ async def change_consent(store: EventStore, community_id: str, member_id: str, c
 def require_self_or_operator(who: Principal, member_id: str) -> None:
     if not (who.is_operator or who.is_self(member_id)):
         raise Forbidden("only the member themselves may do this")
+
+
+async def require_authority(store: EventStore, community_id: str, who: Principal, role: Role) -> None:
+    """For reads limited to a role: the role the caller holds now, decided by the community aggregate
+    (as for commands), not the role their token was issued with."""
+    state = await community(store, community_id)
+    state.require_authority(who.actor, role)
 
 
 # ---- admission ----
@@ -198,12 +209,17 @@ async def accept_invitation(store: EventStore, community_id: str, cmd: AcceptInv
 
 
 # ---- the moving waitlist ----
+# Offers made here get claim codes that nobody sees yet: the notification that will carry each code to
+# its person does not exist, so the owner or a facilitator issues the person's claim link instead
+# (``issue_claim_code``). Only hashes are ever recorded.
 
-async def accept_offer(store: EventStore, community_id: str, offer_id: str, ctx: CommandContext) -> str:
+async def accept_offer(store: EventStore, community_id: str, offer_id: str, cmd: AcceptOffer,
+                       ctx: CommandContext) -> str:
     """Returns the new member's id (the waitlisted person's id)."""
     await community(store, community_id)
     state, _ = await execute(store, community_stream(community_id), Community,
-                             lambda c: c.accept_offer(offer_id, now()), ctx, community_id=community_id)
+                             lambda c: c.accept_offer(offer_id, cmd, ctx.actor, now()), ctx,
+                             community_id=community_id)
     return state.offers[offer_id].applicant_id
 
 
@@ -211,13 +227,27 @@ async def decline_offer(store: EventStore, community_id: str, offer_id: str, cmd
                         ctx: CommandContext) -> None:
     await community(store, community_id)
     await execute(store, community_stream(community_id), Community,
-                  lambda c: c.decline_offer(offer_id, cmd, now()), ctx, community_id=community_id)
+                  lambda c: c.decline_offer(offer_id, cmd, ctx.actor, now(), ClaimCodes()), ctx,
+                  community_id=community_id)
+
+
+async def issue_claim_code(store: EventStore, community_id: str, offer_id: str,
+                           ctx: CommandContext) -> tuple[str, str, datetime]:
+    """Returns (claim code, applicant id, offer expiry): the code is shown once, only its hash is kept."""
+    await community(store, community_id)
+    codes = ClaimCodes()
+    state, _ = await execute(store, community_stream(community_id), Community,
+                             lambda c: c.issue_claim_code(offer_id, ctx.actor, now(), codes), ctx,
+                             community_id=community_id)
+    offer = state.offers[offer_id]
+    # A retried decision minted again: the last code minted is the one whose hash was recorded.
+    return codes.minted[offer_id], offer.applicant_id, offer.expires_at
 
 
 async def expire_offers(store: EventStore, community_id: str, ctx: CommandContext, at: datetime | None = None) -> int:
     """Expires the community's due offers and passes their places on; returns how many expired."""
     _, recorded = await execute(store, community_stream(community_id), Community,
-                                lambda c: c.expire_offers(at or now()), ctx, community_id=community_id)
+                                lambda c: c.expire_offers(at or now(), ClaimCodes()), ctx, community_id=community_id)
     return sum(1 for event in recorded if event.type == "PlaceOfferExpired")
 
 
@@ -235,7 +265,7 @@ async def found_sister(store: EventStore, community_id: str, cmd: FoundSisterCom
                                          lambda c: c.found_sister(sister_id, cmd, ctx.actor), ctx,
                                          community_id=community_id, connection=conn)
         founded = SisterCommunityFounded.model_validate(recorded[-1].data)
-        sister_events = Community().begin_as_sister(origin, founded, owner_display_name, at)
+        sister_events = Community().begin_as_sister(origin, founded, owner_display_name, at, ClaimCodes())
         await store.append(community_stream(sister_id), to_new_events(sister_events, ctx.metadata(sister_id)),
                            NO_STREAM, connection=conn)
     return sister_id

@@ -11,6 +11,7 @@ from kizuna.domain import DomainEvent
 from kizuna.errors import Conflict, Forbidden, Gone, Invalid, NotFound
 from services.members.domain import (
     AcceptInvitation,
+    AcceptOffer,
     AdmissionPolicyChanged,
     AdmissionQuestion,
     ApplicationApproved,
@@ -19,6 +20,7 @@ from services.members.domain import (
     ChangeAdmission,
     ChangeCap,
     ChangeRole,
+    ClaimCodes,
     Community,
     CommunityCapChanged,
     CommunityFounded,
@@ -45,6 +47,8 @@ from services.members.domain import (
 )
 
 T0 = datetime(2025, 4, 1, 9, 0, tzinfo=UTC)
+CODES = ClaimCodes()  # every claim code minted by these tests, by offer id (as a notification would carry them)
+VISITOR = "member:visitor"  # the front door's actor
 QUESTIONS = [AdmissionQuestion(id="why", text="Why join?"),
              AdmissionQuestion(id="share", text="What could you share?", required=False)]
 
@@ -80,6 +84,11 @@ def offers(events: list[DomainEvent]) -> list[PlaceOffered]:
     return [e for e in events if isinstance(e, PlaceOffered)]
 
 
+def claim(offer_id: str) -> AcceptOffer:
+    """The person's answer, with the claim code they were given."""
+    return AcceptOffer(claim_code=CODES.minted.get(offer_id))
+
+
 # ---- policy ----
 
 def test_the_owner_changes_the_policy_and_the_event_records_who_and_why() -> None:
@@ -101,11 +110,11 @@ def test_policy_changes_need_a_reason_and_unique_questions() -> None:
     with pytest.raises(ValidationError):
         ChangeAdmission.model_validate({"policy": "invitation"})
     with pytest.raises(Invalid) as blank:
-        c.change_admission(ChangeAdmission(policy="invitation", reason="   "), "o")
+        c.change_admission(ChangeAdmission(policy="invitation", reason="   "), "member:owner")
     assert blank.value.extensions["errors"][0]["field"] == "reason"
     with pytest.raises(Invalid) as twice:
         c.change_admission(ChangeAdmission(policy="application", reason="r", questions=[QUESTIONS[0], QUESTIONS[0]]),
-                           "o")
+                           "member:owner")
     assert twice.value.extensions["errors"][0]["field"] == "questions.why"
     with pytest.raises(ValidationError):
         ChangeAdmission.model_validate({"policy": "lottery", "reason": "r"})
@@ -167,7 +176,7 @@ def _applied(c: Community, application_id: str, applicant: str, referred_by: str
 
 def test_approval_joins_and_the_referrer_or_the_approver_vouches() -> None:
     c = community(cap=10, members=("fac", "ken"))
-    apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "owner"))
+    apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "member:owner"))
     admission(c, "application", questions=[QUESTIONS[0].model_dump()])
     _applied(c, "a1", "mika", referred_by="ken")
     _applied(c, "a2", "sora")
@@ -272,23 +281,23 @@ def test_an_invitee_waits_when_the_community_is_full() -> None:
 def test_freed_places_go_to_the_first_waiting_one_offer_per_place() -> None:
     c = community(cap=3, members=("a", "b"))
     waitlist(c, "w1", "w2", "w3")
-    [left, offer] = apply(c, c.leave("a", LeaveCommunity(), T0))
+    [left, offer] = apply(c, c.leave("a", LeaveCommunity(), T0, CODES))
     assert isinstance(left, MemberLeft) and isinstance(offer, PlaceOffered)
     assert offer.applicant_id == "w1" and offer.expires_at == T0 + timedelta(hours=72)
     assert c.places_free == 0 and c.open_offers == 1 and c.waitlist == ["w2", "w3"]
-    raised = apply(c, c.change_cap(ChangeCap(member_cap=5, reason="a second cohort"), "member:owner", T0))
+    raised = apply(c, c.change_cap(ChangeCap(member_cap=5, reason="a second cohort"), "member:owner", T0, CODES))
     assert isinstance(raised[0], CommunityCapChanged)
     assert [o.applicant_id for o in offers(raised)] == ["w2", "w3"]
     assert c.size + c.open_offers == c.cap == 5 and c.waitlist == []
     waitlist(c, "w4")
-    [_, after_removal] = apply(c, c.remove("b", RemoveMember(reason="left town"), "member:owner", T0))
+    [_, after_removal] = apply(c, c.remove("b", RemoveMember(reason="left town"), "member:owner", T0, CODES))
     assert isinstance(after_removal, PlaceOffered) and after_removal.applicant_id == "w4"
 
 
 def test_open_offers_hold_places_against_new_joins_and_cap_cuts() -> None:
     c = community(cap=3, members=("a", "b"))
     waitlist(c, "w1")
-    apply(c, c.leave("a", LeaveCommunity(), T0))
+    apply(c, c.leave("a", LeaveCommunity(), T0, CODES))
     with pytest.raises(Conflict) as full:
         c.join("late", JoinCommunity(display_name="Late"), "owner")
     assert full.value.slug == "community-full" and full.value.extensions["open_offers"] == 1
@@ -301,65 +310,144 @@ def test_accepting_an_offer_joins_with_the_original_voucher() -> None:
     c = community(cap=2, members=("a",))
     [invited] = c.join("w1", JoinCommunity(display_name="W1", joined_via="referral", waitlist_if_full=True), "a")
     apply(c, [invited])
-    [_, offer] = apply(c, c.leave("a", LeaveCommunity(), T0))
+    [_, offer] = apply(c, c.leave("a", LeaveCommunity(), T0, CODES))
     assert isinstance(offer, PlaceOffered)
-    accepted, joined = apply(c, c.accept_offer(offer.offer_id, T0 + timedelta(hours=1)))
+    accepted, joined = apply(c, c.accept_offer(offer.offer_id, claim(offer.offer_id), VISITOR, T0 + timedelta(hours=1)))
     assert isinstance(accepted, PlaceOfferAccepted) and isinstance(joined, MemberJoined)
     assert (joined.member_id, joined.joined_via, joined.vouched_by) == ("w1", "referral", "a")
     assert c.size == c.cap and c.open_offers == 0
     with pytest.raises(Conflict) as twice:
-        c.accept_offer(offer.offer_id, T0)
+        c.accept_offer(offer.offer_id, claim(offer.offer_id), VISITOR, T0)
     assert twice.value.slug == "offer-used"
     with pytest.raises(NotFound):
-        c.accept_offer("nope", T0)
+        c.accept_offer("nope", claim("nope"), "operator", T0)
 
 
 def test_declined_and_expired_offers_pass_to_the_next_person() -> None:
     c = community(cap=3, members=("a", "b"))
     admission(c, "open", offer_ttl_seconds=600)
     waitlist(c, "w1", "w2", "w3")
-    [_, first] = apply(c, c.leave("a", LeaveCommunity(), T0))
+    [_, first] = apply(c, c.leave("a", LeaveCommunity(), T0, CODES))
     assert isinstance(first, PlaceOffered) and first.expires_at == T0 + timedelta(seconds=600)
-    declined, second = apply(c, c.decline_offer(first.offer_id, DeclineOffer(reason="moving abroad"), T0))
+    answer = DeclineOffer(claim_code=CODES.minted[first.offer_id], reason="moving abroad")
+    declined, second = apply(c, c.decline_offer(first.offer_id, answer, VISITOR, T0, CODES))
     assert isinstance(declined, PlaceOfferDeclined) and isinstance(second, PlaceOffered)
     assert second.applicant_id == "w2" and "w1" not in c.waiting
     with pytest.raises(Conflict) as again:
-        c.decline_offer(first.offer_id, DeclineOffer(), T0)
+        c.decline_offer(first.offer_id, DeclineOffer(claim_code=CODES.minted[first.offer_id]), VISITOR, T0)
     assert again.value.slug == "offer-declined"
 
     assert c.expire_offers(T0 + timedelta(seconds=599)) == []
     expiry = T0 + timedelta(seconds=600)
     with pytest.raises(Gone) as late:
-        c.accept_offer(second.offer_id, expiry)  # past its time even before the sweep records it
+        # past its time even before the sweep records it
+        c.accept_offer(second.offer_id, claim(second.offer_id), VISITOR, expiry)
     assert late.value.slug == "offer-expired" and late.value.status == 410
-    expired, third = apply(c, c.expire_offers(expiry))
+    expired, third = apply(c, c.expire_offers(expiry, CODES))
     assert isinstance(expired, PlaceOfferExpired) and expired.applicant_id == "w2"
     assert isinstance(third, PlaceOffered) and third.applicant_id == "w3"
     assert third.expires_at == expiry + timedelta(seconds=600)
     with pytest.raises(Gone):
-        c.accept_offer(second.offer_id, T0)
+        c.accept_offer(second.offer_id, claim(second.offer_id), VISITOR, T0)
     assert c.expire_offers(expiry) == []  # sweeping twice records nothing twice
-    [last] = apply(c, c.expire_offers(third.expires_at))
+    [last] = apply(c, c.expire_offers(third.expires_at, CODES))
     assert isinstance(last, PlaceOfferExpired) and c.waitlist == [] and c.places_free == 1
 
 
 def test_offers_of_a_second_round_get_new_ids() -> None:
     c = community(cap=2, members=("a",))
     waitlist(c, "w1")
-    [_, offer] = apply(c, c.leave("a", LeaveCommunity(), T0))
+    [_, offer] = apply(c, c.leave("a", LeaveCommunity(), T0, CODES))
     apply(c, c.expire_offers(T0 + timedelta(days=4)))
     apply(c, c.join("x", JoinCommunity(display_name="X"), "owner"))
     waitlist(c, "w1")  # asks again
     assert isinstance(offer, PlaceOffered)
-    [again] = offers(apply(c, c.leave("x", LeaveCommunity(), T0 + timedelta(days=5))))
+    [again] = offers(apply(c, c.leave("x", LeaveCommunity(), T0 + timedelta(days=5), CODES)))
     assert again.applicant_id == "w1" and again.offer_id != offer.offer_id
+
+
+def test_only_the_claim_code_answers_an_offer_and_a_wrong_one_learns_nothing() -> None:
+    """Issue 17, hole 2: the offer id alone — or a wrong code — is the same 404 as a missing offer."""
+    c = community(cap=3, members=("a", "b"))
+    waitlist(c, "w1", "w2")
+    [_, offer] = apply(c, c.leave("a", LeaveCommunity(), T0, CODES))
+    assert isinstance(offer, PlaceOffered)
+    code = CODES.minted[offer.offer_id]
+    assert len(code) >= 32 and offer.claim_code_sha256 == code_hash(code) and code not in offer.model_dump_json()
+    for attempt in (None, "", "guess", code[:-1], code_hash(code)):
+        accept, decline = AcceptOffer.model_construct(claim_code=attempt), DeclineOffer.model_construct(
+            claim_code=attempt, reason="")
+        for actor in (VISITOR, "operator", "member:owner"):  # nobody answers without the code
+            with pytest.raises(NotFound) as refused_acceptance:
+                c.accept_offer(offer.offer_id, accept, actor, T0)
+            with pytest.raises(NotFound) as refused_decline:
+                c.decline_offer(offer.offer_id, decline, actor, T0)
+            assert refused_acceptance.value.detail == refused_decline.value.detail == "offer not found"
+    declined, _ = apply(c, c.decline_offer(offer.offer_id, DeclineOffer(claim_code=code), VISITOR, T0, CODES))
+    assert isinstance(declined, PlaceOfferDeclined)
+    with pytest.raises(NotFound):  # a wrong code does not learn that the offer was declined...
+        c.accept_offer(offer.offer_id, AcceptOffer(claim_code="guess"), VISITOR, T0)
+    with pytest.raises(Conflict):  # ...the right one does
+        c.accept_offer(offer.offer_id, AcceptOffer(claim_code=code), VISITOR, T0)
+
+
+def test_offer_ids_and_codes_are_random_not_derived() -> None:
+    made = []
+    for _ in range(2):  # the same community, applicant and round, twice
+        c = community(cap=2, members=("a",))
+        waitlist(c, "w1")
+        made.append(offers(c.leave("a", LeaveCommunity(), T0, CODES))[0])
+    assert made[0].offer_id != made[1].offer_id and made[0].claim_code_sha256 != made[1].claim_code_sha256
+
+
+def test_a_facilitator_issues_a_claim_code_that_replaces_the_earlier_one() -> None:
+    c = community(cap=4, members=("fac", "ken", "a"))
+    apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "member:owner"))
+    waitlist(c, "w1")
+    [_, offer] = apply(c, c.leave("a", LeaveCommunity(), T0, CODES))
+    first = CODES.minted[offer.offer_id]
+    for refused_actor in ("member:ken", "member:w1", VISITOR, "member:a"):
+        with pytest.raises(Forbidden):
+            c.issue_claim_code(offer.offer_id, refused_actor, T0, ClaimCodes())
+    with pytest.raises(NotFound):
+        c.issue_claim_code("nope", "member:fac", T0, ClaimCodes())
+    codes = ClaimCodes()
+    [issued] = apply(c, c.issue_claim_code(offer.offer_id, "member:fac", T0, codes))
+    second = codes.minted[offer.offer_id]
+    assert (issued.claim_code_sha256, issued.issued_by, issued.applicant_id) == (  # type: ignore[attr-defined]
+        code_hash(second), "member:fac", "w1")
+    with pytest.raises(NotFound):
+        c.accept_offer(offer.offer_id, AcceptOffer(claim_code=first), VISITOR, T0)
+    apply(c, c.accept_offer(offer.offer_id, AcceptOffer(claim_code=second), VISITOR, T0))
+    with pytest.raises(Conflict):
+        c.issue_claim_code(offer.offer_id, "operator", T0, ClaimCodes())
+
+
+def test_an_offer_recorded_before_claim_codes_is_answered_only_by_the_operator_or_the_owner() -> None:
+    c = community(cap=3, members=("fac", "a"))
+    apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "member:owner"))
+    waitlist(c, "w1", "w2")
+    [left, offer] = c.leave("a", LeaveCommunity(), T0, CODES)
+    assert isinstance(offer, PlaceOffered)
+    # An event stored before claim codes existed: no hash field at all.
+    legacy = offer.model_dump(mode="json")
+    del legacy["claim_code_sha256"]
+    old = DomainEvent.decode("PlaceOffered", legacy, "services.members.domain")
+    assert isinstance(old, PlaceOffered) and old.claim_code_sha256 is None
+    apply(c, [left, old])
+    for refused_actor in (VISITOR, "member:fac", "member:w1"):
+        with pytest.raises(NotFound):
+            c.accept_offer(offer.offer_id, AcceptOffer(claim_code="anything"), refused_actor, T0)
+    [_, joined] = c.accept_offer(offer.offer_id, AcceptOffer(), "member:owner", T0)
+    assert isinstance(joined, MemberJoined) and joined.member_id == "w1"
+    assert c.decline_offer(offer.offer_id, DeclineOffer(), "operator", T0, CODES)
 
 
 def test_many_places_freed_at_once_are_offered_in_waitlist_order() -> None:
     c = community(cap=21, members=tuple(f"m{i}" for i in range(20)))
     people = [f"w{i:03}" for i in range(100)]
     waitlist(c, *people)
-    made = offers(apply(c, c.change_cap(ChangeCap(member_cap=41, reason="merge"), "member:owner", T0)))
+    made = offers(apply(c, c.change_cap(ChangeCap(member_cap=41, reason="merge"), "member:owner", T0, CODES)))
     assert [o.applicant_id for o in made] == people[:20]
     assert c.size + c.open_offers == c.cap
 
@@ -368,7 +456,7 @@ def test_many_places_freed_at_once_are_offered_in_waitlist_order() -> None:
 
 def _full_with_facilitator() -> Community:
     c = community(cap=3, members=("fac", "ken"))
-    apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "owner"))
+    apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "member:owner"))
     admission(c, "application", questions=[QUESTIONS[0].model_dump()], offer_ttl_seconds=3600)
     waitlist(c, "w1", "w2", "w3")
     return c
@@ -376,7 +464,7 @@ def _full_with_facilitator() -> Community:
 
 def test_a_sister_is_founded_only_at_the_cap_with_a_facilitator_as_owner() -> None:
     c = community(cap=5, members=("fac",))
-    apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "owner"))
+    apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "member:owner"))
     with pytest.raises(Conflict) as not_full:
         c.found_sister("s1", FoundSisterCommunity(name="West", new_owner_member_id="fac"), "member:owner")
     assert not_full.value.slug == "not-at-cap"
@@ -397,7 +485,7 @@ def test_a_sister_carries_purpose_values_and_rules_and_offers_the_waitlist_in_or
                                                                            ["w1", "w2", "w3"])
     assert c.roles["fac"] == "facilitator" and c.waitlist == ["w1", "w2", "w3"] and c.sisters == ["s1"]
     sister = Community()
-    events = apply(sister, sister.begin_as_sister(c, founded, "Aiko", T0))
+    events = apply(sister, sister.begin_as_sister(c, founded, "Aiko", T0, CODES))
     born = events[0]
     assert isinstance(born, CommunityFounded) and born.sister_of == "c1" and born.owner_member_id == "fac"
     assert isinstance(events[1], AdmissionPolicyChanged) and events[1].questions == c.questions
@@ -430,17 +518,18 @@ def test_members_plus_open_offers_never_exceed_the_cap(seed: int) -> None:
             if action == 0:
                 apply(c, c.join(f"p{n}", JoinCommunity(display_name="P", waitlist_if_full=True), "owner"))
             elif action == 1 and members:
-                apply(c, c.leave(rng.choice(members), LeaveCommunity(), now))
+                apply(c, c.leave(rng.choice(members), LeaveCommunity(), now, CODES))
             elif action == 2:
-                apply(c, c.change_cap(ChangeCap(member_cap=rng.randint(2, 12), reason="r"), "o", now))
+                apply(c, c.change_cap(ChangeCap(member_cap=rng.randint(2, 12), reason="r"), "member:owner", now, CODES))
             elif action == 3 and open_offers:
-                apply(c, c.accept_offer(rng.choice(open_offers), now))
+                apply(c, c.accept_offer(offer_id := rng.choice(open_offers), claim(offer_id), VISITOR, now))
             elif action == 4 and open_offers:
-                apply(c, c.decline_offer(rng.choice(open_offers), DeclineOffer(), now))
+                apply(c, c.decline_offer(offer_id := rng.choice(open_offers),
+                                           DeclineOffer(claim_code=CODES.minted[offer_id]), VISITOR, now, CODES))
             elif action == 5:
-                apply(c, c.expire_offers(now))
+                apply(c, c.expire_offers(now, CODES))
             elif action == 6 and members:
-                apply(c, c.remove(rng.choice(members), RemoveMember(reason="r"), "o", now))
+                apply(c, c.remove(rng.choice(members), RemoveMember(reason="r"), "member:owner", now, CODES))
         except (Conflict, Gone, Invalid):
             pass
         assert c.size + c.open_offers <= c.cap

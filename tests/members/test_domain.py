@@ -23,6 +23,8 @@ from services.members.domain import (
     normalise_skill,
 )
 
+OWNER = "member:owner"  # the actor of the founding owner ("owner"), as a command context names it
+
 
 def community(cap: int = 3) -> Community:
     c = Community()
@@ -74,28 +76,28 @@ def test_cap_changes() -> None:
     joined(c, "a")
     joined(c, "b")
     with pytest.raises(Invalid) as below:
-        c.change_cap(ChangeCap(member_cap=2), "owner")
+        c.change_cap(ChangeCap(member_cap=2), OWNER)
     assert "current size of 3" in below.value.detail
     with pytest.raises(Invalid) as unexplained:
-        c.change_cap(ChangeCap(member_cap=200), "owner")
+        c.change_cap(ChangeCap(member_cap=200), OWNER)
     assert unexplained.value.extensions["errors"][0]["field"] == "reason"
-    [raised] = c.change_cap(ChangeCap(member_cap=200, reason="merging two cohorts"), "owner")
+    [raised] = c.change_cap(ChangeCap(member_cap=200, reason="merging two cohorts"), OWNER)
     assert raised.new_cap == 200 and raised.reason == "merging two cohorts"
-    assert c.change_cap(ChangeCap(member_cap=3), "owner") == []
+    assert c.change_cap(ChangeCap(member_cap=3), OWNER) == []
 
 
 def test_roles_and_a_single_owner() -> None:
     c = community()
     joined(c, "a")
-    [promoted] = c.change_role("a", ChangeRole(role="facilitator", reason="runs cohort B"), "owner")
+    [promoted] = c.change_role("a", ChangeRole(role="facilitator", reason="runs cohort B"), OWNER)
     c.apply(promoted)
-    assert c.roles["a"] == "facilitator" and promoted.changed_by == "owner"
-    assert c.change_role("a", ChangeRole(role="facilitator"), "owner") == []
+    assert c.roles["a"] == "facilitator" and promoted.changed_by == OWNER
+    assert c.change_role("a", ChangeRole(role="facilitator"), OWNER) == []
     with pytest.raises(Conflict):
-        c.change_role("owner", ChangeRole(role="member"), "owner")
+        c.change_role("owner", ChangeRole(role="member"), OWNER)
     with pytest.raises(NotFound):
-        c.change_role("ghost", ChangeRole(role="member"), "owner")
-    [handed] = c.transfer_ownership(TransferOwnership(to_member_id="a", reason="moving away"))
+        c.change_role("ghost", ChangeRole(role="member"), OWNER)
+    [handed] = c.transfer_ownership(TransferOwnership(to_member_id="a", reason="moving away"), OWNER)
     c.apply(handed)
     assert c.roles == {"owner": "facilitator", "a": "owner"}
     assert [r for r in c.roles.values()].count("owner") == 1
@@ -107,7 +109,7 @@ def test_leaving_and_removal() -> None:
     with pytest.raises(Conflict):
         c.leave("owner", LeaveCommunity())
     with pytest.raises(Forbidden):
-        c.remove("owner", RemoveMember(reason="x"), "a")
+        c.remove("owner", RemoveMember(reason="x"), "operator")
     [left] = c.leave("a", LeaveCommunity(reason="moving"))
     c.apply(left)
     assert "a" not in c.roles
@@ -131,3 +133,47 @@ def test_consent_always_includes_the_display_name() -> None:
     assert event.shared_fields == ["display_name", "skills"]
     with pytest.raises(ValidationError):
         ChangeConsent(shared_fields=["goals"])  # type: ignore[list-item]
+
+
+def test_only_the_current_owner_hands_ownership_over() -> None:
+    """Issue 17, hole 3: a former owner's token still says "owner"; the aggregate asks the stream."""
+    c = community(cap=5)
+    joined(c, "a")
+    joined(c, "b")
+    with pytest.raises(Forbidden):
+        c.transfer_ownership(TransferOwnership(to_member_id="a"), "member:a")
+    [handed] = c.transfer_ownership(TransferOwnership(to_member_id="a"), OWNER)
+    c.apply(handed)
+    with pytest.raises(Forbidden) as refused:
+        c.transfer_ownership(TransferOwnership(to_member_id="b"), OWNER)  # Yui, now a facilitator
+    assert refused.value.status == 403 and refused.value.extensions["required_role"] == "owner"
+    [again] = c.transfer_ownership(TransferOwnership(to_member_id="b"), "operator")  # the operator always may
+    assert again.from_member_id == "a" and again.to_member_id == "b"
+
+
+EVERY = {"owner", "facilitator"}
+
+
+@pytest.mark.parametrize("actor, allowed", [("operator", EVERY), ("member:owner", EVERY),
+                                            ("member:f", {"facilitator"}), ("member:m", set()),
+                                            ("member:gone", set()), ("member:visitor", set()),
+                                            ("system:offer-expiry", set()), ("owner", set())])
+def test_owner_and_facilitator_decisions_check_the_role_held_now(actor: str, allowed: set[str]) -> None:
+    c = community(cap=6)
+    for member in ("f", "m", "gone"):
+        joined(c, member)
+    c.apply(c.change_role("f", ChangeRole(role="facilitator"), OWNER)[0])
+    c.apply(c.leave("gone", LeaveCommunity())[0])
+    decisions = {
+        "owner": [lambda: c.change_cap(ChangeCap(member_cap=5), actor),
+                  lambda: c.change_role("m", ChangeRole(role="facilitator"), actor),
+                  lambda: c.transfer_ownership(TransferOwnership(to_member_id="m"), actor)],
+        "facilitator": [lambda: c.remove("m", RemoveMember(reason="r"), actor)],
+    }
+    for role, decide in decisions.items():
+        for one in decide:
+            if role in allowed:
+                assert one(), (actor, role)
+            else:
+                with pytest.raises(Forbidden):
+                    one()
