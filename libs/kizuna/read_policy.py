@@ -12,7 +12,6 @@ Audiences (what ``Rule.audience`` and a field's audience may say), from the REST
 - ``reader``      — the gateway's ``require_reader``: owners and facilitators, and any ``dashboard`` token.
 - ``facilitator`` — ``who.require_reader(cid, "facilitator")``: owners and facilitators, with a member or a
                     dashboard token issued for them.
-- ``owner``       — the owner (member or dashboard token).
 - ``operator``    — the deployment's operator only.
 
 The operator sees everything. Besides its audience, an event is shown to its *subjects*: the members
@@ -35,7 +34,7 @@ from typing import Any, Literal
 
 from .auth import ROLE_RANK, Principal
 
-Audience = Literal["member", "reader", "facilitator", "owner", "operator"]
+Audience = Literal["member", "reader", "facilitator", "operator"]
 READING_SCOPES = ("member", "dashboard")  # the token scopes that may read a community's events at all
 
 
@@ -64,8 +63,6 @@ class Viewer:
             return self.scope == "dashboard" or rank >= ROLE_RANK["facilitator"]
         if audience == "facilitator":
             return rank >= ROLE_RANK["facilitator"]
-        if audience == "owner":
-            return rank >= ROLE_RANK["owner"]
         return False  # operator
 
     def is_named_by(self, data: Mapping[str, Any], fields: Iterable[str]) -> bool:
@@ -140,6 +137,8 @@ RULES: dict[str, Rule] = {
                                 subjects=("issued_by",)),
     # An offer id is the front door's link to take the place: only those who run the waitlist see it.
     "PlaceOffered": _rule("facilitator", "GET …/waitlist (offer_id), GET …/offers (facilitator)"),
+    "PlaceOfferClaimCodeIssued": _rule("facilitator", "GET …/offers (facilitator); the code is shown once, "
+                                       "to its issuer", claim_code_sha256=Shown("operator")),
     "PlaceOfferAccepted": _rule("facilitator", "GET …/offers (facilitator)"),
     "PlaceOfferDeclined": _rule("facilitator", "GET …/offers (facilitator)"),
     "PlaceOfferExpired": _rule("facilitator", "GET …/offers (facilitator)"),
