@@ -28,7 +28,9 @@ from kizuna.errors import ConcurrencyConflict, Problem
 from kizuna.eventstore import EventStore
 from kizuna.handling import CommandContext, execute, load
 from services.members.domain import (
+    AcceptOffer,
     ChangeCap,
+    ClaimCodes,
     Community,
     DeclineOffer,
     FoundCommunity,
@@ -90,7 +92,7 @@ def check_community(c: Community) -> None:
 @PURE
 @given(cap=st.integers(2, 8), plan=steps)
 def test_a_community_never_passes_its_cap(cap: int, plan: list[tuple[int, int, bool]]) -> None:
-    c, log = Community(), []
+    c, log, codes = Community(), [], ClaimCodes()  # codes: the claim code of every offer made, for its person
     attempt(c, log, lambda: c.found("c1", "owner", FoundCommunity(name="Hikari", owner_display_name="O",
                                                                     member_cap=cap), 150))
     now = NOW
@@ -102,17 +104,23 @@ def test_a_community_never_passes_its_cap(cap: int, plan: list[tuple[int, int, b
             attempt(c, log, lambda: c.join(f"p{n}", JoinCommunity(display_name=f"P{n}", waitlist_if_full=flag),
                                            "owner"))
         elif op == 4 and members:
-            attempt(c, log, lambda: c.leave(members[k % len(members)], LeaveCommunity(), now))
+            attempt(c, log, lambda: c.leave(members[k % len(members)], LeaveCommunity(), now, codes))
         elif op == 5 and members:
-            attempt(c, log, lambda: c.remove(members[k % len(members)], RemoveMember(reason="r"), "owner", now))
+            attempt(c, log, lambda: c.remove(members[k % len(members)], RemoveMember(reason="r"), "member:owner",
+                                             now, codes))
         elif op == 6:
-            attempt(c, log, lambda: c.change_cap(ChangeCap(member_cap=2 + k % 8, reason="grow"), "owner", now))
+            attempt(c, log, lambda: c.change_cap(ChangeCap(member_cap=2 + k % 8, reason="grow"), "member:owner",
+                                                 now, codes))
         elif op == 7 and offers:
-            attempt(c, log, lambda: c.accept_offer(offers[k % len(offers)], now))
+            offer_id = offers[k % len(offers)]
+            attempt(c, log, lambda: c.accept_offer(offer_id, AcceptOffer(claim_code=codes.minted[offer_id]),
+                                                   "member:visitor", now))
         elif op == 8 and offers:
-            attempt(c, log, lambda: c.decline_offer(offers[k % len(offers)], DeclineOffer(), now))
+            offer_id = offers[k % len(offers)]
+            attempt(c, log, lambda: c.decline_offer(offer_id, DeclineOffer(claim_code=codes.minted[offer_id]),
+                                                    "member:visitor", now, codes))
         else:
-            attempt(c, log, lambda: c.expire_offers(now + timedelta(days=k)))
+            attempt(c, log, lambda: c.expire_offers(now + timedelta(days=k), codes))
         check_community(c)
     again = replayed(Community, log)
     assert (again.roles, again.waitlist, again.cap) == (c.roles, c.waitlist, c.cap)
