@@ -170,6 +170,14 @@ async def offers(http: httpx.AsyncClient, eco: Ecosystem, cid: str, status: str 
     return result
 
 
+async def claim_code(http: httpx.AsyncClient, eco: Ecosystem, cid: str, offer_id: str) -> str:
+    """The claim code an owner or facilitator passes on to the person offered (until notifications do)."""
+    issued = await http.post(f"/communities/{cid}/offers/{offer_id}/claim-code", headers=eco.operator_headers())
+    assert issued.status_code == 201, issued.text
+    code: str = issued.json()["claim_code"]
+    return code
+
+
 async def test_twenty_places_freed_for_a_hundred_waiting(http: httpx.AsyncClient, ecosystem: Ecosystem) -> None:
     ttl = 8
     cid, owner, queue = await _community_with_waitlist(http, ecosystem, members=20, waiting=100, offer_ttl=ttl)
@@ -183,8 +191,9 @@ async def test_twenty_places_freed_for_a_hundred_waiting(http: httpx.AsyncClient
     assert [w["applicant_id"] for w in waitlist] == queue
     assert [w["offer_id"] is not None for w in waitlist] == [True] * 20 + [False] * 80
 
-    accepted = await asyncio.gather(*(http.post(f"/communities/{cid}/offers/{o['offer_id']}/acceptance", headers=op)
-                                      for o in made[:19]))
+    codes = {o["offer_id"]: await claim_code(http, ecosystem, cid, o["offer_id"]) for o in made}
+    accepted = await asyncio.gather(*(http.post(f"/communities/{cid}/offers/{o['offer_id']}/acceptance", headers=op,
+                                                json={"claim_code": codes[o["offer_id"]]}) for o in made[:19]))
     assert [r.status_code for r in accepted] == [201] * 19, [r.text for r in accepted]
     assert {r.json()["member_id"] for r in accepted} == set(queue[:19])
     last = made[19]
@@ -202,14 +211,16 @@ async def test_twenty_places_freed_for_a_hundred_waiting(http: httpx.AsyncClient
     expired = next(o for o in await offers(http, ecosystem, cid) if o["offer_id"] == last["offer_id"])
     assert expired["status"] == "expired"
     assert datetime.fromisoformat(next_offer["offered_at"]) >= datetime.fromisoformat(last["expires_at"])
-    late = await http.post(f"/communities/{cid}/offers/{last['offer_id']}/acceptance", headers=op)
+    late = await http.post(f"/communities/{cid}/offers/{last['offer_id']}/acceptance", headers=op,
+                           json={"claim_code": codes[last["offer_id"]]})
     assert late.status_code == 410 and late.json()["type"].endswith("/offer-expired")
     community = (await http.get(f"/communities/{cid}", headers=as_owner)).json()
     assert community["size"] + community["open_offers"] == community["member_cap"] == 41
     assert community["waitlist"] == 79  # 100 - 19 joined - 1 expired - 1 holding an offer
 
+    next_code = await claim_code(http, ecosystem, cid, next_offer["offer_id"])
     declined = await http.post(f"/communities/{cid}/offers/{next_offer['offer_id']}/decline", headers=op,
-                               json={"reason": "moving abroad"})
+                               json={"claim_code": next_code, "reason": "moving abroad"})
     assert declined.status_code == 200 and declined.json()["status"] == "declined"
     [after_decline] = await offers(http, ecosystem, cid, "open")
     assert after_decline["applicant_id"] == queue[21]
@@ -221,9 +232,11 @@ async def test_concurrent_acceptances_and_joins_hold_the_cap(http: httpx.AsyncCl
     await http.put(f"/communities/{cid}/cap", headers=as_owner, json={"member_cap": 31, "reason": "grow a little"})
     made = await offers(http, ecosystem, cid, "open")
     assert len(made) == 20
+    codes = {o["offer_id"]: await claim_code(http, ecosystem, cid, o["offer_id"]) for o in made}
 
     def accept(offer: dict[str, Any]) -> Any:
-        return http.post(f"/communities/{cid}/offers/{offer['offer_id']}/acceptance", headers=op)
+        return http.post(f"/communities/{cid}/offers/{offer['offer_id']}/acceptance", headers=op,
+                         json={"claim_code": codes[offer["offer_id"]]})
 
     attempts = [accept(o) for o in made] + [accept(o) for o in made[:20:2]]  # 30 acceptances, 10 of them twice
     attempts += [add(http, ecosystem, cid, f"New{n}") for n in range(20)]  # and 20 new joins
@@ -287,7 +300,8 @@ async def test_founding_a_sister_links_the_two_and_moves_nobody(http: httpx.Asyn
     # The waitlist is offered places in the sister, in order (its cap of 4 counts the new owner).
     sister_offers = await offers(http, ecosystem, sid, "open")
     assert [o["applicant_id"] for o in sister_offers] == queue[:3]
-    took = await http.post(f"/communities/{sid}/offers/{sister_offers[0]['offer_id']}/acceptance", headers=op)
+    took = await http.post(f"/communities/{sid}/offers/{sister_offers[0]['offer_id']}/acceptance", headers=op,
+                           json={"claim_code": await claim_code(http, ecosystem, sid, sister_offers[0]["offer_id"])})
     card = (await http.get(f"/communities/{sid}/members/{took.json()['member_id']}", headers=as_new_owner)).json()
     assert card["joined_via"] == "sister-community" and card["display_name"] == "W000"
 
