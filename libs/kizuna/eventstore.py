@@ -233,6 +233,19 @@ class EventStore:
             )
         return [_row_to_event(row) for row in rows]
 
+    async def read_events(self, stream_id: str, event_ids: Sequence[uuid.UUID], *,
+                          connection: asyncpg.Connection | None = None) -> list[RecordedEvent]:
+        """Those of ``event_ids`` stored in ``stream_id``, in stream order (how a retried command finds
+        what an earlier attempt appended; one index lookup per id)."""
+        query = (f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[]) AND stream_id = $2 "
+                 "ORDER BY stream_version")
+        if connection is not None:
+            rows = await connection.fetch(query, list(event_ids), stream_id)
+        else:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(query, list(event_ids), stream_id)
+        return [_row_to_event(row) for row in rows]
+
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:
             return int(await conn.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1",

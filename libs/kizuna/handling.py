@@ -8,6 +8,12 @@ Within one process, commands on the same stream take turns (an asyncio lock per 
 concurrent joins to one community then cost fifty appends, not a spiral of conflicts and
 re-reads of the stream. Across processes (replicas), and inside a caller's wider transaction,
 the optimistic check alone decides.
+
+A request carrying an ``Idempotency-Key`` gets ids derived from it: the aggregates it creates
+(``CommandContext.new_id``) and the events it appends (``CommandContext.event_ids``). A retry of a
+write that committed — after a 5xx, a timeout, a crash before the answer — then names the very same
+events, and ``execute`` recognises them as stored and answers with them instead of deciding again
+against a state that already contains them (which would be a 409 "already exists" or a duplicate).
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ from .telemetry import current_trace_headers
 
 A = TypeVar("A", bound=Aggregate)
 MAX_RETRIES = 100
+# The namespace of every id derived from an idempotency key (uuid5): fixed forever, or retries of
+# writes made before a change would no longer be recognised.
+IDEMPOTENT_IDS = uuid.UUID("5b0f3c1e-8a52-4d59-9a1e-6f4c2b7d9e10")
+# A retry looks for at most this many stored events of one append (no decision here emits more).
+MAX_EVENTS_PER_APPEND = 64
 _turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
@@ -53,6 +64,42 @@ class CommandContext:
     correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     causation_id: str | None = None
     expected_version: int | None = None
+    idempotency_key: str | None = None
+    # How many appends this command has made to each stream so far: the n-th append to a stream gets
+    # the same event ids on every retry of the request (the handler's path is deterministic).
+    _appends: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def _derived(self, *parts: str) -> uuid.UUID:
+        assert self.idempotency_key is not None
+        return uuid.uuid5(IDEMPOTENT_IDS, "\x1f".join((self.actor, self.community_id or "", self.idempotency_key,
+                                                         *parts)))
+
+    def new_id(self, purpose: str) -> str:
+        """The id of an aggregate this command creates (``purpose``: "job", "owner", …): the same on every
+        retry with the same idempotency key by the same actor in the same community, else random."""
+        if self.idempotency_key is None:
+            return str(uuid.uuid4())
+        return str(self._derived("id", purpose))
+
+    def next_append(self, stream_id: str) -> int:
+        """Numbers this command's appends to ``stream_id`` (0, 1, …) for ``event_ids``."""
+        number = self._appends.get(stream_id, 0)
+        self._appends[stream_id] = number + 1
+        return number
+
+    def event_ids(self, stream_id: str, append_number: int, count: int) -> list[uuid.UUID] | None:
+        """The ids of the events of this command's ``append_number``-th append to ``stream_id``; None
+        (random ids) without an idempotency key."""
+        if self.idempotency_key is None:
+            return None
+        return [self._derived("event", stream_id, str(append_number), str(index)) for index in range(count)]
+
+    def new_events(self, stream_id: str, events: Sequence[DomainEvent],
+                   community_id: str | None = None) -> list[NewEvent]:
+        """``events`` ready for a direct ``store.append`` to ``stream_id`` (outside ``execute``), ids derived
+        from the idempotency key when there is one, so a retried append returns what is stored."""
+        ids = self.event_ids(stream_id, self.next_append(stream_id), len(events))
+        return to_new_events(events, self.metadata(community_id), ids)
 
     def metadata(self, community_id: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"actor": self.actor, "correlation_id": self.correlation_id,
@@ -73,11 +120,16 @@ class CommandContext:
                 raise Invalid("If-Match", "must be the resource version as a number, e.g. \"3\"") from error
         return cls(actor=who.actor, community_id=community_id,
                    correlation_id=request.headers.get("x-correlation-id") or str(uuid.uuid4()),
-                   causation_id=request.headers.get("idempotency-key"), expected_version=expected)
+                   causation_id=request.headers.get("idempotency-key"), expected_version=expected,
+                   idempotency_key=request.headers.get("idempotency-key") or None)
 
 
-def to_new_events(events: Sequence[DomainEvent], metadata: dict[str, Any]) -> list[NewEvent]:
-    return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata)) for e in events]
+def to_new_events(events: Sequence[DomainEvent], metadata: dict[str, Any],
+                  ids: Sequence[uuid.UUID] | None = None) -> list[NewEvent]:
+    if ids is None:
+        return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata)) for e in events]
+    return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata), event_id=event_id)
+            for e, event_id in zip(events, ids, strict=True)]
 
 
 class _Folded:
@@ -123,6 +175,19 @@ async def load(store: EventStore, stream_id: str, aggregate: type[A]) -> A:
     return state
 
 
+async def _state_at(store: EventStore, stream_id: str, aggregate: type[A], version: int) -> A:
+    """The aggregate as it was right after ``version`` (what a replayed command answers with)."""
+    state = aggregate()
+    for event in await store.read_stream(stream_id):
+        if event.stream_version > version:
+            break
+        decoded = DomainEvent.decode(event.type, event.data, aggregate.__module__)
+        if decoded is not None:
+            state.apply(decoded)
+        state.version = event.stream_version
+    return state
+
+
 async def load_existing(store: EventStore, stream_id: str, aggregate: type[A], what: str) -> A:
     state = await load(store, stream_id, aggregate)
     if state.version == 0:
@@ -150,23 +215,44 @@ async def execute(
 async def _retrying(store: EventStore, stream_id: str, aggregate: type[A], decide: Callable[[A], Sequence[DomainEvent]],
                     ctx: CommandContext, community_id: str | None,
                     connection: asyncpg.Connection | None) -> tuple[A, list[RecordedEvent]]:
+    append_number = ctx.next_append(stream_id)  # once per command, not per attempt
     for attempt in range(MAX_RETRIES):
         state = await load(store, stream_id, aggregate)
+        # After loading: events stored before the load are found here; any stored later were not in the
+        # state decided on, so the append below meets its own ids and the store returns them.
+        stored = await _stored_by_earlier_attempt(store, stream_id, ctx, append_number, connection)
+        if stored:
+            return await _state_at(store, stream_id, aggregate, stored[-1].stream_version), stored
         if ctx.expected_version is not None and state.version != ctx.expected_version:
             raise ConcurrencyConflict(stream_id, ctx.expected_version, state.version)
         events = list(decide(state))
         if not events:
             return state, []
+        ids = ctx.event_ids(stream_id, append_number, len(events))
         try:
-            recorded = await store.append(stream_id, to_new_events(events, ctx.metadata(community_id)),
+            recorded = await store.append(stream_id, to_new_events(events, ctx.metadata(community_id), ids),
                                           state.version, connection=connection)
         except ConcurrencyConflict:
             if ctx.expected_version is not None:
                 raise
             await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
             continue
+        if ids is not None and [r.stream_version for r in recorded] != list(
+                range(state.version + 1, state.version + 1 + len(events))):
+            # A concurrent attempt of this same request stored its events after our load (the store
+            # returned those): answer as it did.
+            return await _state_at(store, stream_id, aggregate, recorded[-1].stream_version), recorded
         for event in events:
             state.apply(event)
             state.version += 1
         return state, recorded
     raise ConcurrencyConflict(stream_id, state.version, -1)
+
+
+async def _stored_by_earlier_attempt(store: EventStore, stream_id: str, ctx: CommandContext, append_number: int,
+                                     connection: asyncpg.Connection | None) -> list[RecordedEvent]:
+    """The events an earlier attempt of this request (same idempotency key) stored for this append."""
+    ids = ctx.event_ids(stream_id, append_number, MAX_EVENTS_PER_APPEND)
+    if ids is None:
+        return []
+    return await store.read_events(stream_id, ids, connection=connection)

@@ -19,15 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from kizuna import auth
 from kizuna.auth import Authenticator, Principal, key_id
 from kizuna.domain import StrictModel
-from kizuna.errors import Forbidden, Invalid, NotFound, Unauthorized
+from kizuna.errors import Forbidden, NotFound, Unauthorized
 from kizuna.handling import CommandContext
 from kizuna.problems import PROBLEM_RESPONSES, problem_response
 from kizuna.service import runtime_of
 
 from . import handlers, projections
 from .domain import Scope, service_for
+from .idempotency import idempotent
 from .memory import GatewayMemory
-from .proxy import MAX_BODY_BYTES, forward, principal_key, request_fingerprint
+from .proxy import MAX_BODY_BYTES, forward
 from .rate_limits import TokenBucket, caller_key
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
@@ -222,33 +223,9 @@ async def forward_to_service(path: str, request: Request) -> Response:
         raise NotFound(f"no route /v1/{path}")
     key = request.headers.get("idempotency-key")
     if key and request.method != "GET":
-        return await _idempotent(request, who, key, body,
-                                 lambda: forward(state.http, base, request, body, state.upstream_timeout))
+        return await idempotent(request, who, key, body, state.upstream_timeout,
+                                lambda: forward(state.http, base, request, body, state.upstream_timeout))
     return await forward(state.http, base, request, body, state.upstream_timeout)
-
-
-async def _idempotent(request: Request, who: Principal, key: str, body: bytes, call: Any) -> Response:
-    if len(key) > 200:
-        raise Invalid("Idempotency-Key", "at most 200 characters")
-    pool = runtime_of(request).pool
-    owner, fingerprint = principal_key(who), request_fingerprint(request, body)
-    async with pool.acquire() as conn:
-        stored = await conn.fetchrow("SELECT * FROM idempotency WHERE principal = $1 AND key = $2", owner, key)
-    if stored is not None:
-        if stored["request_hash"] != fingerprint:
-            raise Invalid("Idempotency-Key", "already used for a different request")
-        headers = {"Idempotent-Replayed": "true"}
-        return Response(stored["body"], status_code=stored["status"], headers=headers,
-                        media_type=stored["content_type"])
-    response: Response = await call()
-    if response.status_code < 500:  # failures may be retried for real; only settled answers are kept
-        async with pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO idempotency (principal, key, request_hash, status, body, content_type) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                owner, key, fingerprint, response.status_code, bytes(response.body),
-                response.headers.get("content-type"))
-    return response
 
 
 def make_http_client() -> httpx.AsyncClient:

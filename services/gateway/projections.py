@@ -10,6 +10,7 @@ import asyncpg
 from kizuna.eventstore import RecordedEvent
 from kizuna.service import Migration
 
+from .idempotency import MIGRATION as IDEMPOTENCY_RESERVATIONS
 from .memory import ALL_COMMUNITIES, HEALTH_CHANNEL, REVOCATIONS_CHANNEL
 
 HEALTH_TABLES = ("directory", "community_caps", "health_attendance", "health_items")  # what the figures read
@@ -77,7 +78,8 @@ CREATE TRIGGER revoked_tokens_notified AFTER INSERT ON revoked_tokens
 """
 
 MIGRATIONS = [Migration("gateway_0001", SQL),
-              Migration("gateway_0002_memory_notifications", MEMORY_NOTIFICATIONS)]
+              Migration("gateway_0002_memory_notifications", MEMORY_NOTIFICATIONS),
+              IDEMPOTENCY_RESERVATIONS]
 READ_MODEL_TABLES = ["directory", "community_caps", "revoked_tokens", "health_attendance", "health_items"]
 
 

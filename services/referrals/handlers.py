@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -39,7 +38,7 @@ async def require_roster_member(store: EventStore, community_id: str, member_id:
 async def post_job(store: EventStore, who: Principal, community_id: str, cmd: PostJobRequest,
                    ctx: CommandContext) -> str:
     requester = await acting_member(store, who, community_id)
-    job_id = str(uuid.uuid4())
+    job_id = ctx.new_id("job")
     today = datetime.now(UTC).date()
     await execute(store, f"job-{job_id}", Job, lambda j: j.post(job_id, community_id, requester, cmd, today), ctx,
                   community_id=community_id)
@@ -79,7 +78,7 @@ async def make_referral(store: EventStore, who: Principal, community_id: str, cm
             raise NotFound("offering not found")
         if offering.producer != cmd.referred_id:
             raise Invalid("referred_id", "introduce the offering's producer")
-    referral_id = str(uuid.uuid4())
+    referral_id = ctx.new_id("referral")
     await execute(store, f"referral-{referral_id}", Referral,
                   lambda r: r.make(referral_id, community_id, referrer, cmd), ctx, community_id=community_id)
     if cmd.job_id:  # the job learns it too, so the referred member can be assigned

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 from kizuna.errors import NotFound
@@ -54,7 +53,7 @@ def _same_community(actual: str | None, expected: str, what: str) -> None:
 
 
 async def schedule_session(store: EventStore, community_id: str, cmd: ScheduleSession, ctx: CommandContext) -> Session:
-    session_id = str(uuid.uuid4())
+    session_id = ctx.new_id("session")
     state, _ = await execute(store, session_stream(session_id), Session,
                              lambda s: s.schedule(session_id, community_id, cmd, ctx.actor), ctx,
                              community_id=community_id)
@@ -103,7 +102,7 @@ async def record_attendance(store: EventStore, community_id: str, session_id: st
 
 
 async def set_goal(store: EventStore, community_id: str, member_id: str, cmd: SetGoal, ctx: CommandContext) -> Goal:
-    goal_id = str(uuid.uuid4())
+    goal_id = ctx.new_id("goal")
     state, _ = await execute(store, goal_stream(goal_id), Goal,
                              lambda g: g.set_goal(goal_id, community_id, member_id, cmd, ctx.actor, _now()), ctx,
                              community_id=community_id)

@@ -3,7 +3,6 @@ progress, help shifts, deliveries, lead-user feedback, and the producer's and me
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -358,7 +357,7 @@ async def change_terms(community_id: str, offering_id: str, body: ChangeTerms, r
              tags=[TAG], summary="Propose new terms to the members who committed (producer)")
 async def propose_terms_change(community_id: str, offering_id: str, body: ChangeTerms, request: Request,
                                response: Response, who: Principal = Depends(principal)) -> Any:
-    proposal_id = str(uuid.uuid4())
+    proposal_id = _ctx(request, who, community_id).new_id("terms-change")
     return await _act(request, response, who, community_id, offering_id,
                       lambda o, me, now: o.propose_terms_change(me, proposal_id, body, now))
 
@@ -411,7 +410,7 @@ async def settle(community_id: str, offering_id: str, request: Request, response
              response_model=OfferingView, tags=[TAG], summary="Share progress with the people waiting (producer)")
 async def share_progress(community_id: str, offering_id: str, body: ShareProgress, request: Request,
                          response: Response, who: Principal = Depends(principal)) -> Any:
-    update_id = str(uuid.uuid4())
+    update_id = _ctx(request, who, community_id).new_id("progress-update")
     return await _act(request, response, who, community_id, offering_id,
                       lambda o, me, now: o.share_progress(me, update_id, body, now))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -41,7 +40,7 @@ def now() -> datetime:
 async def publish(store: EventStore, who: Principal, community_id: str, cmd: PublishOffering,
                   ctx: CommandContext) -> str:
     producer = await acting_member(store, who, community_id)
-    offering_id = str(uuid.uuid4())
+    offering_id = ctx.new_id("offering")
     await execute(store, stream(offering_id), Offering,
                   lambda o: o.publish(offering_id, community_id, producer, cmd, now()), ctx, community_id=community_id)
     return offering_id
