@@ -136,7 +136,8 @@ RULES: dict[str, Rule] = {
     "InvitationAccepted": _rule("facilitator", "GET …/invitations (one's own; facilitators all)",
                                 subjects=("issued_by",)),
     # An offer id is the front door's link to take the place: only those who run the waitlist see it.
-    "PlaceOffered": _rule("facilitator", "GET …/waitlist (offer_id), GET …/offers (facilitator)"),
+    "PlaceOffered": _rule("facilitator", "GET …/waitlist (offer_id), GET …/offers (facilitator)",
+                          claim_code_sha256=Shown("operator")),
     "PlaceOfferClaimCodeIssued": _rule("facilitator", "GET …/offers (facilitator); the code is shown once, "
                                        "to its issuer", claim_code_sha256=Shown("operator")),
     "PlaceOfferAccepted": _rule("facilitator", "GET …/offers (facilitator)"),
