@@ -14,7 +14,7 @@ from bench.core import Result, Servers, ms, percentile
 from kizuna.auth import generate_private_key_pem
 from kizuna.devstack import NatsServer, PostgresServer
 from kizuna.progress import Progress
-from tests.federation.test_two_deployments import FAST_RETRIES, JOB, Deployment
+from tests.federation.test_two_deployments import FAST_RETRIES, JOB, LOOPBACK_PARTNERS, Deployment
 from tests.support import eventually
 
 
@@ -64,9 +64,11 @@ async def bench_federation(s: Servers, probes: int) -> list[Result]:
     progress = Progress("federation: starting two deployments", 2)
     stack_b = None
     try:
-        stack_a = await s.new_stack(env={"KIZUNA_FEDERATION_PRIVATE_KEY": keys[0], **FAST_RETRIES})
+        stack_a = await s.new_stack(env={"KIZUNA_FEDERATION_PRIVATE_KEY": keys[0], **FAST_RETRIES,
+                                         **LOOPBACK_PARTNERS})
         progress.advance()
-        stack_b = await s.new_stack(pg2, nats2, {"KIZUNA_FEDERATION_PRIVATE_KEY": keys[1], **FAST_RETRIES})
+        stack_b = await s.new_stack(pg2, nats2, {"KIZUNA_FEDERATION_PRIVATE_KEY": keys[1], **FAST_RETRIES,
+                                                    **LOOPBACK_PARTNERS})
         progress.advance()
         progress.finish()
         async with httpx.AsyncClient(base_url=stack_a.eco.url("gateway"), timeout=30) as http_a, \

@@ -53,6 +53,16 @@ class ServiceSettings(BaseSettings):
         300.0, description="Gateway: longest wait between federation retries (a returning partner is caught up "
         "within this).")
     federation_give_up_hours: float = Field(72.0, description="Gateway: a federation message is dead after this.")
+    federation_allow_private_addresses: bool = Field(
+        False, description="Gateway: let federation fetch from and deliver to private, loopback and link-local "
+        "addresses (tests and single-host demos only; a public deployment leaves this off).")
+    federation_retired_keys: str = Field(
+        "", description="Gateway: federation keys still published after a rotation, as a JSON list of "
+        '{"public_key": "<PEM or base64url>", "expires_at": "<ISO time>", "status": "retired"|"revoked"}; '
+        "partners accept a retired key until expires_at and a revoked one never.")
+    federation_key_valid_hours: float = Field(
+        24.0, gt=0, description="Gateway: how long partners may trust this deployment's current federation key "
+        "before fetching its document again (a withdrawn key stops working within this).")
     health_cache_seconds: float = Field(
         30.0, ge=0, allow_inf_nan=False,
         description="Gateway: the longest a community's health answer is kept in memory (it is dropped sooner when "

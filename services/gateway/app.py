@@ -22,7 +22,7 @@ from .federation.api import router as federation_router
 from .federation.consumers import federation_reactions
 from .federation.delivery import Deliverer, RetryPolicy
 from .federation.handlers import parse_message, receive
-from .federation.identity import Identity
+from .federation.identity import AddressGuard, Identity
 from .front_door import router as front_door_router
 from .memory import GatewayMemory
 from .openapi import MergedOpenAPI
@@ -62,7 +62,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     accepted_keys = settings.jwt_public_keys + "\n" + public_pem(signing_key)
     settings = settings.model_copy(update={"jwt_public_keys": accepted_keys})
     http = make_http_client()
-    identity = Identity.from_settings(settings.public_url, settings.federation_private_key, signing_key)
+    identity = Identity.from_settings(settings.public_url, settings.federation_private_key, signing_key,
+                                      settings.federation_retired_keys, settings.federation_key_valid_hours)
+    address_guard = AddressGuard(settings.federation_allow_private_addresses)
     policy = RetryPolicy(settings.federation_retry_base_seconds, settings.federation_retry_cap_seconds,
                          settings.federation_give_up_hours * 3600)
 
@@ -76,7 +78,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         async def deliver_locally(body: bytes) -> str:
             return await receive(runtime.store, parse_message(body), identity.origin, identity.origin)
 
-        await Deliverer(runtime.pool, http, identity, policy, deliver_locally).run()
+        await Deliverer(runtime.pool, http, identity, policy, deliver_locally, guard=address_guard).run()
 
     spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown, deliver_federation]})
     app = create_service(spec, settings)
@@ -85,6 +87,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.routes = RouteTable(merged)
     app.state.signing_key = signing_key
     app.state.federation_identity = identity
+    app.state.federation_address_guard = address_guard
     app.state.http = http
     app.state.upstream_timeout = settings.upstream_timeout_seconds
     app.state.rate_limiter = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)

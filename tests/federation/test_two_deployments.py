@@ -21,6 +21,8 @@ from services.gateway.federation.signing import sign
 from tests.support import SERVICES, Ecosystem, eventually
 
 FAST_RETRIES = {"KIZUNA_FEDERATION_RETRY_BASE_SECONDS": "0.2", "KIZUNA_FEDERATION_RETRY_CAP_SECONDS": "1"}
+# Both deployments listen on loopback, which federation refuses to reach unless told otherwise.
+LOOPBACK_PARTNERS = {"KIZUNA_FEDERATION_ALLOW_PRIVATE_ADDRESSES": "true"}
 JOB = {"title": "Label design for a cider", "description": "A label for this year's apple cider",
        "skills": ["Illustration"], "compensation": {"kind": "barter", "barter": "a case of cider"},
        "deadline": "2031-03-01", "visibility": "partners"}
@@ -50,7 +52,8 @@ class Deployment:
         return self.eco.url("gateway")
 
     def start(self) -> None:
-        self.eco.start(*SERVICES, KIZUNA_FEDERATION_PRIVATE_KEY=self.federation_key, **FAST_RETRIES)
+        self.eco.start(*SERVICES, KIZUNA_FEDERATION_PRIVATE_KEY=self.federation_key, **FAST_RETRIES,
+                       **LOOPBACK_PARTNERS)
 
     def as_(self, member_id: str, role: str = "member") -> dict[str, str]:
         return self.eco.headers(self.cid, member_id, role)

@@ -30,8 +30,8 @@ import httpx
 from kizuna.errors import Problem
 from kizuna.telemetry import tracer
 
-from .identity import INBOX, Identity
-from .signing import sign
+from .identity import INBOX, AddressGuard, Identity, UnsafeAddress
+from .signing import public_key_text, sign
 
 log = logging.getLogger("kizuna.federation")
 LOCK_KEY = 0x6B697A756E61_02  # "kizuna" + 2: one delivering replica per database
@@ -60,9 +60,9 @@ class Rejected(Exception):
 
 class Deliverer:
     def __init__(self, pool: asyncpg.Pool, http: httpx.AsyncClient, identity: Identity, policy: RetryPolicy,
-                 local: LocalReceiver, timeout: float = 10.0) -> None:
+                 local: LocalReceiver, timeout: float = 10.0, guard: AddressGuard | None = None) -> None:
         self.pool, self.http, self.identity, self.policy = pool, http, identity, policy
-        self.local, self.timeout = local, timeout
+        self.local, self.timeout, self.guard = local, timeout, guard or AddressGuard()
 
     async def run(self, idle_seconds: float = 0.5) -> None:
         """Delivers whenever a message is queued (LISTEN) and at least every ``idle_seconds`` (retries)."""
@@ -114,6 +114,11 @@ class Deliverer:
         """True when the message is settled (delivered, rejected or dead) and the queue may move on."""
         message = json.loads(row["body"]) if isinstance(row["body"], str) else dict(row["body"])
         message["from"]["origin"] = self.identity.origin
+        if message["type"] == "partnership.proposed":
+            # First contact: the receiver fetches nothing from us until its owner accepts, so the proposal
+            # carries the key that signs it (checked against our document at acceptance).
+            message["payload"]["proposer_key"] = {"key_id": self.identity.key_id, "alg": "ed25519",
+                                                  "public_key": public_key_text(self.identity.key.public_key())}
         body = json.dumps(message).encode()
         with tracer().start_as_current_span("federation.deliver") as span:
             span.set_attribute("kizuna.message_id", str(row["message_id"]))
@@ -158,6 +163,10 @@ class Deliverer:
             except Problem as problem:
                 raise Rejected(f"{problem.status}: {problem.detail}") from problem
             return
+        try:
+            await self.guard.check(destination)
+        except UnsafeAddress as error:
+            raise Rejected(f"refused to deliver: {error}") from error
         url = f"{destination}{INBOX}"
         headers = sign(self.identity.key, method="POST", path=urlsplit(url).path or "/", body=body,
                        origin=self.identity.origin, message_id=message_id, created=int(time.time()),

@@ -40,7 +40,11 @@ class PartnershipProposed(DomainEvent):
 
 
 class PartnershipRequested(DomainEvent):
-    """A partner proposed a link to this community; waits for the owner's answer."""
+    """A partner proposed a link to this community; waits for the owner's answer.
+
+    ``proposer_key_id``/``proposer_public_key`` are the key the proposal was signed with, as the proposal
+    carried it: trusted for nothing but this proposal until the owner accepts and the proposer's own
+    published document confirms it."""
 
     partnership_id: str
     community_id: str
@@ -50,6 +54,8 @@ class PartnershipRequested(DomainEvent):
     sends: list[Shared]
     receives: list[Shared]
     note: str
+    proposer_key_id: str = ""
+    proposer_public_key: str = ""
 
 
 class PartnershipEstablished(DomainEvent):
@@ -66,10 +72,14 @@ class PartnershipEstablished(DomainEvent):
 
 
 class PartnershipAccepted(DomainEvent):
+    """``community_name`` is the accepting community's name, told to the proposer (communities need not be
+    listed in the federation document, so the proposer may not have known it)."""
+
     partnership_id: str
     community_id: str
     by: Side
     actor: str
+    community_name: str = ""
 
 
 class PartnershipDeclined(DomainEvent):
@@ -103,6 +113,14 @@ class PartnershipEnded(DomainEvent):
     by: Side
     actor: str
     reason: str
+
+
+class FederationListingChanged(DomainEvent):
+    """The owner chose whether the community is named in this deployment's public federation document."""
+
+    community_id: str
+    listed: bool
+    actor: str
 
 
 class JobSharedWithPartner(DomainEvent):
@@ -310,6 +328,11 @@ class IntroductionOutcome(StrictModel):
     note: str = Field("", max_length=1000)
 
 
+class SetFederationListing(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"listed": True}]})
+    listed: bool
+
+
 class ReferToPartnerJob(StrictModel):
     member_id: str = Field(min_length=1, max_length=64)
     note: str = Field("", max_length=2000)
@@ -341,6 +364,8 @@ class Partnership(Aggregate):
         self.pledges_received: set[str] = set()
         self.introductions_sent: set[str] = set()
         self.introductions_received: dict[str, bool | None] = {}
+        self.proposer_key_id = ""
+        self.proposer_public_key = ""
 
     def _on_PartnershipProposed(self, e: PartnershipProposed) -> None:
         self._link(e.partnership_id, e.community_id, e.partner_origin, e.partner_community_id,
@@ -350,7 +375,12 @@ class Partnership(Aggregate):
     def _on_PartnershipRequested(self, e: PartnershipRequested) -> None:
         self._link(e.partnership_id, e.community_id, e.partner_origin, e.partner_community_id,
                    e.partner_community_name, e.sends, e.receives)
+        self.proposer_key_id, self.proposer_public_key = e.proposer_key_id, e.proposer_public_key
         self.status = "requested"
+
+    def _on_PartnershipAccepted(self, e: PartnershipAccepted) -> None:
+        if e.by == "partner" and e.community_name:
+            self.partner_community_name = e.community_name
 
     def _link(self, pid: str, cid: str, origin: str, partner_cid: str, name: str, sends: list[Shared],
               receives: list[Shared]) -> None:
@@ -431,14 +461,14 @@ class Partnership(Aggregate):
                                        partner_community_id=partner_cid, partner_community_name=partner_name,
                                        sends=list(EVERYTHING), receives=list(EVERYTHING), note=note)]
 
-    def accept(self, actor: str, by: Side = "local") -> list[DomainEvent]:
+    def accept(self, actor: str, by: Side = "local", community_name: str = "") -> list[DomainEvent]:
         if self.status == "active":
             return []
         expected = "requested" if by == "local" else "proposed"
         if self.status != expected:
             raise self._conflict("accept")
         return [PartnershipAccepted(partnership_id=self.partnership_id, community_id=self.community_id, by=by,
-                                    actor=actor)]
+                                    actor=actor, community_name=community_name[:200])]
 
     def decline(self, actor: str, reason: str, by: Side = "local") -> list[DomainEvent]:
         expected = "requested" if by == "local" else "proposed"
@@ -656,3 +686,20 @@ def member_card(display_name: str, shared_fields: list[str], profile: dict[str, 
         if name in ("skills", "vector", "values") and profile.get(name):
             card[name] = profile[name]
     return card
+
+
+class FederationListing(Aggregate):
+    """Whether a community is named in the deployment's public federation document (stream
+    ``federation-listing-<community>``). Not listed until its owner says so: partners are proposed to a
+    community id the owners exchanged, and the public document does not enumerate who is hosted here."""
+
+    def __init__(self) -> None:
+        self.listed = False
+
+    def _on_FederationListingChanged(self, e: FederationListingChanged) -> None:
+        self.listed = e.listed
+
+    def set_listed(self, community_id: str, listed: bool, actor: str) -> list[DomainEvent]:
+        if listed == self.listed:
+            return []
+        return [FederationListingChanged(community_id=community_id, listed=listed, actor=actor)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -21,6 +22,7 @@ from .. import projections as gateway_projections
 from . import projections
 from .domain import (
     Decision,
+    FederationListing,
     OfferToPartnerJob,
     Partnership,
     PartnershipRequested,
@@ -28,7 +30,8 @@ from .domain import (
     ReferToPartnerJob,
     member_card,
 )
-from .identity import fetch_document, remember_keys
+from .identity import AddressGuard, PartnerKeys, UnsafeAddress, fetch_document, key_in, remember_keys
+from .signing import key_id_of, public_key_from_text
 
 
 def stream_of(partnership_id: str, community_id: str) -> str:
@@ -42,8 +45,8 @@ async def community_name(conn: asyncpg.Connection, community_id: str) -> str:
     return str(name)
 
 
-async def propose(store: EventStore, http: httpx.AsyncClient, who: Principal, community_id: str,
-                  cmd: ProposePartnership, ctx: CommandContext, own_origin: str) -> str:
+async def propose(store: EventStore, http: httpx.AsyncClient, guard: AddressGuard, who: Principal,
+                  community_id: str, cmd: ProposePartnership, ctx: CommandContext, own_origin: str) -> str:
     who.require_role(community_id, "owner")
     origin = str(cmd.partner_origin).rstrip("/")
     async with store.pool.acquire() as conn:
@@ -57,7 +60,7 @@ async def propose(store: EventStore, http: httpx.AsyncClient, who: Principal, co
         if partner["name"] is None:
             raise Invalid("partner_community_id", "this deployment hosts no such community")
     else:
-        partner = await _remote_community(store, http, origin, cmd.partner_community_id)
+        partner = await _remote_community(store, http, guard, origin, cmd.partner_community_id)
     pid = str(uuid.uuid4())
     await execute(store, stream_of(pid, community_id), Partnership,
                   lambda _: Partnership.propose(pid, community_id, name, str(partner.get("name", "")), cmd,
@@ -65,20 +68,73 @@ async def propose(store: EventStore, http: httpx.AsyncClient, who: Principal, co
     return pid
 
 
-async def _remote_community(store: EventStore, http: httpx.AsyncClient, origin: str,
+async def _remote_community(store: EventStore, http: httpx.AsyncClient, guard: AddressGuard, origin: str,
                             partner_community_id: str) -> dict[str, Any]:
+    """The partner deployment's document, fetched because this owner named it (no connection held meanwhile).
+
+    Communities need not be listed there: the owners exchanged the community id. A listed one gives its
+    name now; otherwise the name arrives with the acceptance, and a wrong id is refused by the partner."""
     try:
-        document = await fetch_document(http, origin)
-    except (httpx.HTTPError, ValueError) as error:
+        document = await fetch_document(http, origin, guard)
+        async with store.pool.acquire() as conn:
+            await remember_keys(conn, origin, document)
+    except UnsafeAddress as error:
+        raise Invalid("partner_origin", f"refused: {error}") from error
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
         # A 4xx, not a 502: the caller can fix the origin (or retry once the partner is up).
         raise Invalid("partner_origin", f"no Kizuna deployment answered at {origin}: {error}") from error
-    hosted = {c.get("community_id"): c for c in document.get("communities", [])}
-    partner: dict[str, Any] | None = hosted.get(partner_community_id)
-    if partner is None:
-        raise Invalid("partner_community_id", f"{origin} hosts no such community")
+    hosted = {c.get("community_id"): c for c in document.get("communities", []) if isinstance(c, dict)}
+    return hosted.get(partner_community_id) or {"name": ""}
+
+
+async def accept(store: EventStore, keys: PartnerKeys, who: Principal, community_id: str, partnership_id: str,
+                 ctx: CommandContext) -> Partnership:
+    """The owner accepts a proposal. Only now is the proposer's deployment asked for its document (the
+    owner chose this partner), and the key the proposal was signed with must be one it publishes:
+    a proposal that names someone else's origin is refused here, before anything is shared."""
+    who.require_role(community_id, "owner")
+    stream = stream_of(partnership_id, community_id)
+    state = await load(store, stream, Partnership)
+    if state.version == 0:
+        raise NotFound("partnership not found")
+    if state.status == "requested" and state.partner_origin != keys.identity.origin:
+        await _confirm_proposer(store, keys, state)
     async with store.pool.acquire() as conn:
-        await remember_keys(conn, origin, document)
-    return partner
+        name = await community_name(conn, community_id)
+    accepted, _ = await execute(store, stream, Partnership, lambda p: p.accept(who.actor, community_name=name), ctx,
+                                community_id=community_id)
+    return accepted
+
+
+async def _confirm_proposer(store: EventStore, keys: PartnerKeys, state: Partnership) -> None:
+    origin = state.partner_origin
+    try:
+        document = await fetch_document(keys.http, origin, keys.guard)
+    except UnsafeAddress as error:
+        raise Problem(f"the proposing deployment is not reachable safely: {error}", status=409,
+                      slug="proposal-unverified", title="Proposal not verified") from error
+    except (httpx.HTTPError, ValueError) as error:
+        raise Problem(f"the proposing deployment {origin} did not answer ({error}); try again later", status=502,
+                      slug="partner-unreachable", title="Partner deployment unreachable") from error
+    try:
+        async with store.pool.acquire() as conn:
+            published = await remember_keys(conn, origin, document)
+    except (ValueError, KeyError, TypeError) as error:
+        raise Problem(f"{origin} publishes an invalid document: {error}", status=409, slug="proposal-unverified",
+                      title="Proposal not verified") from error
+    if state.proposer_key_id and key_in(published, state.proposer_key_id, datetime.now(UTC)) is None:
+        raise Problem(f"{origin} does not publish the key the proposal was signed with: it did not come from "
+                      "there; decline it", status=409, slug="proposal-unverified", title="Proposal not verified")
+
+
+async def set_listing(store: EventStore, who: Principal, community_id: str, listed: bool,
+                      ctx: CommandContext) -> bool:
+    who.require_role(community_id, "owner")
+    async with store.pool.acquire() as conn:
+        await community_name(conn, community_id)
+    state, _ = await execute(store, f"federation-listing-{community_id}", FederationListing,
+                             lambda s: s.set_listed(community_id, listed, who.actor), ctx, community_id=community_id)
+    return state.listed
 
 
 async def decide(store: EventStore, who: Principal, community_id: str, partnership_id: str, ctx: CommandContext,
@@ -160,7 +216,8 @@ def parse_message(raw: bytes) -> FederationMessage:
         raise Invalid(".".join(str(p) for p in first["loc"]) or "body", first["msg"]) from error
 
 
-async def receive(store: EventStore, message: FederationMessage, origin: str, own_origin: str) -> str:
+async def receive(store: EventStore, message: FederationMessage, origin: str, own_origin: str,
+                  proposer_key: tuple[str, str] = ("", "")) -> str:
     """Turns an authenticated message into events here; ``duplicate`` when its id was seen before."""
     if message.sender.origin.rstrip("/") != origin:
         raise Forbidden("the message claims to come from another deployment than the one that signed it",
@@ -181,7 +238,7 @@ async def receive(store: EventStore, message: FederationMessage, origin: str, ow
         if message.type == "partnership.proposed":
             if state.version:
                 return "duplicate"
-            request = _requested(message, origin)
+            request = _requested(message, origin, proposer_key)
             await execute(store, stream, Partnership, lambda _: [request], ctx, community_id=community_id,
                           connection=conn)
             return "accepted"
@@ -193,15 +250,16 @@ async def receive(store: EventStore, message: FederationMessage, origin: str, ow
     return "accepted"
 
 
-def _requested(message: FederationMessage, origin: str) -> DomainEvent:
+def _requested(message: FederationMessage, origin: str, proposer_key: tuple[str, str]) -> DomainEvent:
     p = message.payload
     try:
         # The proposer's "sends" is what this side receives, and the other way round.
         return PartnershipRequested(
             partnership_id=message.partnership_id, community_id=message.to.community_id, partner_origin=origin,
             partner_community_id=message.sender.community_id,
-            partner_community_name=str(p.get("community_name", "")), sends=p.get("receives", []),
-            receives=p.get("sends", []), note=str(p.get("note", ""))[:2000])
+            partner_community_name=str(p.get("community_name", ""))[:200], sends=p.get("receives", []),
+            receives=p.get("sends", []), note=str(p.get("note", ""))[:2000], proposer_key_id=proposer_key[0],
+            proposer_public_key=proposer_key[1])
     except ValidationError as error:
         raise Invalid("payload", "sends and receives list job_requests and/or referrals") from error
 
@@ -211,7 +269,8 @@ def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership
     reason = str(p.get("reason", ""))[:1000]
     try:
         if kind == "partnership.accepted":
-            return lambda s: s.accept(actor, by="partner")
+            name = str(p.get("community_name", ""))
+            return lambda s: s.accept(actor, by="partner", community_name=name)
         if kind == "partnership.declined":
             return lambda s: s.decline(actor, reason, by="partner")
         if kind == "partnership.suspended":
@@ -300,3 +359,32 @@ def job_card(data: dict[str, Any], community_name: str) -> dict[str, Any]:
 
 
 __all__ = ["Decision", "FederationMessage", "job_card", "parse_message", "projections", "receive"]
+
+
+def proposal_key(message: FederationMessage, key_id: str) -> tuple[str, str] | None:
+    """The key a ``partnership.proposed`` message carries for itself (``payload.proposer_key``), if it is
+    the key the message names. First contact needs it: the proposer's document is fetched only once an
+    owner here accepts, so until then this key vouches for this proposal and nothing else."""
+    if message.type != "partnership.proposed":
+        return None
+    carried = message.payload.get("proposer_key")
+    if not isinstance(carried, dict) or carried.get("key_id") != key_id:
+        return None
+    try:
+        text = str(carried["public_key"])
+        if key_id_of(public_key_from_text(text)) != key_id:
+            return None
+    except (KeyError, ValueError):
+        return None
+    return key_id, text
+
+
+async def pending_proposal_key(store: EventStore, message: FederationMessage, origin: str,
+                               key_id: str) -> str | None:
+    """The key a still-unanswered proposal from ``origin`` was signed with: it may withdraw (end) its own
+    proposal before the owner here answers; the domain refuses anything else on a requested link."""
+    state = await load(store, stream_of(message.partnership_id, message.to.community_id), Partnership)
+    if state.version and state.status == "requested" and state.partner_origin == origin \
+            and state.proposer_key_id == key_id and state.proposer_public_key:
+        return state.proposer_public_key
+    return None

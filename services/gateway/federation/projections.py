@@ -64,10 +64,18 @@ CREATE TABLE partner_pledges_received (
     pledge_id text PRIMARY KEY, partnership_id text NOT NULL, community_id text NOT NULL, offering_id text NOT NULL
 );
 """
+# Keys have a status and a window (rows from before have none: they are refetched on their next use),
+# and communities choose to be listed in the public federation document.
+KEY_LIFETIMES_SQL = """
+ALTER TABLE partner_keys ADD COLUMN status text NOT NULL DEFAULT 'current', ADD COLUMN not_before timestamptz,
+    ADD COLUMN valid_until timestamptz NOT NULL DEFAULT now();
+CREATE TABLE federation_listings (community_id text PRIMARY KEY, listed boolean NOT NULL);
+"""
 MIGRATIONS = [Migration("gateway_0002_federation", SQL),
-              Migration("gateway_0003_partner_offerings", OFFERINGS_SQL)]
+              Migration("gateway_0003_partner_offerings", OFFERINGS_SQL),
+              Migration("gateway_0004_key_lifetimes_and_listing", KEY_LIFETIMES_SQL)]
 READ_MODEL_TABLES = ["partnerships", "partner_shared_jobs", "partner_offers_received", "partner_shared_offerings",
-                     "partner_pledges_received"]
+                     "partner_pledges_received", "federation_listings"]
 PROTOCOL = "kizuna-federation/1"
 
 _STATUS_AFTER = {"PartnershipProposed": "proposed", "PartnershipRequested": "requested",
@@ -97,7 +105,14 @@ async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
             d["partnership_id"], d["community_id"], d["partner_origin"], d["partner_community_id"],
             d["partner_community_name"], _STATUS_AFTER[kind], d["sends"], d["receives"], d.get("note", ""),
             event.recorded_at)
+    elif kind == "FederationListingChanged":
+        await conn.execute("INSERT INTO federation_listings VALUES ($1, $2) ON CONFLICT (community_id) DO UPDATE "
+                           "SET listed = EXCLUDED.listed", d["community_id"], d["listed"])
     elif kind in _STATUS_AFTER:
+        if kind == "PartnershipAccepted" and d.get("by") == "partner" and d.get("community_name"):
+            await conn.execute("UPDATE partnerships SET partner_community_name = $3 WHERE partnership_id = $1 "
+                               "AND community_id = $2", d["partnership_id"], d["community_id"],
+                               d["community_name"])
         await conn.execute("UPDATE partnerships SET status = $3, updated_at = $4 WHERE partnership_id = $1 "
                            "AND community_id = $2", d["partnership_id"], d["community_id"], _STATUS_AFTER[kind],
                            event.recorded_at)
@@ -158,14 +173,31 @@ async def partnership(conn: asyncpg.Connection, partnership_id: str, community_i
                                partnership_id, community_id)
 
 
+# What a message carries, read from its body: the thing it is about, named by the protocol's own ids.
+CARRIED_IDS = ("job_id", "offer_id", "offering_id", "pledge_id", "referral_id")
+
+
 async def deliveries(conn: asyncpg.Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
+    carried = ", ".join(f"body->'payload'->>'{name}' AS {name}" for name in CARRIED_IDS)
     rows = await conn.fetch(
-        "SELECT message_id, partnership_id, community_id, destination, type, status, attempts, next_attempt_at, "
-        "last_error, created_at, delivered_at FROM federation_outbox WHERE ($1::text IS NULL OR status = $1) "
-        "ORDER BY seq DESC LIMIT $2", status, limit)
-    return [{**dict(row), "message_id": str(row["message_id"]),
+        "SELECT message_id, partnership_id, community_id, destination, body->'to'->>'community_id' AS "
+        f"partner_community_id, type, {carried}, status, attempts, next_attempt_at, last_error, created_at, "
+        "delivered_at FROM federation_outbox WHERE ($1::text IS NULL OR status = $1) ORDER BY seq DESC LIMIT $2",
+        status, limit)
+    return [{**dict(row), "message_id": str(row["message_id"]), "kind": row["type"],
              **{k: row[k].isoformat() if row[k] else None for k in ("next_attempt_at", "created_at", "delivered_at")}}
             for row in rows]
+
+
+async def listed_communities(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """The communities whose owners chose to be named in the public federation document."""
+    rows = await conn.fetch("SELECT c.community_id, c.name, c.member_cap FROM community_caps c JOIN "
+                            "federation_listings l ON l.community_id = c.community_id AND l.listed ORDER BY c.name")
+    return [dict(row) for row in rows]
+
+
+async def is_listed(conn: asyncpg.Connection, community_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT listed FROM federation_listings WHERE community_id = $1", community_id))
 
 
 async def delivery_counts(conn: asyncpg.Connection) -> dict[str, int]:

@@ -27,9 +27,10 @@ WINDOW_SECONDS = 300
 class SignatureRejected(Exception):
     """The request is not a valid signed message; ``reason`` says which check failed."""
 
-    def __init__(self, reason: str, slug: str = "bad-signature") -> None:
+    def __init__(self, reason: str, slug: str = "bad-signature", status: int = 401) -> None:
         super().__init__(reason)
-        self.reason, self.slug = reason, slug
+        # 401 unless retrying later can help (503: the sender's deliverer retries, it does not give up).
+        self.reason, self.slug, self.status = reason, slug, status
 
 
 @dataclass(frozen=True)
