@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from kizuna.auth import Principal
 from kizuna.domain import DomainEvent
-from kizuna.errors import Forbidden, NotFound
+from kizuna.errors import Conflict, Forbidden, NotFound
 from kizuna.eventstore import NO_STREAM, EventStore, RecordedEvent
 from kizuna.handling import CommandContext, execute, load_existing, to_new_events
 
@@ -35,6 +35,7 @@ from .domain import (
     SubmitApplication,
     TransferOwnership,
     UpdateProfile,
+    code_hash,
 )
 
 
@@ -236,12 +237,19 @@ async def issue_claim_code(store: EventStore, community_id: str, offer_id: str,
     """Returns (claim code, applicant id, offer expiry): the code is shown once, only its hash is kept."""
     await community(store, community_id)
     codes = ClaimCodes()
-    state, _ = await execute(store, community_stream(community_id), Community,
-                             lambda c: c.issue_claim_code(offer_id, ctx.actor, now(), codes), ctx,
-                             community_id=community_id)
+    state, recorded = await execute(store, community_stream(community_id), Community,
+                                    lambda c: c.issue_claim_code(offer_id, ctx.actor, now(), codes), ctx,
+                                    community_id=community_id)
     offer = state.offers[offer_id]
-    # A retried decision minted again: the last code minted is the one whose hash was recorded.
-    return codes.minted[offer_id], offer.applicant_id, offer.expires_at
+    # A decision retried on a concurrent append minted again: the last code minted is the one recorded.
+    # A retry of the request (same Idempotency-Key) is answered with the event an earlier attempt stored,
+    # whose code was never kept: it cannot be shown again, so it says so rather than show a wrong one.
+    code = codes.minted.get(offer_id)
+    if code is None or code_hash(code) != recorded[-1].data["claim_code_sha256"]:
+        raise Conflict("this request already issued a claim code, which is shown only once; "
+                       "issue a new one (without reusing the Idempotency-Key) to replace it",
+                       slug="claim-code-shown-once", title="Claim code already shown")
+    return code, offer.applicant_id, offer.expires_at
 
 
 async def expire_offers(store: EventStore, community_id: str, ctx: CommandContext, at: datetime | None = None) -> int:

@@ -199,3 +199,10 @@ async def test_stale_tokens_get_403_from_the_aggregate(clients: tuple[httpx.Asyn
     # The roles they hold now still work: Yui is a facilitator, Ken the owner.
     assert await status_of(as_former_owner, "GET", "waitlist", None) == 200
     assert await status_of(as_ken, "PUT", "cap", lambda eco, ids: {"member_cap": 6, "reason": "one more"}) == 200
+
+    # A claim code is shown once, even to a retry of the same request: the retry is told so, never a wrong code.
+    keyed = {**as_ken, "Idempotency-Key": "claim-link-for-mika"}
+    first = await members.post(f"/communities/{cid}/offers/{ids['offer']}/claim-code", headers=keyed)
+    assert first.status_code == 201, first.text
+    retried = await members.post(f"/communities/{cid}/offers/{ids['offer']}/claim-code", headers=keyed)
+    assert retried.status_code == 409 and retried.json()["type"].endswith("/claim-code-shown-once"), retried.text
