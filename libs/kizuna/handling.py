@@ -118,10 +118,13 @@ class CommandContext:
                 expected = int(if_match.strip('"W/'))
             except ValueError as error:
                 raise Invalid("If-Match", "must be the resource version as a number, e.g. \"3\"") from error
+        key = request.headers.get("idempotency-key") or None
+        # Every visitor acts as the same "member:visitor": ids derived from a visitor's key would let one
+        # visitor's request pass for another's retry, so theirs stay random.
         return cls(actor=who.actor, community_id=community_id,
                    correlation_id=request.headers.get("x-correlation-id") or str(uuid.uuid4()),
                    causation_id=request.headers.get("idempotency-key"), expected_version=expected,
-                   idempotency_key=request.headers.get("idempotency-key") or None)
+                   idempotency_key=None if who.scope == "visitor" else key)
 
 
 def to_new_events(events: Sequence[DomainEvent], metadata: dict[str, Any],

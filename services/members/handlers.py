@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import secrets
-import uuid
 from datetime import UTC, datetime
 
 from kizuna.auth import Principal
 from kizuna.domain import DomainEvent
 from kizuna.errors import Conflict, Forbidden, NotFound
 from kizuna.eventstore import NO_STREAM, EventStore, RecordedEvent
-from kizuna.handling import CommandContext, execute, load_existing, to_new_events
+from kizuna.handling import CommandContext, execute, load_existing
 
 from .domain import (
     AcceptInvitation,
@@ -58,7 +57,7 @@ def profile_stream(member_id: str) -> str:
 
 
 async def found(store: EventStore, cmd: FoundCommunity, ctx: CommandContext, default_cap: int) -> tuple[str, str]:
-    community_id, owner_id = str(uuid.uuid4()), str(uuid.uuid4())
+    community_id, owner_id = ctx.new_id("community"), ctx.new_id("owner")
     await execute(store, community_stream(community_id), Community,
                   lambda c: c.found(community_id, owner_id, cmd, default_cap), ctx, community_id=community_id)
     return community_id, owner_id
@@ -80,7 +79,7 @@ async def join(store: EventStore, community_id: str, cmd: JoinCommunity, who: Pr
                ctx: CommandContext) -> tuple[str, str]:
     """Returns (member id, "joined" | "waitlisted")."""
     await community(store, community_id)
-    member_id = str(uuid.uuid4())
+    member_id = ctx.new_id("member")
     if who.scope == "visitor":  # someone with the join link: nobody vouches, and only an open community admits
         cmd = cmd.model_copy(update={"joined_via": "open", "vouched_by": None})
     vouched_by = cmd.vouched_by if who.is_operator or who.scope == "visitor" else who.member_id
@@ -166,7 +165,7 @@ async def submit_application(store: EventStore, community_id: str, cmd: SubmitAp
                              ctx: CommandContext) -> tuple[str, str]:
     """Returns (application id, applicant id); the applicant id becomes the member id on joining."""
     await community(store, community_id)
-    application_id, applicant_id = str(uuid.uuid4()), str(uuid.uuid4())
+    application_id, applicant_id = ctx.new_id("application"), ctx.new_id("applicant")
     # A visitor's claim of a referrer is not a vouch: the referrer submits on their behalf instead.
     referred_by = cmd.referred_by if who.is_operator else None if who.scope == "visitor" else who.member_id
     await execute(store, community_stream(community_id), Community,
@@ -191,7 +190,7 @@ async def issue_invitation(store: EventStore, community_id: str, cmd: IssueInvit
     await community(store, community_id)
     if who.member_id is None:
         raise Forbidden("invitations are issued by members, who vouch for the person they invite")
-    invitation_id, code, issued_at = str(uuid.uuid4()), secrets.token_urlsafe(18), now()
+    invitation_id, code, issued_at = ctx.new_id("invitation"), secrets.token_urlsafe(18), now()
     issuer = who.member_id
     await execute(store, community_stream(community_id), Community,
                   lambda c: c.issue_invitation(invitation_id, code, issuer, cmd, issued_at), ctx,
@@ -203,7 +202,7 @@ async def accept_invitation(store: EventStore, community_id: str, cmd: AcceptInv
                             ctx: CommandContext) -> tuple[str, str]:
     """Returns (member id, "joined" | "waitlisted")."""
     await community(store, community_id)
-    member_id = str(uuid.uuid4())
+    member_id = ctx.new_id("member")
     _, recorded = await execute(store, community_stream(community_id), Community,
                                 lambda c: c.accept_invitation(cmd, member_id, now()), ctx, community_id=community_id)
     return member_id, _admitted(recorded) or "joined"
@@ -266,7 +265,7 @@ async def found_sister(store: EventStore, community_id: str, cmd: FoundSisterCom
     """Records SisterCommunityFounded on this community's stream and founds the sister's stream, in
     one transaction: both happen or neither. Returns the sister community's id."""
     await community(store, community_id)
-    sister_id = str(uuid.uuid4())
+    sister_id = ctx.new_id("sister-community")
     at = now()
     async with store.unit_of_work() as conn:
         origin, recorded = await execute(store, community_stream(community_id), Community,
@@ -274,6 +273,7 @@ async def found_sister(store: EventStore, community_id: str, cmd: FoundSisterCom
                                          community_id=community_id, connection=conn)
         founded = SisterCommunityFounded.model_validate(recorded[-1].data)
         sister_events = Community().begin_as_sister(origin, founded, owner_display_name, at, ClaimCodes())
-        await store.append(community_stream(sister_id), to_new_events(sister_events, ctx.metadata(sister_id)),
-                           NO_STREAM, connection=conn)
+        sister_stream = community_stream(sister_id)
+        await store.append(sister_stream, ctx.new_events(sister_stream, sister_events, sister_id), NO_STREAM,
+                           connection=conn)
     return sister_id
