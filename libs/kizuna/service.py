@@ -79,11 +79,12 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-async def create_pool(database_url: str, *, wait_seconds: float = 60.0, **kwargs: Any) -> asyncpg.Pool:
+async def create_pool(database_url: str, *, wait_seconds: float = 60.0, max_size: int = 10,
+                      **kwargs: Any) -> asyncpg.Pool:
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return await asyncpg.create_pool(database_url, min_size=1, max_size=10,
+            return await asyncpg.create_pool(database_url, min_size=1, max_size=max_size,
                                              reset=_keep_session, **kwargs)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             if time.monotonic() > deadline:
@@ -195,7 +196,7 @@ def _document_the_real_contract(app: FastAPI, spec: ServiceSpec) -> None:
 
 
 async def start_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
-    pool = await create_pool(settings.database_url)
+    pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
     await migrate(pool, spec.migrations)
     store = EventStore(pool, spec.inline_projections)
     runtime = Runtime(settings=settings, pool=pool, store=store)

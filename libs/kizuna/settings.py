@@ -19,6 +19,9 @@ class ServiceSettings(BaseSettings):
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/kizuna", description="This service's own PostgreSQL database."
     )
+    database_pool_size: int = Field(
+        10, ge=1, description="Most connections this process's pool opens; the relay and the gateway's listener "
+        "hold one more each (docs/operations.md budgets them against PostgreSQL's max_connections).")
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server with JetStream enabled.")
     subject_prefix: str = Field("kizuna", description="First token of every event subject; one per ecosystem.")
     stream_name: str = Field("KIZUNA", description="JetStream stream holding every event of the ecosystem.")
