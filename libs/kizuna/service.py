@@ -29,6 +29,7 @@ from .auth import Authenticator, load_public_keys
 from .consumer import InboxConsumer, Subscription
 from .eventstore import EventStore, InlineProjection, RecordedEvent, append_function_sql, schema_sql
 from .logs import configure_logging
+from .metrics import Metrics, MetricsMiddleware, metrics_router
 from .problems import install_problem_handlers
 from .relay import OutboxRelay
 from .settings import ServiceSettings
@@ -63,6 +64,8 @@ class ServiceSpec:
     replay_partition: Callable[[RecordedEvent], str] | None = None
     # Long-running jobs of the service (delivery workers, expiry sweeps), started once the bus is up.
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
+    # Figures of the service's own read at every scrape of /metrics (libs/kizuna/metrics.py).
+    metric_samplers: Sequence[Callable[[Runtime, Metrics], Awaitable[None]]] = ()
     # Paths served without a token (a trailing "/" means everything below); the OpenAPI says so.
     public_paths: Sequence[str] = contract.PUBLIC_PATHS
 
@@ -177,9 +180,12 @@ def create_service(spec: ServiceSpec, settings: ServiceSettings | None = None) -
                          telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.authenticator = Authenticator(settings.operator_token, load_public_keys(settings.jwt_public_keys))
+    app.state.metrics = Metrics(spec.name)
     app.add_middleware(TracingMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_problem_handlers(app)
     app.include_router(health_router())
+    app.include_router(metrics_router(spec.metric_samplers))
     for router in spec.routers:
         app.include_router(router)
     _document_the_real_contract(app, spec)

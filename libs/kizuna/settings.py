@@ -79,6 +79,8 @@ class ServiceSettings(BaseSettings):
         "", description="Gateway: comma-separated addresses or CIDR networks of the reverse proxies in front of "
         "it; only from these is X-Forwarded-For believed (the client address keys visitors' rate limits).")
     default_member_cap: int = Field(150, description="Member cap of a newly founded community.")
+    metrics_token: str = Field(
+        "", description="Bearer token GET /metrics wants (Prometheus' `authorization` setting); empty: open.")
 
     def service_url_map(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.service_urls.split(",") if "=" in item)

@@ -25,6 +25,7 @@ from .federation.handlers import parse_message, receive
 from .federation.identity import AddressGuard, Identity
 from .front_door import router as front_door_router
 from .memory import GatewayMemory
+from .metrics import federation_outbox
 from .openapi import MergedOpenAPI
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 from .rate_limits import parse_networks
@@ -43,6 +44,7 @@ SPEC = ServiceSpec(
     subscriptions=SUBSCRIPTIONS,
     reactions=[federation_reactions],
     read_model_tables=[*READ_MODEL_TABLES, *federation_projections.READ_MODEL_TABLES],
+    metric_samplers=[federation_outbox],
     public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox"],
     openapi_tags=[
         {"name": "tokens", "description": "Community tokens: issue, revoke, verify"},
