@@ -59,7 +59,9 @@ async def test_join_apply_and_accept_an_invitation_without_a_token(gateway: http
 
     # Nothing beyond the front door: the member directory, other routes and other verbs stay closed.
     assert (await gateway.get(f"/v1/communities/{cid}/members")).status_code == 401
-    assert (await gateway.get(f"/v1/join/{cid}/applications")).status_code == 401  # the list is for owners
+    # The list is for owners, under /v1/communities: the front door answers only POST here (405, Allow: POST).
+    listing = await gateway.get(f"/v1/join/{cid}/applications")
+    assert listing.status_code == 405 and listing.headers["allow"] == "POST"
     assert (await gateway.post(f"/v1/join/{cid}/offers/x/removal")).status_code == 404
     assert (await gateway.get("/v1/join/not a community")).status_code == 404
 
