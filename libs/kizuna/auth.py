@@ -95,7 +95,9 @@ def generate_private_key_pem() -> str:
 
 
 def load_private_key(pem: str) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    # Env files hold a PEM on one line with literal `\n` between its lines (deploy/README.md), as for
+    # load_public_keys; a real newline never appears as backslash-n inside base64, so both forms load.
+    key = serialization.load_pem_private_key(pem.strip().replace("\\n", "\n").encode(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("expected an Ed25519 private key")
     return key
