@@ -5,15 +5,33 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINTED := $(wildcard libs services tests bench)
 
-.PHONY: test up install lint typecheck bench soak rebuild clean browser
+.PHONY: test up install lint typecheck bench soak rebuild clean browser lock image
 
-$(STAMP): pyproject.toml
+# The image's name and tag live in deploy/kubernetes/kustomization.yaml (`images:`); `make image` reads them there.
+IMAGE ?= $(shell sed -n '/^images:/,/^[^ ]/{s/^ *newName: *//p}' deploy/kubernetes/kustomization.yaml)
+TAG ?= $(shell sed -n '/^images:/,/^[^ ]/{s/^ *newTag: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p}' deploy/kubernetes/kustomization.yaml)
+
+# Every transitive dependency comes pinned, with hashes, from requirements-dev.lock; the editable install then
+# finds nothing left to resolve (tests/deploy checks the lock holds pyproject.toml's pins).
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Re-pins every transitive dependency after a change to pyproject.toml's pins (needs the network).
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux --generate-hashes \
+	  --no-header --quiet -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
+	  --generate-hashes --no-header --quiet -o requirements-dev.lock
+
+## Builds the one image of all four services, named and tagged as the Kubernetes manifests pull it (needs Docker).
+image:
+	docker build --pull -t $(IMAGE):$(TAG) .
 
 ## Headless Chromium for the dashboard's end-to-end test (Debian's package; skipped where apt is absent).
 browser:
