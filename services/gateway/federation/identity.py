@@ -329,6 +329,8 @@ class PartnerKeys:
                 return stored  # another message's fetch already brought it
             last = self._unhelpful_fetch_at.get(origin)
             if last is not None and time.monotonic() - last < self.cooldown_seconds:
+                if stored is not None:
+                    return stored  # known and out of its window: refused as such, no need to ask again
                 raise SignatureRejected(
                     f"the keys of {origin} were fetched moments ago without {key_id}; retry later",
                     "key-refresh-deferred", status=503)
