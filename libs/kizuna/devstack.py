@@ -59,6 +59,7 @@ class NatsServer:
     data_dir: Path
     port: int = field(default_factory=free_port)
     sync_always: bool = True
+    own_session: bool = False  # True: Ctrl-C in the terminal does not reach it (make up stops it last)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,7 +76,8 @@ class NatsServer:
         )
         log = open(self.data_dir / "nats.log", "ab")
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+            [nats_server_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=self.own_session,
         )
         _wait_for_port(self.port, 15, "nats-server", self.process)
         return self
@@ -143,6 +145,7 @@ class PostgresServer:
     data_dir: Path
     port: int = field(default_factory=free_port)
     durable: bool = True
+    own_session: bool = False  # True: Ctrl-C in the terminal does not reach it (make up stops it last)
     process: subprocess.Popen[bytes] | None = None
 
     def url(self, database: str = "postgres") -> str:
@@ -170,7 +173,8 @@ class PostgresServer:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log = open(self.data_dir / "postgres.log", "ab")
         # unshare execs the server in place, so signals sent to this process reach postgres itself.
-        self.process = subprocess.Popen([*as_server, *args], stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen([*as_server, *args], stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=self.own_session)
         _wait_for_port(self.port, 30, "postgres", self.process)
         self._wait_ready()
         return self

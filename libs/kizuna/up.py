@@ -1,6 +1,17 @@
 """`make up`: the whole ecosystem on this machine — real NATS JetStream and PostgreSQL from their
-wheels, then every service — seeded with a demo, until Ctrl-C. Data lives under ``.kizuna/`` and
-is reused by the next `make up`.
+wheels, then every service — seeded with a demo, until Ctrl-C. Data lives under ``KIZUNA_HOME``
+(default ``.kizuna/``) and is reused by the next `make up`.
+
+A deployment keeps its address: the ports chosen at its first start are written to
+``KIZUNA_HOME/ports.json`` and used again at every start (a partner deployment keeps delivering to
+the same origin). A port still in TIME_WAIT after a stop is reused (address reuse); a port another
+process really listens on stops the start with a message, never a silent move. Settings the docs
+name are honoured: ``KIZUNA_HTTP_PORT`` (the gateway's port), ``KIZUNA_PUBLIC_URL``,
+``KIZUNA_OPERATOR_TOKEN``, ``KIZUNA_JWT_PRIVATE_KEY`` and ``KIZUNA_FEDERATION_PRIVATE_KEY`` (else the
+ones generated into ``KIZUNA_HOME/secrets.json``); other ``KIZUNA_*`` settings pass to every service.
+
+Ctrl-C reaches only this process (the servers run in sessions of their own): it stops the services
+first, then NATS and PostgreSQL, so no service loses its bus or database while shutting down.
 """
 
 from __future__ import annotations
@@ -23,36 +34,68 @@ SERVICES = {"members": 8101, "referrals": 8102, "sessions": 8103, "gateway": 800
 HOME = Path(os.environ.get("KIZUNA_HOME", ".kizuna")).resolve()
 
 
-def _port(preferred: int) -> int:
+class PortTaken(RuntimeError):
+    pass
+
+
+def _listening(port: int) -> bool:
+    """True when a process listens on the port; a socket left in TIME_WAIT by a stop does not count."""
     import socket
 
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", preferred))
+            probe.bind(("127.0.0.1", port))
         except OSError:
-            return free_port()
-    return preferred
+            return True
+    return False
+
+
+def choose_ports(home: Path, environ: dict[str, str]) -> dict[str, int]:
+    """The deployment's ports: those it had before, else the defaults (or free ones) on its first start."""
+    path = home / "ports.json"
+    wanted = {"postgres": 55432, "nats": 44222, **SERVICES}
+    kept: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    if environ.get("KIZUNA_HTTP_PORT"):
+        kept["gateway"] = int(environ["KIZUNA_HTTP_PORT"])
+    ports: dict[str, int] = {}
+    for name, default in wanted.items():
+        if name in kept:
+            if _listening(kept[name]):
+                raise PortTaken(f"port {kept[name]} ({name} of the deployment in {home}) is in use by another "
+                                f"process; stop it, or start this deployment elsewhere (see README, 'Two "
+                                f"deployments on one machine')")
+            ports[name] = kept[name]
+        else:
+            ports[name] = default if not _listening(default) and default not in ports.values() else free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ports, indent=2))
+    return ports
 
 
 def load_secrets() -> dict[str, str]:
+    """The deployment's secrets: from the environment where set, else generated once into secrets.json."""
     path = HOME / "secrets.json"
     if path.exists():
         secrets: dict[str, str] = json.loads(path.read_text())
-        return secrets
-    secrets = {
-        "operator_token": "kz-op-" + os.urandom(24).hex(),
-        "jwt_private_key": generate_private_key_pem(),
-        "federation_private_key": generate_private_key_pem(),
-    }
-    HOME.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(secrets, indent=2))
-    path.chmod(0o600)
+    else:
+        secrets = {
+            "operator_token": "kz-op-" + os.urandom(24).hex(),
+            "jwt_private_key": generate_private_key_pem(),
+            "federation_private_key": generate_private_key_pem(),
+        }
+        HOME.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(secrets, indent=2))
+        path.chmod(0o600)
+    for name in secrets:
+        if os.environ.get(f"KIZUNA_{name.upper()}"):
+            secrets[name] = os.environ[f"KIZUNA_{name.upper()}"].replace("\\n", "\n")
     return secrets
 
 
 def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secrets: dict[str, str],
                 ports: dict[str, int]) -> dict[str, str]:
-    urls = ",".join(f"{svc}=http://127.0.0.1:{p}" for svc, p in ports.items() if svc != "gateway")
+    urls = ",".join(f"{svc}=http://127.0.0.1:{ports[svc]}" for svc in SERVICES if svc != "gateway")
     return {
         **os.environ,
         "KIZUNA_SERVICE_NAME": name,
@@ -64,7 +107,10 @@ def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secr
         "KIZUNA_JWT_PUBLIC_KEYS": public_pem(load_private_key(secrets["jwt_private_key"])),
         "KIZUNA_FEDERATION_PRIVATE_KEY": secrets["federation_private_key"] if name == "gateway" else "",
         "KIZUNA_SERVICE_URLS": urls,
-        "KIZUNA_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+        # Everything here is on loopback, partners on this machine included (README, two deployments).
+        "KIZUNA_FEDERATION_ALLOW_PRIVATE_ADDRESSES": os.environ.get("KIZUNA_FEDERATION_ALLOW_PRIVATE_ADDRESSES",
+                                                                    "true"),
+        "KIZUNA_PUBLIC_URL": os.environ.get("KIZUNA_PUBLIC_URL") or f"http://127.0.0.1:{ports['gateway']}",
     }
 
 
@@ -84,25 +130,35 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], name: str, timeout: floa
 
 def main() -> None:
     started = time.monotonic()
+    try:
+        ports = choose_ports(HOME, dict(os.environ))
+    except PortTaken as error:
+        print(f"kizuna: {error}", file=sys.stderr)
+        sys.exit(1)
     secrets = load_secrets()
     logs = HOME / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     print("kizuna: starting PostgreSQL and NATS JetStream from their wheels …", flush=True)
-    pg = PostgresServer(HOME / "postgres", port=_port(55432)).start()
-    nats = NatsServer(HOME / "nats", port=_port(44222)).start()
-    ports = {name: _port(port) for name, port in SERVICES.items()}
+    pg = PostgresServer(HOME / "postgres", port=ports["postgres"], own_session=True).start()
+    nats = NatsServer(HOME / "nats", port=ports["nats"], own_session=True).start()
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
 
     def shutdown(*_: Any) -> None:
-        print("\nkizuna: stopping …", flush=True)
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        print("\nkizuna: stopping the services …", flush=True)
         for proc in processes.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in processes.values():
             try:
-                proc.wait(10)
+                proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        print("kizuna: stopping NATS and PostgreSQL …", flush=True)  # only once nothing uses them
         nats.stop()
         pg.stop()
         print("kizuna: stopped; data kept in", HOME, flush=True)
@@ -111,14 +167,14 @@ def main() -> None:
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)
     try:
-        for name, port in ports.items():
-            env = service_env(name, port, pg, nats, secrets, ports)
+        for name in SERVICES:
+            env = service_env(name, ports[name], pg, nats, secrets, ports)
             log = open(logs / f"{name}.log", "ab")
             processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
-                                               stdout=log, stderr=subprocess.STDOUT)
-        for name, port in ports.items():
-            wait_ready(f"http://127.0.0.1:{port}", processes[name], name)
-            print(f"kizuna: {name:<9} ready on http://127.0.0.1:{port}", flush=True)
+                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for name in SERVICES:
+            wait_ready(f"http://127.0.0.1:{ports[name]}", processes[name], name)
+            print(f"kizuna: {name:<9} ready on http://127.0.0.1:{ports[name]}", flush=True)
         gateway = f"http://127.0.0.1:{ports['gateway']}"
         demo = seed_demo(gateway, secrets["operator_token"])
         from .demo import dashboard_token

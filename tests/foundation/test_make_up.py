@@ -1,11 +1,15 @@
 """`make up` as a new user meets it: everything starts, the demo is seeded through the public API,
-the dashboard token works, and Ctrl-C stops every process."""
+the dashboard token works; Ctrl-C (SIGINT to the terminal's whole process group) stops the services
+before NATS and PostgreSQL with no error logged; an immediate restart comes back at the same address;
+a port another process holds stops the start with a message instead of moving."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,20 +20,44 @@ import httpx
 from tests.support import ROOT
 
 
-def test_make_up_serves_a_seeded_dashboard_and_stops_cleanly(tmp_path: Path) -> None:
-    log_path = tmp_path / "up.log"
-    env = {**os.environ, "KIZUNA_HOME": str(tmp_path / "home")}
+def start_up(home: Path, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "kizuna.up"], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        # A session of its own, like a terminal: Ctrl-C is sent to the whole foreground process group.
+        return subprocess.Popen([sys.executable, "-m", "kizuna.up"], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "KIZUNA_HOME": str(home), **env})
+
+
+def wait_up(proc: subprocess.Popen[bytes], log_path: Path) -> str:
+    deadline = time.monotonic() + 90
+    while "Kizuna is up" not in log_path.read_text():
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.5)
+    time.sleep(0.2)
+    return log_path.read_text()
+
+
+def ctrl_c(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(60)
+    assert "stopped; data kept" in log_path.read_text(), log_path.read_text()[-2000:]
+
+
+def error_lines(home: Path) -> list[str]:
+    found = []
+    for log in (home / "logs").glob("*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if '"level": "error"' in line or "Traceback" in line:
+                found.append(f"{log.name}: {line[:300]}")
+    return found
+
+
+def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_same_address(tmp_path: Path) -> None:
+    home, log_path = tmp_path / "home", tmp_path / "up.log"
+    proc = start_up(home, log_path)
     try:
-        deadline = time.monotonic() + 90
-        while "Kizuna is up" not in log_path.read_text():
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
-        time.sleep(0.2)
-        text = log_path.read_text()
+        text = wait_up(proc, log_path)
         gateway = re.search(r"Gateway \(the public API\)\s+(\S+)/v1", text)
         token = re.search(r"/dashboard#token=(\S+)", text)
         community = re.search(r"Community 1\s+Hikari Makers \((\S+)\)", text)
@@ -51,8 +79,29 @@ def test_make_up_serves_a_seeded_dashboard_and_stops_cleanly(tmp_path: Path) -> 
         write = httpx.post(f"{gateway.group(1)}/v1/communities/{community.group(1)}/jobs", headers=headers, json={})
         assert write.status_code == 403, "the printed dashboard token is read-only"
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
-    assert "stopped; data kept" in log_path.read_text()
-    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "home")], capture_output=True, text=True).stdout
+        ctrl_c(proc, log_path)
+    assert not error_lines(home), error_lines(home)
+    leftover = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True).stdout
     assert not leftover.strip(), f"processes left running: {leftover}"
+
+    # Started again at once (its ports may still be in TIME_WAIT): the same address, the same data.
+    again_log = tmp_path / "again.log"
+    proc = start_up(home, again_log)
+    try:
+        again = wait_up(proc, again_log)
+        assert f"Gateway (the public API)  {gateway.group(1)}/v1" in again, again
+        assert health()["members"] == 5
+    finally:
+        ctrl_c(proc, again_log)
+    assert not error_lines(home), error_lines(home)
+
+    # A port of the deployment really taken by another process: say so and stop, never move.
+    ports = json.loads((home / "ports.json").read_text())
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", ports["gateway"]))
+        squatter.listen()
+        taken_log = tmp_path / "taken.log"
+        proc = start_up(home, taken_log)
+        assert proc.wait(30) == 1
+    assert f"port {ports['gateway']}" in taken_log.read_text() and "in use" in taken_log.read_text()
