@@ -9,6 +9,12 @@ When a fetch returns several messages, a projection applies them in one transact
 insert, runs of one statement sent together) and acknowledges them after it commits; if anything in
 the batch fails, it is rolled back whole and the messages go one at a time, each with its own retries.
 Reactions (which append to aggregates) always go one at a time.
+
+A subscription that follows whole services applies each source stream in version order, exactly once, however
+many replicas share its durable consumer (``kizuna.ordering``): an event that arrives before an earlier one of
+its stream is held here (not nak'ed: a nak would count towards ``max_deliver`` and dead-letter an event whose
+only fault was arriving early), kept from redelivery with ``in_progress``, and tried again after each fetch
+until the earlier one is applied (by this replica or another) or ``order_wait`` is over.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -31,6 +38,7 @@ from opentelemetry import trace
 from .bus import dead_letter_subject
 from .envelope import Envelope
 from .grouped import GroupedWrites
+from .ordering import NotYetApplicable, StreamVersions, follows_whole_streams, is_versioned, plan, stream_key
 from .telemetry import context_from, tracer
 
 log = logging.getLogger("kizuna.consumer")
@@ -42,23 +50,46 @@ Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 class Subscription:
     """A named read model fed from the bus: which subjects it follows and how it applies one event.
 
-    ``subjects`` are suffixes after the prefix, e.g. ``"*.members.>"``."""
+    ``subjects`` are suffixes after the prefix, e.g. ``"*.members.>"``. Following whole services makes it
+    ordered: each source stream applied in version order (see ``kizuna.ordering``)."""
 
     name: str
     subjects: Sequence[str]
     handle: Handler
 
+    @property
+    def ordered(self) -> bool:
+        return follows_whole_streams(self.subjects)
+
+
+@dataclass
+class Outcome:
+    """What became of a batch: how many events took effect, and the positions of those that came early."""
+
+    applied: int
+    early: list[int]
+
+
+@dataclass
+class _Held:
+    msg: Msg
+    since: float  # monotonic time it was first found early
+    touched: float  # last in_progress sent for it
+
 
 class InboxConsumer:
     def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, subscription: Subscription, *,
                  stream: str, prefix: str, max_deliver: int = 5, ack_wait: float = 30.0,
-                 batch: int = 100, together: bool = True) -> None:
+                 batch: int = 100, together: bool = True, order_wait: float | None = None) -> None:
         self.js, self.pool, self.subscription = js, pool, subscription
         self.together = together
         self.stream, self.prefix = stream, prefix
         self.max_deliver, self.ack_wait, self.batch = max_deliver, ack_wait, batch
+        # Long enough for an event held by a stalled replica to come back (ack_wait) and be applied.
+        self.order_wait = order_wait if order_wait is not None else max(3 * ack_wait, 10.0)
         self.applied = 0
         self.dead_lettered = 0
+        self._held: dict[int, _Held] = {}  # early messages by stream sequence
 
     @property
     def durable(self) -> str:
@@ -96,32 +127,64 @@ class InboxConsumer:
             log.debug("consumer exists", extra={"consumer": self.durable})
         return await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
 
+    @property
+    def held(self) -> int:
+        """Messages held back because an earlier event of their stream has not been applied yet."""
+        return len(self._held)
+
     async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
         while True:
             try:
                 messages = await sub.fetch(self.batch, timeout=1)
             except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing arrived in time
-                continue
-            if self.together and len(messages) > 1 and await self._process_together(messages):
-                continue
-            for msg in messages:
-                await self.process(msg)
+                messages = []
+            if messages and not (self.together and len(messages) > 1 and await self._process_together(messages)):
+                for msg in messages:
+                    if not await self.process(msg):
+                        await self._hold(msg)
+            if self._held:
+                await self._retry_held()
 
     async def _process_together(self, messages: list[Msg]) -> bool:
         """Applies a fetched batch in one transaction; False (nothing applied) sends it one at a time."""
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                applied = await apply_new(conn, self.subscription, messages)
+                outcome = await apply_new(conn, self.subscription, messages)
         except Exception as error:
             log.info("batch rolled back; applying its messages one at a time",
                      extra={"consumer": self.durable, "batch": len(messages), "error": repr(error)})
             return False
-        self.applied += applied
-        for msg in messages:
-            await msg.ack()
+        self.applied += outcome.applied
+        early = set(outcome.early)
+        for index, msg in enumerate(messages):
+            if index in early:
+                await self._hold(msg)
+            else:
+                await msg.ack()
         return True
 
-    async def process(self, msg: Msg) -> None:
+    async def _hold(self, msg: Msg, since: float | None = None, touched: float | None = None) -> None:
+        now = time.monotonic()
+        held = _Held(msg, since if since is not None else now, touched if touched is not None else now)
+        if now - held.touched > min(self.ack_wait / 3, 5.0):
+            # Keeps JetStream from handing it to another replica, which would only hold it too.
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+            held.touched = now
+        self._held[_sequence(msg)] = held
+
+    async def _retry_held(self) -> None:
+        """Held messages again, oldest in the stream first; those still early stay held."""
+        held, self._held = self._held, {}
+        now = time.monotonic()
+        for key in sorted(held):
+            entry = held[key]
+            if not await self.process(entry.msg, overdue=now - entry.since > self.order_wait):
+                await self._hold(entry.msg, entry.since, entry.touched)
+
+    async def process(self, msg: Msg, *, overdue: bool = False) -> bool:
+        """Applies (or nak's, or dead-letters) one message; False when it came early and was left unacknowledged
+        for the caller to hold."""
         attempt = msg.metadata.num_delivered if msg.metadata else 1
         with tracer().start_as_current_span(
             f"consume {self.subscription.name}", context=context_from(msg.headers),
@@ -132,23 +195,27 @@ class InboxConsumer:
                 span.set_attribute("kizuna.event_type", envelope.type)
                 span.set_attribute("kizuna.consumer", self.subscription.name)
                 try:
-                    await self._apply_once(envelope)
+                    settled = await self._apply_once(envelope, overdue)
                 except Exception as error:
                     if not _database_unavailable(error):
                         raise
-                    await self._apply_when_database_returns(msg, envelope, error)
+                    settled = await self._apply_when_database_returns(msg, envelope, error, overdue)
+                if not settled:
+                    return False
             except Exception as error:
                 span.record_exception(error)
                 if attempt >= self.max_deliver:
                     await self._dead_letter(msg, error, attempt)
-                    return
+                    return True
                 log.warning("event handling failed; will be redelivered",
                             extra={"consumer": self.durable, "attempt": attempt, "error": repr(error)})
                 await msg.nak(delay=min(0.2 * 2**attempt, 5.0))
-                return
+                return True
         await msg.ack()
+        return True
 
-    async def _apply_when_database_returns(self, msg: Msg, envelope: Envelope, error: Exception) -> None:
+    async def _apply_when_database_returns(self, msg: Msg, envelope: Envelope, error: Exception,
+                                           overdue: bool) -> bool:
         """The service's own database is away: not the message's fault, so it must not count towards
         dead-lettering (nor towards JetStream's max_deliver). Hold the message and retry until it applies."""
         delay = 0.2
@@ -160,22 +227,24 @@ class InboxConsumer:
             with contextlib.suppress(Exception):
                 await msg.in_progress()  # keeps the ack deadline from passing while we wait
             try:
-                await self._apply_once(envelope)
-                return
+                return await self._apply_once(envelope, overdue)
             except Exception as again:
                 if not _database_unavailable(again):
                     raise
                 error = again
 
-    async def _apply_once(self, envelope: Envelope) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            first_time = await conn.fetchval(
-                "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
-                self.subscription.name, envelope.id,
-            )
-            if first_time:
-                await self.subscription.handle(conn, envelope)
-                self.applied += 1
+    async def _apply_once(self, envelope: Envelope, overdue: bool = False) -> bool:
+        """Applies the event unless done already; False when it came early (it stays unacknowledged)."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                outcome = await apply_in_order(conn, self.subscription, [envelope], overdue=lambda _: overdue,
+                                               tolerate_missing=overdue)
+        except NotYetApplicable:
+            return False
+        if outcome.early:
+            return False
+        self.applied += outcome.applied
+        return True
 
     async def _dead_letter(self, msg: Msg, error: Exception, attempt: int) -> None:
         payload = {
@@ -195,26 +264,66 @@ class InboxConsumer:
         await msg.term()
 
 
-async def apply_new(conn: asyncpg.Connection, subscription: Subscription, messages: Sequence[Msg]) -> int:
-    """Applies, in order and inside the caller's transaction, the messages ``subscription`` has not applied
-    before: one inbox insert for all of them (a message the stream holds twice is applied once), runs of
-    one statement sent together. Returns how many were applied."""
+async def apply_new(conn: asyncpg.Connection, subscription: Subscription, messages: Sequence[Msg],
+                    overdue: Callable[[int], bool] = lambda _: False) -> Outcome:
+    """Applies, inside the caller's transaction, the messages ``subscription`` has not applied before, each
+    source stream in version order (``apply_in_order``); runs of one statement are sent together."""
     envelopes = [Envelope.from_bytes(msg.data) for msg in messages]
-    fresh = {row["event_id"] for row in await conn.fetch(
-        "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) "
-        "ON CONFLICT DO NOTHING RETURNING event_id", subscription.name, [e.id for e in envelopes])}
-    grouped, applied = GroupedWrites(conn), 0
-    for msg, envelope in zip(messages, envelopes, strict=True):
-        with tracer().start_as_current_span(f"consume {subscription.name}", context=context_from(msg.headers),
+    return await apply_in_order(conn, subscription, envelopes, overdue=overdue,
+                                trace_headers=[msg.headers for msg in messages])
+
+
+async def apply_in_order(conn: asyncpg.Connection, subscription: Subscription, envelopes: Sequence[Envelope], *,
+                         overdue: Callable[[int], bool] = lambda _: False, tolerate_missing: bool = False,
+                         trace_headers: Sequence[dict[str, str] | None] | None = None) -> Outcome:
+    """The one rule every bus-fed read model applies events by, inside the caller's transaction.
+
+    An ordered subscription's versioned events go by their stream's applied version (``kizuna.ordering``):
+    done ones are dropped, due ones applied in version order, early ones left out of the outcome's
+    ``early`` (positions) unless ``overdue``. Other events are applied once each through the inbox, in the
+    order given. ``tolerate_missing`` (one overdue event at a time) logs a handler's ``NotYetApplicable``
+    instead of holding the event again."""
+    by_version = [i for i, e in enumerate(envelopes) if subscription.ordered and is_versioned(e)]
+    by_inbox = [i for i, e in enumerate(envelopes) if not (subscription.ordered and is_versioned(e))]
+    sequence: list[int] = []
+    early: list[int] = []
+    if by_inbox:
+        fresh = {row["event_id"] for row in await conn.fetch(
+            "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) "
+            "ON CONFLICT DO NOTHING RETURNING event_id", subscription.name, [envelopes[i].id for i in by_inbox])}
+        for index in by_inbox:
+            if envelopes[index].id in fresh:  # a message the stream holds twice is applied once
+                fresh.discard(envelopes[index].id)
+                sequence.append(index)
+    versions: StreamVersions | None = None
+    if by_version:
+        versions = await StreamVersions.lock(conn, subscription.name, [stream_key(envelopes[i]) for i in by_version])
+        ordering = plan(versions, [envelopes[i] for i in by_version], lambda j: overdue(by_version[j]))
+        sequence += [by_version[j] for j in ordering.due]
+        early = [by_version[j] for j in ordering.early]
+    target = conn if tolerate_missing else cast(asyncpg.Connection, GroupedWrites(conn))
+    for index in sequence:
+        envelope = envelopes[index]
+        headers = trace_headers[index] if trace_headers else None
+        with tracer().start_as_current_span(f"consume {subscription.name}", context=context_from(headers),
                                             kind=trace.SpanKind.CONSUMER) as span:
             span.set_attribute("kizuna.event_type", envelope.type)
             span.set_attribute("kizuna.consumer", subscription.name)
-            if envelope.id in fresh:
-                fresh.discard(envelope.id)
-                await subscription.handle(cast(asyncpg.Connection, grouped), envelope)
-                applied += 1
-    await grouped.flush()
-    return applied
+            if not tolerate_missing:
+                await subscription.handle(target, envelope)
+                continue
+            try:
+                async with conn.transaction():  # a savepoint: what the handler wrote goes, the version stays
+                    await subscription.handle(conn, envelope)
+            except NotYetApplicable as missing:
+                log.error("event applied without what it depends on, which never arrived in time",
+                          extra={"consumer": subscription.name, "event_type": envelope.type,
+                                 "stream_id": envelope.subject, "error": repr(missing)})
+    if isinstance(target, GroupedWrites):
+        await target.flush()
+    if versions is not None:
+        await versions.save(conn)
+    return Outcome(len(sequence), early)
 
 
 def _database_unavailable(error: Exception) -> bool:
@@ -231,6 +340,10 @@ def _is_json(raw: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _sequence(msg: Msg) -> int:
+    return int(msg.metadata.sequence.stream) if msg.metadata else id(msg)
 
 
 def _msg_id(msg: Msg) -> str:

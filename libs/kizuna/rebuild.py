@@ -1,8 +1,9 @@
 """Rebuild a service's read models from scratch: ``python -m kizuna.rebuild <service>``.
 
 Own events are replayed from the service's event store through its inline projections; events of
-other services are replayed from the JetStream stream through its subscriptions (inbox cleared
-first, so each is applied exactly once). Projections are written to be replay-safe.
+other services are replayed from the JetStream stream through its subscriptions (inbox and applied
+versions cleared first, so each is applied exactly once, each source stream in version order by the same
+rule as the live consumers). Projections are written to be replay-safe.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import zlib
 from typing import cast
 
 import asyncpg
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -45,6 +47,8 @@ async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 
             if spec.read_model_tables:
                 await conn.execute(f"TRUNCATE {', '.join(spec.read_model_tables)}")
             await conn.execute("DELETE FROM inbox WHERE consumer = ANY($1::text[])",
+                               [s.name for s in spec.subscriptions])
+            await conn.execute("DELETE FROM applied_versions WHERE projection = ANY($1::text[])",
                                [s.name for s in spec.subscriptions])
         counts = {"own_events": await replay_own(pool, spec, batch)}
         if include_bus and spec.subscriptions:
@@ -101,6 +105,14 @@ async def _project(pool: asyncpg.Pool, spec: ServiceSpec, events: list[RecordedE
         await grouped.flush()
 
 
+def _every_event(_: int) -> bool:
+    return True
+
+
+def _no_event(_: int) -> bool:
+    return False
+
+
 async def replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSettings) -> int:
     nc = await bus.connect(settings.nats_url, f"kizuna-rebuild-{spec.name}", wait_seconds=10)
     applied = 0
@@ -116,15 +128,25 @@ async def replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSet
                                       filter_subjects=subjects if len(subjects) > 1 else None,
                                       inactive_threshold=30),
             )
+            # The stream holds each source stream in version order (one relay publishes in commit order), so an
+            # early event here means its predecessor was lost to the stream's limits: carried to the next batch
+            # in case, and applied anyway (the gap logged) once the stream has nothing more.
+            early: list[Msg] = []
             while True:
                 try:
                     messages = await sub.fetch(500, timeout=1)
                 except NatsTimeout:
+                    messages = []
+                last = not messages or messages[-1].metadata.num_pending == 0
+                batch = [*early, *messages]
+                if not batch:
                     break
                 async with pool.acquire() as conn, conn.transaction():
-                    applied += await apply_new(conn, subscription, messages)
+                    outcome = await apply_new(conn, subscription, batch, overdue=_every_event if last else _no_event)
+                applied += outcome.applied
+                early = [batch[i] for i in outcome.early]
                 progress.advance(len(messages))
-                if messages and messages[-1].metadata.num_pending == 0:
+                if last and not early:
                     break
             progress.finish()
             await sub.unsubscribe()
