@@ -1,51 +1,191 @@
-"""Kubernetes manifests, checked statically: they parse, kustomize's list resolves, and every
-cross-reference (selectors, scale targets, config) points at something that exists."""
+"""The Kubernetes stack as `kubectl apply -k deploy/kubernetes` would send it, checked without a cluster.
+
+kustomize renders it (the real kubectl); every resource is validated against the Kubernetes API's schemas
+(kubernetes-validate, offline) and CloudNativePG's CRD schemas (deploy/kubernetes/schemas); then what no
+schema says: a numeric user wherever runAsNonRoot is set, every Secret and ConfigMap defined or created by the
+commands of docs/operations.md (which this runs, dry-run), probes on routes the services serve, a connection
+budget within max_connections, backups, an Ingress, synchronous replication, and a lock file that holds
+pyproject.toml's pins."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
+import jsonschema
+import kubernetes_validate
+import pytest
 import yaml
 
+from kizuna.auth import load_private_key, public_pem
 from kizuna.settings import ServiceSettings
-from tests.support import ROOT
+from tests.support import ROOT, Ecosystem
 
 K8S = ROOT / "deploy" / "kubernetes"
+SCHEMAS = K8S / "schemas"
+OPERATIONS = ROOT / "docs" / "operations.md"
+KUBERNETES_VERSION = "1.32.0"
+SUPERUSER_RESERVED_CONNECTIONS = 3  # PostgreSQL's default, which the Cluster keeps
+SERVICE_PORTS = {"members": 8101, "referrals": 8102, "sessions": 8103, "gateway": 8000}
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
 
 
-def _documents() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    docs: list[dict[str, Any]] = []
-    for resource in kustomization["resources"]:
-        path = K8S / resource
-        assert path.exists(), resource
-        docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return docs
+def _kubectl(*args: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(["kubectl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@functools.cache
+def rendered() -> tuple[dict[str, Any], ...]:
+    return tuple(doc for doc in yaml.safe_load_all(_kubectl("kustomize", str(K8S))) if doc)
 
 
 def by_kind(kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in _documents() if doc["kind"] == kind]
+    return [doc for doc in rendered() if doc["kind"] == kind]
 
 
-def test_every_manifest_has_the_basics() -> None:
-    for doc in _documents():
-        assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), doc
+def named(kind: str, name: str) -> dict[str, Any]:
+    [doc] = [d for d in by_kind(kind) if d["metadata"]["name"] == name]
+    return doc
 
 
-def test_deployments_have_probes_resources_and_replicas() -> None:
+def examples() -> list[dict[str, Any]]:
+    return [doc for path in sorted((K8S / "examples").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+            if doc]
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def _closed(schema: Any) -> Any:
+    """A CRD schema as the API server applies it: fields it does not know are pruned, so here they are errors
+    (a misspelt field would otherwise pass and silently do nothing)."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if ("properties" in closed and "additionalProperties" not in closed
+            and not closed.get("x-kubernetes-preserve-unknown-fields")):
+        closed["additionalProperties"] = False
+    return closed
+
+
+@functools.cache
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    schemas = {}
+    for path in SCHEMAS.glob("*.json"):
+        crd = json.loads(path.read_text())
+        schemas[(f"{crd['group']}/{crd['version']}", crd["kind"])] = _closed(crd["openAPIV3Schema"])
+    return schemas
+
+
+def validate(doc: dict[str, Any]) -> None:
+    key = (doc["apiVersion"], doc["kind"])
+    if key in crd_schemas():
+        jsonschema.validate(doc, crd_schemas()[key])
+    else:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@needs_kubectl
+def test_every_resource_is_valid_against_its_schema() -> None:
+    for doc in [*rendered(), *examples()]:
+        try:
+            validate(doc)
+        except Exception as error:
+            pytest.fail(f"{doc['kind']} {doc['metadata'].get('name')}: {error}")
+
+
+def test_a_crd_schema_refuses_what_the_operator_would_drop() -> None:
+    """The CRD check can fail: a misspelt field and a wrong type are refused."""
+    cluster = next(yaml.safe_load_all((K8S / "postgres-cnpg.yaml").read_text()))
+    for field, value in (("synchronus", {"method": "any", "number": 1}), ("instances", "three")):
+        with pytest.raises(jsonschema.ValidationError):
+            validate({**cluster, "spec": {**cluster["spec"], field: value}})
+
+
+@needs_kubectl
+def test_nothing_uses_the_deprecated_barman_object_store() -> None:
+    for doc in [*rendered(), *examples()]:
+        assert "barmanObjectStore" not in json.dumps(doc), doc["metadata"]
+
+
+# ---------------------------------------------------------------- what schemas cannot say
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(doc["metadata"]["name"], doc["spec"]["template"]["spec"]) for doc in docs
+            if doc["kind"] in ("Deployment", "StatefulSet", "Job")]
+
+
+@needs_kubectl
+def test_run_as_non_root_always_comes_with_a_numeric_user_the_image_runs_as() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [user] = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert re.fullmatch(r"\d+:\d+", user), f"USER {user}: runAsNonRoot can only verify a numeric user"
+    uid, gid = (int(part) for part in user.split(":"))
+    checked = 0
+    for name, spec in pod_specs([*rendered(), *examples()]):
+        for container in spec["containers"]:
+            context = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
+            if context.get("runAsNonRoot"):
+                assert isinstance(context.get("runAsUser"), int) and context["runAsUser"] > 0, name
+                assert isinstance(context.get("runAsGroup"), int), name
+                if "kizuna" in container["image"]:
+                    assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid), name
+                checked += 1
+    assert checked >= 5
+
+
+@needs_kubectl
+def test_the_image_is_named_once_and_every_service_runs_it() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    [image] = kustomization["images"]
+    assert image["name"] == "kizuna" and image["newName"] and image["newTag"]
+    for name, spec in pod_specs(by_kind("Deployment")):
+        [container] = spec["containers"]
+        assert container["image"] == f"{image['newName']}:{image['newTag']}", name
+    others = [p for p in [*K8S.glob("*.yaml"), *K8S.glob("examples/*.yaml")] if p.name != "kustomization.yaml"]
+    assert not [p.name for p in others if image["newName"] in p.read_text()], "the name is written twice"
+    make = subprocess.run(["make", "-n", "image"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert f"docker build --pull -t {image['newName']}:{image['newTag']} ." in make.stdout, make.stdout + make.stderr
+
+
+@needs_kubectl
+def test_probes_use_the_routes_and_ports_the_services_serve() -> None:
+    from kizuna.service import health_router
+
+    routes = {route.path for route in health_router().routes}  # type: ignore[attr-defined]
     deployments = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
-    assert set(deployments) == {"members", "referrals", "sessions", "gateway"}
+    assert set(deployments) == set(SERVICE_PORTS)
     for name, deployment in deployments.items():
         spec = deployment["spec"]
         assert spec["replicas"] >= 2, name
-        assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
         [container] = spec["template"]["spec"]["containers"]
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
         assert container["args"] == [f"services.{name}"]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        [port] = container["ports"]
+        assert port["containerPort"] == int(env["KIZUNA_HTTP_PORT"]) == SERVICE_PORTS[name]
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            get = container[probe]["httpGet"]
+            assert get["path"] == path and path in routes, (name, probe)
+            assert get["port"] in (port["name"], port["containerPort"]), (name, probe)
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
 
+@needs_kubectl
 def test_selectors_and_targets_resolve() -> None:
     pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in by_kind("Deployment") + by_kind("StatefulSet")]
     for kind in ("Service", "PodDisruptionBudget"):
@@ -56,15 +196,295 @@ def test_selectors_and_targets_resolve() -> None:
     deployments = {d["metadata"]["name"] for d in by_kind("Deployment")}
     for hpa in by_kind("HorizontalPodAutoscaler"):
         assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+    assert all(doc["metadata"].get("namespace", "kizuna") == "kizuna" for doc in rendered())
 
 
-def test_nats_is_a_three_node_jetstream_cluster_and_streams_replicate() -> None:
+@needs_kubectl
+def test_nats_is_a_three_node_jetstream_cluster_listed_in_the_services_setting() -> None:
     [nats] = by_kind("StatefulSet")
     assert nats["spec"]["replicas"] == 3
-    config = next(d for d in by_kind("ConfigMap") if d["metadata"]["name"] == "nats-config")["data"]["nats.conf"]
+    config = named("ConfigMap", "nats-config")["data"]["nats.conf"]
     assert "sync_interval: always" in config and "cluster" in config
-    kizuna = next(d for d in by_kind("ConfigMap") if d["metadata"]["name"] == "kizuna-config")["data"]
+    kizuna = named("ConfigMap", "kizuna-config")["data"]
     assert kizuna["KIZUNA_JETSTREAM_REPLICAS"] == "3"
+    from kizuna.bus import server_list
+
+    assert server_list(kizuna["KIZUNA_NATS_URL"]) == [f"nats://nats-{i}.nats:4222" for i in range(3)]
     known = {f"KIZUNA_{field.upper()}" for field in ServiceSettings.model_fields}
-    [secret] = by_kind("Secret")
-    assert set(kizuna) | set(secret["stringData"]) <= known
+    assert set(kizuna) <= known
+
+
+@needs_kubectl
+def test_no_secret_is_in_the_applied_set() -> None:
+    assert by_kind("Secret") == []
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert not any("secret" in resource for resource in kustomization["resources"])
+    assert "replace-me" not in _kubectl("kustomize", str(K8S))
+
+
+@needs_kubectl
+def test_an_ingress_sends_the_public_host_to_the_gateway_over_tls() -> None:
+    [ingress] = by_kind("Ingress")
+    [rule] = ingress["spec"]["rules"]
+    [path] = rule["http"]["paths"]
+    assert path["path"] == "/" and path["backend"]["service"]["name"] == "gateway"
+    gateway_ports = {port["name"] for port in named("Service", "gateway")["spec"]["ports"]}
+    assert path["backend"]["service"]["port"]["name"] in gateway_ports
+    [tls] = ingress["spec"]["tls"]
+    assert rule["host"] in tls["hosts"] and tls["secretName"]
+
+
+@needs_kubectl
+def test_acknowledged_writes_survive_a_failover_and_backups_are_scheduled() -> None:
+    cluster = named("Cluster", "kizuna-pg")["spec"]
+    synchronous = cluster["postgresql"]["synchronous"]
+    assert cluster["instances"] >= 3 and synchronous["number"] >= 1
+    assert synchronous["method"] in ("any", "first") and synchronous["dataDurability"] == "required"
+    [plugin] = cluster["plugins"]
+    assert plugin["name"] == "barman-cloud.cloudnative-pg.io" and plugin["isWALArchiver"]
+    store = named("ObjectStore", plugin["parameters"]["barmanObjectName"])["spec"]
+    assert store["configuration"]["destinationPath"].startswith("s3://") and store["retentionPolicy"]
+    [scheduled] = by_kind("ScheduledBackup")
+    assert scheduled["spec"]["cluster"]["name"] == "kizuna-pg" and scheduled["spec"]["method"] == "plugin"
+    assert scheduled["spec"]["pluginConfiguration"]["name"] == plugin["name"]
+    assert len(scheduled["spec"]["schedule"].split()) == 6  # CloudNativePG's cron has seconds first
+
+
+# ---------------------------------------------------------------- the connection budget
+
+
+def pool_size(container: dict[str, Any]) -> int:
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    return int(env.get("KIZUNA_DATABASE_POOL_SIZE") or ServiceSettings.model_fields["database_pool_size"].default)
+
+
+def connections_per_pod(name: str, pool: int) -> int:
+    """The pool, the relay's own connection, and the gateway's listener (libs/kizuna/relay.py,
+    services/gateway/memory.py); test_a_pod_opens_no_more_than_its_budget measures it."""
+    return pool + 1 + (1 if name == "gateway" else 0)
+
+
+@needs_kubectl
+def test_the_connection_budget_fits_max_connections_through_the_pooler() -> None:
+    maxima = {hpa["spec"]["scaleTargetRef"]["name"]: hpa["spec"]["maxReplicas"]
+              for hpa in by_kind("HorizontalPodAutoscaler")}
+    per_database = {}
+    for name, spec in pod_specs(by_kind("Deployment")):
+        [container] = spec["containers"]
+        per_database[name] = maxima[name] * connections_per_pod(name, pool_size(container))
+    total = sum(per_database.values())
+    cluster = named("Cluster", "kizuna-pg")["spec"]
+    max_connections = int(cluster["postgresql"]["parameters"]["max_connections"])
+    assert total <= max_connections - SUPERUSER_RESERVED_CONNECTIONS - 20, (total, per_database)
+    assert f"**{total}**" in OPERATIONS.read_text(), "docs/operations.md's table must show this total"
+    [pooler] = by_kind("Pooler")
+    assert pooler["spec"]["cluster"]["name"] == "kizuna-pg" and pooler["spec"]["type"] == "rw"
+    bouncer = pooler["spec"]["pgbouncer"]
+    # Session mode (advisory locks, LISTEN): a client never waits when one instance can take a database's all.
+    assert bouncer["poolMode"] == "session"
+    assert int(bouncer["parameters"]["default_pool_size"]) >= max(per_database.values())
+    assert int(bouncer["parameters"]["max_client_conn"]) >= total
+
+
+def test_a_pod_opens_no_more_than_its_budget(ecosystem: Ecosystem) -> None:
+    """A real members process with the pool size the Deployment sets, under more concurrent requests than its
+    pool: PostgreSQL sees at most pool + relay connections from it (before the setting: 11)."""
+    members_deployment = next(yaml.safe_load_all((K8S / "services.yaml").read_text()))
+    [container] = members_deployment["spec"]["template"]["spec"]["containers"]
+    pool = pool_size(container)
+    [members] = ecosystem.start("members", KIZUNA_DATABASE_POOL_SIZE=str(pool)).values()
+    database = ecosystem.env("members")["KIZUNA_DATABASE_URL"].rsplit("/", 1)[1]
+
+    async def load_and_count() -> int:
+        async with httpx.AsyncClient(base_url=members.url, timeout=10) as http:
+            for _ in range(5):
+                await asyncio.gather(*(http.get("/readyz") for _ in range(40)))
+        conn = await asyncpg.connect(ecosystem.postgres.create_database("postgres"))
+        try:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", database))
+        finally:
+            await conn.close()
+
+    opened = asyncio.run(load_and_count())
+    assert 1 < opened <= connections_per_pod("members", pool), opened
+
+
+# ---------------------------------------------------------------- the documented commands
+
+
+def kubernetes_blocks() -> list[str]:
+    text = OPERATIONS.read_text()
+    section = text[text.index("\n## Kubernetes"):]
+    following = re.search(r"\n## (?!#)", section[1:])
+    section = section[: following.start() + 1] if following else section
+    return re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+
+
+# kubectl as the client runs it (kustomize, create/set with --dry-run=client or --local); what would go to a
+# cluster is written down: `apply` collects what it would send, anything else is recorded as a call.
+KUBECTL_WITHOUT_A_CLUSTER = r"""
+kubectl() {
+  case " $* " in
+    *" kustomize "*|*" --dry-run=client "*|*" --local "*) command kubectl "$@" ;;
+    *" apply -f - "*) cat >> "$APPLIED"; echo --- >> "$APPLIED" ;;
+    *" apply -k "*) command kubectl kustomize "${@: -1}" >> "$APPLIED"; echo --- >> "$APPLIED" ;;
+    *" apply -f "*|*" create -f "*) cat "${@: -1}" >> "$APPLIED"; echo --- >> "$APPLIED" ;;
+    *) echo "$*" >> "$CALLS" ;;
+  esac
+}
+set -euo pipefail
+"""
+
+
+@functools.cache
+def run_documented_commands() -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Every sh block of the Kubernetes section, run in order in a scratch folder with the operator's inputs
+    (a certificate, the bucket's keys, the current public key) made up."""
+    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"kizuna-k8s-docs-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    (scratch / "deploy").symlink_to(ROOT / "deploy")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", "privkey.pem", "-out", "fullchain.pem", "-days", "1", "-subj", "/CN=kizuna.example.org"],
+                   cwd=scratch, check=True, capture_output=True)
+    subprocess.run("openssl genpkey -algorithm ed25519 | openssl pkey -pubout -out old-jwt.pub.pem", shell=True,
+                   cwd=scratch, check=True, capture_output=True)
+    applied, calls = scratch / "applied.yaml", scratch / "calls.txt"
+    applied.touch()
+    calls.touch()
+    env = {**os.environ, "APPLIED": str(applied), "CALLS": str(calls),
+           "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-secret"}
+    for block in kubernetes_blocks():
+        done = subprocess.run(["bash", "-c", KUBECTL_WITHOUT_A_CLUSTER + block], cwd=scratch, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{block}\n{done.stderr}"
+    docs = [doc for doc in yaml.safe_load_all(applied.read_text()) if doc]
+    recorded = [line.split() for line in calls.read_text().splitlines()]
+    leftovers = sorted(p.name for p in scratch.iterdir())
+    assert not [name for name in leftovers if name.startswith(("jwt", "federation"))], leftovers
+    shutil.rmtree(scratch)
+    return docs, recorded
+
+
+def created_secrets() -> dict[str, dict[str, Any]]:
+    docs, _ = run_documented_commands()
+    # The rotation block writes kizuna-secrets again: the deploy's secret is the first of each name.
+    secrets: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            secrets.setdefault(doc["metadata"]["name"], doc)
+    return secrets
+
+
+def secret_values(secret: dict[str, Any]) -> dict[str, str]:
+    import base64
+
+    return {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
+
+
+@needs_kubectl
+def test_every_referenced_secret_and_config_map_is_defined_or_created_by_the_documented_commands() -> None:
+    secrets = created_secrets()
+    config_maps = {doc["metadata"]["name"]: doc for doc in by_kind("ConfigMap")}
+    wanted: list[tuple[str, str, str | None]] = []  # (kind, name, key or None)
+    for _, spec in pod_specs([*rendered(), *examples()]):
+        for container in spec["containers"]:
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    wanted.append(("Secret", source["secretRef"]["name"], None))
+                if "configMapRef" in source:
+                    wanted.append(("ConfigMap", source["configMapRef"]["name"], None))
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {})
+                if "secretKeyRef" in ref:
+                    wanted.append(("Secret", ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"]))
+                if "configMapKeyRef" in ref:
+                    wanted.append(("ConfigMap", ref["configMapKeyRef"]["name"], ref["configMapKeyRef"]["key"]))
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                wanted.append(("ConfigMap", volume["configMap"]["name"], None))
+            if "secret" in volume:
+                wanted.append(("Secret", volume["secret"]["secretName"], None))
+    cluster = named("Cluster", "kizuna-pg")["spec"]
+    wanted.append(("Secret", cluster["bootstrap"]["initdb"]["secret"]["name"], "password"))
+    for credential in named("ObjectStore", "kizuna-backups")["spec"]["configuration"]["s3Credentials"].values():
+        wanted.append(("Secret", credential["name"], credential["key"]))
+    for tls in by_kind("Ingress")[0]["spec"]["tls"]:
+        wanted.append(("Secret", tls["secretName"], "tls.crt"))
+    for kind, name, key in wanted:
+        found = (secrets if kind == "Secret" else config_maps).get(name)
+        assert found is not None, f"{kind} {name} is neither in deploy/kubernetes nor created in docs/operations.md"
+        if key is not None:
+            assert key in {**found.get("data", {}), **found.get("stringData", {})}, f"{kind} {name} lacks {key}"
+    assert {"kizuna-secrets", "kizuna-database-urls", "kizuna-pg-owner", "kizuna-backup",
+            "kizuna-gateway-tls"} <= {name for kind, name, _ in wanted if kind == "Secret"}
+
+
+@needs_kubectl
+def test_the_documented_secrets_hold_what_the_services_read() -> None:
+    secrets = created_secrets()
+    known = {f"KIZUNA_{field.upper()}" for field in ServiceSettings.model_fields}
+    app = secret_values(secrets["kizuna-secrets"])
+    assert set(app) <= known and {"KIZUNA_OPERATOR_TOKEN", "KIZUNA_JWT_PRIVATE_KEY", "KIZUNA_JWT_PUBLIC_KEYS",
+                                  "KIZUNA_FEDERATION_PRIVATE_KEY", "KIZUNA_PUBLIC_URL"} <= set(app)
+    assert len(app["KIZUNA_OPERATOR_TOKEN"]) >= 64
+    assert public_pem(load_private_key(app["KIZUNA_JWT_PRIVATE_KEY"])).strip() in app["KIZUNA_JWT_PUBLIC_KEYS"]
+    load_private_key(app["KIZUNA_FEDERATION_PRIVATE_KEY"])
+    owner = secret_values(secrets["kizuna-pg-owner"])
+    assert secrets["kizuna-pg-owner"]["type"] == "kubernetes.io/basic-auth" and owner["username"] == "kizuna"
+    urls = secret_values(secrets["kizuna-database-urls"])
+    [pooler] = by_kind("Pooler")
+    initdb = named("Cluster", "kizuna-pg")["spec"]["bootstrap"]["initdb"]
+    databases = {initdb["database"], *re.findall(r"CREATE DATABASE (\w+)", " ".join(initdb["postInitSQL"]))}
+    assert set(urls) == set(SERVICE_PORTS)
+    for service, url in urls.items():
+        # Through the pooler, as the owner with the owner's password, each service to its own database.
+        assert url == (f"postgresql://kizuna:{owner['password']}@{pooler['metadata']['name']}:5432/kizuna_{service}")
+        assert f"kizuna_{service}" in databases
+
+
+@needs_kubectl
+def test_what_the_documented_commands_ask_of_a_cluster_names_what_exists() -> None:
+    docs, calls = run_documented_commands()
+    assert any(doc["kind"] == "Deployment" for doc in docs), "the deploy block applies the kustomization"
+    existing = {f"{doc['kind'].lower()}/{doc['metadata'].get('name')}" for doc in [*rendered(), *docs]}
+    existing |= {f"job/{doc['metadata']['name']}" for doc in examples() if doc["kind"] == "Job"}
+    existing |= {f"cluster/{doc['metadata']['name']}" for doc in examples() if doc["kind"] == "Cluster"}
+    verbs = {call[2] if call[0] == "-n" else call[0] for call in calls}
+    assert {"wait", "rollout", "scale", "patch", "get"} <= verbs, verbs
+    for call in calls:
+        assert call[:2] == ["-n", "kizuna"], call
+        for word in call:
+            if re.fullmatch(r"(deployment|cluster|job|hpa|pooler)/[\w-]+", word):
+                assert word in existing or word.replace("hpa/", "horizontalpodautoscaler/") in existing, call
+        if call[2] == "patch":
+            kind = {"hpa": "horizontalpodautoscaler"}.get(call[3], call[3])
+            assert f"{kind}/{call[4]}" in existing, call
+
+
+# ---------------------------------------------------------------- the image's dependencies
+
+
+def locked(path: Path) -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", path.read_text(), re.MULTILINE)
+    return {re.sub(r"[-_.]+", "-", name.split("[")[0]).lower(): version for name, version in pins}
+
+
+def test_the_lock_files_hold_every_pin_of_pyproject_with_hashes() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime, dev = locked(ROOT / "requirements.lock"), locked(ROOT / "requirements-dev.lock")
+    for lock, requirements in ((runtime, project["dependencies"]),
+                               (dev, [*project["dependencies"], *project["optional-dependencies"]["dev"]])):
+        for requirement in requirements:
+            name, version = re.match(r"([A-Za-z0-9_.\-\[\]]+)==([^;\s]+)", requirement).groups()  # type: ignore[union-attr]
+            name = re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()
+            assert lock.get(name) == version, f"{name}=={version} is not in the lock: run `make lock`"
+    assert len(runtime) > len(project["dependencies"])  # the transitive ones are pinned too
+    for path in ("requirements.lock", "requirements-dev.lock"):
+        text = (ROOT / path).read_text()
+        assert text.count("==") <= text.count("--hash=sha256:"), f"{path}: every pin carries its hashes"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes -r requirements.lock" in dockerfile and "install --no-deps ." in dockerfile
