@@ -222,6 +222,7 @@ RULES: dict[str, Rule] = {
     "PartnershipSuspended": _rule("reader", "GET …/partnerships"),
     "PartnershipResumed": _rule("reader", "GET …/partnerships"),
     "PartnershipEnded": _rule("reader", "GET …/partnerships"),
+    "FederationListingChanged": _rule("reader", "GET /v1/communities/{cid}/federation-listing"),
     "JobSharedWithPartner": _rule("reader", "GET …/partnerships (what is shared through each)"),
     "JobStatusSentToPartner": _rule("reader", "GET …/partnerships"),
     "PartnerJobReceived": _rule("member", "GET …/partner-jobs (members)"),
