@@ -283,12 +283,15 @@ class EventStore:
         return Checkpoint(row["t"], row["p"]) if row else Checkpoint()
 
     async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        """Moves the checkpoint forward, never back: a writer that lost its lock cannot undo progress."""
         async with self.pool.acquire() as conn:
             await conn.execute(
                 """
                 INSERT INTO checkpoints (name, transaction_id, global_position) VALUES ($1, $2::text::xid8, $3)
                 ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
                        global_position = EXCLUDED.global_position, updated_at = now()
+                 WHERE (checkpoints.transaction_id, checkpoints.global_position)
+                     < (EXCLUDED.transaction_id, EXCLUDED.global_position)
                 """,
                 name, str(checkpoint.transaction_id), checkpoint.global_position,
             )

@@ -6,6 +6,12 @@ waits for every acknowledgement, and only then moves its checkpoint. A crash any
 re-publish from the last checkpoint, which JetStream drops as duplicates within its window and
 consumers' inboxes drop after it. One relay is active per database (advisory lock), so several
 replicas of a service can run safely.
+
+The lock is a session lock on a connection of the relay's own. Losing that connection releases the
+lock, and another replica takes it; so the relay checks that the connection still answers before
+each batch it publishes and before each checkpoint it saves, and stops publishing the moment it does
+not (it then waits for the lock again). A checkpoint only ever moves forward (``save_checkpoint``),
+so a relay that lost the lock between its check and its write cannot move it back.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ from .telemetry import context_from, current_trace_headers, tracer
 log = logging.getLogger("kizuna.relay")
 
 RELAY_LOCK_KEY = 0x4B495A554E41  # "KIZUNA": one active relay per service database
+LOCK_HOLDER_NAME = "kizuna-relay-lock"  # the lock connection's application_name in pg_stat_activity
+FENCE_TIMEOUT_SECONDS = 2.0
+
+
+class LostLock(RuntimeError):
+    """The lock connection stopped answering: another relay may be active now."""
 
 
 class OutboxRelay:
@@ -43,7 +55,8 @@ class OutboxRelay:
         """Run until cancelled: wait to be the active relay, then publish forever."""
         while True:
             try:
-                lock_conn = await asyncpg.connect(self.database_url)
+                lock_conn = await asyncpg.connect(self.database_url,
+                                                  server_settings={"application_name": LOCK_HOLDER_NAME})
             except (OSError, asyncpg.PostgresError):
                 await asyncio.sleep(1)
                 continue
@@ -56,11 +69,14 @@ class OutboxRelay:
                 await lock_conn.add_listener("kizuna_events", self._on_notify)
                 self.store.add_commit_listener(self._on_notify)
                 try:
-                    await self._publish_forever()
+                    await self._publish_forever(lock_conn)
                 finally:
                     self.store.remove_commit_listener(self._on_notify)
             except asyncio.CancelledError:
                 raise
+            except LostLock:
+                log.warning("relay lock lost; publishing stopped until it is held again")
+                await asyncio.sleep(0.5)
             except Exception:
                 log.exception("relay stopped by an error; resuming from its checkpoint")
                 await asyncio.sleep(0.5)
@@ -70,7 +86,7 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _publish_forever(self) -> None:
+    async def _publish_forever(self, lock_conn: asyncpg.Connection) -> None:
         checkpoint = await self.store.load_checkpoint(self.checkpoint_name)
         while True:
             batch = await self.store.read_all(checkpoint, self.batch_size)
@@ -81,6 +97,7 @@ class OutboxRelay:
                 except TimeoutError:
                     pass
                 continue
+            await _still_holding(lock_conn)
             try:
                 await self.publish(batch)
             except Exception as error:  # NATS down or slow: retry the same batch; duplicates are dropped
@@ -89,6 +106,7 @@ class OutboxRelay:
                 continue
             last = batch[-1]
             checkpoint = Checkpoint(last.transaction_id, last.global_position)
+            await _still_holding(lock_conn)
             await self.store.save_checkpoint(self.checkpoint_name, checkpoint)
             self.published += len(batch)
 
@@ -111,6 +129,14 @@ class OutboxRelay:
                     wait_stall=5,
                 ))
         await asyncio.wait_for(asyncio.gather(*acks), timeout=10)
+
+
+async def _still_holding(lock_conn: asyncpg.Connection) -> None:
+    """A session lock lasts as long as its session: the connection answering proves it is held."""
+    try:
+        await lock_conn.fetchval("SELECT 1", timeout=FENCE_TIMEOUT_SECONDS)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+        raise LostLock(repr(error)) from error
 
 
 async def _close_quietly(conn: asyncpg.Connection) -> None:
