@@ -26,6 +26,7 @@ from .consumer import apply_new
 from .eventstore import Checkpoint, EventStore, RecordedEvent
 from .grouped import GroupedWrites
 from .progress import Progress
+from .relay import LOCK_HOLDER_NAME
 from .service import ServiceSpec, migrate
 from .settings import ServiceSettings
 
@@ -43,6 +44,7 @@ async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=REPLAY_WORKERS + 1)
     try:
         await migrate(pool, spec.migrations)
+        await refuse_while_running(pool, spec.name)
         async with pool.acquire() as conn, conn.transaction():
             if spec.read_model_tables:
                 await conn.execute(f"TRUNCATE {', '.join(spec.read_model_tables)}")
@@ -56,6 +58,22 @@ async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 
         return counts
     finally:
         await pool.close()
+
+
+class ServiceRunning(RuntimeError):
+    pass
+
+
+async def refuse_while_running(pool: asyncpg.Pool, service: str) -> None:
+    """A rebuild truncates the read models and clears the inbox: a live consumer writing meanwhile would
+    leave them wrong. Every running process of a service keeps a connection named for the relay lock
+    (holding it, or waiting for it), so one such connection means the service is up."""
+    async with pool.acquire() as conn:
+        running = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND application_name = $1", LOCK_HOLDER_NAME)
+    if running:
+        raise ServiceRunning(f"the {service} service is running ({running} process(es) connected to its "
+                             f"database); stop every replica first (docs/operations.md, 'Rebuild')")
 
 
 async def replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers: int = REPLAY_WORKERS) -> int:
@@ -161,7 +179,11 @@ def main() -> None:
     parser.add_argument("--own-only", action="store_true", help="skip replaying other services' events")
     args = parser.parse_args()
     settings = ServiceSettings(service_name=args.service)
-    counts = asyncio.run(rebuild(load_spec(args.service), settings, include_bus=not args.own_only))
+    try:
+        counts = asyncio.run(rebuild(load_spec(args.service), settings, include_bus=not args.own_only))
+    except ServiceRunning as error:
+        print(f"kizuna.rebuild: refused: {error}", file=sys.stderr)
+        sys.exit(2)
     print(json.dumps(counts), file=sys.stdout)
 
 
