@@ -8,7 +8,8 @@ NATS in place of the containers. Only host names and ports change: each ``host:p
 compose network maps to a loopback port. Used as ``docker`` on PATH:
 
     docker compose version --short | up -d [--build] [--wait] [service…] | stop [service…]
-                   run --rm [--no-deps] service args… | exec -T postgres command…
+                   run --rm [--no-deps] service args… | exec -T postgres command… | rm --stop --force nats
+    docker volume rm kizuna_nats-data
 
 It reads the rehearsal's state (project folder, port map, PostgreSQL's tools) from the JSON file
 named by ``KIZUNA_REHEARSAL_STATE``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,8 +165,24 @@ def _stop(run_dir: Path, name: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _nats_up(state: dict[str, Any]) -> None:
+    """The nats container: started again if it was removed (on an empty volume if that was removed too)."""
+    run_dir = Path(state["run_dir"])
+    if _pid(run_dir, "nats"):
+        return
+    with open(run_dir / "nats.log", "ab") as log:
+        process = subprocess.Popen(state["nats"]["argv"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (run_dir / "nats.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + 15
+    while subprocess.run(state["nats"]["healthcheck"], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("nats did not become healthy")
+        time.sleep(0.1)
+
+
 def _up(state: dict[str, Any], names: list[str], wait: bool) -> int:
     project, run_dir, ports = Path(state["project"]), Path(state["run_dir"]), state["ports"]
+    _nats_up(state)
     for name in [n for n in APP_SERVICES if n in (names or APP_SERVICES)]:
         env = service_environment(project, name, ports)
         env_path = run_dir / f"{name}.env.json"
@@ -187,6 +205,12 @@ def _up(state: dict[str, Any], names: list[str], wait: bool) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:2] == ["volume", "rm"]:
+        state = _state()
+        assert argv[2:] == ["kizuna_nats-data"], "the rehearsal removes only the nats volume"
+        assert not _pid(Path(state["run_dir"]), "nats"), "volume is in use"
+        shutil.rmtree(state["nats"]["data"], ignore_errors=True)
+        return 0
     if argv[:1] != ["compose"]:
         print(f"the rehearsal's docker knows only `docker compose`, not {argv}", file=sys.stderr)
         return 2
@@ -201,8 +225,13 @@ def main(argv: list[str]) -> int:
         # Without --wait compose returns before the services are healthy; the rehearsal waits either way.
         return _up(state, [a for a in rest if not a.startswith("-")], wait=True)
     if command == "stop":
-        for name in [a for a in rest if not a.startswith("-")] or list(APP_SERVICES):
+        for name in [a for a in rest if not a.startswith("-")] or [*APP_SERVICES, "nats"]:
             _stop(Path(state["run_dir"]), name)
+        return 0
+    if command == "rm":
+        names = [a for a in rest if not a.startswith("-")]
+        assert names == ["nats"] and {"--stop", "--force"} <= set(rest), "the rehearsal removes only nats"
+        _stop(Path(state["run_dir"]), "nats")
         return 0
     if command == "run":
         args = [a for a in rest if a not in ("--rm", "--no-deps")]
