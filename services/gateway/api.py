@@ -126,9 +126,14 @@ async def issue_token(body: TokenRequest, request: Request,
                       who: Principal = Depends(gateway_principal)) -> TokenResponse:
     runtime = runtime_of(request)
     ctx = CommandContext.from_request(request, who, body.community_id)
+    # The caller's own authority (re-signed if their role changed) asks the members service about a
+    # member the bus has not brought to the directory yet.
+    authorization = getattr(request.state, "forward_authorization", None) or request.headers["authorization"]
+    role_now = handlers.members_service_role(request.app.state.http, runtime.settings.service_url_map()["members"],
+                                             authorization, request.app.state.upstream_timeout)
     token, event = await handlers.issue(runtime.store, request.app.state.signing_key, who, ctx,
                                         community_id=body.community_id, member_id=body.member_id,
-                                        scope=body.scope, ttl_seconds=body.ttl_seconds)
+                                        scope=body.scope, ttl_seconds=body.ttl_seconds, role_now=role_now)
     return TokenResponse(token=token, **event.model_dump(include={"token_id", "community_id", "member_id", "role",
                                                                   "scope", "expires_at"}))
 
