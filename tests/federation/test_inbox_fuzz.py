@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from kizuna.auth import generate_private_key_pem, load_private_key
 from services.gateway.federation.signing import sign
+from tests.federation.test_inbox_security import known_to_the_gateway
 from tests.support import Ecosystem
 
 KEY_PEM = generate_private_key_pem()
@@ -34,6 +35,8 @@ async def inbox(ecosystem: Ecosystem) -> AsyncIterator[tuple[httpx.AsyncClient, 
     async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
         founded = (await http.post("/v1/communities", headers=ecosystem.operator_headers(),
                                    json={"name": "Hikari", "owner_display_name": "Yui"})).json()
+        # The gateway learns the community from the bus; until then every message to it is a 404.
+        await known_to_the_gateway(http, ecosystem, founded["community_id"], founded["owner_member_id"])
         yield http, ecosystem.url("gateway"), founded["community_id"]
     log = ecosystem.processes["gateway"].log_path.read_text()
     assert "unhandled error" not in log, log[-3000:]

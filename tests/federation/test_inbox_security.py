@@ -115,6 +115,7 @@ class Gateway:
                                         json={"name": name, "owner_display_name": "Owner"})
         assert response.status_code == 201, response.text
         self.cid, self.owner = response.json()["community_id"], response.json()["owner_member_id"]
+        await known_to_the_gateway(self.http, self.eco, self.cid, self.owner)
         return self.cid, self.owner
 
     async def partnership(self, pid: str) -> dict[str, Any]:
@@ -122,6 +123,17 @@ class Gateway:
         assert response.status_code == 200, response.text
         view: dict[str, Any] = response.json()
         return view
+
+
+async def known_to_the_gateway(http: httpx.AsyncClient, eco: Ecosystem, cid: str, owner: str) -> None:
+    """The gateway learns a founded community from the bus: until then its inbox answers 404 for it."""
+
+    async def known() -> bool:
+        response = await http.get(f"/v1/communities/{cid}/federation-listing",
+                                  headers=eco.headers(cid, owner, "owner"))
+        return response.status_code == 200
+
+    await eventually(known)
 
 
 async def _gateway(ecosystem: Ecosystem, **env: str) -> AsyncIterator[Gateway]:
