@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import random
 import uuid
 import weakref
@@ -37,6 +38,8 @@ from .domain import Aggregate, DomainEvent
 from .errors import ConcurrencyConflict, Invalid, NotFound
 from .eventstore import EventStore, NewEvent, RecordedEvent
 from .telemetry import current_trace_headers
+
+log = logging.getLogger("kizuna.handling")
 
 A = TypeVar("A", bound=Aggregate)
 MAX_RETRIES = 100
@@ -138,43 +141,63 @@ def to_new_events(events: Sequence[DomainEvent], metadata: dict[str, Any],
 class _Folded:
     """The last folded state of recently used streams, per event store: a command reads only the events
     appended since (by any process) instead of the whole stream. Streams are append-only with gapless
-    versions, so a state at version v plus the events after v is the state now."""
+    versions, so a state at version v plus the events after v is the state now — as long as the stream
+    still holds the very event v the state was folded up to. After a failover to a replica that had not
+    received the last commits, or a restore from a backup, it may not: ``load`` checks the event id of
+    version v and folds afresh when it is gone or different (tests/foundation/test_handling_ids.py)."""
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size
-        self.states: weakref.WeakKeyDictionary[EventStore, OrderedDict[tuple[str, type], Aggregate]] = \
+        self.states: weakref.WeakKeyDictionary[EventStore, OrderedDict[tuple[str, type], tuple[Aggregate, Any]]] = \
             weakref.WeakKeyDictionary()
 
-    def get(self, store: EventStore, stream_id: str, aggregate: type[A]) -> A | None:
+    def get(self, store: EventStore, stream_id: str, aggregate: type[A]) -> tuple[A, Any] | None:
+        """A private copy of the remembered state (deciding must never touch it) and its last event's id."""
         states = self.states.get(store)
-        state = states.get((stream_id, aggregate)) if states is not None else None
-        if state is None:
+        kept = states.get((stream_id, aggregate)) if states is not None else None
+        if kept is None:
             return None
         states.move_to_end((stream_id, aggregate))  # type: ignore[union-attr]
-        # A private copy: deciding must never touch the remembered state.
-        return copy.deepcopy(state)  # type: ignore[return-value]
+        return copy.deepcopy(kept[0]), kept[1]  # type: ignore[return-value]
 
-    def put(self, store: EventStore, stream_id: str, state: Aggregate) -> None:
+    def put(self, store: EventStore, stream_id: str, state: Aggregate, last_event_id: Any) -> None:
         states = self.states.setdefault(store, OrderedDict())
-        states[(stream_id, type(state))] = copy.deepcopy(state)
+        states[(stream_id, type(state))] = (copy.deepcopy(state), last_event_id)
         states.move_to_end((stream_id, type(state)))
         while len(states) > self.size:
             states.popitem(last=False)
+
+    def forget(self, store: EventStore, stream_id: str, aggregate: type) -> None:
+        states = self.states.get(store)
+        if states is not None:
+            states.pop((stream_id, aggregate), None)
 
 
 _folded = _Folded()
 
 
 async def load(store: EventStore, stream_id: str, aggregate: type[A]) -> A:
-    state = _folded.get(store, stream_id, aggregate) or aggregate()
-    recorded = await store.read_stream(stream_id, from_version=state.version + 1)
+    kept = _folded.get(store, stream_id, aggregate)
+    if kept is None:
+        state, recorded = aggregate(), await store.read_stream(stream_id, from_version=1)
+    else:
+        state, last_event_id = kept
+        recorded = await store.read_stream(stream_id, from_version=state.version)
+        if not recorded or recorded[0].stream_version != state.version or recorded[0].event_id != last_event_id:
+            # The history is shorter, or another history: the remembered state belongs to neither.
+            log.warning("stream history changed under the remembered state; folding it afresh",
+                        extra={"stream_id": stream_id, "remembered_version": state.version})
+            _folded.forget(store, stream_id, aggregate)
+            state, recorded = aggregate(), await store.read_stream(stream_id, from_version=1)
+        else:
+            recorded = recorded[1:]
     for event in recorded:
         decoded = DomainEvent.decode(event.type, event.data, aggregate.__module__)
         if decoded is not None:
             state.apply(decoded)
         state.version = event.stream_version
     if recorded:
-        _folded.put(store, stream_id, state)
+        _folded.put(store, stream_id, state, recorded[-1].event_id)
     return state
 
 
