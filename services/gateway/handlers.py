@@ -35,6 +35,10 @@ def members_service_role(http: httpx.AsyncClient, members_url: str, authorizatio
         url = f"{members_url}/communities/{quote(community_id, safe='')}/members/{quote(member_id, safe='')}"
         try:
             response = await http.get(url, headers={"authorization": authorization}, timeout=timeout)
+        except httpx.ConnectError:
+            # Nothing listens: the members service is down, so nothing can have been written there since the
+            # directory last heard from it, beyond the bus's last moments; the directory's answer stands.
+            return None
         except httpx.HTTPError:
             response = None
         if response is not None and response.status_code == 404:
