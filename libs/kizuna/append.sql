@@ -1,19 +1,17 @@
 -- One round trip per append: lock the stream, check the expected version, insert, and recognise a
 -- retried append (its ids are stored already), run server-side. The advisory lock comes first, before
--- this transaction writes anything (the ordering guarantee in eventstore.py's docstring).
+-- this function writes anything (the ordering guarantee in eventstore.py's docstring).
 --
--- Migration 0002 (replaces 0001's version, libs/kizuna/append_0001.sql):
---   * no NOTIFY unless asked (p_notify). PostgreSQL commits notifying transactions one at a time,
---     holding the notification queue's lock across the WAL flush, so a NOTIFY in every append
---     serialised all writers of a database. The store wakes relays after commit instead, coalesced
---     (EventStore._after_commit); appends inside a caller's transaction still notify here.
---   * stored ids are looked up only when the insert finds some (ON CONFLICT (event_id) DO NOTHING) or
---     the version check fails, not before every append.
---   * no stream_heads row to upsert: the head is read from the (stream_id, stream_version) index,
---     so an append writes one table, not two.
---   * a lean result: for new events only what the database assigned (position, transaction id,
---     version, time); the caller already holds the type, data and metadata it sent. A retried append
---     of stored ids still returns the stored rows whole.
+-- Migration 0003 (replaces 0002's version, libs/kizuna/append_0002.sql): per-stream order holds on
+-- every write path. Events are published in (transaction id, position) order, and PostgreSQL gives a
+-- transaction its id at its first write. A transaction that wrote something before appending (a
+-- reaction's inbox row, a received federation message) may therefore hold an id older than that of the
+-- stream's last writer, which took the lock after it wrote and committed first: its event, the next
+-- version, would be published before the one it follows. Such an append is refused with SQLSTATE 40001
+-- (serialization_failure); the caller rolls back and runs again in a new transaction, which gets a newer
+-- id (tests/foundation/test_stream_order.py). An append that is its transaction's first write takes its
+-- id after the lock and is never refused.
+--
 -- Errors carry their own SQLSTATEs so the caller can turn them into typed exceptions:
 --   KZ409 the stream is not at the expected version (DETAIL: the current version)
 --   KZ410 some event ids are already stored in another append (DETAIL: those ids)
@@ -36,6 +34,12 @@ BEGIN
     SELECT max(e.stream_version) INTO v_current FROM events e WHERE e.stream_id = p_stream;
     v_current := coalesce(v_current, 0);
     IF p_expected = -1 OR v_current = p_expected THEN
+        IF v_current > 0 AND EXISTS (SELECT 1 FROM events e WHERE e.stream_id = p_stream
+                                        AND e.stream_version = v_current
+                                        AND e.transaction_id > pg_current_xact_id()) THEN
+            RAISE EXCEPTION 'stream % was written by a later transaction; retry in a new one', p_stream
+                USING ERRCODE = '40001';
+        END IF;
         RETURN QUERY
             WITH inserted AS (
                 INSERT INTO events AS e (stream_id, stream_version, event_id, event_type, data, metadata)

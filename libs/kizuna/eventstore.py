@@ -198,9 +198,11 @@ class EventStore:
         self, conn: asyncpg.Connection, stream_id: str, events: Sequence[NewEvent], expected_version: int,
         *, notify: bool = False,
     ) -> list[RecordedEvent]:
-        # One statement (libs/kizuna/append.sql): the advisory lock is taken before this transaction
-        # writes anything, so its transaction id is assigned after the previous writer of this stream
-        # committed (see module docstring).
+        # One statement (libs/kizuna/append.sql): the advisory lock is taken before the append writes
+        # anything, so an append that is its transaction's first write gets its transaction id after the
+        # previous writer of this stream committed (see module docstring). One inside a transaction that
+        # wrote earlier, with an id older than that writer's, is refused with SQLSTATE 40001
+        # (asyncpg.SerializationError): the caller runs its transaction again.
         try:
             rows = await conn.fetch(
                 "SELECT * FROM kizuna_append($1, $2, $3::uuid[], $4::text[], $5::text[], $6::text[], $7)",

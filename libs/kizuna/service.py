@@ -114,7 +114,8 @@ async def migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> None:
             applied = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
             store_migrations = [Migration("0000_event_store", schema_sql()),
                                 Migration("0001_event_store_append_function", append_function_sql("0001")),
-                                Migration("0002_event_store_append_lean", append_function_sql()),
+                                Migration("0002_event_store_append_lean", append_function_sql("0002")),
+                                Migration("0003_event_store_append_in_order", append_function_sql()),
                                 Migration("0003_applied_versions", APPLIED_VERSIONS_SQL)]
             for migration in [*store_migrations, *migrations]:
                 if migration.name in applied:
