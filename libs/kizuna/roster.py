@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from .envelope import Envelope
+from .ordering import NotYetApplicable
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,22 @@ class RosterFollower:
             await conn.execute(f"UPDATE {t} SET role = 'owner' WHERE community_id = $1 AND member_id = $2",
                                cid, data["to_member_id"])
         elif kind == "MemberProfileUpdated" and self.profile:
-            await conn.execute(
-                f"UPDATE {t} SET display_name = $3, skills = $4, vector = $5 "
-                "WHERE community_id = $1 AND member_id = $2",
+            await self._update_profile(
+                conn, envelope, f"UPDATE {t} SET display_name = $3, skills = $4, vector = $5 "
+                "WHERE community_id = $1 AND member_id = $2 RETURNING true",
                 cid, data["member_id"], data["display_name"], data.get("skills", []), data.get("vector", ""))
         elif kind == "MemberProfileUpdated":
-            await conn.execute(f"UPDATE {t} SET display_name = $3 WHERE community_id = $1 AND member_id = $2",
-                               cid, data["member_id"], data["display_name"])
+            await self._update_profile(
+                conn, envelope, f"UPDATE {t} SET display_name = $3 WHERE community_id = $1 AND member_id = $2 "
+                "RETURNING true", cid, data["member_id"], data["display_name"])
         elif kind == "SharingConsentChanged" and self.profile:
-            await conn.execute(f"UPDATE {t} SET shared_fields = $3 WHERE community_id = $1 AND member_id = $2",
-                               cid, data["member_id"], data.get("shared_fields", ["display_name"]))
+            await self._update_profile(
+                conn, envelope, f"UPDATE {t} SET shared_fields = $3 WHERE community_id = $1 AND member_id = $2 "
+                "RETURNING true", cid, data["member_id"], data.get("shared_fields", ["display_name"]))
+
+    async def _update_profile(self, conn: asyncpg.Connection, envelope: Envelope, sql: str, *args: object) -> None:
+        if not await conn.fetchval(sql, *args):
+            raise NotYetApplicable(f"{envelope.type} for a member {self.table} has not seen join yet")
 
     async def _upsert(self, conn: asyncpg.Connection, envelope: Envelope, cid: str, member_id: str,
                       display_name: str, role: str) -> None:

@@ -56,8 +56,26 @@ CREATE TABLE partner_introductions (
     PRIMARY KEY (community_id, partnership_id, referral_id)
 );
 """
+# ``seq`` is the cursor of the partner job and offering lists, so a row must never become visible below a seq
+# a reader has already passed. ``max(seq) + 1`` gave two replicas the same number, and any number drawn from a
+# sequence can commit after a higher one. Drawing it by updating a counter row holds that row's lock until
+# commit: the next writer waits, so seqs become visible in increasing order (gaps allowed, never a skip).
+# Rows that the old race numbered twice are moved to the end (a reader may see one again, never miss one).
+ARRIVAL_ORDER_SQL = """
+CREATE TABLE partner_arrivals (list text PRIMARY KEY, last_seq bigint NOT NULL);
+""" + "".join(f"""
+UPDATE {table} p SET seq = top.seq + twice.n
+  FROM (SELECT community_id, partnership_id, {key}, row_number() OVER (ORDER BY seq, received_at, {key}) AS n
+          FROM (SELECT *, row_number() OVER (PARTITION BY seq ORDER BY received_at, {key}) AS k FROM {table}) x
+         WHERE k > 1) twice,
+       (SELECT coalesce(max(seq), 0) AS seq FROM {table}) top
+ WHERE (p.community_id, p.partnership_id, p.{key}) = (twice.community_id, twice.partnership_id, twice.{key});
+INSERT INTO partner_arrivals SELECT '{table}', coalesce(max(seq), 0) FROM {table};
+CREATE UNIQUE INDEX {table}_seq ON {table} (seq);
+""" for table, key in (("partner_jobs", "job_id"), ("partner_offerings", "offering_id")))
 MIGRATIONS = [Migration("referrals_partners_0001", SQL), Migration("referrals_partners_0002_offerings", OFFERINGS_SQL),
-              Migration("referrals_partners_0003_introductions", INTRODUCTIONS_SQL)]
+              Migration("referrals_partners_0003_introductions", INTRODUCTIONS_SQL),
+              Migration("referrals_partners_0004_arrival_order", ARRIVAL_ORDER_SQL)]
 READ_MODEL_TABLES = ["partner_jobs", "partner_job_offers", "partner_offerings", "partner_pledges",
                      "partner_introductions", "partnerships"]
 _STATUS_AFTER = {"PartnershipProposed": "proposed", "PartnershipRequested": "requested",
@@ -85,6 +103,11 @@ async def apply_job_event(conn: asyncpg.Connection, event: RecordedEvent) -> Non
             d["job_id"], d["partner_offer_ids"])
 
 
+# The next seq of a list, drawn under the counter row's lock (held to commit; see ARRIVAL_ORDER_SQL).
+_NEXT_SEQ = ("next AS (UPDATE partner_arrivals SET last_seq = last_seq + 1 WHERE list = '{list}' "
+             "RETURNING last_seq AS seq)")
+
+
 async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
     d, kind = envelope.data, envelope.type
     if kind in _STATUS_AFTER:  # so an introduction to a partner community can be checked when it is made
@@ -93,8 +116,8 @@ async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> N
                            d["partnership_id"], d["community_id"], _STATUS_AFTER[kind], d.get("sends") or [])
     if kind == "PartnerJobReceived":
         await conn.execute(
-            "INSERT INTO partner_jobs (community_id, partnership_id, job_id, from_community_name, job, received_at, "
-            "seq) VALUES ($1, $2, $3, $4, $5, $6, (SELECT coalesce(max(seq), 0) + 1 FROM partner_jobs)) "
+            f"WITH {_NEXT_SEQ.format(list='partner_jobs')} INSERT INTO partner_jobs (community_id, partnership_id, "
+            "job_id, from_community_name, job, received_at, seq) SELECT $1, $2, $3, $4, $5, $6, next.seq FROM next "
             "ON CONFLICT DO NOTHING", d["community_id"], d["partnership_id"], d["job_id"], d["from_community_name"],
             json.dumps(d["job"]), envelope.time)
     elif kind == "PartnerJobStatusReceived":
@@ -111,10 +134,10 @@ async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> N
                            d["community_id"], d["partnership_id"], d["job_id"], d["member_id"], d["kind"])
     elif kind == "PartnerOfferingReceived":
         await conn.execute(
-            "INSERT INTO partner_offerings (community_id, partnership_id, offering_id, from_community_name, offering, "
-            "received_at, seq) VALUES ($1, $2, $3, $4, $5, $6, (SELECT coalesce(max(seq), 0) + 1 FROM "
-            "partner_offerings)) ON CONFLICT DO NOTHING", d["community_id"], d["partnership_id"], d["offering_id"],
-            d["from_community_name"], json.dumps(d["offering"]), envelope.time)
+            f"WITH {_NEXT_SEQ.format(list='partner_offerings')} INSERT INTO partner_offerings (community_id, "
+            "partnership_id, offering_id, from_community_name, offering, received_at, seq) "
+            "SELECT $1, $2, $3, $4, $5, $6, next.seq FROM next ON CONFLICT DO NOTHING", d["community_id"],
+            d["partnership_id"], d["offering_id"], d["from_community_name"], json.dumps(d["offering"]), envelope.time)
     elif kind == "PartnerOfferingStatusReceived":
         await conn.execute("UPDATE partner_offerings SET status = $4 WHERE community_id = $1 AND partnership_id = $2 "
                            "AND offering_id = $3", d["community_id"], d["partnership_id"], d["offering_id"],
