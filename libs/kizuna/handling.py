@@ -26,7 +26,7 @@ import random
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -42,6 +42,11 @@ from .telemetry import current_trace_headers
 log = logging.getLogger("kizuna.handling")
 
 A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+# PostgreSQL refuses a transaction to keep a stream's events in order (kizuna_append, SQLSTATE 40001) or
+# to break a deadlock between two multi-stream writers (40P01): run it again, in a new transaction.
+REFUSED_TRANSACTIONS = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+TRANSACTION_ATTEMPTS = 20
 MAX_RETRIES = 100
 # The namespace of every id derived from an idempotency key (uuid5): fixed forever, or retries of
 # writes made before a change would no longer be recognised.
@@ -282,3 +287,16 @@ async def _stored_by_earlier_attempt(store: EventStore, stream_id: str, ctx: Com
     if ids is None:
         return []
     return await store.read_events(stream_id, ids, connection=connection)
+
+
+async def run_again_if_refused(transaction: Callable[[], Awaitable[T]]) -> T:
+    """Runs ``transaction`` (which opens and commits its own) again while PostgreSQL refuses it to keep
+    order or break a deadlock; every attempt starts afresh, so nothing of a refused one remains."""
+    for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+        try:
+            return await transaction()
+        except REFUSED_TRANSACTIONS:
+            if attempt == TRANSACTION_ATTEMPTS:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # jitter: the refused ones do not meet again
+    raise AssertionError("unreachable")

@@ -16,7 +16,7 @@ from kizuna.auth import Principal
 from kizuna.domain import DomainEvent
 from kizuna.errors import Forbidden, Invalid, NotFound, Problem
 from kizuna.eventstore import EventStore
-from kizuna.handling import CommandContext, execute, load
+from kizuna.handling import CommandContext, execute, load, run_again_if_refused
 
 from .. import projections as gateway_projections
 from . import projections
@@ -225,8 +225,16 @@ async def receive(store: EventStore, message: FederationMessage, origin: str, ow
     if message.to.origin.rstrip("/") != own_origin:
         raise Problem("this message is addressed to another deployment", status=421, slug="misdirected",
                       title="Misdirected request")
-    community_id, p = message.to.community_id, message.payload
+    community_id = message.to.community_id
     ctx = CommandContext(actor=f"partner:{origin}", community_id=community_id, causation_id=message.message_id)
+    # The receipt is written before the append, so the append may be refused to keep the stream in order.
+    return await run_again_if_refused(lambda: _receive_once(store, message, origin, community_id, ctx,
+                                                            proposer_key))
+
+
+async def _receive_once(store: EventStore, message: FederationMessage, origin: str, community_id: str,
+                        ctx: CommandContext, proposer_key: tuple[str, str]) -> str:
+    p = message.payload
     async with store.pool.acquire() as conn, conn.transaction():
         await community_name(conn, community_id)
         first = await conn.fetchval("INSERT INTO federation_received (message_id, origin, type) VALUES ($1, $2, $3) "
