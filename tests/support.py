@@ -133,6 +133,16 @@ class Ecosystem:
             proc.wait_ready()
         return started
 
+    def start_replica(self, service: str, **overrides: str) -> ServiceProcess:
+        """One more process of a service: its own port, the same database and durable consumers (a replica)."""
+        port = _unclaimed_port()
+        number = 1 + sum(1 for key in self.processes if key.split("#")[0] == service)
+        proc = ServiceProcess(service, port, self.env(service, **{**overrides, "KIZUNA_HTTP_PORT": str(port)}),
+                              self.workdir / f"{service}-{number}.log").start()
+        self.processes[f"{service}#{number}"] = proc
+        proc.wait_ready()
+        return proc
+
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
