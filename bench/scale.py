@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -124,7 +124,7 @@ def _job(rng: random.Random, c: Community, facilitators: list[str]) -> list[Item
         community_id=cid, job_id=job_id, requester_id=requester, title=_text(rng, 4), description=_text(rng, 12),
         skills=sorted(rng.sample(SKILLS, rng.randint(1, 3))),
         compensation={"kind": "money", "amount": 20000, "currency": "JPY"},
-        deadline=(date.today() + timedelta(days=60)).isoformat(), visibility="community")]
+        deadline=(datetime.now(UTC).date() + timedelta(days=60)).isoformat(), visibility="community")]
     offerers = others[:rng.randint(1, 3)]
     events += [referrals.JobOffered(community_id=cid, job_id=job_id, member_id=m, why_next_step=_text(rng, 6))
                for m in offerers]

@@ -5,7 +5,7 @@ a goal and a pre-commitment offering."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -96,7 +96,7 @@ def seed(gateway: str, operator_token: str) -> dict[str, Any]:
               as_haruto)
     _wait_until_active(api, cid, link["partnership_id"], as_owner)
     progress.advance(2)
-    deadline = (date.today() + timedelta(days=60)).isoformat()
+    deadline = (datetime.now(UTC).date() + timedelta(days=60)).isoformat()
     job = api.retry("POST", f"/communities/{cid}/jobs", as_owner, json={
         "title": "Illustrations for the farm-share newsletter", "description": "Four watercolour vignettes",
         "skills": ["illustration"], "compensation": {"kind": "barter", "barter": "a season of vegetables"},
@@ -125,11 +125,11 @@ def seed(gateway: str, operator_token: str) -> dict[str, Any]:
         "motivation": "I want my daughter to read a story I drew for her",
         "kpis": [{"name": "spreads finished", "unit": "spreads", "baseline": 0, "target": 12,
                   "direction": "increase"}],
-        "due_date": (date.today() + timedelta(days=120)).isoformat()})
+        "due_date": (datetime.now(UTC).date() + timedelta(days=120)).isoformat()})
     progress.advance(3)
     # A pre-commitment offering: Sora's summer vegetable share, with two members committed and help wanted.
     as_sora = {"Authorization": f"Bearer {api.token(cid, m['Sora Ito'])}"}
-    first_box = date.today() + timedelta(days=45)
+    first_box = datetime.now(UTC).date() + timedelta(days=45)
     offering = api.retry("POST", f"/communities/{cid}/offerings", as_sora, json={
         "title": "Summer vegetable share", "description": "A box of whatever the field gives, every other week",
         "season": f"Summer {first_box.year}", "shares": 20, "minimum_shares": 8,

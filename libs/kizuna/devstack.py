@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -193,9 +194,11 @@ class PostgresServer:
 
     def create_database(self, name: str) -> str:
         """Create ``name`` if missing; returns its URL."""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):  # it is spliced into the query below
+            raise ValueError(f"not a plain database name: {name!r}")
         exists = subprocess.run(
             [str(_pg_bin() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],  # noqa: S608 - a checked plain name
             check=True, capture_output=True, text=True,
         ).stdout.strip()
         if not exists:

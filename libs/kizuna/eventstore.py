@@ -82,7 +82,7 @@ SELECT {_COLUMNS} FROM events
    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
  ORDER BY events.transaction_id, events.global_position
  LIMIT $3
-"""
+"""  # noqa: S608 - the column list is a module constant
 
 
 def _row_to_event(row: asyncpg.Record, stream_id: str | None = None) -> RecordedEvent:
@@ -229,7 +229,7 @@ class EventStore:
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 "
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 "  # noqa: S608 - the column list is a module constant
                 "ORDER BY stream_version",
                 stream_id, from_version,
             )
@@ -239,7 +239,7 @@ class EventStore:
                           connection: asyncpg.Connection | None = None) -> list[RecordedEvent]:
         """Those of ``event_ids`` stored in ``stream_id``, in stream order (how a retried command finds
         what an earlier attempt appended; one index lookup per id)."""
-        query = (f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[]) AND stream_id = $2 "
+        query = (f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[]) AND stream_id = $2 "  # noqa: S608 - the column list is a module constant
                  "ORDER BY stream_version")
         if connection is not None:
             rows = await connection.fetch(query, list(event_ids), stream_id)
@@ -256,7 +256,7 @@ class EventStore:
     async def read_category(self, category: str, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE split_part(stream_id, '-', 1) = $1 "
+                f"SELECT {_COLUMNS} FROM events WHERE split_part(stream_id, '-', 1) = $1 "  # noqa: S608 - the column list is a module constant
                 "AND global_position > $2 ORDER BY global_position LIMIT $3",
                 category, after_position, limit,
             )

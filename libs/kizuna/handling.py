@@ -78,7 +78,8 @@ class CommandContext:
     _appends: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def _derived(self, *parts: str) -> uuid.UUID:
-        assert self.idempotency_key is not None
+        if self.idempotency_key is None:  # an invariant, kept under python -O too
+            raise RuntimeError("self.idempotency_key is missing: an invariant of this code was broken")
         return uuid.uuid5(IDEMPOTENT_IDS, "\x1f".join((self.actor, self.community_id or "", self.idempotency_key,
                                                          *parts)))
 
@@ -266,7 +267,7 @@ async def _retrying(store: EventStore, stream_id: str, aggregate: type[A], decid
         except ConcurrencyConflict:
             if ctx.expected_version is not None:
                 raise
-            await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+            await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))  # noqa: S311 - jitter, not a secret
             continue
         if ids is not None and [r.stream_version for r in recorded] != list(
                 range(state.version + 1, state.version + 1 + len(events))):
@@ -298,5 +299,5 @@ async def run_again_if_refused(transaction: Callable[[], Awaitable[T]]) -> T:
         except REFUSED_TRANSACTIONS:
             if attempt == TRANSACTION_ATTEMPTS:
                 raise
-            await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # jitter: the refused ones do not meet again
+            await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # noqa: S311 - jitter, not a secret
     raise AssertionError("unreachable")

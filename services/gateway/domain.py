@@ -70,5 +70,6 @@ def revoke(token: IssuedToken, token_id: str, *, actor: str, actor_community: st
                                                                            actor_member == token.member_id))
     if not allowed:
         raise Forbidden("only the operator, the community's owner or the holder may revoke a token")
-    assert token.community_id is not None
+    if token.community_id is None:  # an invariant, kept under python -O too
+        raise RuntimeError("token.community_id is missing: an invariant of this code was broken")
     return [TokenRevoked(token_id=token_id, community_id=token.community_id, revoked_by=actor, reason=reason)]

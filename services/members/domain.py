@@ -759,7 +759,8 @@ class Community(Aggregate):
         self.require_authority(actor, "owner")
         self.require_member(cmd.to_member_id)
         owner = self.owner
-        assert owner is not None
+        if owner is None:  # an invariant, kept under python -O too
+            raise RuntimeError("owner is missing: an invariant of this code was broken")
         if cmd.to_member_id == owner:
             return []
         return [OwnershipTransferred(community_id=self.community_id, from_member_id=owner,

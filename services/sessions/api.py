@@ -449,7 +449,8 @@ GOAL_EXAMPLE = {"facilitator_id": "f-1", "statement": "Run a 10 km race",
 
 async def _goal_reader(request: Request, who: Principal, community_id: str, goal: Goal) -> None:
     who.require_community(community_id)
-    assert goal.set is not None
+    if goal.set is None:  # an invariant, kept under python -O too
+        raise RuntimeError("goal.set is missing: an invariant of this code was broken")
     if who.member_id in (goal.set.member_id, goal.set.facilitator_id):
         return
     await require_reader_role(request, who, community_id, "facilitator")
@@ -459,7 +460,8 @@ async def _goal_actor(request: Request, who: Principal, community_id: str, goal_
     """The goal's member, its facilitator, or any facilitator may act on it."""
     rank = await acting_rank(request, who, community_id)
     goal = await handlers.load_goal(_store(request), community_id, goal_id)
-    assert goal.set is not None
+    if goal.set is None:  # an invariant, kept under python -O too
+        raise RuntimeError("goal.set is missing: an invariant of this code was broken")
     if who.member_id not in (goal.set.member_id, goal.set.facilitator_id) and rank < ROLE_RANK["facilitator"]:
         raise Forbidden("only the goal's member or a facilitator can do this", required_role="facilitator")
 

@@ -329,7 +329,8 @@ class Session(Aggregate):
 
     def snapshot(self) -> dict[str, Any]:
         s = self.scheduled
-        assert s is not None
+        if s is None:  # an invariant, kept under python -O too
+            raise RuntimeError("s is missing: an invariant of this code was broken")
         return {
             "session_id": s.session_id, "community_id": s.community_id, "kind": s.kind, "title": s.title,
             "starts_at": _iso(self.starts_at), "ends_at": _iso(self.ends_at), "time_zone": self.time_zone,
@@ -387,7 +388,8 @@ class Session(Aggregate):
         waitlisted = member_id in self.waitlist
         if not waitlisted and member_id not in self.registered:
             raise NotFound("no registration for this member")
-        assert self.starts_at is not None
+        if self.starts_at is None:  # an invariant, kept under python -O too
+            raise RuntimeError("self.starts_at is missing: an invariant of this code was broken")
         late = not waitlisted and self.starts_at - now < LATE_CANCELLATION
         events: list[DomainEvent] = [RegistrationCancelled(
             session_id=s.session_id, community_id=s.community_id, member_id=member_id, was_waitlisted=waitlisted,
@@ -403,7 +405,8 @@ class Session(Aggregate):
             raise NotFound("session not found")
         if self.cancelled:
             raise Conflict("the session has been cancelled", slug="session-cancelled")
-        assert self.starts_at is not None
+        if self.starts_at is None:  # an invariant, kept under python -O too
+            raise RuntimeError("self.starts_at is missing: an invariant of this code was broken")
         if now < self.starts_at:
             raise Invalid("attendees", "attendance can be recorded once the session has started")
         attendees = list(dict.fromkeys(cmd.attendees))
@@ -449,7 +452,8 @@ class Goal(Aggregate):
 
     def snapshot(self) -> dict[str, Any]:
         s = self.set
-        assert s is not None
+        if s is None:  # an invariant, kept under python -O too
+            raise RuntimeError("s is missing: an invariant of this code was broken")
         return {"goal_id": s.goal_id, "community_id": s.community_id, "member_id": s.member_id,
                 "facilitator_id": s.facilitator_id, **self._terms(), "status": self.status,
                 "closed_note": self.closed_note, "set_at": _iso(s.set_at), "revisions": list(self.revisions),
@@ -476,7 +480,8 @@ class Goal(Aggregate):
         s = self._require_active()
         kpis = cmd.kpis if cmd.kpis is not None else self.kpis
         due = cmd.due_date if cmd.due_date is not None else self.due_date
-        assert due is not None
+        if due is None:  # an invariant, kept under python -O too
+            raise RuntimeError("due is missing: an invariant of this code was broken")
         validate_kpis(kpis)
         if cmd.due_date is not None:
             validate_due(cmd.due_date, now)

@@ -70,6 +70,6 @@ async def _published_some(relay: OutboxRelay) -> bool:
     return relay.published >= 50
 
 
-async def _stream_has(js: JetStreamContext, unique: str, total: int) -> bool:
-    info = await js.stream_info(f"S{unique}")
+async def _stream_has(context: JetStreamContext, unique: str, total: int) -> bool:
+    info = await context.stream_info(f"S{unique}")
     return int(info.state.messages) >= total

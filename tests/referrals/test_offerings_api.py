@@ -21,7 +21,7 @@ from tests.support import Ecosystem, eventually
 
 def offering_terms(*, shares: int = 10, minimum: int = 2, deadline_in: timedelta = timedelta(days=5),
                    **changes: Any) -> dict[str, Any]:
-    today = date.today()
+    today = datetime.now(UTC).date()
     body: dict[str, Any] = {
         "title": "Summer vegetable share", "description": "A box of what the field gives", "season": "Summer",
         "shares": shares, "minimum_shares": minimum, "price": {"kind": "money", "amount": 12000, "currency": "JPY"},

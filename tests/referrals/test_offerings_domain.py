@@ -88,7 +88,7 @@ def test_publish_records_the_terms_with_sorted_delivery_dates() -> None:
 
 
 def test_naive_deadline_is_utc() -> None:
-    naive = PublishOffering(**terms(commitment_deadline=datetime(2031, 5, 1)))
+    naive = PublishOffering(**terms(commitment_deadline=datetime(2031, 5, 1)))  # noqa: DTZ001 - a local wall time, as the API takes it
     assert naive.commitment_deadline == DEADLINE
 
 

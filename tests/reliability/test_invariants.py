@@ -129,8 +129,8 @@ def test_a_community_never_passes_its_cap(cap: int, plan: list[tuple[int, int, b
 # ---- sessions: capacity and the waitlist ----
 
 def schedule(capacity: int) -> ScheduleSession:
-    return ScheduleSession(kind="group-coaching", title="Cohort", starts_at=datetime(2031, 5, 10, 18),
-                           ends_at=datetime(2031, 5, 10, 20), time_zone="Asia/Tokyo", place="House",
+    return ScheduleSession(kind="group-coaching", title="Cohort", starts_at=datetime(2031, 5, 10, 18),  # noqa: DTZ001 - a local wall time, as the API takes it
+                           ends_at=datetime(2031, 5, 10, 20), time_zone="Asia/Tokyo", place="House",  # noqa: DTZ001 - a local wall time, as the API takes it
                            capacity=capacity)
 
 

@@ -10,7 +10,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -231,7 +231,7 @@ async def test_goal_from_set_through_revisions_and_check_ins_to_achieved(
     js, http = service
     community = Community(ecosystem, js, http)
     await community.found({"fac": "facilitator", "ana": "member", "ben": "member"})
-    due = (date.today() + timedelta(days=60)).isoformat()
+    due = (datetime.now(UTC).date() + timedelta(days=60)).isoformat()
     body = {"facilitator_id": "fac", "statement": "Run 10 km", "motivation": "to keep up with my kids",
             "kpis": [{"name": "weekly km", "unit": "km", "baseline": 5, "target": 25, "direction": "increase"},
                      {"name": "resting pulse", "unit": "bpm", "baseline": 80, "target": 60,

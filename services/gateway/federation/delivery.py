@@ -47,7 +47,7 @@ class RetryPolicy:
     give_up_seconds: float = 72 * 3600.0
 
     def delay(self, attempts: int) -> float:
-        return min(self.cap_seconds, self.base_seconds * 2 ** min(attempts, 30)) * random.uniform(0.5, 1.0)
+        return min(self.cap_seconds, self.base_seconds * 2 ** min(attempts, 30)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
 
 class Transient(Exception):

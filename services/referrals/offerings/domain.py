@@ -441,7 +441,8 @@ class Offering(Aggregate):
 
     @property
     def current(self) -> OfferingTerms:
-        assert self.terms is not None, "the offering was not published"
+        if self.terms is None:  # an invariant, kept under python -O too
+            raise RuntimeError("the offering was not published")
         return self.terms
 
     @property
