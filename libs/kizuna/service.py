@@ -33,6 +33,7 @@ from .metrics import Metrics, MetricsMiddleware, metrics_router
 from .ordering import APPLIED_VERSIONS_SQL
 from .problems import install_problem_handlers
 from .relay import OutboxRelay
+from .retention import INBOX, Retention, trim_forever
 from .settings import ServiceSettings
 from .telemetry import configure_tracing, context_from, tracer
 
@@ -65,6 +66,8 @@ class ServiceSpec:
     replay_partition: Callable[[RecordedEvent], str] | None = None
     # Long-running jobs of the service (delivery workers, expiry sweeps), started once the bus is up.
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
+    # Tables whose old rows are deleted (libs/kizuna/retention.py); every service has an inbox.
+    retention: Sequence[Retention] = (INBOX,)
     # Figures of the service's own read at every scrape of /metrics (libs/kizuna/metrics.py).
     metric_samplers: Sequence[Callable[[Runtime, Metrics], Awaitable[None]]] = ()
     # Paths served without a token (a trailing "/" means everything below); the OpenAPI says so.
@@ -116,7 +119,8 @@ async def migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> None:
                                 Migration("0001_event_store_append_function", append_function_sql("0001")),
                                 Migration("0002_event_store_append_lean", append_function_sql("0002")),
                                 Migration("0003_event_store_append_in_order", append_function_sql()),
-                                Migration("0003_applied_versions", APPLIED_VERSIONS_SQL)]
+                                Migration("0003_applied_versions", APPLIED_VERSIONS_SQL),
+                                Migration("0004_inbox_by_age", "CREATE INDEX inbox_by_age ON inbox (processed_at)")]
             for migration in [*store_migrations, *migrations]:
                 if migration.name in applied:
                     continue
@@ -210,6 +214,7 @@ async def start_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime
     store = EventStore(pool, spec.inline_projections)
     runtime = Runtime(settings=settings, pool=pool, store=store)
     runtime.tasks.append(asyncio.create_task(_connect_bus(runtime, spec)))
+    runtime.tasks.append(asyncio.create_task(trim_forever(runtime, spec.retention)))
     return runtime
 
 

@@ -79,6 +79,18 @@ class ServiceSettings(BaseSettings):
         "", description="Gateway: comma-separated addresses or CIDR networks of the reverse proxies in front of "
         "it; only from these is X-Forwarded-For believed (the client address keys visitors' rate limits).")
     default_member_cap: int = Field(150, description="Member cap of a newly founded community.")
+    retention_sweep_seconds: float = Field(3600.0, gt=0, description="How often old rows are swept.")
+    retention_inbox_days: float = Field(
+        14.0, gt=0, description="Days a consumer remembers which bus messages it applied (redeliveries come "
+        "within minutes).")
+    retention_idempotency_hours: float = Field(
+        24.0, gt=0, description="Gateway: hours a write's answer is kept for a retry with the same Idempotency-Key.")
+    retention_federation_received_days: float = Field(
+        7.0, gt=0, description="Gateway: days a received federation message id is remembered (partners retry "
+        "for KIZUNA_FEDERATION_GIVE_UP_HOURS, 72 by default).")
+    retention_revoked_tokens_days: float = Field(
+        31.0, gt=0, description="Gateway: days a revocation is kept; longer than the longest token life (30 "
+        "days), after which the token has expired anyway.")
     metrics_token: str = Field(
         "", description="Bearer token GET /metrics wants (Prometheus' `authorization` setting); empty: open.")
 

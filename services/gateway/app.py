@@ -27,7 +27,7 @@ from .front_door import router as front_door_router
 from .memory import GatewayMemory
 from .metrics import federation_outbox
 from .openapi import MergedOpenAPI
-from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES, RETENTION
 from .rate_limits import parse_networks
 from .routes import RouteTable
 from .stream import router as stream_router
@@ -45,6 +45,7 @@ SPEC = ServiceSpec(
     reactions=[federation_reactions],
     read_model_tables=[*READ_MODEL_TABLES, *federation_projections.READ_MODEL_TABLES],
     metric_samplers=[federation_outbox],
+    retention=RETENTION,
     public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox"],
     openapi_tags=[
         {"name": "tokens", "description": "Community tokens: issue, revoke, verify"},
@@ -94,7 +95,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.upstream_timeout = settings.upstream_timeout_seconds
     app.state.rate_limiter = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
-    app.state.memory = GatewayMemory(settings.database_url, settings.health_cache_seconds)
+    app.state.memory = GatewayMemory(settings.database_url, settings.health_cache_seconds,
+                                     settings.retention_revoked_tokens_days * 86400)
     _listen_for_read_model_changes(app)
     return app
 

@@ -122,27 +122,42 @@ class Revocations:
 
     ``is_revoked`` answers from memory while the listener is up and says ``None`` (ask the database)
     while it is not. A revocation made through this process is added at once (read your own write);
-    other replicas learn it from the notification, or from the database while their listener is down."""
+    other replicas learn it from the notification, or from the database while their listener is down.
+    An id is forgotten ``keep_seconds`` after its revocation (longer than any token lives, so the token
+    has expired by then), as the table's retention deletes its row: the set does not grow forever."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_seconds: float = 31 * 86400) -> None:
         self.listening = False
-        self._ids: set[str] = set()
+        self.keep_seconds = keep_seconds
+        self._revoked_at: dict[str, float] = {}  # token id → when it was revoked (seconds since the epoch)
+        self._pruned_at = time.time()
 
     def is_revoked(self, token_id: str) -> bool | None:
         if not self.listening:
             return None
-        return token_id in self._ids
+        return token_id in self._revoked_at
 
-    def add(self, token_id: str) -> None:
-        self._ids.add(token_id)
+    def add(self, token_id: str, revoked_at: float | None = None) -> None:
+        self._revoked_at.setdefault(token_id, time.time() if revoked_at is None else revoked_at)
+        self._prune()
 
-    def load(self, token_ids: set[str]) -> None:
+    def load(self, revoked: dict[str, float]) -> None:
         # A union, not a replacement: ids added while the query ran (notified, or revoked here) stay.
         # A revocation is never undone (a rebuild replays the same TokenRevoked events).
-        self._ids |= token_ids
+        for token_id, revoked_at in revoked.items():
+            self._revoked_at.setdefault(token_id, revoked_at)
+        self._prune(force=True)
+
+    def _prune(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._pruned_at < 3600:  # at most hourly: a pass looks at every id
+            return
+        self._pruned_at = now
+        for token_id in [t for t, at in self._revoked_at.items() if now - at > self.keep_seconds]:
+            del self._revoked_at[token_id]
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._revoked_at)
 
 
 STANDINGS_ENTRIES = 20_000  # (community, member) pairs remembered, least recently used dropped first
@@ -234,7 +249,8 @@ class ReadModelListener:
                 # LISTEN first, then read: anything committed after the read is notified.
                 self.health.clear()
                 self.standings.clear()
-                self.revocations.load({r["token_id"] for r in await conn.fetch("SELECT token_id FROM revoked_tokens")})
+                self.revocations.load({r["token_id"]: r["at"] for r in await conn.fetch(
+                    "SELECT token_id, extract(epoch FROM revoked_at)::float8 AS at FROM revoked_tokens")})
                 self._set_listening(True)
                 self.connections += 1
                 delay = 0.2
@@ -274,8 +290,8 @@ class ReadModelListener:
 class GatewayMemory:
     """The gateway process's health cache, revoked ids and the listener that keeps both fresh."""
 
-    def __init__(self, database_url: str, cache_seconds: float) -> None:
+    def __init__(self, database_url: str, cache_seconds: float, revocations_kept_seconds: float = 31 * 86400) -> None:
         self.health = HealthCache(cache_seconds)
-        self.revocations = Revocations()
+        self.revocations = Revocations(revocations_kept_seconds)
         self.standings = Standings()
         self.listener = ReadModelListener(database_url, self.health, self.revocations, standings=self.standings)

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from kizuna.eventstore import RecordedEvent
+from kizuna.retention import INBOX, Retention
 from kizuna.service import Migration
 
 from .idempotency import MIGRATION as IDEMPOTENCY_RESERVATIONS
@@ -79,7 +80,10 @@ CREATE TRIGGER revoked_tokens_notified AFTER INSERT ON revoked_tokens
 
 MIGRATIONS = [Migration("gateway_0001", SQL),
               Migration("gateway_0002_memory_notifications", MEMORY_NOTIFICATIONS),
-              IDEMPOTENCY_RESERVATIONS]
+              IDEMPOTENCY_RESERVATIONS,
+              Migration("gateway_0005_retention_indexes",
+                        "CREATE INDEX idempotency_by_age ON idempotency (created_at); "
+                        "CREATE INDEX revoked_tokens_by_age ON revoked_tokens (revoked_at);")]
 READ_MODEL_TABLES = ["directory", "community_caps", "revoked_tokens", "health_attendance", "health_items"]
 
 
@@ -186,3 +190,15 @@ async def health(conn: asyncpg.Connection, community_id: str, few_ties: int = 1)
         "goals": {"active": row["goals_active"], "achieved": row["goals_achieved"],
                   "abandoned": row["goals_abandoned"]},
     }
+
+
+# What the gateway keeps only to recognise repeats (libs/kizuna/retention.py, docs/operations.md "Retention").
+RETENTION = [
+    INBOX,
+    Retention("idempotency", "created_at", lambda s: s.retention_idempotency_hours * 3600),
+    Retention("federation_received", "received_at", lambda s: s.retention_federation_received_days * 86400),
+    # A token lives 30 days at most: a revocation older than that refuses nothing that could still be valid.
+    Retention("revoked_tokens", "revoked_at", lambda s: s.retention_revoked_tokens_days * 86400),
+    # A partner key past its window is refused anyway; a day later it is forgotten (fetched again if listed).
+    Retention("partner_keys", "valid_until", lambda _: 86400),
+]

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -405,8 +406,16 @@ def test_revocations_answer_from_memory_only_while_listening() -> None:
     assert revocations.is_revoked("t1") is None  # down: the database decides
     revocations.listening = True
     assert revocations.is_revoked("t1") is True and revocations.is_revoked("t2") is False
-    revocations.load({"t2"})
+    revocations.load({"t2": time.time()})
     assert revocations.is_revoked("t1") and revocations.is_revoked("t2")
+
+
+def test_revocations_are_forgotten_once_every_token_they_refuse_has_expired() -> None:
+    revocations = Revocations(keep_seconds=31 * 86400)
+    revocations.listening = True
+    now = time.time()
+    revocations.load({"old": now - 32 * 86400, "recent": now - 86400})
+    assert revocations.is_revoked("recent") and not revocations.is_revoked("old") and len(revocations) == 1
 
 
 def test_the_cache_setting() -> None:

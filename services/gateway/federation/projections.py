@@ -73,7 +73,10 @@ CREATE TABLE federation_listings (community_id text PRIMARY KEY, listed boolean 
 """
 MIGRATIONS = [Migration("gateway_0002_federation", SQL),
               Migration("gateway_0003_partner_offerings", OFFERINGS_SQL),
-              Migration("gateway_0004_key_lifetimes_and_listing", KEY_LIFETIMES_SQL)]
+              Migration("gateway_0004_key_lifetimes_and_listing", KEY_LIFETIMES_SQL),
+              Migration("gateway_0005_federation_retention_indexes",
+                        "CREATE INDEX federation_received_by_age ON federation_received (received_at); "
+                        "CREATE INDEX partner_keys_by_age ON partner_keys (valid_until);")]
 READ_MODEL_TABLES = ["partnerships", "partner_shared_jobs", "partner_offers_received", "partner_shared_offerings",
                      "partner_pledges_received", "federation_listings"]
 PROTOCOL = "kizuna-federation/1"
