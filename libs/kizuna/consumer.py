@@ -85,11 +85,14 @@ class InboxConsumer:
         self.together = together
         self.stream, self.prefix = stream, prefix
         self.max_deliver, self.ack_wait, self.batch = max_deliver, ack_wait, batch
-        # Long enough for an event held by a stalled replica to come back (ack_wait) and be applied.
-        self.order_wait = order_wait if order_wait is not None else max(3 * ack_wait, 10.0)
+        # Long enough for an event a stalled replica fetched to come back (after ack_wait) and be applied.
+        self.order_wait = order_wait if order_wait is not None else ack_wait + 10.0
         self.applied = 0
         self.dead_lettered = 0
         self._held: dict[int, _Held] = {}  # early messages by stream sequence
+        # When each early message was first held, kept across its redeliveries (a forced one that fails
+        # and is nak'ed comes back overdue, so a poison message among the early is dead-lettered in time).
+        self._early_since: dict[int, float] = {}
 
     @property
     def durable(self) -> str:
@@ -140,7 +143,7 @@ class InboxConsumer:
                 messages = []
             if messages and not (self.together and len(messages) > 1 and await self._process_together(messages)):
                 for msg in messages:
-                    if not await self.process(msg):
+                    if not await self.process(msg, overdue=self._overdue(msg)):
                         await self._hold(msg)
             if self._held:
                 await self._retry_held()
@@ -161,17 +164,24 @@ class InboxConsumer:
                 await self._hold(msg)
             else:
                 await msg.ack()
+                self._early_since.pop(_sequence(msg), None)
+        self._early_since.pop(_sequence(msg), None)
         return True
 
-    async def _hold(self, msg: Msg, since: float | None = None, touched: float | None = None) -> None:
+    async def _hold(self, msg: Msg, touched: float | None = None) -> None:
         now = time.monotonic()
-        held = _Held(msg, since if since is not None else now, touched if touched is not None else now)
+        since = self._early_since.setdefault(_sequence(msg), now)
+        held = _Held(msg, since, touched if touched is not None else now)
         if now - held.touched > min(self.ack_wait / 3, 5.0):
             # Keeps JetStream from handing it to another replica, which would only hold it too.
             with contextlib.suppress(Exception):
                 await msg.in_progress()
             held.touched = now
         self._held[_sequence(msg)] = held
+
+    def _overdue(self, msg: Msg) -> bool:
+        since = self._early_since.get(_sequence(msg))
+        return since is not None and time.monotonic() - since > self.order_wait
 
     async def _retry_held(self) -> None:
         """Held messages again, oldest in the stream first; those still early stay held."""
@@ -180,7 +190,10 @@ class InboxConsumer:
         for key in sorted(held):
             entry = held[key]
             if not await self.process(entry.msg, overdue=now - entry.since > self.order_wait):
-                await self._hold(entry.msg, entry.since, entry.touched)
+                await self._hold(entry.msg, entry.touched)
+        for key, since in list(self._early_since.items()):  # settled by another replica meanwhile
+            if key not in self._held and now - since > 10 * self.order_wait:
+                del self._early_since[key]
 
     async def process(self, msg: Msg, *, overdue: bool = False) -> bool:
         """Applies (or nak's, or dead-letters) one message; False when it came early and was left unacknowledged
@@ -206,12 +219,14 @@ class InboxConsumer:
                 span.record_exception(error)
                 if attempt >= self.max_deliver:
                     await self._dead_letter(msg, error, attempt)
+                    self._early_since.pop(_sequence(msg), None)
                     return True
                 log.warning("event handling failed; will be redelivered",
                             extra={"consumer": self.durable, "attempt": attempt, "error": repr(error)})
                 await msg.nak(delay=min(0.2 * 2**attempt, 5.0))
                 return True
         await msg.ack()
+        self._early_since.pop(_sequence(msg), None)
         return True
 
     async def _apply_when_database_returns(self, msg: Msg, envelope: Envelope, error: Exception,

@@ -22,38 +22,47 @@ class RosterFollower:
     profile: bool = False
     joined_at: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.table.isidentifier():
+            raise ValueError(f"not a table name: {self.table!r}")
+
+    def _on_table(self, statement: str) -> str:
+        """The statement with ``{table}`` naming this roster's table (an identifier, checked above)."""
+        return statement.format(table=self.table)
+
     async def __call__(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
-        data, kind, t = envelope.data, envelope.type, self.table
+        data, kind, t = envelope.data, envelope.type, self._on_table
         cid = str(data.get("community_id") or envelope.community_id)
         if kind == "CommunityFounded":
             await self._upsert(conn, envelope, cid, data["owner_member_id"], data["owner_display_name"], "owner")
         elif kind == "MemberJoined":
             await self._upsert(conn, envelope, cid, data["member_id"], data["display_name"], data["role"])
         elif kind in ("MemberLeft", "MemberRemoved"):
-            await conn.execute(f"UPDATE {t} SET active = false WHERE community_id = $1 AND member_id = $2",
+            await conn.execute(t("UPDATE {table} SET active = false WHERE community_id = $1 AND member_id = $2"),
                                cid, data["member_id"])
         elif kind == "MemberRoleChanged":
-            await conn.execute(f"UPDATE {t} SET role = $3 WHERE community_id = $1 AND member_id = $2",
+            await conn.execute(t("UPDATE {table} SET role = $3 WHERE community_id = $1 AND member_id = $2"),
                                cid, data["member_id"], data["new_role"])
         elif kind == "OwnershipTransferred":
             # The previous owner stays on as a facilitator (the members service's rule).
-            await conn.execute(f"UPDATE {t} SET role = 'facilitator' WHERE community_id = $1 AND member_id = $2",
+            await conn.execute(t("UPDATE {table} SET role = 'facilitator' WHERE community_id = $1 AND member_id = $2"),
                                cid, data["from_member_id"])
-            await conn.execute(f"UPDATE {t} SET role = 'owner' WHERE community_id = $1 AND member_id = $2",
+            await conn.execute(t("UPDATE {table} SET role = 'owner' WHERE community_id = $1 AND member_id = $2"),
                                cid, data["to_member_id"])
         elif kind == "MemberProfileUpdated" and self.profile:
             await self._update_profile(
-                conn, envelope, f"UPDATE {t} SET display_name = $3, skills = $4, vector = $5 "
-                "WHERE community_id = $1 AND member_id = $2 RETURNING true",
+                conn, envelope, t("UPDATE {table} SET display_name = $3, skills = $4, vector = $5 "
+                                  "WHERE community_id = $1 AND member_id = $2 RETURNING true"),
                 cid, data["member_id"], data["display_name"], data.get("skills", []), data.get("vector", ""))
         elif kind == "MemberProfileUpdated":
             await self._update_profile(
-                conn, envelope, f"UPDATE {t} SET display_name = $3 WHERE community_id = $1 AND member_id = $2 "
-                "RETURNING true", cid, data["member_id"], data["display_name"])
+                conn, envelope, t("UPDATE {table} SET display_name = $3 WHERE community_id = $1 AND member_id = $2 "
+                                  "RETURNING true"), cid, data["member_id"], data["display_name"])
         elif kind == "SharingConsentChanged" and self.profile:
             await self._update_profile(
-                conn, envelope, f"UPDATE {t} SET shared_fields = $3 WHERE community_id = $1 AND member_id = $2 "
-                "RETURNING true", cid, data["member_id"], data.get("shared_fields", ["display_name"]))
+                conn, envelope, t("UPDATE {table} SET shared_fields = $3 WHERE community_id = $1 AND member_id = $2 "
+                                  "RETURNING true"), cid, data["member_id"],
+                data.get("shared_fields", ["display_name"]))
 
     async def _update_profile(self, conn: asyncpg.Connection, envelope: Envelope, sql: str, *args: object) -> None:
         if not await conn.fetchval(sql, *args):
@@ -61,11 +70,15 @@ class RosterFollower:
 
     async def _upsert(self, conn: asyncpg.Connection, envelope: Envelope, cid: str, member_id: str,
                       display_name: str, role: str) -> None:
-        columns, values = "community_id, member_id, display_name, role, active", "$1, $2, $3, $4, true"
-        args: list[object] = [cid, member_id, display_name, role]
         if self.joined_at:
-            columns, values = columns + ", joined_at", values + ", $5"
-            args.append(envelope.time)
-        await conn.execute(
-            f"INSERT INTO {self.table} ({columns}) VALUES ({values}) ON CONFLICT (community_id, member_id) "
-            "DO UPDATE SET display_name = EXCLUDED.display_name, role = EXCLUDED.role, active = true", *args)
+            await conn.execute(self._on_table(
+                "INSERT INTO {table} (community_id, member_id, display_name, role, active, joined_at) "
+                "VALUES ($1, $2, $3, $4, true, $5) ON CONFLICT (community_id, member_id) "
+                "DO UPDATE SET display_name = EXCLUDED.display_name, role = EXCLUDED.role, active = true"),
+                cid, member_id, display_name, role, envelope.time)
+        else:
+            await conn.execute(self._on_table(
+                "INSERT INTO {table} (community_id, member_id, display_name, role, active) "
+                "VALUES ($1, $2, $3, $4, true) ON CONFLICT (community_id, member_id) "
+                "DO UPDATE SET display_name = EXCLUDED.display_name, role = EXCLUDED.role, active = true"),
+                cid, member_id, display_name, role)

@@ -63,16 +63,26 @@ CREATE TABLE partner_introductions (
 # Rows that the old race numbered twice are moved to the end (a reader may see one again, never miss one).
 ARRIVAL_ORDER_SQL = """
 CREATE TABLE partner_arrivals (list text PRIMARY KEY, last_seq bigint NOT NULL);
-""" + "".join(f"""
-UPDATE {table} p SET seq = top.seq + twice.n
-  FROM (SELECT community_id, partnership_id, {key}, row_number() OVER (ORDER BY seq, received_at, {key}) AS n
-          FROM (SELECT *, row_number() OVER (PARTITION BY seq ORDER BY received_at, {key}) AS k FROM {table}) x
+UPDATE partner_jobs p SET seq = top.seq + twice.n
+  FROM (SELECT community_id, partnership_id, job_id, row_number() OVER (ORDER BY seq, received_at, job_id) AS n
+          FROM (SELECT *, row_number() OVER (PARTITION BY seq ORDER BY received_at, job_id) AS k FROM partner_jobs) x
          WHERE k > 1) twice,
-       (SELECT coalesce(max(seq), 0) AS seq FROM {table}) top
- WHERE (p.community_id, p.partnership_id, p.{key}) = (twice.community_id, twice.partnership_id, twice.{key});
-INSERT INTO partner_arrivals SELECT '{table}', coalesce(max(seq), 0) FROM {table};
-CREATE UNIQUE INDEX {table}_seq ON {table} (seq);
-""" for table, key in (("partner_jobs", "job_id"), ("partner_offerings", "offering_id")))
+       (SELECT coalesce(max(seq), 0) AS seq FROM partner_jobs) top
+ WHERE (p.community_id, p.partnership_id, p.job_id) = (twice.community_id, twice.partnership_id, twice.job_id);
+INSERT INTO partner_arrivals SELECT 'partner_jobs', coalesce(max(seq), 0) FROM partner_jobs;
+CREATE UNIQUE INDEX partner_jobs_seq ON partner_jobs (seq);
+UPDATE partner_offerings p SET seq = top.seq + twice.n
+  FROM (SELECT community_id, partnership_id, offering_id,
+               row_number() OVER (ORDER BY seq, received_at, offering_id) AS n
+          FROM (SELECT *, row_number() OVER (PARTITION BY seq ORDER BY received_at, offering_id) AS k
+                  FROM partner_offerings) x
+         WHERE k > 1) twice,
+       (SELECT coalesce(max(seq), 0) AS seq FROM partner_offerings) top
+ WHERE (p.community_id, p.partnership_id, p.offering_id)
+     = (twice.community_id, twice.partnership_id, twice.offering_id);
+INSERT INTO partner_arrivals SELECT 'partner_offerings', coalesce(max(seq), 0) FROM partner_offerings;
+CREATE UNIQUE INDEX partner_offerings_seq ON partner_offerings (seq);
+"""
 MIGRATIONS = [Migration("referrals_partners_0001", SQL), Migration("referrals_partners_0002_offerings", OFFERINGS_SQL),
               Migration("referrals_partners_0003_introductions", INTRODUCTIONS_SQL),
               Migration("referrals_partners_0004_arrival_order", ARRIVAL_ORDER_SQL)]
@@ -103,9 +113,16 @@ async def apply_job_event(conn: asyncpg.Connection, event: RecordedEvent) -> Non
             d["job_id"], d["partner_offer_ids"])
 
 
-# The next seq of a list, drawn under the counter row's lock (held to commit; see ARRIVAL_ORDER_SQL).
-_NEXT_SEQ = ("next AS (UPDATE partner_arrivals SET last_seq = last_seq + 1 WHERE list = '{list}' "
-             "RETURNING last_seq AS seq)")
+# Each list's next seq is drawn under its counter row's lock (held to commit; see ARRIVAL_ORDER_SQL).
+_RECEIVE_JOB = (
+    "WITH next AS (UPDATE partner_arrivals SET last_seq = last_seq + 1 WHERE list = 'partner_jobs' "
+    "RETURNING last_seq AS seq) INSERT INTO partner_jobs (community_id, partnership_id, job_id, from_community_name, "
+    "job, received_at, seq) SELECT $1, $2, $3, $4, $5, $6, next.seq FROM next ON CONFLICT DO NOTHING")
+_RECEIVE_OFFERING = (
+    "WITH next AS (UPDATE partner_arrivals SET last_seq = last_seq + 1 WHERE list = 'partner_offerings' "
+    "RETURNING last_seq AS seq) INSERT INTO partner_offerings (community_id, partnership_id, offering_id, "
+    "from_community_name, offering, received_at, seq) SELECT $1, $2, $3, $4, $5, $6, next.seq FROM next "
+    "ON CONFLICT DO NOTHING")
 
 
 async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> None:
@@ -115,11 +132,8 @@ async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> N
                            "(partnership_id, community_id) DO UPDATE SET status = EXCLUDED.status",
                            d["partnership_id"], d["community_id"], _STATUS_AFTER[kind], d.get("sends") or [])
     if kind == "PartnerJobReceived":
-        await conn.execute(
-            f"WITH {_NEXT_SEQ.format(list='partner_jobs')} INSERT INTO partner_jobs (community_id, partnership_id, "
-            "job_id, from_community_name, job, received_at, seq) SELECT $1, $2, $3, $4, $5, $6, next.seq FROM next "
-            "ON CONFLICT DO NOTHING", d["community_id"], d["partnership_id"], d["job_id"], d["from_community_name"],
-            json.dumps(d["job"]), envelope.time)
+        await conn.execute(_RECEIVE_JOB, d["community_id"], d["partnership_id"], d["job_id"],
+                           d["from_community_name"], json.dumps(d["job"]), envelope.time)
     elif kind == "PartnerJobStatusReceived":
         await conn.execute("UPDATE partner_jobs SET state = $4 WHERE community_id = $1 AND partnership_id = $2 "
                            "AND job_id = $3", d["community_id"], d["partnership_id"], d["job_id"], d["state"])
@@ -133,11 +147,8 @@ async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> N
                            "kind) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING", d["offer_id"],
                            d["community_id"], d["partnership_id"], d["job_id"], d["member_id"], d["kind"])
     elif kind == "PartnerOfferingReceived":
-        await conn.execute(
-            f"WITH {_NEXT_SEQ.format(list='partner_offerings')} INSERT INTO partner_offerings (community_id, "
-            "partnership_id, offering_id, from_community_name, offering, received_at, seq) "
-            "SELECT $1, $2, $3, $4, $5, $6, next.seq FROM next ON CONFLICT DO NOTHING", d["community_id"],
-            d["partnership_id"], d["offering_id"], d["from_community_name"], json.dumps(d["offering"]), envelope.time)
+        await conn.execute(_RECEIVE_OFFERING, d["community_id"], d["partnership_id"], d["offering_id"],
+                           d["from_community_name"], json.dumps(d["offering"]), envelope.time)
     elif kind == "PartnerOfferingStatusReceived":
         await conn.execute("UPDATE partner_offerings SET status = $4 WHERE community_id = $1 AND partnership_id = $2 "
                            "AND offering_id = $3", d["community_id"], d["partnership_id"], d["offering_id"],
