@@ -38,6 +38,7 @@ from opentelemetry import trace
 from .bus import dead_letter_subject
 from .envelope import Envelope
 from .grouped import GroupedWrites
+from .handling import run_again_if_refused
 from .ordering import NotYetApplicable, StreamVersions, follows_whole_streams, is_versioned, plan, stream_key
 from .telemetry import context_from, tracer
 
@@ -250,10 +251,16 @@ class InboxConsumer:
 
     async def _apply_once(self, envelope: Envelope, overdue: bool = False) -> bool:
         """Applies the event unless done already; False when it came early (it stays unacknowledged)."""
-        try:
+        async def transaction() -> Outcome:
             async with self.pool.acquire() as conn, conn.transaction():
-                outcome = await apply_in_order(conn, self.subscription, [envelope], overdue=lambda _: overdue,
-                                               tolerate_missing=overdue)
+                return await apply_in_order(conn, self.subscription, [envelope], overdue=lambda _: overdue,
+                                            tolerate_missing=overdue)
+
+        try:
+            # A reaction writes its inbox row before it appends, so PostgreSQL may refuse the append to keep
+            # the stream in order (40001): that is not the message's fault, so it runs again at once rather
+            # than counting towards dead-lettering.
+            outcome = await run_again_if_refused(transaction)
         except NotYetApplicable:
             return False
         if outcome.early:
