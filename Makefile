@@ -42,7 +42,7 @@ browser:
 ## Installs what it needs, then runs lint, types and the whole suite against real NATS and PostgreSQL.
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check $(LINTED)
-	$(VENV)/bin/mypy libs services bench
+	$(VENV)/bin/mypy libs services bench tests
 	$(PY) -m pytest -q
 
 ## Starts NATS JetStream, PostgreSQL and every service; seeds a demo; prints the URLs. Ctrl-C stops all.
@@ -53,7 +53,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy libs services bench
+	$(VENV)/bin/mypy libs services bench tests
 
 ## Replays a service's events into a fresh read model: make rebuild SERVICE=members
 rebuild: $(STAMP)

@@ -10,6 +10,7 @@ from kizuna.auth import generate_private_key_pem, load_private_key
 from kizuna.errors import Conflict, Forbidden, Invalid
 from services.gateway.federation.domain import (
     IntroductionOutcome,
+    PartnerJobStatusReceived,
     Partnership,
     PartnershipRequested,
     ProposePartnership,
@@ -64,7 +65,7 @@ def test_missing_stale_and_malformed_signatures_are_refused() -> None:
 
 
 def proposed() -> Partnership:
-    cmd = ProposePartnership(partner_origin="https://b.example", partner_community_id="cb",  # type: ignore[arg-type]
+    cmd = ProposePartnership(partner_origin="https://b.example", partner_community_id="cb",
                              sends=["job_requests"], receives=["job_requests", "referrals"])
     return Partnership.from_events(Partnership.propose("p1", "ca", "Ringo", "Nagano", cmd, "owner"))
 
@@ -100,7 +101,7 @@ def test_partnership_lifecycle_and_illegal_transitions() -> None:
 
 
 def test_what_crosses_follows_what_each_side_agreed() -> None:
-    cmd = ProposePartnership(partner_origin="https://b.example", partner_community_id="cb",  # type: ignore[arg-type]
+    cmd = ProposePartnership(partner_origin="https://b.example", partner_community_id="cb",
                              sends=["job_requests"], receives=[])
     ringo = Partnership.from_events(Partnership.propose("p1", "ca", "Ringo", "Nagano", cmd, "owner"))
     assert ringo.share_job("j1", {"title": "t"}) == [], "nothing is shared before the partner accepts"
@@ -131,9 +132,10 @@ def test_offers_to_a_partner_job() -> None:
     nagano.apply(offer[0])
     with pytest.raises(Conflict):
         nagano.send_offer("j1", "o2", "mio", {"display_name": "Mio"}, "", "offer", None)
-    status = nagano.receive_job_status("j1", "assigned", ["o1", "someone-elses"])
-    assert status[0].assigned_offer_ids == ["o1"], "only this side's own offers are named"  # type: ignore[attr-defined]
-    nagano.apply(status[0])
+    [status] = nagano.receive_job_status("j1", "assigned", ["o1", "someone-elses"])
+    assert isinstance(status, PartnerJobStatusReceived)
+    assert status.assigned_offer_ids == ["o1"], "only this side's own offers are named"
+    nagano.apply(status)
     with pytest.raises(Conflict):
         nagano.send_offer("j1", "o3", "ken", {"display_name": "Ken"}, "", "offer", None)
 

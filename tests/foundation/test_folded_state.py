@@ -4,7 +4,7 @@ the stream as it is now — no endless 409s, no lost and new events folded toget
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
@@ -28,6 +28,11 @@ class Tally(Aggregate):
         self.labels.append(event.label)
 
 
+def counting(label: str) -> Callable[[Tally], Sequence[DomainEvent]]:
+    """The decision that counts ``label``, bound now rather than when a loop's lambda would run."""
+    return lambda tally: tally.count(label)
+
+
 async def lose_events_after(pool: asyncpg.Pool, stream_id: str, version: int) -> None:
     """What a restore from an older backup, or an asynchronous replica's promotion, leaves behind."""
     async with pool.acquire() as conn:
@@ -40,7 +45,7 @@ async def test_a_shorter_or_different_history_is_folded_afresh(pool: asyncpg.Poo
     store = EventStore(pool)
     ctx = CommandContext(actor="operator")
     for label in ("a", "b", "c"):
-        await execute(store, "tally-1", Tally, lambda t, label=label: t.count(label), ctx)
+        await execute(store, "tally-1", Tally, counting(label), ctx)
     assert (await load(store, "tally-1", Tally)).labels == ["a", "b", "c"]  # remembered at version 3
 
     await lose_events_after(pool, "tally-1", 1)

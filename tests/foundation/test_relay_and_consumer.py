@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import nats
@@ -16,7 +17,7 @@ from kizuna import bus
 from kizuna.consumer import InboxConsumer, Subscription
 from kizuna.devstack import NatsServer
 from kizuna.envelope import Envelope
-from kizuna.eventstore import EventStore, NewEvent
+from kizuna.eventstore import Checkpoint, EventStore, NewEvent
 from kizuna.relay import OutboxRelay
 from tests.support import eventually
 
@@ -35,10 +36,11 @@ def relay_for(store: EventStore, js: JetStreamContext, unique: str, database_url
                        batch_size=200, idle_seconds=0.05)
 
 
-async def stream_messages(js: JetStreamContext, unique: str) -> list[dict[str, object]]:
+async def stream_messages(js: JetStreamContext, unique: str) -> list[dict[str, Any]]:
+    """Every CloudEvent on the test stream, as parsed JSON."""
     info = await js.stream_info(f"S{unique}")
     sub = await js.pull_subscribe(f"p{unique}.>", durable=None, stream=f"S{unique}")
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     while len(out) < info.state.messages:
         for msg in await sub.fetch(500, timeout=2):
             out.append(json.loads(msg.data))
@@ -68,7 +70,7 @@ async def test_every_event_reaches_jetstream_once_in_stream_order(
     assert len({m["id"] for m in messages}) == total
     by_stream: dict[str, list[int]] = {}
     for m in messages:
-        by_stream.setdefault(str(m["subject"]), []).append(int(m["streamversion"]))  # type: ignore[call-overload]
+        by_stream.setdefault(str(m["subject"]), []).append(int(m["streamversion"]))
     assert all(versions == list(range(1, per_stream + 1)) for versions in by_stream.values())
     first = messages[0]
     assert first["specversion"] == "1.0" and first["communityid"] == "c" and first["type"] == "Wrote"
@@ -88,7 +90,7 @@ async def test_relay_crash_between_publish_and_checkpoint_loses_and_duplicates_n
     crashing = relay_for(store, js, unique, database_url)
     original = crashing.store.save_checkpoint
 
-    async def crash(*_: object) -> None:
+    async def crash(name: str, checkpoint: Checkpoint) -> None:
         raise SystemExit("relay process died before saving its checkpoint")
 
     crashing.store.save_checkpoint = crash  # type: ignore[method-assign]
@@ -136,6 +138,7 @@ async def test_consumer_applies_once_despite_redelivery_and_dead_letters_poison(
     # A duplicate flood: the same messages delivered again change nothing.
     for msg_id in range(3):
         raw = await js.get_msg(f"S{unique}", seq=msg_id + 1)
+        assert raw.data is not None  # the relay published every event with a body
         await consumer._apply_once(Envelope.from_bytes(raw.data))
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM applied") == 19
@@ -169,6 +172,7 @@ async def test_a_fetched_batch_is_applied_in_one_transaction_in_order_and_once(
     # The stream also holds copies of three events (published without a message id, so JetStream keeps them).
     for seq in (2, 5, 9):
         raw = await js.get_msg(f"S{unique}", seq=seq)
+        assert raw.subject is not None and raw.data is not None  # a stored message has both
         await js.publish(raw.subject, raw.data)
 
     consumer = InboxConsumer(js, pool, Subscription("batcher", ["*.test.>"], handle), stream=f"S{unique}",

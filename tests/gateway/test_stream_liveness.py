@@ -9,7 +9,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -145,6 +145,7 @@ async def test_fetch_timeouts_of_either_kind_are_empty_polls_and_heartbeats_go_b
     operator = Principal(kind="operator")
     authority = stream_module.Authority(_Request(), operator, Viewer.of(operator))  # type: ignore[arg-type]
     events = stream_module._events(_Request(), subscription, authority, None, heartbeat=0.2)  # type: ignore[arg-type]
+    assert isinstance(events, AsyncGenerator)  # an async generator: closed below as the server closes it
     received = []
     async with asyncio.timeout(5):
         async for chunk in events:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from kizuna.catalog import events_by_service
-from kizuna.read_policy import HIDDEN, RULES, Viewer, rule_for, visible_data, visible_event
+from kizuna.read_policy import HIDDEN, RULES, Audience, Viewer, rule_for, visible_data, visible_event
 from tests.reliability.harness import found
 from tests.support import SERVICES, Ecosystem, eventually, issue
 
@@ -215,8 +215,9 @@ async def test_each_token_streams_exactly_what_the_policy_and_rest_give_it(
     assert about_aiko[0]["data"]["comment"] == "lovely"
 
     # The audiences mean what the REST checks they mirror mean, asked of the real routes with the same tokens.
-    routes = {"member": f"/v1/communities/{cid}/jobs", "facilitator": f"/v1/communities/{cid}/waitlist",
-              "reader": f"/v1/communities/{cid}/partnerships"}
+    routes: dict[Audience, str] = {"member": f"/v1/communities/{cid}/jobs",
+                                   "facilitator": f"/v1/communities/{cid}/waitlist",
+                                   "reader": f"/v1/communities/{cid}/partnerships"}
     for audience, path in routes.items():
         for name, viewer in viewers.items():
             response = await http.get(path, headers=bearer[name])

@@ -37,10 +37,12 @@ from services.members.domain import (
     MemberLeft,
     MemberWaitlisted,
     PlaceOfferAccepted,
+    PlaceOfferClaimCodeIssued,
     PlaceOfferDeclined,
     PlaceOffered,
     PlaceOfferExpired,
     RemoveMember,
+    Role,
     SisterCommunityFounded,
     SubmitApplication,
     code_hash,
@@ -126,16 +128,16 @@ def test_policy_changes_need_a_reason_and_unique_questions() -> None:
     ("application", None, True), ("invitation", "member", False), ("invitation", "owner", True),
     ("invitation", None, True),
 ])
-def test_direct_adds_follow_the_policy(policy: str, actor_role: str | None, allowed: bool) -> None:
+def test_direct_adds_follow_the_policy(policy: str, actor_role: Role | None, allowed: bool) -> None:
     c = community()
     admission(c, policy)
     cmd = JoinCommunity(display_name="Ken")
     if allowed:
-        [event] = c.join("ken", cmd, "a", actor_role)  # type: ignore[arg-type]
+        [event] = c.join("ken", cmd, "a", actor_role)
         assert isinstance(event, MemberJoined)
     else:
         with pytest.raises(Conflict) as refused:
-            c.join("ken", cmd, "a", actor_role)  # type: ignore[arg-type]
+            c.join("ken", cmd, "a", actor_role)
         assert refused.value.slug == "admission-policy" and refused.value.extensions["policy"] == policy
 
 
@@ -405,6 +407,7 @@ def test_a_facilitator_issues_a_claim_code_that_replaces_the_earlier_one() -> No
     apply(c, c.change_role("fac", ChangeRole(role="facilitator"), "member:owner"))
     waitlist(c, "w1")
     [_, offer] = apply(c, c.leave("a", LeaveCommunity(), T0, CODES))
+    assert isinstance(offer, PlaceOffered)
     first = CODES.minted[offer.offer_id]
     for refused_actor in ("member:ken", "member:w1", VISITOR, "member:a"):
         with pytest.raises(Forbidden):
@@ -413,9 +416,9 @@ def test_a_facilitator_issues_a_claim_code_that_replaces_the_earlier_one() -> No
         c.issue_claim_code("nope", "member:fac", T0, ClaimCodes())
     codes = ClaimCodes()
     [issued] = apply(c, c.issue_claim_code(offer.offer_id, "member:fac", T0, codes))
+    assert isinstance(issued, PlaceOfferClaimCodeIssued)
     second = codes.minted[offer.offer_id]
-    assert (issued.claim_code_sha256, issued.issued_by, issued.applicant_id) == (  # type: ignore[attr-defined]
-        code_hash(second), "member:fac", "w1")
+    assert (issued.claim_code_sha256, issued.issued_by, issued.applicant_id) == (code_hash(second), "member:fac", "w1")
     with pytest.raises(NotFound):
         c.accept_offer(offer.offer_id, AcceptOffer(claim_code=first), VISITOR, T0)
     apply(c, c.accept_offer(offer.offer_id, AcceptOffer(claim_code=second), VISITOR, T0))

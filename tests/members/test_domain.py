@@ -11,13 +11,18 @@ from services.members.domain import (
     ChangeConsent,
     ChangeRole,
     Community,
+    CommunityCapChanged,
     FoundCommunity,
     JoinCommunity,
     LeaveCommunity,
     MemberJoined,
+    MemberProfileUpdated,
+    MemberRoleChanged,
     MemberWaitlisted,
+    OwnershipTransferred,
     Profile,
     RemoveMember,
+    SharingConsentChanged,
     TransferOwnership,
     UpdateProfile,
     normalise_skill,
@@ -82,6 +87,7 @@ def test_cap_changes() -> None:
         c.change_cap(ChangeCap(member_cap=200), OWNER)
     assert unexplained.value.extensions["errors"][0]["field"] == "reason"
     [raised] = c.change_cap(ChangeCap(member_cap=200, reason="merging two cohorts"), OWNER)
+    assert isinstance(raised, CommunityCapChanged)
     assert raised.new_cap == 200 and raised.reason == "merging two cohorts"
     assert c.change_cap(ChangeCap(member_cap=3), OWNER) == []
 
@@ -90,6 +96,7 @@ def test_roles_and_a_single_owner() -> None:
     c = community()
     joined(c, "a")
     [promoted] = c.change_role("a", ChangeRole(role="facilitator", reason="runs cohort B"), OWNER)
+    assert isinstance(promoted, MemberRoleChanged)
     c.apply(promoted)
     assert c.roles["a"] == "facilitator" and promoted.changed_by == OWNER
     assert c.change_role("a", ChangeRole(role="facilitator"), OWNER) == []
@@ -120,6 +127,7 @@ def test_leaving_and_removal() -> None:
 def test_profiles_normalise_skills_and_limit_the_vector() -> None:
     [event] = Profile().update("c1", "m", UpdateProfile(display_name="Ken", vector="  picture book  ",
                                                         skills=["Video Editing", "video-editing", "  UX/UI "]))
+    assert isinstance(event, MemberProfileUpdated)
     assert event.skills == ["ux-ui", "video-editing"] and event.vector == "picture book"
     with pytest.raises(ValidationError):
         UpdateProfile(display_name="Ken", vector="x" * 10_000)
@@ -130,9 +138,10 @@ def test_consent_always_includes_the_display_name() -> None:
     p = Profile()
     assert p.change_consent("c1", "m", ChangeConsent(shared_fields=["display_name"])) == []
     [event] = p.change_consent("c1", "m", ChangeConsent(shared_fields=["skills"]))
+    assert isinstance(event, SharingConsentChanged)
     assert event.shared_fields == ["display_name", "skills"]
     with pytest.raises(ValidationError):
-        ChangeConsent(shared_fields=["goals"])  # type: ignore[list-item]
+        ChangeConsent.model_validate({"shared_fields": ["goals"]})
 
 
 def test_only_the_current_owner_hands_ownership_over() -> None:
@@ -148,6 +157,7 @@ def test_only_the_current_owner_hands_ownership_over() -> None:
         c.transfer_ownership(TransferOwnership(to_member_id="b"), OWNER)  # Yui, now a facilitator
     assert refused.value.status == 403 and refused.value.extensions["required_role"] == "owner"
     [again] = c.transfer_ownership(TransferOwnership(to_member_id="b"), "operator")  # the operator always may
+    assert isinstance(again, OwnershipTransferred)
     assert again.from_member_id == "a" and again.to_member_id == "b"
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
+from kizuna.domain import DomainEvent
 from kizuna.errors import Conflict, Forbidden, Invalid
 from services.referrals.domain import (
     AssignJob,
     CancelJob,
     Compensation,
+    FeedbackGiven,
     GiveFeedback,
     Job,
+    JobRequestPosted,
     MakeReferral,
     OfferToTake,
     PostJobRequest,
@@ -27,7 +31,7 @@ from services.referrals.domain import (
 TODAY = date(2030, 1, 1)
 
 
-def run(agg: Job | Referral, events: list) -> None:  # type: ignore[type-arg]
+def run(agg: Job | Referral, events: Sequence[DomainEvent]) -> None:
     for e in events:
         agg.apply(e)
 
@@ -43,12 +47,19 @@ def feedback(subject: str) -> GiveFeedback:
     return GiveFeedback(subject_id=subject, quality=5, reliability=4, beyond=5, collaboration=3)
 
 
+def the_feedback(events: Sequence[DomainEvent]) -> FeedbackGiven:
+    """The one FeedbackGiven a give_feedback decided."""
+    [given] = events
+    assert isinstance(given, FeedbackGiven)
+    return given
+
+
 def test_compensation_rules() -> None:
     assert Compensation(kind="money", amount=3000, currency="JPY").amount == 3000
     for bad in ({"kind": "money", "amount": -1, "currency": "JPY"}, {"kind": "money", "amount": 5},
                 {"kind": "money", "amount": 5, "currency": "yen"}):
         with pytest.raises(ValidationError):
-            Compensation(**bad)  # type: ignore[arg-type]
+            Compensation.model_validate(bad)
 
 
 def test_deadline_must_be_in_the_future_and_skills_are_normalised() -> None:
@@ -57,7 +68,8 @@ def test_deadline_must_be_in_the_future_and_skills_are_normalised() -> None:
     assert posted().state == "posted"
     [event] = Job().post("j", "c", "r", PostJobRequest(title="x", skills=["Video Editing"],
                                                         deadline=date(2030, 3, 1)), TODAY)
-    assert event.skills == ["video-editing"]  # type: ignore[attr-defined]
+    assert isinstance(event, JobRequestPosted)
+    assert event.skills == ["video-editing"]
 
 
 def test_full_lifecycle_and_illegal_transitions() -> None:
@@ -95,14 +107,14 @@ def test_360_feedback_rules() -> None:
     run(job, job.assign("req", AssignJob(member_ids=["a", "b"])))
     run(job, job.start("req"))
     run(job, job.complete("req"))
-    [from_requester] = job.give_feedback("req", feedback("a"))
+    from_requester = the_feedback(job.give_feedback("req", feedback("a")))
     run(job, [from_requester])
-    assert from_requester.giver_relation == "requester"  # type: ignore[attr-defined]
+    assert from_requester.giver_relation == "requester"
     with pytest.raises(Conflict):
         job.give_feedback("req", feedback("a"))
-    assert job.give_feedback("b", feedback("a"))[0].giver_relation == "co-worker"  # type: ignore[attr-defined]
-    assert job.give_feedback("p", feedback("a"))[0].giver_relation == "peer"  # type: ignore[attr-defined]
-    assert job.give_feedback("a", feedback("req"))[0].giver_relation == "worker"  # type: ignore[attr-defined]
+    assert the_feedback(job.give_feedback("b", feedback("a"))).giver_relation == "co-worker"
+    assert the_feedback(job.give_feedback("p", feedback("a"))).giver_relation == "peer"
+    assert the_feedback(job.give_feedback("a", feedback("req"))).giver_relation == "worker"
     with pytest.raises(Invalid):
         job.give_feedback("a", feedback("a"))
     with pytest.raises(Forbidden):

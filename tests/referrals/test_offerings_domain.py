@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from kizuna.domain import DomainEvent
 from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
-from services.referrals.domain import MakeReferral, Referral
+from services.referrals.domain import MakeReferral, Referral, ReferralMade
 from services.referrals.offerings.domain import (
     AnswerTermsChange,
     ApplyTermsChange,
@@ -372,7 +372,8 @@ def test_lead_user_feedback_after_a_delivery_once_per_member() -> None:
 def test_a_referral_whose_subject_is_an_offering() -> None:
     cmd = MakeReferral(referred_id="farmer", to_member_id="mei", offering_id="o1", note="her tomatoes!")
     [event] = Referral().make("r1", "c1", "ken", cmd)
-    assert event.offering_id == "o1" and event.to_member_id == "mei"  # type: ignore[attr-defined]
+    assert isinstance(event, ReferralMade)
+    assert event.offering_id == "o1" and event.to_member_id == "mei"
     with pytest.raises(ValidationError):
         MakeReferral(referred_id="farmer", job_id="j1", offering_id="o1")
 

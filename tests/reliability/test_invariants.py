@@ -38,7 +38,7 @@ from services.members.domain import (
     LeaveCommunity,
     RemoveMember,
 )
-from services.referrals.domain import AssignJob, GiveFeedback, Job, OfferToTake, PostJobRequest
+from services.referrals.domain import AssignJob, FeedbackGiven, GiveFeedback, Job, OfferToTake, PostJobRequest
 from services.referrals.offerings.domain import (
     AnswerTermsChange,
     ApplyTermsChange,
@@ -92,7 +92,8 @@ def check_community(c: Community) -> None:
 @PURE
 @given(cap=st.integers(2, 8), plan=steps)
 def test_a_community_never_passes_its_cap(cap: int, plan: list[tuple[int, int, bool]]) -> None:
-    c, log, codes = Community(), [], ClaimCodes()  # codes: the claim code of every offer made, for its person
+    c, codes = Community(), ClaimCodes()  # codes: the claim code of every offer made, for its person
+    log: list[DomainEvent] = []
     attempt(c, log, lambda: c.found("c1", "owner", FoundCommunity(name="Hikari", owner_display_name="O",
                                                                     member_cap=cap), 150))
     now = NOW
@@ -144,7 +145,8 @@ def check_session(s: Session) -> None:
 @PURE
 @given(capacity=st.integers(1, 6), plan=steps)
 def test_a_session_never_passes_its_capacity(capacity: int, plan: list[tuple[int, int, bool]]) -> None:
-    s, log = Session(), []
+    s = Session()
+    log: list[DomainEvent] = []
     attempt(s, log, lambda: s.schedule("s1", "c1", schedule(capacity), "member:f"))
     for op, k, _ in plan:
         member = f"m{k % 12}"
@@ -163,7 +165,8 @@ def test_a_session_never_passes_its_capacity(capacity: int, plan: list[tuple[int
 @given(workers=st.integers(1, 4), peers=st.integers(0, 3), plan=steps)
 def test_one_feedback_per_giver_per_job_per_subject(workers: int, peers: int,
                                                      plan: list[tuple[int, int, bool]]) -> None:
-    job, log = Job(), []
+    job = Job()
+    log: list[DomainEvent] = []
     attempt(job, log, lambda: job.post("j1", "c1", "req", PostJobRequest(title="t", deadline=date(2031, 6, 1)),
                                        date(2031, 4, 1)))
     people = [f"w{i}" for i in range(workers + peers)]
@@ -177,7 +180,7 @@ def test_one_feedback_per_giver_per_job_per_subject(workers: int, peers: int,
         giver, subject = everyone[k % len(everyone)], everyone[(k // 3 + flag) % len(everyone)]
         attempt(job, log, lambda: job.give_feedback(giver, GiveFeedback(subject_id=subject, quality=5, reliability=4,
                                                                         beyond=3, collaboration=4)))
-    given_pairs = [(e.giver_id, e.subject_id) for e in log if type(e).__name__ == "FeedbackGiven"]  # type: ignore[attr-defined]
+    given_pairs = [(e.giver_id, e.subject_id) for e in log if isinstance(e, FeedbackGiven)]
     assert len(given_pairs) == len(set(given_pairs)), "feedback given twice on one person for one job"
     assert all(g != s for g, s in given_pairs)
     assert replayed(Job, log).feedback == job.feedback == set(given_pairs)
@@ -198,7 +201,8 @@ def check_offering(o: Offering) -> None:
 @PURE
 @given(shares=st.integers(1, 30), plan=steps)
 def test_shares_are_never_over_committed(shares: int, plan: list[tuple[int, int, bool]]) -> None:
-    o, log = Offering(), []
+    o = Offering()
+    log: list[DomainEvent] = []
     assert attempt(o, log, lambda: o.publish("o1", "c1", "producer", offering_terms(shares), NOW))
     proposals = 0
     for op, k, flag in plan:
@@ -244,7 +248,7 @@ def store_url(postgres: PostgresServer) -> Iterator[str]:
 
 
 async def race(url: str, stream: str, kind: type[A], first: Callable[[A], Sequence[DomainEvent]],
-               deciders: list[Callable[[A], Sequence[DomainEvent]]]) -> tuple[list[list[DomainEvent]], list[Any]]:
+               deciders: Sequence[Callable[[A], Sequence[DomainEvent]]]) -> tuple[list[list[DomainEvent]], list[Any]]:
     """``first`` alone, then every decider at once, each its own writer with the retrying command path.
     Returns the stream as stored, one list per committed command (checked for gap-free versions), and
     each writer's outcome."""

@@ -20,10 +20,12 @@ from tests.reliability.harness import found
 from tests.reliability.test_bad_input import event_counts
 from tests.support import SERVICES, Ecosystem, eventually
 
-SESSION = {"kind": "group-coaching", "title": "Cohort", "starts_at": "2031-05-01T19:00:00",
-           "ends_at": "2031-05-01T21:00:00", "time_zone": "Asia/Tokyo", "place": "House", "capacity": 8}
-JOB = {"title": "Picture book", "deadline": "2031-03-01",
-       "compensation": {"kind": "money", "amount": 30000, "currency": "JPY"}}
+# Valid JSON request bodies, which the cases below spread and misspell.
+SESSION: dict[str, Any] = {"kind": "group-coaching", "title": "Cohort", "starts_at": "2031-05-01T19:00:00",
+                           "ends_at": "2031-05-01T21:00:00", "time_zone": "Asia/Tokyo", "place": "House",
+                           "capacity": 8}
+JOB: dict[str, Any] = {"title": "Picture book", "deadline": "2031-03-01",
+                       "compensation": {"kind": "money", "amount": 30000, "currency": "JPY"}}
 
 
 def _objects(schema: Any, components: dict[str, Any], seen: set[str]) -> list[tuple[str, dict[str, Any]]]:
