@@ -81,7 +81,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         async def deliver_locally(body: bytes) -> str:
             return await receive(runtime.store, parse_message(body), identity.origin, identity.origin)
 
-        await Deliverer(runtime.pool, http, identity, policy, deliver_locally, guard=address_guard).run()
+        await Deliverer(runtime.pool, http, identity, policy, deliver_locally, guard=address_guard,
+                        database_url=runtime.settings.database_url).run()
 
     spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown, deliver_federation]})
     app = create_service(spec, settings)

@@ -6,7 +6,10 @@ the ones behind it (a status update must not overtake the job it is about). Tran
 the cap is minutes, not days, so a partner that comes back is caught up within one cap (the
 complaint Synapse's users make about backoff that cuts a returning server off). After
 ``give_up`` a message is ``dead``; a 4xx answer is ``rejected`` at once. Both stay visible to the
-operator, who can send them again. One gateway replica delivers at a time (an advisory lock).
+operator, who can send them again. One gateway replica delivers at a time: a session advisory lock
+on a connection of the deliverer's own (never a pooled one, whose session the pool would hand on),
+which must still answer before each round — a deliverer whose lock connection died stops before it
+sends again, since another replica may hold the lock by then.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from .signing import public_key_text, sign
 log = logging.getLogger("kizuna.federation")
 LOCK_KEY = 0x6B697A756E61_02  # "kizuna" + 2: one delivering replica per database
 QUEUED_CHANNEL = "kizuna_federation"  # notified by the outbox projection in the queueing transaction
+LOCK_HOLDER_NAME = "kizuna-federation-deliverer"  # the lock connection's application_name
+FENCE_TIMEOUT_SECONDS = 2.0
 
 LocalReceiver = Callable[[bytes], Awaitable[str]]
 
@@ -60,11 +65,22 @@ class Rejected(Exception):
 
 class Deliverer:
     def __init__(self, pool: asyncpg.Pool, http: httpx.AsyncClient, identity: Identity, policy: RetryPolicy,
-                 local: LocalReceiver, timeout: float = 10.0, guard: AddressGuard | None = None) -> None:
+                 local: LocalReceiver, timeout: float = 10.0, guard: AddressGuard | None = None, *,
+                 database_url: str) -> None:
         self.pool, self.http, self.identity, self.policy = pool, http, identity, policy
         self.local, self.timeout, self.guard = local, timeout, guard or AddressGuard()
+        self.database_url = database_url
+        self.rounds = 0  # rounds delivered while holding the lock (tests and logs)
+        self._lock_conn: asyncpg.Connection | None = None
 
-    async def run(self, idle_seconds: float = 0.5) -> None:
+    async def _still_holding(self) -> None:
+        """The lock lasts as long as its session: the connection answering proves it is held. Checked before
+        each round and each message, so a deliverer that lost the lock sends at most the one in flight again
+        (which the partner's inbox recognises by its message id)."""
+        if self._lock_conn is not None:
+            await self._lock_conn.fetchval("SELECT 1", timeout=FENCE_TIMEOUT_SECONDS)
+
+    async def run(self, idle_seconds: float = 0.5, lock_retry_seconds: float = 5.0) -> None:
         """Delivers whenever a message is queued (LISTEN) and at least every ``idle_seconds`` (retries)."""
         queued = asyncio.Event()
 
@@ -72,20 +88,37 @@ class Deliverer:
             queued.set()
 
         while True:
-            async with self.pool.acquire() as lock_conn:
+            try:
+                lock_conn = await asyncpg.connect(self.database_url,
+                                                  server_settings={"application_name": LOCK_HOLDER_NAME})
+            except (OSError, asyncpg.PostgresError):
+                await asyncio.sleep(1)
+                continue
+            try:
                 if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
-                    await asyncio.sleep(5)
+                    await asyncio.sleep(lock_retry_seconds)
                     continue
                 await lock_conn.add_listener(QUEUED_CHANNEL, wake)
-                try:
-                    while True:
-                        queued.clear()
-                        if not await self.deliver_due():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(queued.wait(), idle_seconds)
-                finally:
-                    await lock_conn.remove_listener(QUEUED_CHANNEL, wake)
-                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+                self._lock_conn = lock_conn
+                while True:
+                    queued.clear()
+                    await self._still_holding()
+                    self.rounds += 1
+                    if not await self.deliver_due():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(queued.wait(), idle_seconds)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+                log.warning("federation deliverer lost its lock connection; delivery paused until it holds the "
+                            "lock again", extra={"error": repr(error)})
+                await asyncio.sleep(0.5)
+            finally:
+                self._lock_conn = None
+                with contextlib.suppress(Exception):  # closing the session releases the lock
+                    await lock_conn.close(timeout=2)
+                if not lock_conn.is_closed():
+                    lock_conn.terminate()
 
     async def deliver_due(self) -> int:
         """One round over every queue whose head is due; returns how many messages were settled."""
@@ -106,6 +139,7 @@ class Deliverer:
                     "AND community_id = $2 ORDER BY seq LIMIT 1", partnership_id, community_id)
             if row is None or row["next_attempt_at"] > datetime.now(UTC):
                 return settled
+            await self._still_holding()
             if not await self._attempt(row):
                 return settled
             settled += 1
