@@ -1,14 +1,16 @@
 #!/bin/sh
 # Creates (and rotates) the secrets docker compose needs. Run from anywhere; it works in the checkout.
 #
-#   sh deploy/bootstrap.sh [PUBLIC_URL]   first time: writes .env, deploy/kizuna.env, deploy/gateway.env
+#   sh deploy/bootstrap.sh [PUBLIC_URL]   first time: writes the files below
 #   sh deploy/bootstrap.sh rotate-jwt-key  new token signing key; the old public key stays accepted
 #   sh deploy/bootstrap.sh drop-old-jwt-keys   once tokens signed with the old key have expired
 #
-# Files (all mode 0600, ignored by git):
+# Files (mode 0600 unless said, ignored by git):
 #   .env                 read by docker compose itself for ${...} in docker-compose.yml (POSTGRES_PASSWORD)
 #   deploy/kizuna.env    every service: operator token, public keys, public URL, tracing
 #   deploy/gateway.env   the gateway only: its private keys (JWT signing, federation)
+#   deploy/prometheus/metrics-token   Prometheus (profile observability): KIZUNA_METRICS_TOKEN again,
+#                        mode 0644, not 0600 (see METRICS_TOKEN below)
 # Needs: openssl 1.1.1+ (Ed25519), awk. It never overwrites a secret it did not mean to change.
 set -eu
 umask 077
@@ -17,6 +19,10 @@ cd "$(dirname "$0")/.."
 ENV_FILE=.env
 SHARED=deploy/kizuna.env
 GATEWAY=deploy/gateway.env
+# The bearer token Prometheus scrapes GET /metrics with (deploy/prometheus/prometheus.yml). The
+# Prometheus container runs as nobody (uid 65534), not as the operator who owns this file, so the file
+# must be readable by others: 0644. The token only lets one read the figures of /metrics.
+METRICS_TOKEN=deploy/prometheus/metrics-token
 
 fail() { echo "bootstrap: $*" >&2; exit 1; }
 
@@ -48,13 +54,14 @@ check_compose() {
 
 init() {
   public_url=${1:-http://localhost:8000}
-  for file in $ENV_FILE $SHARED $GATEWAY; do
+  for file in $ENV_FILE $SHARED $GATEWAY $METRICS_TOKEN; do
     [ ! -e "$file" ] || fail "$file exists; refusing to overwrite it (remove it yourself to start over)"
   done
   check_compose
   jwt_key=$(new_private_key)
   federation_key=$(new_private_key)
   [ -n "$jwt_key" ] && [ -n "$federation_key" ] || fail "openssl could not make an Ed25519 key"
+  metrics_token=$(openssl rand -hex 32)
   # Written under temporary names and moved at the end: a failure leaves no half-made secrets.
   cat > "$ENV_FILE.new" <<EOF
 # For docker compose's own interpolation of docker-compose.yml; containers see only what it passes on.
@@ -67,14 +74,18 @@ KIZUNA_OPERATOR_TOKEN=kz-op-$(openssl rand -hex 32)
 KIZUNA_JWT_PUBLIC_KEYS=$(public_of "$jwt_key")
 KIZUNA_PUBLIC_URL=$public_url
 KIZUNA_OTEL_EXPORTER=none
+KIZUNA_METRICS_TOKEN=$metrics_token
 EOF
   cat > "$GATEWAY.new" <<EOF
 # The gateway's private keys; no other container receives them. Never commit it.
 KIZUNA_JWT_PRIVATE_KEY=$jwt_key
 KIZUNA_FEDERATION_PRIVATE_KEY=$federation_key
 EOF
-  mv "$ENV_FILE.new" "$ENV_FILE" && mv "$SHARED.new" "$SHARED" && mv "$GATEWAY.new" "$GATEWAY"
-  echo "bootstrap: wrote $ENV_FILE, $SHARED and $GATEWAY; next: docker compose up -d --build"
+  printf '%s' "$metrics_token" > "$METRICS_TOKEN.new"
+  chmod 0644 "$METRICS_TOKEN.new"
+  mv "$ENV_FILE.new" "$ENV_FILE" && mv "$SHARED.new" "$SHARED" && mv "$GATEWAY.new" "$GATEWAY" && \
+    mv "$METRICS_TOKEN.new" "$METRICS_TOKEN"
+  echo "bootstrap: wrote $ENV_FILE, $SHARED, $GATEWAY and $METRICS_TOKEN; next: docker compose up -d --build"
 }
 
 rotate_jwt_key() {
@@ -95,6 +106,6 @@ drop_old_jwt_keys() {
 case ${1:-} in
   rotate-jwt-key) rotate_jwt_key ;;
   drop-old-jwt-keys) drop_old_jwt_keys ;;
-  -h | --help) sed -n '2,12p' "$0" ;;
+  -h | --help) sed -n '2,14p' "$0" ;;
   *) init "$@" ;;
 esac

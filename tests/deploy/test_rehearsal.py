@@ -7,8 +7,8 @@ processes with exactly the environment compose gives them (tests/deploy/compose_
 docker-compose.yml and the env files the script wrote, interpolating ``${VAR}`` from ``.env``);
 every healthcheck command as written; and the documents' fenced ``sh`` blocks run by ``sh -eu``
 with that shim as ``docker``. Only host names and ports change (compose's ``host:port`` → loopback).
-The observability profile's two images (collector, Jaeger) have nothing to stand in for them: their
-healthchecks are not run (see test_every_healthcheck_passes_as_written).
+The observability profile's images (collector, Jaeger, Prometheus, Grafana) have nothing to stand in for
+them: their healthchecks are not run (see test_every_healthcheck_passes_as_written).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _scratch_checkout(target: Path) -> Path:
     target.mkdir(parents=True)
     shutil.copy2(ROOT / "docker-compose.yml", target)
     shutil.copytree(ROOT / "deploy", target / "deploy", ignore=shutil.ignore_patterns(
-        "kizuna.env", "gateway.env", "kubernetes"))
+        "kizuna.env", "gateway.env", "metrics-token", "kubernetes"))
     return target
 
 
@@ -213,8 +213,10 @@ def test_every_healthcheck_passes_as_written(deployment: Deployment) -> None:
     for name in APP_SERVICES:
         env = deployment.service_env(name)
         assert compose_shim.healthy(deployment.project, name, env), name
-    # Not rehearsed: otel-collector and jaeger (profile observability) have no stand-ins here.
-    assert {s for s, c in compose["services"].items() if c.get("profiles")} == {"otel-collector", "jaeger"}
+    # Not rehearsed: the observability profile's images have no stand-ins here (its Prometheus and
+    # Grafana files are checked by tests/deploy/test_observability.py).
+    assert {s for s, c in compose["services"].items() if c.get("profiles")} == {
+        "otel-collector", "jaeger", "prometheus", "grafana"}
 
 
 def test_the_first_community_as_the_readme_writes_it_tokens_at_once(deployment: Deployment) -> None:
