@@ -18,7 +18,7 @@ import pytest
 
 from kizuna import bus
 from kizuna.devstack import NatsServer, PostgresServer
-from tests.support import BusPublisher, Ecosystem
+from tests.support import SERVICES, BusPublisher, Ecosystem
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +84,14 @@ async def stack(ecosystem: Ecosystem) -> AsyncIterator[tuple[BusPublisher, httpx
     await nc.drain()
     log = ecosystem.processes["gateway"].log_path.read_text()
     assert "unhandled error" not in log, log[-3000:]
+
+
+@pytest.fixture
+async def every_service(ecosystem: Ecosystem) -> AsyncIterator[httpx.AsyncClient]:
+    """All four services as real processes, and a client of their gateway; no service may log an
+    unhandled error meanwhile."""
+    ecosystem.start(*SERVICES)
+    async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
+        yield http
+    for name, proc in ecosystem.processes.items():
+        assert "unhandled error" not in proc.log_path.read_text(), name

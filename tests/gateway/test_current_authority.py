@@ -6,13 +6,10 @@ The tokens here are issued by the gateway itself (``POST /v1/tokens``), as a per
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
 from tests.reliability.harness import found
-from tests.support import SERVICES, Ecosystem, eventually
+from tests.support import Ecosystem, eventually
 
 JOB = {"title": "Picture book", "deadline": "2031-03-01"}
 
@@ -20,14 +17,6 @@ JOB = {"title": "Picture book", "deadline": "2031-03-01"}
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
-
-@pytest.fixture
-async def gateway(ecosystem: Ecosystem) -> AsyncIterator[httpx.AsyncClient]:
-    ecosystem.start(*SERVICES)
-    async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=15) as http:
-        yield http
-    for name, proc in ecosystem.processes.items():
-        assert "unhandled error" not in proc.log_path.read_text(), name
 
 
 async def token_for(http: httpx.AsyncClient, eco: Ecosystem, cid: str, member_id: str, role: str) -> str:
@@ -41,9 +30,9 @@ async def token_for(http: httpx.AsyncClient, eco: Ecosystem, cid: str, member_id
 
 
 async def test_a_former_owner_loses_owner_rights_and_a_departed_member_loses_everything(
-    gateway: httpx.AsyncClient, ecosystem: Ecosystem
+    every_service: httpx.AsyncClient, ecosystem: Ecosystem
 ) -> None:
-    http, eco = gateway, ecosystem
+    http, eco = every_service, ecosystem
     cid, owner = await found(http, eco, "Hikari")
     owner_token = await token_for(http, eco, cid, owner, "owner")
     joined = {}

@@ -8,9 +8,7 @@ import shutil
 import httpx
 import pytest
 
-from tests.support import BusPublisher, Ecosystem, issue
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.support import BusPublisher, Ecosystem, issue, launch_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -24,9 +22,7 @@ async def test_dashboard_shows_live_events(stack: tuple[BusPublisher, httpx.Asyn
     cid, owner = await bus.found({"aiko": "member"}, name="Hikari")
     token = await issue(http, ecosystem, cid, owner)
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = await launch_chromium(pw)
         try:
             page = await browser.new_page()
             await page.goto(f"{ecosystem.url('gateway')}/dashboard#token={token}")

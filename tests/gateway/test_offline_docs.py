@@ -9,9 +9,7 @@ import shutil
 import httpx
 import pytest
 
-from tests.support import BusPublisher, Ecosystem
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.support import BusPublisher, Ecosystem, launch_chromium
 
 
 async def test_docs_pages_load_nothing_from_elsewhere(stack: tuple[BusPublisher, httpx.AsyncClient]) -> None:
@@ -45,9 +43,7 @@ async def test_swagger_ui_renders_with_every_other_host_unreachable(
             await route.abort()
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = await launch_chromium(pw)
         try:
             page = await browser.new_page()
             await page.route("**/*", only_the_gateway)
