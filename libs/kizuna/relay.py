@@ -20,34 +20,30 @@ import asyncio
 import json
 import logging
 
-import asyncpg
 from nats.js import JetStreamContext
 from opentelemetry import trace
 
 from .envelope import subject_for, to_cloudevent
 from .eventstore import Checkpoint, EventStore, RecordedEvent
+from .single_runner import LostLock, SessionLock, holding
 from .telemetry import context_from, current_trace_headers, tracer
 
 log = logging.getLogger("kizuna.relay")
 
 RELAY_LOCK_KEY = 0x4B495A554E41  # "KIZUNA": one active relay per service database
 LOCK_HOLDER_NAME = "kizuna-relay-lock"  # the lock connection's application_name in pg_stat_activity
-FENCE_TIMEOUT_SECONDS = 2.0
-
-
-class LostLock(RuntimeError):
-    """The lock connection stopped answering: another relay may be active now."""
 
 
 class OutboxRelay:
     def __init__(self, store: EventStore, js: JetStreamContext, *, service: str, prefix: str,
                  database_url: str, batch_size: int = 500, idle_seconds: float = 0.2,
-                 checkpoint_name: str = "relay") -> None:
+                 checkpoint_name: str = "relay", lock_retry_seconds: float = 1.0) -> None:
         self.store, self.js = store, js
         self.service, self.prefix = service, prefix
         self.database_url = database_url
         self.batch_size, self.idle_seconds = batch_size, idle_seconds
         self.checkpoint_name = checkpoint_name
+        self.lock_retry_seconds = lock_retry_seconds  # how often a standing-by relay tries the lock
         self.published = 0
         self._wake = asyncio.Event()
 
@@ -55,23 +51,15 @@ class OutboxRelay:
         """Run until cancelled: wait to be the active relay, then publish forever."""
         while True:
             try:
-                lock_conn = await asyncpg.connect(self.database_url,
-                                                  server_settings={"application_name": LOCK_HOLDER_NAME})
-            except (OSError, asyncpg.PostgresError):
-                await asyncio.sleep(1)
-                continue
-            try:
-                while not await lock_conn.fetchval(  # noqa: ASYNC110 - polling a lock held elsewhere
-                    "SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY
-                ):
-                    await asyncio.sleep(1)
-                # Appends by this process wake the relay directly; other processes send a NOTIFY.
-                await lock_conn.add_listener("kizuna_events", self._on_notify)
-                self.store.add_commit_listener(self._on_notify)
-                try:
-                    await self._publish_forever(lock_conn)
-                finally:
-                    self.store.remove_commit_listener(self._on_notify)
+                async with holding(self.database_url, RELAY_LOCK_KEY, LOCK_HOLDER_NAME,
+                                   self.lock_retry_seconds) as lock:
+                    # Appends by this process wake the relay directly; other processes send a NOTIFY.
+                    await lock.connection.add_listener("kizuna_events", self._on_notify)
+                    self.store.add_commit_listener(self._on_notify)
+                    try:
+                        await self._publish_forever(lock)
+                    finally:
+                        self.store.remove_commit_listener(self._on_notify)
             except asyncio.CancelledError:
                 raise
             except LostLock:
@@ -80,13 +68,11 @@ class OutboxRelay:
             except Exception:
                 log.exception("relay stopped by an error; resuming from its checkpoint")
                 await asyncio.sleep(0.5)
-            finally:
-                await _close_quietly(lock_conn)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _publish_forever(self, lock_conn: asyncpg.Connection) -> None:
+    async def _publish_forever(self, lock: SessionLock) -> None:
         checkpoint = await self.store.load_checkpoint(self.checkpoint_name)
         while True:
             batch = await self.store.read_all(checkpoint, self.batch_size)
@@ -97,7 +83,7 @@ class OutboxRelay:
                 except TimeoutError:
                     pass
                 continue
-            await _still_holding(lock_conn)
+            await lock.check()
             try:
                 await self.publish(batch)
             except Exception as error:  # NATS down or slow: retry the same batch; duplicates are dropped
@@ -106,7 +92,7 @@ class OutboxRelay:
                 continue
             last = batch[-1]
             checkpoint = Checkpoint(last.transaction_id, last.global_position)
-            await _still_holding(lock_conn)
+            await lock.check()
             await self.store.save_checkpoint(self.checkpoint_name, checkpoint)
             self.published += len(batch)
 
@@ -129,18 +115,3 @@ class OutboxRelay:
                     wait_stall=5,
                 ))
         await asyncio.wait_for(asyncio.gather(*acks), timeout=10)
-
-
-async def _still_holding(lock_conn: asyncpg.Connection) -> None:
-    """A session lock lasts as long as its session: the connection answering proves it is held."""
-    try:
-        await lock_conn.fetchval("SELECT 1", timeout=FENCE_TIMEOUT_SECONDS)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-        raise LostLock(repr(error)) from error
-
-
-async def _close_quietly(conn: asyncpg.Connection) -> None:
-    try:
-        await conn.close(timeout=2)
-    except Exception:
-        conn.terminate()

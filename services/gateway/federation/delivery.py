@@ -31,6 +31,7 @@ import asyncpg
 import httpx
 
 from kizuna.errors import Problem
+from kizuna.single_runner import LostLock, SessionLock, holding
 from kizuna.telemetry import tracer
 
 from .identity import INBOX, AddressGuard, Identity, UnsafeAddress
@@ -40,7 +41,6 @@ log = logging.getLogger("kizuna.federation")
 LOCK_KEY = 0x6B697A756E61_02  # "kizuna" + 2: one delivering replica per database
 QUEUED_CHANNEL = "kizuna_federation"  # notified by the outbox projection in the queueing transaction
 LOCK_HOLDER_NAME = "kizuna-federation-deliverer"  # the lock connection's application_name
-FENCE_TIMEOUT_SECONDS = 2.0
 
 LocalReceiver = Callable[[bytes], Awaitable[str]]
 
@@ -71,14 +71,9 @@ class Deliverer:
         self.local, self.timeout, self.guard = local, timeout, guard or AddressGuard()
         self.database_url = database_url
         self.rounds = 0  # rounds delivered while holding the lock (tests and logs)
-        self._lock_conn: asyncpg.Connection | None = None
-
-    async def _still_holding(self) -> None:
-        """The lock lasts as long as its session: the connection answering proves it is held. Checked before
-        each round and each message, so a deliverer that lost the lock sends at most the one in flight again
-        (which the partner's inbox recognises by its message id)."""
-        if self._lock_conn is not None:
-            await self._lock_conn.fetchval("SELECT 1", timeout=FENCE_TIMEOUT_SECONDS)
+        # The lock while delivering: checked before each round and each message, so a deliverer that lost it
+        # sends at most the message in flight again (which the partner's inbox recognises by its id).
+        self._lock: SessionLock | None = None
 
     async def run(self, idle_seconds: float = 0.5, lock_retry_seconds: float = 5.0) -> None:
         """Delivers whenever a message is queued (LISTEN) and at least every ``idle_seconds`` (retries)."""
@@ -89,36 +84,25 @@ class Deliverer:
 
         while True:
             try:
-                lock_conn = await asyncpg.connect(self.database_url,
-                                                  server_settings={"application_name": LOCK_HOLDER_NAME})
-            except (OSError, asyncpg.PostgresError):
-                await asyncio.sleep(1)
-                continue
-            try:
-                if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
-                    await asyncio.sleep(lock_retry_seconds)
-                    continue
-                await lock_conn.add_listener(QUEUED_CHANNEL, wake)
-                self._lock_conn = lock_conn
-                while True:
-                    queued.clear()
-                    await self._still_holding()
-                    self.rounds += 1
-                    if not await self.deliver_due():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(queued.wait(), idle_seconds)
+                async with holding(self.database_url, LOCK_KEY, LOCK_HOLDER_NAME, lock_retry_seconds) as lock:
+                    await lock.connection.add_listener(QUEUED_CHANNEL, wake)
+                    self._lock = lock
+                    try:
+                        while True:
+                            queued.clear()
+                            await lock.check()
+                            self.rounds += 1
+                            if not await self.deliver_due():
+                                with contextlib.suppress(TimeoutError):
+                                    await asyncio.wait_for(queued.wait(), idle_seconds)
+                    finally:
+                        self._lock = None
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            except LostLock as error:
                 log.warning("federation deliverer lost its lock connection; delivery paused until it holds the "
-                            "lock again", extra={"error": repr(error)})
+                            "lock again", extra={"error": str(error)})
                 await asyncio.sleep(0.5)
-            finally:
-                self._lock_conn = None
-                with contextlib.suppress(Exception):  # closing the session releases the lock
-                    await lock_conn.close(timeout=2)
-                if not lock_conn.is_closed():
-                    lock_conn.terminate()
 
     async def deliver_due(self) -> int:
         """One round over every queue whose head is due; returns how many messages were settled."""
@@ -139,7 +123,8 @@ class Deliverer:
                     "AND community_id = $2 ORDER BY seq LIMIT 1", partnership_id, community_id)
             if row is None or row["next_attempt_at"] > datetime.now(UTC):
                 return settled
-            await self._still_holding()
+            if self._lock is not None:
+                await self._lock.check()
             if not await self._attempt(row):
                 return settled
             settled += 1
