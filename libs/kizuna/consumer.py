@@ -254,7 +254,7 @@ class InboxConsumer:
         async def transaction() -> Outcome:
             async with self.pool.acquire() as conn, conn.transaction():
                 return await apply_in_order(conn, self.subscription, [envelope], overdue=lambda _: overdue,
-                                            tolerate_missing=overdue)
+                                            tolerate_missing=overdue, grouped=self.together)
 
         try:
             # A reaction writes its inbox row before it appends, so PostgreSQL may refuse the append to keep
@@ -297,14 +297,17 @@ async def apply_new(conn: asyncpg.Connection, subscription: Subscription, messag
 
 async def apply_in_order(conn: asyncpg.Connection, subscription: Subscription, envelopes: Sequence[Envelope], *,
                          overdue: Callable[[int], bool] = lambda _: False, tolerate_missing: bool = False,
-                         trace_headers: Sequence[dict[str, str] | None] | None = None) -> Outcome:
+                         trace_headers: Sequence[dict[str, str] | None] | None = None,
+                         grouped: bool = True) -> Outcome:
     """The one rule every bus-fed read model applies events by, inside the caller's transaction.
 
     An ordered subscription's versioned events go by their stream's applied version (``kizuna.ordering``):
     done ones are dropped, due ones applied in version order, early ones left out of the outcome's
     ``early`` (positions) unless ``overdue``. Other events are applied once each through the inbox, in the
     order given. ``tolerate_missing`` (one overdue event at a time) logs a handler's ``NotYetApplicable``
-    instead of holding the event again."""
+    instead of holding the event again. ``grouped=False`` hands the handler the connection itself: a
+    reaction runs commands, which open savepoints, where a projection's runs of one statement are sent
+    together (``GroupedWrites``)."""
     by_version = [i for i, e in enumerate(envelopes) if subscription.ordered and is_versioned(e)]
     by_inbox = [i for i, e in enumerate(envelopes) if not (subscription.ordered and is_versioned(e))]
     sequence: list[int] = []
@@ -323,7 +326,7 @@ async def apply_in_order(conn: asyncpg.Connection, subscription: Subscription, e
         ordering = plan(versions, [envelopes[i] for i in by_version], lambda j: overdue(by_version[j]))
         sequence += [by_version[j] for j in ordering.due]
         early = [by_version[j] for j in ordering.early]
-    target = conn if tolerate_missing else cast(asyncpg.Connection, GroupedWrites(conn))
+    target = conn if tolerate_missing or not grouped else cast(asyncpg.Connection, GroupedWrites(conn))
     for index in sequence:
         envelope = envelopes[index]
         headers = trace_headers[index] if trace_headers else None
