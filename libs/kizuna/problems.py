@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .errors import Problem
 
@@ -74,6 +75,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail = "text must not contain NUL (\\u0000) characters"
         return problem_response(422, "validation-error", "Invalid input", detail, request.url.path,
                                 errors=[{"field": "body", "message": detail}])
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The caller left before its body arrived (a closed tab, a cancelled fetch): nothing was read, so
+        # nothing was written, and nobody is there to answer. Not an error of ours.
+        log.info("client disconnected before its request arrived", extra={"path": request.url.path})
+        return problem_response(400, "client-disconnected", "Bad request",
+                                "the request ended before its body arrived; nothing was written", request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
