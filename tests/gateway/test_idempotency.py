@@ -147,6 +147,8 @@ async def test_a_duplicate_of_a_request_still_running_waits_then_gets_409_and_la
     key = "slow-logo-job"
     async with community.stream_held(community.job_id_for(key)):
         first = asyncio.create_task(community.post_job(key))
+        # The first holds the key (reserved, then stuck at the held stream) before its duplicate is sent.
+        await eventually(lambda: _reserved(community, key))
         started = time.monotonic()
         duplicate = await community.post_job(key)
         waited = time.monotonic() - started
@@ -231,3 +233,7 @@ async def test_a_reservation_left_by_a_crashed_gateway_expires(impatient: Commun
 
 async def _stored(community: Community, count: int) -> bool:
     return await community.stored_posts() == count
+
+
+async def _reserved(community: Community, key: str) -> bool:
+    return await community.reserved_until(key) is not None
