@@ -244,6 +244,7 @@ async def test_a_confirmed_offering_through_progress_shifts_deliveries_and_feedb
             await conn.close()
 
     live = await read_models()
+    community.eco.processes["referrals"].stop()  # a rebuild refuses while the service runs
     await rebuild(SPEC, ServiceSettings(service_name="referrals", database_url=url), include_bus=False)
     assert await read_models() == live and live[2] and live[3][0]["offering_id"] == oid
 
