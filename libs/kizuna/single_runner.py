@@ -50,7 +50,7 @@ async def holding(database_url: str, key: int, name: str, retry_seconds: float =
                 await asyncio.sleep(retry_seconds)
             break
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await _close(connection)
+            connection.terminate()  # broken: a polite close would wait for an answer that never comes
             await asyncio.sleep(retry_seconds)
         except BaseException:
             await _close(connection)

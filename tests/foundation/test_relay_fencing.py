@@ -41,8 +41,12 @@ async def test_a_relay_that_loses_its_lock_stops_and_the_other_takes_over(
     writers = [asyncio.create_task(writer(s)) for s in range(streams)]
     await eventually(lambda: _published_some(first))
     async with pool.acquire() as conn:
-        killed = await conn.fetchval("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                     "WHERE application_name = $1 AND datname = current_database()", LOCK_HOLDER_NAME)
+        # Only the holder's session: the standby's waits under the same name, and killing it too would let
+        # the first relay win the lock back on reconnecting.
+        killed = await conn.fetchval(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 "
+            "AND datname = current_database() AND pid IN "
+            "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)", LOCK_HOLDER_NAME)
     assert killed
     published_by_first = first.published
     await asyncio.gather(*writers)
