@@ -24,7 +24,8 @@ from kizuna.envelope import subject_for, to_cloudevent
 from kizuna.eventstore import RecordedEvent
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("members", "referrals", "sessions", "gateway")
+SERVICES = ("members", "referrals", "sessions", "identity", "gateway")
+BEHIND_GATEWAY = ("members", "referrals", "sessions")  # what the gateway forwards /v1/communities/… to
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Ecosystem:
         return self.postgres.create_database(f"{self.prefix}_{service}")
 
     def env(self, service: str, **overrides: str) -> dict[str, str]:
-        urls = ",".join(f"{name}=http://127.0.0.1:{port}" for name, port in self.ports.items() if name != "gateway")
+        urls = ",".join(f"{name}=http://127.0.0.1:{self.ports[name]}" for name in BEHIND_GATEWAY)
         env = {
             **os.environ,
             "KIZUNA_SERVICE_NAME": service,
@@ -117,6 +118,7 @@ class Ecosystem:
             "KIZUNA_JWT_PRIVATE_KEY": self.private_key_pem if service == "gateway" else "",
             "KIZUNA_JWT_PUBLIC_KEYS": public_pem(load_private_key(self.private_key_pem)),
             "KIZUNA_SERVICE_URLS": urls,
+            "KIZUNA_IDENTITY_URL": f"http://127.0.0.1:{self.ports['identity']}",
             "KIZUNA_PUBLIC_URL": f"http://127.0.0.1:{self.ports['gateway']}",
             "KIZUNA_LOG_LEVEL": "INFO",
         }

@@ -40,6 +40,10 @@ class Principal:
     scope: str = "member"
     token_id: str | None = None
     expires_at: float | None = None  # the token's ``exp`` (seconds since the epoch)
+    # A visitor token for a signed-in person names their account in the community (``acct``); a token
+    # exchanged for a browser session names that session (``sid``), so signing out ends the token too.
+    account: str | None = None
+    session_id: str | None = None
 
     @property
     def actor(self) -> str:
@@ -122,11 +126,16 @@ def load_public_keys(pems: str) -> dict[str, Ed25519PublicKey]:
 
 
 def issue_token(private_key: Ed25519PrivateKey, *, community_id: str, member_id: str, role: str,
-                scope: str = "member", ttl_seconds: int = 3600, token_id: str | None = None) -> str:
+                scope: str = "member", ttl_seconds: int = 3600, token_id: str | None = None,
+                account: str | None = None, session_id: str | None = None) -> str:
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": member_id, "cid": community_id, "role": role,
-              "scope": scope, "iat": now, "nbf": now - 5, "exp": now + ttl_seconds,
-              "jti": token_id or str(uuid.uuid4())}
+    claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": member_id, "cid": community_id, "role": role,
+                              "scope": scope, "iat": now, "nbf": now - 5, "exp": now + ttl_seconds,
+                              "jti": token_id or str(uuid.uuid4())}
+    if account is not None:
+        claims["acct"] = account
+    if session_id is not None:
+        claims["sid"] = session_id
     return jwt.encode(claims, private_key, algorithm="EdDSA", headers={"kid": key_id(private_key.public_key())})
 
 
@@ -174,7 +183,9 @@ class Authenticator:
             raise Unauthorized("the token is not valid", slug="invalid-token") from error
         who = Principal(kind="member", community_id=str(claims["cid"]), member_id=str(claims["sub"]),
                         role=str(claims["role"]), scope=str(claims.get("scope", "member")),
-                        token_id=str(claims["jti"]), expires_at=float(claims["exp"]))
+                        token_id=str(claims["jti"]), expires_at=float(claims["exp"]),
+                        account=str(claims["acct"]) if "acct" in claims else None,
+                        session_id=str(claims["sid"]) if "sid" in claims else None)
         self._verified[token] = (who, float(claims["exp"]), str(kid), key)
         if len(self._verified) > self.VERIFIED_TOKENS:
             self._verified.popitem(last=False)

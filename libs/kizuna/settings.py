@@ -49,6 +49,8 @@ class ServiceSettings(BaseSettings):
         "members=http://127.0.0.1:8101,referrals=http://127.0.0.1:8102,sessions=http://127.0.0.1:8103",
         description="Where the gateway finds the internal services, as name=url pairs.",
     )
+    identity_url: str = Field("http://127.0.0.1:8104",
+                              description="Gateway: where the identity service (sign-in, people) listens.")
     public_url: str = Field("http://127.0.0.1:8000", description="The gateway's public base URL (federation).")
     federation_private_key: str = Field("", description="PEM Ed25519 key this deployment signs federation with.")
     federation_retry_base_seconds: float = Field(2.0, description="Gateway: first federation retry delay.")

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import time
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from kizuna.problems import PROBLEM_RESPONSES, problem_response
 from kizuna.service import runtime_of
 
 from . import handlers, projections
-from .domain import Scope, service_for
+from .domain import Scope, service_for, session_revocation_id
 from .idempotency import idempotent
 from .memory import GatewayMemory
 from .proxy import MAX_BODY_BYTES, forward
@@ -48,13 +49,20 @@ async def gateway_principal(request: Request) -> Principal:
     if who.token_id is None:  # the operator
         return who
     memory: GatewayMemory = request.app.state.memory
-    revoked = memory.revocations.is_revoked(who.token_id)
-    if revoked is None:  # the listener is down: the database decides
-        async with runtime_of(request).pool.acquire() as conn:
-            revoked = await projections.is_revoked(conn, who.token_id)
+    revoked = await _revoked(request, memory, who.token_id)
+    if not revoked and who.session_id is not None:  # exchanged for a browser session: ended with it
+        revoked = await _revoked(request, memory, session_revocation_id(who.session_id))
     if revoked:
         raise Unauthorized("the token has been revoked", slug="revoked-token")
     return await _with_current_role(request, who)
+
+
+async def _revoked(request: Request, memory: GatewayMemory, token_id: str) -> bool:
+    revoked = memory.revocations.is_revoked(token_id)
+    if revoked is None:  # the listener is down: the database decides
+        async with runtime_of(request).pool.acquire() as conn:
+            revoked = await projections.is_revoked(conn, token_id)
+    return revoked
 
 
 async def _with_current_role(request: Request, who: Principal) -> Principal:
@@ -81,7 +89,8 @@ async def _with_current_role(request: Request, who: Principal) -> Principal:
     current = dataclasses.replace(who, role=role)
     ttl = max(1, int((who.expires_at or time.time() + 60) - time.time()))
     token = auth.issue_token(request.app.state.signing_key, community_id=community_id, member_id=member_id,
-                             role=role, scope=who.scope, ttl_seconds=ttl, token_id=who.token_id)
+                             role=role, scope=who.scope, ttl_seconds=ttl, token_id=who.token_id,
+                             session_id=who.session_id)
     request.state.forward_authorization = f"Bearer {token}"
     return current
 
@@ -234,7 +243,10 @@ async def forward_to_service(path: str, request: Request) -> Response:
 
 
 def make_http_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    """One client for every upstream call. It keeps no cookies: the gateway forwards each person's own cookie
+    header, and a jar would hand one person's session, set by the identity service, to the next request."""
+    return httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
 
 
 __all__ = ["TokenBucket", "key_id", "make_http_client", "router"]

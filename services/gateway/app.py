@@ -27,6 +27,7 @@ from .front_door import router as front_door_router
 from .memory import GatewayMemory
 from .metrics import federation_outbox
 from .openapi import MergedOpenAPI
+from .people import router as people_router
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES, RETENTION
 from .rate_limits import parse_networks
 from .routes import RouteTable
@@ -38,7 +39,8 @@ SPEC = ServiceSpec(
     description="The public API of a Kizuna deployment: communities, members, referrals, job requests, "
                 "feedback, sessions and goals under /v1, community tokens, health figures, a live event "
                 "stream and the built-in dashboard. Errors are RFC 9457 problem details.",
-    routers=[router, stream_router, front_door_router, federation_router, forwarding_router],  # the /v1 catch-all last
+    # the /v1 catch-all last
+    routers=[router, stream_router, front_door_router, people_router, federation_router, forwarding_router],
     migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,
@@ -46,7 +48,8 @@ SPEC = ServiceSpec(
     read_model_tables=[*READ_MODEL_TABLES, *federation_projections.READ_MODEL_TABLES],
     metric_samplers=[federation_outbox],
     retention=RETENTION,
-    public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox"],
+    # /v1/me and the sign-in routes are authenticated by the browser session cookie (services/gateway/people.py).
+    public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox", "/v1/me", "/v1/me/", "/v1/sign-in/"],
     openapi_tags=[
         {"name": "tokens", "description": "Community tokens: issue, revoke, verify"},
         {"name": "dashboards", "description": "Health figures and the live event stream"},

@@ -49,6 +49,19 @@ class TokenRevoked(DomainEvent):
     reason: str
 
 
+class SessionTokensRevoked(DomainEvent):
+    """A browser session ended (signed out, or revoked from the person's list): every community token it was
+    exchanged for is refused from now on. Carries no community, so no community's stream shows it."""
+
+    session_id: str
+    reason: str
+
+
+def session_revocation_id(session_id: str) -> str:
+    """The entry in the revoked-tokens registry that refuses every token naming this session."""
+    return f"session:{session_id}"
+
+
 class IssuedToken(Aggregate):
     def __init__(self) -> None:
         self.community_id: str | None = None

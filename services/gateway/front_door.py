@@ -6,7 +6,9 @@ take or decline a place offered from the waitlist with the claim code they were 
 id alone answers nothing: the members service gives it the same 404 as a missing offer). The
 gateway forwards these — and nothing else — to the members service with a one-minute ``visitor``
 token for that community, so the service still decides everything and records the visitor as the
-actor. Rate limits apply per client address.
+actor. Rate limits apply per client address. A signed-in person (the session cookie, with the CSRF
+token in ``X-CSRF-Token``) comes in as themselves: the visitor token names their account in the
+community, which the members service links to the member or applicant it creates.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from kizuna.domain import StrictModel
 from kizuna.errors import NotFound
 from kizuna.problems import PROBLEM_RESPONSES, problem_response
 
+from .people import account_for_visitor
 from .proxy import MAX_BODY_BYTES, forward
 from .rate_limits import visitor_key
 
@@ -47,8 +50,9 @@ async def _through(request: Request, community_id: str, path: str, body: bytes |
     if len(raw) > MAX_BODY_BYTES:
         return problem_response(413, "body-too-large", "Request body too large",
                                 f"the body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}", request.url.path)
+    account = await account_for_visitor(request, community_id)  # a signed-in person joins as themselves
     token = issue_token(state.signing_key, community_id=community_id, member_id="visitor", role="visitor",
-                        scope="visitor", ttl_seconds=60)
+                        scope="visitor", ttl_seconds=60, account=account)
     base = state.settings.service_url_map()["members"]
     return await forward(state.http, base, request, raw, state.upstream_timeout, path=path,
                          authorization=f"Bearer {token}")

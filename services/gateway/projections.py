@@ -91,6 +91,9 @@ async def apply_own_event(conn: asyncpg.Connection, event: RecordedEvent) -> Non
     if event.type == "TokenRevoked":
         await conn.execute("INSERT INTO revoked_tokens (token_id) VALUES ($1) ON CONFLICT DO NOTHING",
                            event.data["token_id"])
+    elif event.type == "SessionTokensRevoked":
+        await conn.execute("INSERT INTO revoked_tokens (token_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                           f"session:{event.data['session_id']}")
 
 
 INLINE_PROJECTIONS = [apply_own_event]

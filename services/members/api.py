@@ -470,7 +470,7 @@ async def accept_invitation(community_id: str, body: AcceptInvitation, request: 
                             who: Principal = Depends(principal)) -> Any:
     who.require_community(community_id)
     _require_front_door(who)
-    member_id, status = await handlers.accept_invitation(runtime_of(request).store, community_id, body,
+    member_id, status = await handlers.accept_invitation(runtime_of(request).store, community_id, body, who,
                                                          _ctx(request, who, community_id))
     if status == "waitlisted":
         response.status_code = 202

@@ -102,6 +102,16 @@ class MemberJoined(DomainEvent):
     vouched_by: str | None = None
 
 
+class MemberAccountLinked(DomainEvent):
+    """A signed-in person's account now belongs to this member (or applicant, whose id becomes the member
+    id on joining): how the person finds their membership again. The account is a reference the identity
+    service gives the person for this community alone, so no two communities see the same one."""
+
+    community_id: str
+    member_id: str
+    account: str
+
+
 class MemberWaitlisted(DomainEvent):
     community_id: str
     applicant_id: str
@@ -481,6 +491,7 @@ class Community(Aggregate):
         self.applications: dict[str, Application] = {}
         self.invitations: dict[str, Invitation] = {}  # by code hash
         self.sisters: list[str] = []
+        self.accounts: dict[str, str] = {}  # a person's account → their member (or applicant) id
 
     @property
     def size(self) -> int:
@@ -510,6 +521,9 @@ class Community(Aggregate):
     def _on_MemberJoined(self, e: MemberJoined) -> None:
         self.roles[e.member_id] = e.role
         self._stop_waiting(e.member_id)
+
+    def _on_MemberAccountLinked(self, e: MemberAccountLinked) -> None:
+        self.accounts[e.account] = e.member_id
 
     def _on_MemberWaitlisted(self, e: MemberWaitlisted) -> None:
         self.waitlist.append(e.applicant_id)
@@ -689,6 +703,16 @@ class Community(Aggregate):
         return self._then_offer(due, now, codes)
 
     # -- decisions --
+
+    def link_account(self, member_id: str, account: str) -> list[DomainEvent]:
+        """Links a signed-in person's account to the member or applicant they are becoming; a person already
+        in the community, waiting for a place or with an application pending cannot come in twice."""
+        held = self.accounts.get(account)
+        pending = any(a.applicant_id == held and a.status == "pending" for a in self.applications.values())
+        if held is not None and (held in self.roles or held in self.waiting or pending):
+            raise Conflict("you already belong to this community, wait for a place in it or have applied to it",
+                           slug="already-in-community", title="Already here", member_id=held)
+        return [MemberAccountLinked(community_id=self.community_id, member_id=member_id, account=account)]
 
     def found(self, community_id: str, owner_id: str, cmd: FoundCommunity, default_cap: int) -> list[DomainEvent]:
         if self.version:

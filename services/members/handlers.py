@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from kizuna.auth import Principal
@@ -88,9 +89,25 @@ async def join(store: EventStore, community_id: str, cmd: JoinCommunity, who: Pr
         actor_role = None if who.is_operator else c.roles.get(who.member_id or "", "member")
         return c.join(member_id, cmd, vouched_by, actor_role)
 
-    _, recorded = await execute(store, community_stream(community_id), Community, decide, ctx,
-                                community_id=community_id)
+    _, recorded = await execute(store, community_stream(community_id), Community,
+                                linking_account(who, member_id, decide), ctx, community_id=community_id)
     return member_id, _admitted(recorded) or "joined"
+
+
+def linking_account(who: Principal, member_id: str,
+                    decide: Callable[[Community], list[DomainEvent]]) -> Callable[[Community], list[DomainEvent]]:
+    """A signed-in visitor (the gateway put their account for this community in the token) is linked to
+    the member or applicant the command creates, in the same append: the person finds the membership
+    again on their account, and cannot come in a second time."""
+    account = who.account if who.scope == "visitor" else None
+    if account is None:
+        return decide
+
+    def decide_and_link(c: Community) -> list[DomainEvent]:
+        link = c.link_account(member_id, account)
+        return [*decide(c), *link]
+
+    return decide_and_link
 
 
 async def leave(store: EventStore, community_id: str, member_id: str, cmd: LeaveCommunity,
@@ -169,8 +186,9 @@ async def submit_application(store: EventStore, community_id: str, cmd: SubmitAp
     # A visitor's claim of a referrer is not a vouch: the referrer submits on their behalf instead.
     referred_by = cmd.referred_by if who.is_operator else None if who.scope == "visitor" else who.member_id
     await execute(store, community_stream(community_id), Community,
-                  lambda c: c.submit_application(application_id, applicant_id, cmd, referred_by), ctx,
-                  community_id=community_id)
+                  linking_account(who, applicant_id,
+                                  lambda c: c.submit_application(application_id, applicant_id, cmd, referred_by)),
+                  ctx, community_id=community_id)
     return application_id, applicant_id
 
 
@@ -198,13 +216,14 @@ async def issue_invitation(store: EventStore, community_id: str, cmd: IssueInvit
     return invitation_id, code, issued_at
 
 
-async def accept_invitation(store: EventStore, community_id: str, cmd: AcceptInvitation,
+async def accept_invitation(store: EventStore, community_id: str, cmd: AcceptInvitation, who: Principal,
                             ctx: CommandContext) -> tuple[str, str]:
     """Returns (member id, "joined" | "waitlisted")."""
     await community(store, community_id)
     member_id = ctx.new_id("member")
     _, recorded = await execute(store, community_stream(community_id), Community,
-                                lambda c: c.accept_invitation(cmd, member_id, now()), ctx, community_id=community_id)
+                                linking_account(who, member_id, lambda c: c.accept_invitation(cmd, member_id, now())),
+                                ctx, community_id=community_id)
     return member_id, _admitted(recorded) or "joined"
 
 

@@ -1,0 +1,358 @@
+"""Identity's routes: the sign-in pages and the person's own view, served to browsers through the gateway
+(which forwards these paths with their cookies), and two internal routes the gateway asks on a signed-in
+person's behalf (their account in a community, and what a community token for them would carry).
+
+Everything here is authenticated by the browser session cookie, not by a bearer token. Every state-changing
+request of a signed-in person carries the session's CSRF token (a form field or ``X-CSRF-Token``), and any
+unsafe request whose ``Origin`` or ``Sec-Fetch-Site`` says it came from another site is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from kizuna.domain import StrictModel
+from kizuna.errors import Forbidden, Invalid, NotFound, Problem, Unauthorized
+from kizuna.service import Runtime
+
+from . import handlers, projections
+from .domain import BrowserSession, SessionTimeouts, normalise_email, safe_next
+from .mail import Mailer
+from .oidc import OidcClient, OidcError, PendingSignIn, callback_path
+from .words import language_of, words_for
+
+router = APIRouter()
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+BINDING_COOKIE = "kizuna-oidc"
+
+
+@dataclass
+class IdentityConfig:
+    timeouts: SessionTimeouts
+    limits: handlers.LinkLimits
+    public_url: str
+    providers: dict[str, OidcClient]
+    mailer: Mailer
+
+    @property
+    def secure(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def cookie_name(self) -> str:
+        # __Host-: only over HTTPS, for this host alone and the whole site (no Domain, Path=/), so neither a
+        # sibling subdomain nor plain HTTP can plant or read it. A plain-HTTP deployment (make up on
+        # 127.0.0.1) cannot use the prefix: browsers refuse Secure cookies there.
+        return "__Host-kizuna-session" if self.secure else "kizuna-session"
+
+
+def config_of(request: Request) -> IdentityConfig:
+    config: IdentityConfig = request.app.state.identity
+    return config
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def csrf_of(secret: str) -> str:
+    """The session's CSRF token: derived from its secret (so it needs no storage and dies with the session),
+    one way (the token in a page gives nothing back)."""
+    return hashlib.sha256(f"kizuna-csrf:{secret}".encode()).hexdigest()
+
+
+def _same_site(request: Request, config: IdentityConfig) -> None:
+    """Unsafe requests from another site are refused before anything else (login CSRF included)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Forbidden("this request came from another site", slug="cross-site-request")
+    origin = request.headers.get("origin")
+    if origin is not None and origin != "null":
+        expected = urlsplit(config.public_url)
+        given = urlsplit(origin)
+        if (given.scheme, given.netloc) != (expected.scheme, expected.netloc):
+            raise Forbidden("this request came from another site", slug="cross-site-request")
+
+
+async def _session(request: Request) -> tuple[BrowserSession, str] | None:
+    config = config_of(request)
+    secret = request.cookies.get(config.cookie_name)
+    session = await handlers.current_session(runtime_of(request).pool, secret, config.timeouts)
+    return (session, str(secret)) if session is not None else None
+
+
+async def _signed_in(request: Request, *, csrf: str | None = None,
+                     check_csrf: bool = False) -> tuple[BrowserSession, str]:
+    found = await _session(request)
+    if found is None:
+        raise Unauthorized("sign in first", slug="not-signed-in")
+    if check_csrf:
+        _same_site(request, config_of(request))
+        given = csrf or request.headers.get("x-csrf-token")
+        if not given or not secrets.compare_digest(csrf_of(found[1]), given):
+            raise Forbidden("the form's CSRF token is missing or wrong; reload the page and try again",
+                            slug="csrf-token-invalid")
+    return found
+
+
+def _set_session_cookie(response: Response, config: IdentityConfig, secret: str) -> None:
+    response.set_cookie(config.cookie_name, secret, max_age=int(config.timeouts.absolute_seconds), path="/",
+                        secure=config.secure, httponly=True, samesite="lax")
+
+
+def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    language = language_of(request)
+    response = templates.TemplateResponse(request, template, {"t": words_for(language), "lang": language,
+                                                                **context}, status_code=status)
+    response.headers["cache-control"] = "no-store"
+    response.headers["content-security-policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self' " + " ".join(_provider_origins(request)))
+    response.headers["referrer-policy"] = "no-referrer"  # a link's token never leaks through Referer
+    return response
+
+
+def _provider_origins(request: Request) -> list[str]:
+    origins = []
+    for client in config_of(request).providers.values():
+        parts = urlsplit(client.config.issuer)
+        origins.append(f"{parts.scheme}://{parts.netloc}")
+    return origins
+
+
+def _client(request: Request) -> str:
+    return request.headers.get("x-kizuna-client") or (request.client.host if request.client else "unknown")
+
+
+# ---- sign-in pages ----
+
+@router.get("/sign-in", response_class=HTMLResponse, summary="The sign-in page: an email link or a provider")
+async def sign_in_page(request: Request, next: str | None = None) -> HTMLResponse:
+    providers = [{"name": n, "display_name": c.config.display_name} for n, c in config_of(request).providers.items()]
+    return _page(request, "sign_in.html", next=safe_next(next), providers=providers)
+
+
+class EmailLinkRequest(StrictModel):
+    email: str = Field(min_length=3, max_length=320)
+    next: str | None = Field(None, max_length=512)
+
+
+@router.post("/sign-in/email", summary="Email a single-use sign-in link (form or JSON)")
+async def request_email_link(request: Request) -> Response:
+    config = config_of(request)
+    _same_site(request, config)
+    wants_json = request.headers.get("content-type", "").startswith("application/json")
+    if wants_json:
+        body = EmailLinkRequest.model_validate_json(await request.body())
+    else:
+        form = await request.form()
+        unknown = sorted(set(form.keys()) - {"email", "next"})
+        if unknown:
+            raise Invalid(unknown[0], "not a field of this form")
+        body = EmailLinkRequest(email=str(form.get("email", "")), next=str(form.get("next") or "") or None)
+    email = normalise_email(body.email)
+    await handlers.send_email_link(runtime_of(request).pool, config.mailer, config.limits, email=email,
+                                   next_path=safe_next(body.next), client=_client(request),
+                                   public_url=config.public_url, language=language_of(request))
+    minutes = max(1, round(config.limits.ttl_seconds / 60))
+    if wants_json:
+        return JSONResponse({"sent_to": email, "expires_in_seconds": int(config.limits.ttl_seconds)}, status_code=202)
+    return _page(request, "link_sent.html", email=email, minutes=minutes)
+
+
+@router.get("/sign-in/email/{token}", response_class=HTMLResponse,
+            summary="The page a sign-in link opens: one button, so a mail scanner's visit spends nothing")
+async def confirm_email_link(token: str, request: Request) -> HTMLResponse:
+    return _page(request, "confirm.html", token=token)
+
+
+@router.post("/sign-in/email/{token}", summary="Spend a sign-in link: signs this browser in")
+async def use_email_link(token: str, request: Request) -> Response:
+    config = config_of(request)
+    _same_site(request, config)
+    try:
+        email, next_path = await handlers.use_email_link(runtime_of(request).pool, token)
+    except Problem as problem:
+        if problem.status == 410 and "text/html" in request.headers.get("accept", ""):
+            return _page(request, "link_invalid.html", status=410)
+        raise
+    person_id = await handlers.person_for_email(runtime_of(request).store, email, "email")
+    return await _signed_in_response(request, person_id, "email", next_path)
+
+
+async def _signed_in_response(request: Request, person_id: str, method: str, next_path: str) -> Response:
+    config = config_of(request)
+    secret, _ = await handlers.start_session(runtime_of(request).pool, person_id, method,  # type: ignore[arg-type]
+                                             request.headers.get("user-agent", ""),
+                                             request.cookies.get(config.cookie_name))
+    response = RedirectResponse(safe_next(next_path), status_code=303)
+    _set_session_cookie(response, config, secret)
+    response.delete_cookie(BINDING_COOKIE, path="/")
+    return response
+
+
+@router.get("/sign-in/oidc/{provider}", summary="Sign in with a configured OpenID Provider")
+async def begin_oidc(provider: str, request: Request, next: str | None = None) -> Response:
+    config = config_of(request)
+    client = config.providers.get(provider)
+    if client is None:
+        raise NotFound("no such sign-in provider")
+    redirect_uri = f"{config.public_url.rstrip('/')}{callback_path(provider)}"
+    url, pending = await client.begin(redirect_uri)
+    binding = secrets.token_urlsafe(24)  # ties the callback to this browser (no login CSRF with a stolen state)
+    async with runtime_of(request).pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO oidc_pending (state_sha256, binding_sha256, provider, nonce, code_verifier, redirect_uri, "
+            "next_path) VALUES ($1, $2, $3, $4, $5, $6, $7)", handlers.digest(pending.state),
+            handlers.digest(binding), provider, pending.nonce, pending.code_verifier, redirect_uri, safe_next(next))
+    response = RedirectResponse(url, status_code=302)
+    response.set_cookie(BINDING_COOKIE, binding, max_age=600, path="/", secure=config.secure, httponly=True,
+                        samesite="lax")
+    return response
+
+
+@router.get("/v1/sign-in/oidc/{provider}/callback", summary="Where the OpenID Provider sends the person back")
+async def finish_oidc(provider: str, request: Request, state: str | None = None, code: str | None = None,
+                      error: str | None = None) -> Response:
+    config = config_of(request)
+    client = config.providers.get(provider)
+    if client is None:
+        raise NotFound("no such sign-in provider")
+    binding = request.cookies.get(BINDING_COOKIE, "")
+    async with runtime_of(request).pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "DELETE FROM oidc_pending WHERE state_sha256 = $1 AND binding_sha256 = $2 AND provider = $3 "
+            "RETURNING nonce, code_verifier, redirect_uri, next_path, created_at",
+            handlers.digest(state or ""), handlers.digest(binding), provider)
+    if row is None:
+        raise OidcError("this sign-in was not started here, or was already finished; start again",
+                        slug="oidc-state-mismatch")
+    pending = PendingSignIn(provider=provider, state=str(state), nonce=row["nonce"], code_verifier=row["code_verifier"],
+                            redirect_uri=row["redirect_uri"], created_at=row["created_at"].timestamp())
+    identity = await client.finish(pending, state=state, code=code, error=error)
+    person_id = await handlers.person_for_identity(
+        runtime_of(request).store, issuer=identity.issuer, subject=identity.subject,
+        email=normalise_email(identity.email) if identity.email else None, email_verified=identity.email_verified)
+    return await _signed_in_response(request, person_id, "oidc", row["next_path"])
+
+
+# ---- the person's own view ----
+
+@router.get("/me", response_class=HTMLResponse, summary="My account: communities, addresses, where I am signed in")
+async def account_page(request: Request) -> Response:
+    found = await _session(request)
+    if found is None:
+        return RedirectResponse(f"/sign-in?next={quote('/me')}", status_code=303)
+    session, secret = found
+    view = await _me(request, session)
+    return _page(request, "me.html", me=view, csrf=csrf_of(secret), current=session.session_id)
+
+
+class MeView(BaseModel):
+    person_id: str
+    emails: list[str]
+    identities: list[dict[str, str]]
+    memberships: list[dict[str, Any]]
+    sessions: list[dict[str, Any]]
+    session_id: str
+    session_ends_at: str
+    csrf_token: str
+
+
+async def _me(request: Request, session: BrowserSession) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    async with runtime.pool.acquire() as conn:
+        memberships = await projections.memberships(conn, session.person_id)
+        emails = await projections.emails_of(conn, session.person_id)
+        identities = await projections.identities_of(conn, session.person_id)
+    sessions = await handlers.sessions_of(runtime.pool, session.person_id, config_of(request).timeouts)
+    return {"person_id": session.person_id, "emails": emails, "identities": identities,
+            "memberships": memberships, "sessions": sessions, "session_id": session.session_id,
+            "session_ends_at": datetime.fromtimestamp(session.ends_at(config_of(request).timeouts), UTC).isoformat()}
+
+
+@router.get("/v1/me", response_model=MeView, summary="Who I am: my communities (each with my member there), "
+            "addresses, identities and sessions — only the person sees this")
+async def me(request: Request) -> MeView:
+    session, secret = await _signed_in(request)
+    return MeView(**await _me(request, session), csrf_token=csrf_of(secret))
+
+
+@router.post("/sign-out", summary="Sign this browser out (its community tokens stop working at once)")
+async def sign_out(request: Request, csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session, _ = await _signed_in(request, csrf=csrf_token, check_csrf=True)
+    await handlers.end_session(runtime_of(request).pool, session.person_id, session.session_id, "signed out")
+    return _ended(request, session.session_id, "/sign-in", clear=True)
+
+
+@router.post("/me/sessions/{session_id}/revocation", summary="Sign out one of my sessions, here or elsewhere")
+async def revoke_session(session_id: str, request: Request,
+                         csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session, _ = await _signed_in(request, csrf=csrf_token, check_csrf=True)
+    if not await handlers.end_session(runtime_of(request).pool, session.person_id, session_id, "revoked"):
+        raise NotFound("session not found")
+    return _ended(request, session_id, "/me", clear=session_id == session.session_id)
+
+
+def _ended(request: Request, session_id: str, then: str, *, clear: bool) -> Response:
+    """The answer to ending a session. ``Kizuna-Session-Ended`` tells the gateway, which forwarded the request,
+    to refuse that session's community tokens from now on (it strips the header before answering)."""
+    wants_json = "application/json" in request.headers.get("accept", "")
+    response: Response = Response(status_code=204) if wants_json else RedirectResponse(then, status_code=303)
+    response.headers["kizuna-session-ended"] = session_id
+    if clear:
+        response.delete_cookie(config_of(request).cookie_name, path="/", secure=config_of(request).secure,
+                               httponly=True, samesite="lax")
+    return response
+
+
+# ---- joining with a join link, signed in ----
+
+@router.get("/join/{community_id}", response_class=HTMLResponse, summary="A community's join page")
+async def join_page(community_id: str, request: Request) -> Response:
+    found = await _session(request)
+    if found is None:
+        return RedirectResponse(f"/sign-in?next={quote(f'/join/{community_id}', safe='/')}", status_code=303)
+    _, secret = found
+    async with runtime_of(request).pool.acquire() as conn:
+        name = await conn.fetchval("SELECT name FROM community_names WHERE community_id = $1", community_id)
+    return _page(request, "join.html", community_id=community_id, community_name=name, csrf=csrf_of(secret))
+
+
+# ---- asked by the gateway on a signed-in person's behalf ----
+
+class AccountRequest(StrictModel):
+    community_id: str = Field(min_length=1, max_length=64)
+
+
+@router.post("/internal/accounts", summary="The signed-in person's account in a community (opened on first use)")
+async def account(body: AccountRequest, request: Request) -> dict[str, str]:
+    session, _ = await _signed_in(request, check_csrf=True)
+    reference = await handlers.account_in(runtime_of(request).store, session.person_id, body.community_id)
+    return {"account": reference}
+
+
+@router.post("/internal/grants", summary="What a community token for the signed-in person would carry")
+async def grant(body: AccountRequest, request: Request) -> dict[str, Any]:
+    session, _ = await _signed_in(request, check_csrf=True)
+    async with runtime_of(request).pool.acquire() as conn:
+        memberships = await projections.memberships(conn, session.person_id)
+    held = next((m for m in memberships if m["community_id"] == body.community_id and m["status"] == "active"), None)
+    if held is None:
+        raise NotFound("you are not a member of this community")
+    ends_at = session.ends_at(config_of(request).timeouts)
+    return {"member_id": held["member_id"], "role": held["role"], "session_id": session.session_id,
+            "session_seconds_left": max(0, int(ends_at - time.time()))}

@@ -1,0 +1,153 @@
+"""Identity: people, the ways they sign in, and the per-community accounts that tie them to members. Pure.
+
+A **person** is one human on this deployment (stream ``person-{id}``): verified email addresses and
+linked OpenID Connect identities say who they are. A person is a member of a community through a
+**community account**: a random reference, one per person and community, that the members service
+records on the member (``MemberAccountLinked``). Communities only ever see that reference, which differs
+from community to community, so two communities cannot tell that their members are the same person —
+only the person (and this service) can. Identity events carry no community in their metadata, so no
+community token ever receives them on the event stream.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+from kizuna.domain import Aggregate, DomainEvent
+from kizuna.errors import Conflict, Invalid
+
+SignInMethod = Literal["email", "oidc", "passkey"]
+EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+DEFAULT_NEXT = "/me"
+
+
+class PersonRegistered(DomainEvent):
+    """Someone signed in for the first time."""
+
+    person_id: str
+    registered_with: SignInMethod
+
+
+class EmailAddressVerified(DomainEvent):
+    """The person proved they read this address (they followed a link sent to it, or a provider vouched)."""
+
+    person_id: str
+    email: str
+    verified_by: SignInMethod
+
+
+class OpenIdIdentityLinked(DomainEvent):
+    """An OpenID Provider's account (issuer + subject) signs this person in from now on."""
+
+    person_id: str
+    issuer: str
+    subject: str
+
+
+class CommunityAccountOpened(DomainEvent):
+    """The person's own reference in one community: what that community records on their member."""
+
+    person_id: str
+    community_id: str
+    account: str
+
+
+class Person(Aggregate):
+    def __init__(self) -> None:
+        self.person_id = ""
+        self.emails: list[str] = []
+        self.identities: list[tuple[str, str]] = []
+        self.accounts: dict[str, str] = {}  # community id → account
+
+    def _on_PersonRegistered(self, e: PersonRegistered) -> None:
+        self.person_id = e.person_id
+
+    def _on_EmailAddressVerified(self, e: EmailAddressVerified) -> None:
+        self.emails.append(e.email)
+
+    def _on_OpenIdIdentityLinked(self, e: OpenIdIdentityLinked) -> None:
+        self.identities.append((e.issuer, e.subject))
+
+    def _on_CommunityAccountOpened(self, e: CommunityAccountOpened) -> None:
+        self.accounts[e.community_id] = e.account
+
+    # -- decisions --
+
+    def register(self, person_id: str, method: SignInMethod) -> list[DomainEvent]:
+        if self.version:
+            raise Conflict("this person is already registered")
+        return [PersonRegistered(person_id=person_id, registered_with=method)]
+
+    def verify_email(self, email: str, method: SignInMethod) -> list[DomainEvent]:
+        if email in self.emails:
+            return []
+        return [EmailAddressVerified(person_id=self.person_id, email=email, verified_by=method)]
+
+    def link_identity(self, issuer: str, subject: str) -> list[DomainEvent]:
+        if (issuer, subject) in self.identities:
+            return []
+        return [OpenIdIdentityLinked(person_id=self.person_id, issuer=issuer, subject=subject)]
+
+    def open_account(self, community_id: str, account: str) -> list[DomainEvent]:
+        if community_id in self.accounts:
+            return []
+        return [CommunityAccountOpened(person_id=self.person_id, community_id=community_id, account=account)]
+
+
+def normalise_email(raw: str) -> str:
+    """The address as one account knows it: trimmed, the domain lower-cased (the local part is the mail
+    server's to interpret, but no provider people use in practice treats case as meaningful, so the whole
+    address is lower-cased: two spellings of one inbox must not become two people)."""
+    email = raw.strip().lower()
+    if not EMAIL_PATTERN.fullmatch(email):
+        raise Invalid("email", "not an email address")
+    return email
+
+
+def new_account_reference() -> str:
+    return f"acct-{secrets.token_urlsafe(18)}"
+
+
+def safe_next(raw: str | None) -> str:
+    """Where to go after signing in: a path on this site only. Anything else (another origin, a
+    scheme-relative ``//host``, a backslash trick, a control character) becomes the account page, so
+    a crafted link cannot send a freshly signed-in person elsewhere (an open redirect)."""
+    if not raw:
+        return DEFAULT_NEXT
+    if not raw.startswith("/") or raw.startswith(("//", "/\\")) or any(c in raw for c in "\\\r\n\t") \
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw) or len(raw) > 512:
+        return DEFAULT_NEXT
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc:
+        return DEFAULT_NEXT
+    return raw
+
+
+@dataclass(frozen=True)
+class SessionTimeouts:
+    idle_seconds: float
+    absolute_seconds: float
+
+
+@dataclass
+class BrowserSession:
+    """A signed-in browser, as the server keeps it (the browser holds only the secret that names it)."""
+
+    session_id: str
+    person_id: str
+    created_at: float
+    last_seen_at: float
+    ended_at: float | None = None
+    user_agent: str = ""
+    method: SignInMethod = "email"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def ends_at(self, timeouts: SessionTimeouts) -> float:
+        return min(self.last_seen_at + timeouts.idle_seconds, self.created_at + timeouts.absolute_seconds)
+
+    def alive(self, now: float, timeouts: SessionTimeouts) -> bool:
+        return self.ended_at is None and now < self.ends_at(timeouts)

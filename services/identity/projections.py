@@ -1,0 +1,187 @@
+"""Identity's tables: who a person is (kept in the append's transaction), the short-lived security state
+of signing in (links, browser sessions, pending provider sign-ins — state, not history, like the
+gateway's idempotency records), and what the members service says about each community account.
+
+The security state is deliberately not event-sourced: a link or a session secret is worth nothing once
+used or ended, and keeping its hash forever in an append-only log would only widen what a backup leaks.
+Each table holds hashes of secrets, never the secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from kizuna.consumer import Subscription
+from kizuna.envelope import Envelope
+from kizuna.eventstore import RecordedEvent
+from kizuna.retention import Retention
+from kizuna.roster import RosterFollower
+from kizuna.service import Migration
+
+SQL = """
+CREATE TABLE person_emails (
+    email      text PRIMARY KEY,
+    person_id  text NOT NULL
+);
+CREATE INDEX person_emails_by_person ON person_emails (person_id);
+CREATE TABLE person_identities (
+    issuer     text NOT NULL,
+    subject    text NOT NULL,
+    person_id  text NOT NULL,
+    PRIMARY KEY (issuer, subject)
+);
+CREATE TABLE community_accounts (
+    person_id    text NOT NULL,
+    community_id text NOT NULL,
+    account      text NOT NULL UNIQUE,
+    PRIMARY KEY (person_id, community_id)
+);
+
+CREATE TABLE email_links (
+    token_sha256 text PRIMARY KEY,
+    email        text NOT NULL,
+    next_path    text NOT NULL,
+    client       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    used_at      timestamptz
+);
+CREATE INDEX email_links_by_email ON email_links (email, created_at);
+CREATE INDEX email_links_by_client ON email_links (client, created_at);
+CREATE INDEX email_links_by_age ON email_links (created_at);
+CREATE TABLE browser_sessions (
+    secret_sha256 text PRIMARY KEY,
+    session_id    text NOT NULL UNIQUE,
+    person_id     text NOT NULL,
+    method        text NOT NULL,
+    user_agent    text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    last_seen_at  timestamptz NOT NULL DEFAULT now(),
+    ended_at      timestamptz,
+    end_reason    text
+);
+CREATE INDEX browser_sessions_by_person ON browser_sessions (person_id, created_at);
+CREATE INDEX browser_sessions_by_age ON browser_sessions (created_at);
+CREATE TABLE oidc_pending (
+    state_sha256    text PRIMARY KEY,
+    binding_sha256  text NOT NULL,
+    provider        text NOT NULL,
+    nonce           text NOT NULL,
+    code_verifier   text NOT NULL,
+    redirect_uri    text NOT NULL,
+    next_path       text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX oidc_pending_by_age ON oidc_pending (created_at);
+
+CREATE TABLE roster (
+    community_id text NOT NULL,
+    member_id    text NOT NULL,
+    display_name text NOT NULL,
+    role         text NOT NULL,
+    active       boolean NOT NULL,
+    PRIMARY KEY (community_id, member_id)
+);
+CREATE TABLE account_links (
+    account      text PRIMARY KEY,
+    community_id text NOT NULL,
+    member_id    text NOT NULL
+);
+CREATE INDEX account_links_by_member ON account_links (community_id, member_id);
+CREATE TABLE community_names (
+    community_id text PRIMARY KEY,
+    name         text NOT NULL
+);
+"""
+MIGRATIONS = [Migration("identity_0001", SQL)]
+READ_MODEL_TABLES = ["person_emails", "person_identities", "community_accounts", "roster", "account_links",
+                     "community_names"]
+RETENTION = [
+    Retention("email_links", "created_at", lambda _settings: 7 * 86400),
+    Retention("oidc_pending", "created_at", lambda _settings: 86400),
+]
+
+
+async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
+    """Inline: the lookups sign-in needs, unique where one person must own a thing (an address, a
+    provider account), so two people can never both claim it — the append fails instead."""
+    data = event.data
+    if event.type == "EmailAddressVerified":
+        await conn.execute("INSERT INTO person_emails (email, person_id) VALUES ($1, $2)", data["email"],
+                           data["person_id"])
+    elif event.type == "OpenIdIdentityLinked":
+        await conn.execute("INSERT INTO person_identities (issuer, subject, person_id) VALUES ($1, $2, $3)",
+                           data["issuer"], data["subject"], data["person_id"])
+    elif event.type == "CommunityAccountOpened":
+        await conn.execute("INSERT INTO community_accounts (person_id, community_id, account) VALUES ($1, $2, $3)",
+                           data["person_id"], data["community_id"], data["account"])
+
+
+INLINE_PROJECTIONS = [apply]
+_roster = RosterFollower("roster")
+
+
+async def follow_members(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """Who each community account is in its community, and that member's standing, from the members
+    service's events (ordered per community stream by the consumer)."""
+    data = envelope.data
+    if envelope.type == "MemberAccountLinked":
+        await conn.execute("INSERT INTO account_links (account, community_id, member_id) VALUES ($1, $2, $3) "
+                           "ON CONFLICT (account) DO NOTHING", data["account"], data["community_id"], data["member_id"])
+        return
+    if envelope.type in ("CommunityFounded", "SisterCommunityFounded"):
+        sister = envelope.type == "SisterCommunityFounded"
+        community_id = data["sister_community_id"] if sister else data["community_id"]
+        name = data["sister_name"] if sister else data["name"]
+        await conn.execute("INSERT INTO community_names (community_id, name) VALUES ($1, $2) "
+                           "ON CONFLICT (community_id) DO UPDATE SET name = excluded.name", community_id, name)
+    await _roster(conn, envelope)
+
+
+SUBSCRIPTIONS = [Subscription("identity-members", ["*.members.>"], follow_members)]
+
+
+# ---- queries ----
+
+async def person_by_email(conn: asyncpg.Connection, email: str) -> str | None:
+    value = await conn.fetchval("SELECT person_id FROM person_emails WHERE email = $1", email)
+    return str(value) if value is not None else None
+
+
+async def person_by_identity(conn: asyncpg.Connection, issuer: str, subject: str) -> str | None:
+    value = await conn.fetchval("SELECT person_id FROM person_identities WHERE issuer = $1 AND subject = $2",
+                                issuer, subject)
+    return str(value) if value is not None else None
+
+
+async def account_of(conn: asyncpg.Connection, person_id: str, community_id: str) -> str | None:
+    value = await conn.fetchval("SELECT account FROM community_accounts WHERE person_id = $1 AND community_id = $2",
+                                person_id, community_id)
+    return str(value) if value is not None else None
+
+
+async def memberships(conn: asyncpg.Connection, person_id: str) -> list[dict[str, Any]]:
+    """The person's communities: every account the members service has linked to a member (or to someone
+    waiting for a place), with that member's standing now."""
+    rows = await conn.fetch(
+        "SELECT a.community_id, l.member_id, n.name, r.role, r.active, r.display_name "
+        "FROM community_accounts a JOIN account_links l ON l.account = a.account "
+        "LEFT JOIN community_names n ON n.community_id = a.community_id "
+        "LEFT JOIN roster r ON r.community_id = l.community_id AND r.member_id = l.member_id "
+        "WHERE a.person_id = $1 ORDER BY n.name NULLS LAST, a.community_id", person_id)
+    return [{"community_id": row["community_id"], "community_name": row["name"], "member_id": row["member_id"],
+             "display_name": row["display_name"], "role": row["role"] if row["active"] else None,
+             "status": "active" if row["active"] else "left" if row["active"] is not None else "waiting"}
+            for row in rows]
+
+
+async def emails_of(conn: asyncpg.Connection, person_id: str) -> list[str]:
+    return [str(r["email"]) for r in await conn.fetch(
+        "SELECT email FROM person_emails WHERE person_id = $1 ORDER BY email", person_id)]
+
+
+async def identities_of(conn: asyncpg.Connection, person_id: str) -> list[dict[str, str]]:
+    return [{"issuer": str(r["issuer"]), "subject": str(r["subject"])} for r in await conn.fetch(
+        "SELECT issuer, subject FROM person_identities WHERE person_id = $1 ORDER BY issuer, subject", person_id)]

@@ -1,0 +1,39 @@
+"""A person's steps as a browser takes them, over HTTP against the gateway (cookies kept by the client)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.identity.smtp import SmtpInbox
+from tests.support import Ecosystem
+
+
+def browser(eco: Ecosystem) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30, follow_redirects=False,
+                             headers={"accept": "text/html", "accept-language": "en"})
+
+
+async def sign_in_by_email(client: httpx.AsyncClient, inbox: SmtpInbox, address: str, next_path: str = "/me") -> str:
+    """Asks for a link, opens the email, presses the button; returns where the browser was sent."""
+    asked = await client.post("/sign-in/email", data={"email": address, "next": next_path})
+    assert asked.status_code == 200, asked.text
+    link = await inbox.next_link(address)
+    path = urlsplit(link).path
+    page = await client.get(path)
+    assert page.status_code == 200 and "<form" in page.text
+    done = await client.post(path)
+    assert done.status_code == 303, done.text
+    return done.headers["location"]
+
+
+async def csrf(client: httpx.AsyncClient) -> str:
+    me = await client.get("/v1/me", headers={"accept": "application/json"})
+    assert me.status_code == 200, me.text
+    return str(me.json()["csrf_token"])
+
+
+async def community_token(client: httpx.AsyncClient, community_id: str) -> httpx.Response:
+    return await client.post("/v1/me/tokens", json={"community_id": community_id},
+                             headers={"x-csrf-token": await csrf(client), "accept": "application/json"})

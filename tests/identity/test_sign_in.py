@@ -1,0 +1,104 @@
+"""A person goes from a join link to a signed-in member with a browser's requests and an email inbox, and
+comes back later without anyone minting a token (issue 20). Real members, identity and gateway processes,
+a real SMTP server."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.identity.journey import browser, community_token, csrf, sign_in_by_email
+from tests.identity.smtp import SmtpInbox
+from tests.support import Ecosystem, eventually
+
+
+async def _found(operator: httpx.AsyncClient, name: str) -> str:
+    founded = await operator.post("/v1/communities", json={"name": name, "owner_display_name": "Yui"})
+    assert founded.status_code == 201, founded.text
+    return str(founded.json()["community_id"])
+
+
+async def test_from_a_join_link_to_a_signed_in_member_and_back_the_next_day(
+        people: Ecosystem, inbox: SmtpInbox, operator: httpx.AsyncClient) -> None:
+    cid = await _found(operator, "Hikari")
+    async with browser(people) as hana:
+        # The join link sends someone not signed in to sign in first, and back to it afterwards.
+        join_page = await hana.get(f"/join/{cid}")
+        assert join_page.status_code == 303 and join_page.headers["location"].startswith("/sign-in?next=")
+        sign_in_page = await hana.get(join_page.headers["location"])
+        assert sign_in_page.status_code == 200 and 'name="email"' in sign_in_page.text
+        landed = await sign_in_by_email(hana, inbox, "hana@example.test", f"/join/{cid}")
+        assert landed == f"/join/{cid}"
+        page = await hana.get(landed)
+        assert page.status_code == 200 and "Hikari" in page.text or cid in page.text
+        joined = await hana.post(f"/v1/join/{cid}", json={"display_name": "Hana"},
+                                 headers={"x-csrf-token": await csrf(hana), "accept": "application/json"})
+        assert joined.status_code == 201, joined.text
+        member_id = joined.json()["member_id"]
+
+        async def member_of_hikari() -> list[dict[str, str]]:
+            me = (await hana.get("/v1/me", headers={"accept": "application/json"})).json()
+            return [m for m in me["memberships"] if m["community_id"] == cid and m["status"] == "active"]
+
+        [membership] = await eventually(member_of_hikari)
+        assert membership["member_id"] == member_id and membership["role"] == "member"
+        assert membership["community_name"] == "Hikari"
+        issued = await community_token(hana, cid)
+        assert issued.status_code == 201, issued.text
+        token = issued.json()["token"]
+        as_hana = {"authorization": f"Bearer {token}"}
+        directory = await hana.get(f"/v1/communities/{cid}/members", headers=as_hana)
+        assert directory.status_code == 200 and member_id in directory.text
+        # Joining again as the same person is refused: one person, one membership.
+        again = await hana.post(f"/v1/join/{cid}", json={"display_name": "Hana 2"},
+                                headers={"x-csrf-token": await csrf(hana), "accept": "application/json"})
+        assert again.status_code == 409 and again.json()["type"].endswith("already-in-community"), again.text
+        account_page = await hana.get("/me")
+        assert account_page.status_code == 200 and "Hikari" in account_page.text
+        person_id = (await hana.get("/v1/me", headers={"accept": "application/json"})).json()["person_id"]
+
+    # The next day, on another browser: a new link, the same person, the same membership, a token again.
+    async with browser(people) as later:
+        assert await sign_in_by_email(later, inbox, "Hana@Example.test ") == "/me"
+        me = (await later.get("/v1/me", headers={"accept": "application/json"})).json()
+        assert me["person_id"] == person_id
+        assert [m["member_id"] for m in me["memberships"] if m["status"] == "active"] == [member_id]
+        assert len(me["sessions"]) == 2  # this browser and the first one
+        renewed = await community_token(later, cid)
+        assert renewed.status_code == 201 and renewed.json()["member_id"] == member_id
+
+
+async def test_signing_out_ends_the_session_and_every_token_it_was_exchanged_for(
+        people: Ecosystem, inbox: SmtpInbox, operator: httpx.AsyncClient) -> None:
+    cid = await _found(operator, "Kaze")
+    async with browser(people) as kai, browser(people) as kai_phone:
+        await sign_in_by_email(kai, inbox, "kai@example.test")
+        joined = await kai.post(f"/v1/join/{cid}", json={"display_name": "Kai"},
+                                headers={"x-csrf-token": await csrf(kai), "accept": "application/json"})
+        assert joined.status_code == 201, joined.text
+        await sign_in_by_email(kai_phone, inbox, "kai@example.test")
+
+        async def token_for(client: httpx.AsyncClient) -> str | None:
+            issued = await community_token(client, cid)
+            return str(issued.json()["token"]) if issued.status_code == 201 else None
+
+        laptop_token = await eventually(lambda: token_for(kai))
+        phone_token = await eventually(lambda: token_for(kai_phone))
+        members = f"/v1/communities/{cid}/members"
+        assert (await kai.get(members, headers={"authorization": f"Bearer {laptop_token}"})).status_code == 200
+
+        # Sign out without the form's CSRF token: refused, still signed in.
+        forged = await kai.post("/sign-out")
+        assert forged.status_code == 403, forged.text
+        signed_out = await kai.post("/sign-out", data={"csrf_token": await csrf(kai)})
+        assert signed_out.status_code == 303
+        refused = await kai.get(members, headers={"authorization": f"Bearer {laptop_token}"})
+        assert refused.status_code == 401 and refused.json()["type"].endswith("revoked-token"), refused.text
+        assert (await kai.get("/v1/me", headers={"accept": "application/json"})).status_code == 401
+        # The phone's session and its token are untouched, until the phone ends it from its own list.
+        assert (await kai_phone.get(members, headers={"authorization": f"Bearer {phone_token}"})).status_code == 200
+        me = (await kai_phone.get("/v1/me", headers={"accept": "application/json"})).json()
+        [own] = me["sessions"]
+        ended = await kai_phone.post(f"/me/sessions/{own['session_id']}/revocation",
+                                     data={"csrf_token": me["csrf_token"]})
+        assert ended.status_code == 303
+        assert (await kai_phone.get(members, headers={"authorization": f"Bearer {phone_token}"})).status_code == 401
