@@ -223,3 +223,39 @@ class PostgresServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+@dataclass
+class MailServer:
+    """A local SMTP server (aiosmtpd, a dev dependency) that keeps every message it accepts in a Maildir:
+    the inbox `make up` gives the identity service, so sign-in links can be read on a fresh machine."""
+
+    maildir: Path
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    own_session: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MailServer:
+        import mailbox
+        import sys
+
+        mailbox.Maildir(self.maildir, create=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}",
+             "-c", "aiosmtpd.handlers.Mailbox", str(self.maildir)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_session,
+        )
+        _wait_for_port(self.port, 15, "aiosmtpd", self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

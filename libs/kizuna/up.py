@@ -10,27 +10,46 @@ name are honoured: ``KIZUNA_HTTP_PORT`` (the gateway's port), ``KIZUNA_PUBLIC_UR
 ``KIZUNA_OPERATOR_TOKEN``, ``KIZUNA_JWT_PRIVATE_KEY`` and ``KIZUNA_FEDERATION_PRIVATE_KEY`` (else the
 ones generated into ``KIZUNA_HOME/secrets.json``); other ``KIZUNA_*`` settings pass to every service.
 
+People sign in with emailed links, so a fresh machine needs somewhere for email to arrive: unless
+``KIZUNA_SMTP_HOST`` names a real server, `make up` starts a local SMTP server (aiosmtpd) keeping
+every message in ``KIZUNA_HOME/mail`` (a Maildir), points the identity service at it, and serves a
+read-only page of the newest messages with their links on 127.0.0.1 (its port is kept like the
+others). Anyone who can read that page can sign in as anyone, so it never listens beyond loopback
+and answers only requests addressed to loopback (a rebound DNS name cannot read it).
+
 Ctrl-C reaches only this process (the servers run in sessions of their own): it stops the services
 first, then NATS and PostgreSQL, so no service loses its bus or database while shutting down.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
+import html
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from .auth import generate_private_key_pem, load_private_key, public_pem
-from .devstack import NatsServer, PostgresServer, free_port
+from .devstack import MailServer, NatsServer, PostgresServer, free_port
 
-SERVICES = {"members": 8101, "referrals": 8102, "sessions": 8103, "gateway": 8000}
+# Started in this order (the gateway last: it forwards to the others) and stopped together.
+SERVICES = {"members": 8101, "referrals": 8102, "sessions": 8103, "identity": 8104, "gateway": 8000}
+# What the gateway forwards /v1/communities/… to (KIZUNA_SERVICE_URLS); it finds identity at KIZUNA_IDENTITY_URL.
+BEHIND_GATEWAY = ("members", "referrals", "sessions")
+# The local SMTP server and the page showing what it received (MailHog's customary ports).
+MAIL_PORTS = {"smtp": 1025, "inbox": 8025}
 HOME = Path(os.environ.get("KIZUNA_HOME", ".kizuna")).resolve()
 
 
@@ -54,7 +73,7 @@ def _listening(port: int) -> bool:
 def choose_ports(home: Path, environ: dict[str, str]) -> dict[str, int]:
     """The deployment's ports: those it had before, else the defaults (or free ones) on its first start."""
     path = home / "ports.json"
-    wanted = {"postgres": 55432, "nats": 44222, **SERVICES}
+    wanted = {"postgres": 55432, "nats": 44222, **SERVICES, **MAIL_PORTS}
     kept: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
     if environ.get("KIZUNA_HTTP_PORT"):
         kept["gateway"] = int(environ["KIZUNA_HTTP_PORT"])
@@ -93,9 +112,20 @@ def load_secrets() -> dict[str, str]:
     return secrets
 
 
+def public_url(ports: dict[str, int]) -> str:
+    return os.environ.get("KIZUNA_PUBLIC_URL") or f"http://127.0.0.1:{ports['gateway']}"
+
+
+def local_mail_env(smtp_port: int) -> dict[str, str]:
+    """Identity's SMTP settings for the local inbox: plain SMTP on loopback (no TLS to offer there)."""
+    return {"KIZUNA_SMTP_HOST": "127.0.0.1", "KIZUNA_SMTP_PORT": str(smtp_port), "KIZUNA_SMTP_SECURITY": "none",
+            "KIZUNA_SMTP_USERNAME": "", "KIZUNA_SMTP_PASSWORD": "",
+            "KIZUNA_SMTP_SENDER": os.environ.get("KIZUNA_SMTP_SENDER", "Kizuna <no-reply@kizuna.localhost>")}
+
+
 def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secrets: dict[str, str],
-                ports: dict[str, int]) -> dict[str, str]:
-    urls = ",".join(f"{svc}=http://127.0.0.1:{ports[svc]}" for svc in SERVICES if svc != "gateway")
+                ports: dict[str, int], mail: dict[str, str] | None = None) -> dict[str, str]:
+    urls = ",".join(f"{svc}=http://127.0.0.1:{ports[svc]}" for svc in BEHIND_GATEWAY)
     return {
         **os.environ,
         "KIZUNA_SERVICE_NAME": name,
@@ -107,10 +137,12 @@ def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secr
         "KIZUNA_JWT_PUBLIC_KEYS": public_pem(load_private_key(secrets["jwt_private_key"])),
         "KIZUNA_FEDERATION_PRIVATE_KEY": secrets["federation_private_key"] if name == "gateway" else "",
         "KIZUNA_SERVICE_URLS": urls,
+        "KIZUNA_IDENTITY_URL": f"http://127.0.0.1:{ports['identity']}",
         # Everything here is on loopback, partners on this machine included (README, two deployments).
         "KIZUNA_FEDERATION_ALLOW_PRIVATE_ADDRESSES": os.environ.get("KIZUNA_FEDERATION_ALLOW_PRIVATE_ADDRESSES",
                                                                     "true"),
-        "KIZUNA_PUBLIC_URL": os.environ.get("KIZUNA_PUBLIC_URL") or f"http://127.0.0.1:{ports['gateway']}",
+        "KIZUNA_PUBLIC_URL": public_url(ports),
+        **(mail if name == "identity" and mail else {}),
     }
 
 
@@ -143,6 +175,10 @@ def main() -> None:
     nats = NatsServer(HOME / "nats", port=ports["nats"], own_session=True).start()
     processes: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
+    # The operator's own SMTP server wins; otherwise sign-in email goes to the local inbox.
+    mail_server: MailServer | None = None
+    inbox_page: ThreadingHTTPServer | None = None
+    mail_env: dict[str, str] = {}
 
     def shutdown(*_: Any) -> None:
         nonlocal stopping
@@ -158,6 +194,10 @@ def main() -> None:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if inbox_page is not None:
+            inbox_page.shutdown()
+        if mail_server is not None:
+            mail_server.stop()
         print("kizuna: stopping NATS and PostgreSQL …", flush=True)  # only once nothing uses them
         nats.stop()
         pg.stop()
@@ -167,8 +207,12 @@ def main() -> None:
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)
     try:
+        if not os.environ.get("KIZUNA_SMTP_HOST"):
+            mail_server = MailServer(HOME / "mail", logs / "smtp.log", port=ports["smtp"], own_session=True).start()
+            inbox_page = serve_inbox(HOME / "mail", ports["inbox"])
+            mail_env = local_mail_env(ports["smtp"])
         for name in SERVICES:
-            env = service_env(name, ports[name], pg, nats, secrets, ports)
+            env = service_env(name, ports[name], pg, nats, secrets, ports, mail_env)
             log = open(logs / f"{name}.log", "ab")
             processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -180,12 +224,17 @@ def main() -> None:
         from .demo import dashboard_token
 
         demo["dashboard_token"] = dashboard_token(gateway, secrets["operator_token"], demo)
-        print_banner(gateway, secrets["operator_token"], demo, pg, nats, time.monotonic() - started)
+        inbox = f"http://127.0.0.1:{ports['inbox']}/" if inbox_page is not None else None
+        print_banner(gateway, secrets["operator_token"], demo, pg, nats, time.monotonic() - started,
+                     public=public_url(ports), inbox=inbox)
         while True:
             for name, proc in processes.items():
                 if proc.poll() is not None:
                     print(f"kizuna: {name} exited with {proc.returncode}; see {logs / (name + '.log')}")
                     shutdown()
+            if mail_server is not None and mail_server.process and mail_server.process.poll() is not None:
+                print(f"kizuna: the local SMTP server exited; see {logs / 'smtp.log'}")
+                shutdown()
             time.sleep(1)
     except Exception as error:
         print(f"kizuna: {error}", file=sys.stderr)
@@ -207,7 +256,7 @@ def seed_demo(gateway: str, operator_token: str) -> dict[str, Any]:
 
 
 def print_banner(gateway: str, operator_token: str, demo: dict[str, Any], pg: PostgresServer,
-                 nats: NatsServer, seconds: float) -> None:
+                 nats: NatsServer, seconds: float, *, public: str, inbox: str | None) -> None:
     owner_token = demo.get("dashboard_token", "")
     lines = [
         "",
@@ -221,9 +270,92 @@ def print_banner(gateway: str, operator_token: str, demo: dict[str, Any], pg: Po
     ]
     for label, value in demo.get("summary", {}).items():
         lines.append(f"│ {label:<25} {value}")
+    # Where a person comes in: the sign-in page, each demo community's join link, and where the email goes.
+    lines.append(f"│ {'Sign-in page':<25} {public}/sign-in")
+    for community in demo.get("communities", []):
+        lines.append(f"│ {'Join ' + community['name']:<25} {public}/join/{community['community_id']}")
+    where = f"{inbox}   (local inbox: every email lands here)" if inbox else \
+        f"sent through {os.environ.get('KIZUNA_SMTP_HOST')} (KIZUNA_SMTP_HOST)"
+    lines.append(f"│ {'Sign-in email':<25} {where}")
     lines += [f"│ Ready in {seconds:.1f}s. Ctrl-C stops everything; the next `make up` reuses the data.",
               "└────────────────────────────────────────────────────────────────────────"]
     print("\n".join(lines), flush=True)
+
+
+# ---- the local inbox, read in a browser ----
+
+INBOX_SHOWN = 25
+_LINK = re.compile(r"https?://[^\s<>\"']+")
+
+
+def newest_messages(maildir: Path, limit: int = INBOX_SHOWN) -> list[EmailMessage]:
+    """The Maildir's newest messages first (by when they were delivered)."""
+    files = [f for folder in ("new", "cur") if (maildir / folder).is_dir() for f in (maildir / folder).iterdir()]
+    files.sort(key=lambda f: f.stat().st_mtime_ns, reverse=True)
+    messages = []
+    for path in files[:limit]:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if isinstance(message, EmailMessage):  # always, with the default policy; narrows the type
+            messages.append(message)
+    return messages
+
+
+def _text_of(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain", "html"))
+    return str(body.get_content()) if body is not None else ""
+
+
+def inbox_html(maildir: Path) -> str:
+    """The inbox as a page: each message's header lines, its links (to click) and its text."""
+    items = []
+    for message in newest_messages(maildir):
+        text = _text_of(message)
+        links = "".join(f'<li><a href="{html.escape(link)}">{html.escape(link)}</a></li>'
+                        for link in _LINK.findall(text))
+        items.append(
+            f"<article><h2>{html.escape(str(message.get('Subject', '')))}</h2>"
+            f"<p>To <b>{html.escape(str(message.get('To', '')))}</b> · {html.escape(str(message.get('Date', '')))}</p>"
+            f"<ul>{links}</ul><pre>{html.escape(text)}</pre></article>")
+    body = "".join(items) or "<p>No email yet. Ask for a sign-in link; it appears here within a second.</p>"
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>"
+            "<title>Kizuna · local inbox</title><style>body{font:15px system-ui;margin:2em auto;max-width:60em}"
+            "article{border-top:1px solid #ccc}pre{white-space:pre-wrap}</style></head><body>"
+            f"<h1>Local inbox of make up</h1><p>Every email Kizuna sends from this machine, newest first "
+            f"(the last {INBOX_SHOWN}); the page refreshes itself.</p>{body}</body></html>")
+
+
+def serve_inbox(maildir: Path, port: int) -> ThreadingHTTPServer:
+    """Serves ``inbox_html`` on 127.0.0.1:``port`` from a thread of this process, read-only."""
+    allowed_hosts = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+
+    class InboxPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Host", "") not in allowed_hosts:
+                # A DNS name rebound to 127.0.0.1 would let any web page read the sign-in links.
+                self._answer(421, "text/plain", b"this inbox answers only at 127.0.0.1\n")
+            elif self.path.split("?")[0] != "/":
+                self._answer(404, "text/plain", b"not found\n")
+            else:
+                self._answer(200, "text/html; charset=utf-8", inbox_html(maildir).encode())
+
+        def _answer(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            # Only the page's own inline style; no scripts; a clicked link sends no Referer with its token.
+            self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the terminal shows the banner, not every refresh of this page
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), InboxPage)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="kizuna-inbox", daemon=True).start()
+    return server
 
 
 if __name__ == "__main__":

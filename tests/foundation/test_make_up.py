@@ -1,7 +1,9 @@
 """`make up` as a new user meets it: everything starts, the demo is seeded through the public API,
-the dashboard token works; Ctrl-C (SIGINT to the terminal's whole process group) stops the services
-before NATS and PostgreSQL with no error logged; an immediate restart comes back at the same address;
-a port another process holds stops the start with a message instead of moving."""
+the dashboard token works; a person signs in through the printed sign-in page with an email read from the
+printed local inbox, and joins a demo community by its printed join link; Ctrl-C (SIGINT to the terminal's
+whole process group) stops the services before NATS and PostgreSQL with no error logged; an immediate
+restart comes back at the same address; a port another process holds stops the start with a message
+instead of moving."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -53,6 +56,66 @@ def error_lines(home: Path) -> list[str]:
     return found
 
 
+def printed(label: str, text: str) -> str:
+    found = re.search(rf"│ {re.escape(label)}\s+(\S+)", text)
+    assert found, f"{label!r} is not in the printed summary:\n{text}"
+    return found.group(1)
+
+
+def link_in_the_inbox(inbox: str, address: str, seen: set[str]) -> str:
+    """The newest sign-in link to ``address`` on the inbox page, as a person finds it in a browser."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        page = httpx.get(inbox, timeout=10)
+        assert page.status_code == 200 and page.headers["cache-control"] == "no-store", page.text
+        for article in page.text.split("<article>")[1:]:
+            if f"To <b>{address}</b>" in article:
+                [link, *_] = re.findall(r'<a href="([^"]+/sign-in/email/[^"]+)"', article)
+                if link not in seen:
+                    seen.add(link)
+                    return link
+                break  # the newest message to this address is one already used: wait for the new one
+        time.sleep(0.3)
+    raise AssertionError(f"no new sign-in email to {address} on {inbox}")
+
+
+def sign_in_and_join_as_a_person(text: str) -> None:
+    """Over HTTP like a browser: the printed join link sends a stranger to sign in; the email arrives in
+    the printed inbox; its link signs the browser in and leads back to the join page; joining makes the
+    person a member, whom their own page (/me) shows."""
+    sign_in_page, inbox = printed("Sign-in page", text), printed("Sign-in email", text)
+    join_link = printed("Join Hikari Makers", text)
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(sign_in_page))
+    cid = urlsplit(join_link).path.rsplit("/", 1)[1]
+    assert join_link == f"{origin}/join/{cid}" and sign_in_page == f"{origin}/sign-in"
+    # The page is for this machine's browser only: nothing but loopback names may read the links.
+    assert httpx.get(inbox, headers={"host": f"rebound.example:{urlsplit(inbox).port}"}).status_code == 421
+    seen: set[str] = set()
+    with httpx.Client(base_url=origin, timeout=30, follow_redirects=False,
+                      headers={"accept": "text/html", "accept-language": "en"}) as browser:
+        form = browser.get(sign_in_page)
+        assert form.status_code == 200 and 'name="email"' in form.text, form.text
+        sent_away = browser.get(join_link)
+        assert sent_away.status_code == 303 and sent_away.headers["location"].startswith("/sign-in?next="), sent_away
+        asked = browser.post("/sign-in/email", data={"email": "hana@example.test", "next": f"/join/{cid}"})
+        assert asked.status_code == 200, asked.text
+        link = link_in_the_inbox(inbox, "hana@example.test", seen)
+        assert link.startswith(f"{origin}/sign-in/email/"), link
+        confirm = browser.get(urlsplit(link).path)
+        assert confirm.status_code == 200 and "<form" in confirm.text
+        signed_in = browser.post(urlsplit(link).path)
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == f"/join/{cid}", signed_in.text
+        assert browser.get(f"/join/{cid}").status_code == 200
+        me = browser.get("/v1/me", headers={"accept": "application/json"}).json()
+        joined = browser.post(f"/v1/join/{cid}", json={"display_name": "Hana"},
+                              headers={"x-csrf-token": me["csrf_token"], "accept": "application/json"})
+        assert joined.status_code == 201, joined.text
+        deadline = time.monotonic() + 20
+        while "Hikari Makers" not in (account := browser.get("/me")).text and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert account.status_code == 200 and "Hikari Makers" in account.text, account.text
+
+
 def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_same_address(tmp_path: Path) -> None:
     home, log_path = tmp_path / "home", tmp_path / "up.log"
     proc = start_up(home, log_path)
@@ -78,6 +141,8 @@ def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_s
         assert [(p["status"], p["partner"]["name"]) for p in links] == [("active", "Tsubasa Publishing")], links
         write = httpx.post(f"{gateway.group(1)}/v1/communities/{community.group(1)}/jobs", headers=headers, json={})
         assert write.status_code == 403, "the printed dashboard token is read-only"
+        sign_in_and_join_as_a_person(text)
+        assert health()["members"] == 6  # Hana, who joined as herself
     finally:
         ctrl_c(proc, log_path)
     assert not error_lines(home), error_lines(home)
@@ -90,7 +155,9 @@ def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_s
     try:
         again = wait_up(proc, again_log)
         assert f"Gateway (the public API)  {gateway.group(1)}/v1" in again, again
-        assert health()["members"] == 5
+        for label in ("Sign-in page", "Sign-in email", "Join Hikari Makers"):
+            assert printed(label, again) == printed(label, text), label
+        assert health()["members"] == 6
     finally:
         ctrl_c(proc, again_log)
     assert not error_lines(home), error_lines(home)
