@@ -4,11 +4,14 @@
 #   sh deploy/bootstrap.sh [PUBLIC_URL]   first time: writes the files below
 #   sh deploy/bootstrap.sh rotate-jwt-key  new token signing key; the old public key stays accepted
 #   sh deploy/bootstrap.sh drop-old-jwt-keys   once tokens signed with the old key have expired
+#   sh deploy/bootstrap.sh identity-env   a deployment made before the identity service: its email file
 #
 # Files (mode 0600 unless said, ignored by git):
 #   .env                 read by docker compose itself for ${...} in docker-compose.yml (POSTGRES_PASSWORD)
 #   deploy/kizuna.env    every service: operator token, public keys, public URL, tracing
 #   deploy/gateway.env   the gateway only: its private keys (JWT signing, federation)
+#   deploy/identity.env  the identity service only: SMTP server and password for sign-in email, to be
+#                        filled in by the operator (placeholders until then: no email is sent)
 #   deploy/prometheus/metrics-token   Prometheus (profile observability): KIZUNA_METRICS_TOKEN again,
 #                        mode 0644, not 0600 (see METRICS_TOKEN below)
 # Needs: openssl 1.1.1+ (Ed25519), awk. It never overwrites a secret it did not mean to change.
@@ -19,6 +22,7 @@ cd "$(dirname "$0")/.."
 ENV_FILE=.env
 SHARED=deploy/kizuna.env
 GATEWAY=deploy/gateway.env
+IDENTITY=deploy/identity.env
 # The bearer token Prometheus scrapes GET /metrics with (deploy/prometheus/prometheus.yml). The
 # Prometheus container runs as nobody (uid 65534), not as the operator who owns this file, so the file
 # must be readable by others: 0644. The token only lets one read the figures of /metrics.
@@ -52,9 +56,25 @@ check_compose() {
   esac
 }
 
+# The identity service's email settings, with placeholders the operator replaces with their provider's
+# (deploy/identity.env.example explains each). The sender's domain is the public URL's host.
+identity_env() {
+  host=$(printf '%s' "$1" | sed -e 's#^[A-Za-z]*://##' -e 's#[:/].*##')
+  cat <<EOF
+# The identity service alone reads this: how it sends sign-in email. Fill in your provider's values,
+# then: docker compose up -d --wait. Never commit it.
+KIZUNA_SMTP_HOST=smtp.example.org
+KIZUNA_SMTP_PORT=587
+KIZUNA_SMTP_SECURITY=starttls
+KIZUNA_SMTP_USERNAME=
+KIZUNA_SMTP_PASSWORD=
+KIZUNA_SMTP_SENDER=Kizuna <no-reply@$host>
+EOF
+}
+
 init() {
   public_url=${1:-http://localhost:8000}
-  for file in $ENV_FILE $SHARED $GATEWAY $METRICS_TOKEN; do
+  for file in $ENV_FILE $SHARED $GATEWAY $IDENTITY $METRICS_TOKEN; do
     [ ! -e "$file" ] || fail "$file exists; refusing to overwrite it (remove it yourself to start over)"
   done
   check_compose
@@ -81,11 +101,21 @@ EOF
 KIZUNA_JWT_PRIVATE_KEY=$jwt_key
 KIZUNA_FEDERATION_PRIVATE_KEY=$federation_key
 EOF
+  identity_env "$public_url" > "$IDENTITY.new"
   printf '%s' "$metrics_token" > "$METRICS_TOKEN.new"
   chmod 0644 "$METRICS_TOKEN.new"
   mv "$ENV_FILE.new" "$ENV_FILE" && mv "$SHARED.new" "$SHARED" && mv "$GATEWAY.new" "$GATEWAY" && \
-    mv "$METRICS_TOKEN.new" "$METRICS_TOKEN"
-  echo "bootstrap: wrote $ENV_FILE, $SHARED, $GATEWAY and $METRICS_TOKEN; next: docker compose up -d --build"
+    mv "$IDENTITY.new" "$IDENTITY" && mv "$METRICS_TOKEN.new" "$METRICS_TOKEN"
+  echo "bootstrap: wrote $ENV_FILE, $SHARED, $GATEWAY, $IDENTITY and $METRICS_TOKEN;" \
+    "put your SMTP server in $IDENTITY, then: docker compose up -d --build"
+}
+
+add_identity_env() {
+  [ -e "$SHARED" ] || fail "run 'sh deploy/bootstrap.sh' first"
+  [ ! -e "$IDENTITY" ] || fail "$IDENTITY exists; refusing to overwrite it"
+  identity_env "$(value_of KIZUNA_PUBLIC_URL "$SHARED")" > "$IDENTITY.new"
+  mv "$IDENTITY.new" "$IDENTITY"
+  echo "bootstrap: wrote $IDENTITY; put your SMTP server in it, then: docker compose up -d --build --wait"
 }
 
 rotate_jwt_key() {
@@ -106,6 +136,7 @@ drop_old_jwt_keys() {
 case ${1:-} in
   rotate-jwt-key) rotate_jwt_key ;;
   drop-old-jwt-keys) drop_old_jwt_keys ;;
-  -h | --help) sed -n '2,14p' "$0" ;;
+  identity-env) add_identity_env ;;
+  -h | --help) sed -n '2,17p' "$0" ;;
   *) init "$@" ;;
 esac

@@ -13,10 +13,13 @@ import pytest
 import yaml
 
 from kizuna.settings import ServiceSettings
-from tests.support import ROOT, Ecosystem, ServiceProcess
+from services.identity.app import IdentitySettings
+from services.identity.mail import MailSettings
+from tests.support import ROOT, SERVICES, Ecosystem, ServiceProcess
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-APP_SERVICES = ("members", "referrals", "sessions", "gateway")
+APP_SERVICES = ("members", "referrals", "sessions", "identity", "gateway")
+BEHIND_GATEWAY = ("members", "referrals", "sessions")  # KIZUNA_SERVICE_URLS: what /v1/communities/… goes to
 INFRA = ("nats", "postgres")
 
 
@@ -32,7 +35,8 @@ def test_every_container_has_a_healthcheck_and_services_start_in_order() -> None
         depends = COMPOSE["services"][name]["depends_on"]
         assert depends["postgres"]["condition"] == depends["nats"]["condition"] == "service_healthy", name
     gateway_depends = COMPOSE["services"]["gateway"]["depends_on"]
-    assert all(gateway_depends[s]["condition"] == "service_healthy" for s in ("members", "referrals", "sessions"))
+    assert all(gateway_depends[s]["condition"] == "service_healthy" for s in (*BEHIND_GATEWAY, "identity"))
+    assert set(APP_SERVICES) == set(SERVICES), "every service the tests know runs in compose"
 
 
 def test_only_the_gateway_is_published() -> None:
@@ -40,19 +44,32 @@ def test_only_the_gateway_is_published() -> None:
     assert published == {"gateway"}
 
 
+def _names(example: str) -> set[str]:
+    return set(re.findall(r"^(KIZUNA_[A-Z_]+)=", (ROOT / "deploy" / example).read_text(), re.M))
+
+
 def test_every_kizuna_variable_is_a_real_setting_and_secrets_come_from_the_env_files() -> None:
     known = {f"KIZUNA_{field.upper()}" for field in ServiceSettings.model_fields}
-    shared = set(re.findall(r"^(KIZUNA_[A-Z_]+)=", (ROOT / "deploy" / "kizuna.env.example").read_text(), re.M))
-    gateway_only = set(re.findall(r"^(KIZUNA_[A-Z_]+)=", (ROOT / "deploy" / "gateway.env.example").read_text(), re.M))
+    mail = {f"KIZUNA_SMTP_{field.upper()}" for field in MailSettings.model_fields}
+    identity_known = known | mail | {f"KIZUNA_{field.upper()}" for field in IdentitySettings.model_fields}
+    shared, gateway_only, identity_only = (_names("kizuna.env.example"), _names("gateway.env.example"),
+                                           _names("identity.env.example"))
+    own_file = {"gateway": "deploy/gateway.env", "identity": "deploy/identity.env"}
     for name in APP_SERVICES:
         service = COMPOSE["services"][name]
-        expected = ["deploy/kizuna.env", "deploy/gateway.env"] if name == "gateway" else "deploy/kizuna.env"
+        expected = ["deploy/kizuna.env", own_file[name]] if name in own_file else "deploy/kizuna.env"
         assert service["env_file"] == expected, name
         assert set(service["environment"]) <= known, set(service["environment"]) - known
         assert service["environment"]["KIZUNA_SERVICE_NAME"] == name
-    assert shared | gateway_only <= known
+    assert shared | gateway_only <= known and identity_only <= identity_known
     assert {"KIZUNA_OPERATOR_TOKEN", "KIZUNA_JWT_PUBLIC_KEYS"} <= shared
     assert gateway_only == {"KIZUNA_JWT_PRIVATE_KEY", "KIZUNA_FEDERATION_PRIVATE_KEY"}  # only the gateway signs
+    # Only the identity service sends email, so only it holds the SMTP password.
+    assert identity_only == mail - {"KIZUNA_SMTP_TIMEOUT_SECONDS"} and not mail & (shared | gateway_only)
+    # The gateway finds identity by its own setting, not among the services /v1/communities/… forwards to.
+    gateway = COMPOSE["services"]["gateway"]["environment"]
+    assert gateway["KIZUNA_IDENTITY_URL"] == f"http://identity:{COMPOSE['services']['identity']['environment']['KIZUNA_HTTP_PORT']}"
+    assert [pair.split("=")[0] for pair in gateway["KIZUNA_SERVICE_URLS"].split(",")] == list(BEHIND_GATEWAY)
 
 
 def test_what_the_env_files_say_is_not_overridden_or_silently_defaulted() -> None:
@@ -95,8 +112,9 @@ def _compose_env(name: str, eco: Ecosystem) -> dict[str, str]:
             value = value.replace(f"http://{other}:", "http://127.0.0.1:")
         replaced[key] = value
     if "KIZUNA_SERVICE_URLS" in replaced:
-        replaced["KIZUNA_SERVICE_URLS"] = ",".join(
-            f"{s}=http://127.0.0.1:{eco.ports[s]}" for s in ("members", "referrals", "sessions"))
+        replaced["KIZUNA_SERVICE_URLS"] = ",".join(f"{s}=http://127.0.0.1:{eco.ports[s]}" for s in BEHIND_GATEWAY)
+    if "KIZUNA_IDENTITY_URL" in replaced:
+        replaced["KIZUNA_IDENTITY_URL"] = eco.url("identity")
     replaced["KIZUNA_HTTP_PORT"] = str(eco.ports[name])
     replaced["KIZUNA_HTTP_HOST"] = "127.0.0.1"
     return replaced

@@ -35,7 +35,7 @@ SCHEMAS = K8S / "schemas"
 OPERATIONS = ROOT / "docs" / "operations.md"
 KUBERNETES_VERSION = "1.32.0"
 SUPERUSER_RESERVED_CONNECTIONS = 3  # PostgreSQL's default, which the Cluster keeps
-SERVICE_PORTS = {"members": 8101, "referrals": 8102, "sessions": 8103, "gateway": 8000}
+SERVICE_PORTS = {"members": 8101, "referrals": 8102, "sessions": 8103, "identity": 8104, "gateway": 8000}
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
 
@@ -354,7 +354,8 @@ def run_documented_commands() -> tuple[list[dict[str, Any]], list[list[str]]]:
     applied.touch()
     calls.touch()
     env = {**os.environ, "APPLIED": str(applied), "CALLS": str(calls),
-           "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-secret"}
+           "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-secret",
+           "SMTP_USERNAME": "kizuna@example.org", "SMTP_PASSWORD": "example-smtp-password"}
     for block in kubernetes_blocks():
         done = subprocess.run(["bash", "-c", KUBECTL_WITHOUT_A_CLUSTER + block], cwd=scratch, env=env,
                               capture_output=True, text=True, timeout=120)
@@ -417,7 +418,7 @@ def test_every_referenced_secret_and_config_map_is_defined_or_created_by_the_doc
         assert found is not None, f"{kind} {name} is neither in deploy/kubernetes nor created in docs/operations.md"
         if key is not None:
             assert key in {**found.get("data", {}), **found.get("stringData", {})}, f"{kind} {name} lacks {key}"
-    assert {"kizuna-secrets", "kizuna-database-urls", "kizuna-pg-owner", "kizuna-backup",
+    assert {"kizuna-secrets", "kizuna-database-urls", "kizuna-pg-owner", "kizuna-backup", "kizuna-smtp",
             "kizuna-gateway-tls"} <= {name for kind, name, _ in wanted if kind == "Secret"}
 
 
@@ -442,6 +443,43 @@ def test_the_documented_secrets_hold_what_the_services_read() -> None:
         # Through the pooler, as the owner with the owner's password, each service to its own database.
         assert url == (f"postgresql://kizuna:{owner['password']}@{pooler['metadata']['name']}:5432/kizuna_{service}")
         assert f"kizuna_{service}" in databases
+
+
+def _environment_sources(container: dict[str, Any]) -> tuple[set[str], set[tuple[str, str]], set[str]]:
+    """What a container reads: whole Secrets (envFrom), single Secret keys, and whole ConfigMaps."""
+    whole = {s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
+    keys = {(i["valueFrom"]["secretKeyRef"]["name"], i["valueFrom"]["secretKeyRef"]["key"])
+            for i in container["env"] if "secretKeyRef" in i.get("valueFrom", {})}
+    maps = {s["configMapRef"]["name"] for s in container.get("envFrom", []) if "configMapRef" in s}
+    return whole, keys, maps
+
+
+@needs_kubectl
+def test_identity_gets_its_email_settings_and_public_keys_but_no_private_key_and_no_one_else_its_smtp_login() -> None:
+    from services.identity.mail import MailSettings
+
+    secrets = created_secrets()
+    smtp_settings = {f"KIZUNA_SMTP_{field.upper()}" for field in MailSettings.model_fields}
+    smtp_login = secret_values(secrets["kizuna-smtp"])
+    assert set(smtp_login) == {"KIZUNA_SMTP_USERNAME", "KIZUNA_SMTP_PASSWORD"}
+    assert smtp_login["KIZUNA_SMTP_PASSWORD"] == "example-smtp-password"  # the operator's, from the environment
+    identity_config = named("ConfigMap", "kizuna-identity")["data"]
+    assert set(identity_config) <= smtp_settings and identity_config["KIZUNA_SMTP_SECURITY"] in ("starttls", "tls")
+    private = {"KIZUNA_JWT_PRIVATE_KEY", "KIZUNA_FEDERATION_PRIVATE_KEY", "KIZUNA_OPERATOR_TOKEN"}
+    assert private <= set(secret_values(secrets["kizuna-secrets"]))
+    for name, spec in pod_specs(by_kind("Deployment")):
+        [container] = spec["containers"]
+        whole, keys, maps = _environment_sources(container)
+        assert ("kizuna-smtp" in whole) == ("kizuna-identity" in maps) == (name == "identity"), name
+        if name == "identity":
+            # The gateway issues every token: identity checks them with the public keys alone.
+            assert "kizuna-secrets" not in whole and not {key for _, key in keys} & private, keys
+            assert {("kizuna-secrets", "KIZUNA_JWT_PUBLIC_KEYS"), ("kizuna-secrets", "KIZUNA_PUBLIC_URL")} <= keys
+    # The gateway finds identity by its own setting, which names the identity Service's port.
+    config = named("ConfigMap", "kizuna-config")["data"]
+    [port] = named("Service", "identity")["spec"]["ports"]
+    assert config["KIZUNA_IDENTITY_URL"] == f"http://identity:{port['port']}"
+    assert "identity" not in config["KIZUNA_SERVICE_URLS"]
 
 
 @needs_kubectl

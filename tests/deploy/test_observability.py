@@ -192,7 +192,7 @@ def test_the_bootstrap_writes_the_same_metrics_token_for_the_services_and_promet
     assert token_file.read_text() == shared["KIZUNA_METRICS_TOKEN"]  # no newline: it is the whole credential
     # Prometheus runs as nobody, not as the file's owner: others must read it. The secrets stay 0600.
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o644
-    for name in (".env", "deploy/kizuna.env", "deploy/gateway.env"):
+    for name in (".env", "deploy/kizuna.env", "deploy/gateway.env", "deploy/identity.env"):
         assert stat.S_IMODE((bootstrapped / name).stat().st_mode) == 0o600, name
 
     # A token file left over stops the first-time bootstrap before it writes anything.
@@ -208,7 +208,7 @@ def _scratch(target: Path) -> Path:
     target.mkdir(parents=True)
     shutil.copy2(ROOT / "docker-compose.yml", target)
     shutil.copytree(ROOT / "deploy", target / "deploy", ignore=shutil.ignore_patterns(
-        "kizuna.env", "gateway.env", "metrics-token", "kubernetes"))
+        "kizuna.env", "gateway.env", "identity.env", "metrics-token", "kubernetes"))
     return target
 
 

@@ -2,7 +2,7 @@
 
 No Docker engine exists here (nor in CI), so what compose WOULD run runs for real: the bootstrap
 script as the README gives it, in a scratch copy of the checkout; the PostgreSQL init script through
-the wheel's real psql with the environment the postgres image gives it; the four services as
+the wheel's real psql with the environment the postgres image gives it; the five services as
 processes with exactly the environment compose gives them (tests/deploy/compose_shim.py parses
 docker-compose.yml and the env files the script wrote, interpolating ``${VAR}`` from ``.env``);
 every healthcheck command as written; and the documents' fenced ``sh`` blocks run by ``sh -eu``
@@ -92,7 +92,7 @@ def _scratch_checkout(target: Path) -> Path:
     target.mkdir(parents=True)
     shutil.copy2(ROOT / "docker-compose.yml", target)
     shutil.copytree(ROOT / "deploy", target / "deploy", ignore=shutil.ignore_patterns(
-        "kizuna.env", "gateway.env", "metrics-token", "kubernetes"))
+        "kizuna.env", "gateway.env", "identity.env", "metrics-token", "kubernetes"))
     return target
 
 
@@ -132,7 +132,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     docker.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(compose_shim.__file__)} \"$@\"\n")
     docker.chmod(0o755)
     ports = {"postgres:5432": 0, "nats:4222": free_port(), "members:8101": free_port(),
-             "referrals:8102": free_port(), "sessions:8103": free_port(), "gateway:8000": free_port(),
+             "referrals:8102": free_port(), "sessions:8103": free_port(), "identity:8104": free_port(),
+             "gateway:8000": free_port(),
              "otel-collector:4318": free_port()}
     postgres = PostgresServer(base / "postgres", durable=False).start()
     ports["postgres:5432"] = postgres.port
@@ -169,7 +170,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 def test_the_bootstrap_writes_private_secrets_once_and_only_the_gateway_gets_private_keys(
         deployment: Deployment) -> None:
-    written = {name: deployment.project / name for name in (".env", "deploy/kizuna.env", "deploy/gateway.env")}
+    written = {name: deployment.project / name for name in (".env", "deploy/kizuna.env", "deploy/gateway.env",
+                                                            "deploy/identity.env")}
     before = {name: path.read_bytes() for name, path in written.items()}
     for path in written.values():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -183,6 +185,8 @@ def test_the_bootstrap_writes_private_secrets_once_and_only_the_gateway_gets_pri
         env = deployment.service_env(name)
         assert f"kizuna:{password}@" in env["KIZUNA_DATABASE_URL"], name
         assert ("KIZUNA_JWT_PRIVATE_KEY" in env) == ("KIZUNA_FEDERATION_PRIVATE_KEY" in env) == (name == "gateway")
+        # Only the identity service sends email, so only it is given the SMTP server and its password.
+        assert ("KIZUNA_SMTP_PASSWORD" in env) == ("KIZUNA_SMTP_HOST" in env) == (name == "identity"), name
         assert env["KIZUNA_OTEL_EXPORTER"] == "none"  # the env file decides; compose's environment: does not
         assert env["KIZUNA_PUBLIC_URL"] == "https://kizuna.example.org"
 
@@ -194,7 +198,7 @@ def test_the_init_script_made_every_database_and_runs_again_harmlessly(deploymen
     assert again.returncode == 0, again.stderr
     databases = _psql(deployment.postgres, "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "
                                            "WHERE datname LIKE 'kizuna%'")
-    assert databases == "kizuna_gateway,kizuna_members,kizuna_referrals,kizuna_sessions"
+    assert databases == "kizuna_gateway,kizuna_identity,kizuna_members,kizuna_referrals,kizuna_sessions"
 
 
 def test_every_healthcheck_passes_as_written(deployment: Deployment) -> None:
