@@ -418,7 +418,7 @@ def test_every_referenced_secret_and_config_map_is_defined_or_created_by_the_doc
         assert found is not None, f"{kind} {name} is neither in deploy/kubernetes nor created in docs/operations.md"
         if key is not None:
             assert key in {**found.get("data", {}), **found.get("stringData", {})}, f"{kind} {name} lacks {key}"
-    assert {"kizuna-secrets", "kizuna-database-urls", "kizuna-pg-owner", "kizuna-backup", "kizuna-smtp",
+    assert {"kizuna-secrets", "kizuna-database-urls", "kizuna-pg-owner", "kizuna-backup", "kizuna-identity-secrets",
             "kizuna-gateway-tls"} <= {name for kind, name, _ in wanted if kind == "Secret"}
 
 
@@ -455,12 +455,12 @@ def _environment_sources(container: dict[str, Any]) -> tuple[set[str], set[tuple
 
 
 @needs_kubectl
-def test_identity_gets_its_email_settings_and_public_keys_but_no_private_key_and_no_one_else_its_smtp_login() -> None:
+def test_identity_gets_its_email_settings_and_public_keys_but_no_private_key_and_only_it_its_secrets() -> None:
     from services.identity.mail import MailSettings
 
     secrets = created_secrets()
     smtp_settings = {f"KIZUNA_SMTP_{field.upper()}" for field in MailSettings.model_fields}
-    smtp_login = secret_values(secrets["kizuna-smtp"])
+    smtp_login = secret_values(secrets["kizuna-identity-secrets"])
     assert set(smtp_login) == {"KIZUNA_SMTP_USERNAME", "KIZUNA_SMTP_PASSWORD"}
     assert smtp_login["KIZUNA_SMTP_PASSWORD"] == "example-smtp-password"  # the operator's, from the environment
     identity_config = named("ConfigMap", "kizuna-identity")["data"]
@@ -470,7 +470,7 @@ def test_identity_gets_its_email_settings_and_public_keys_but_no_private_key_and
     for name, spec in pod_specs(by_kind("Deployment")):
         [container] = spec["containers"]
         whole, keys, maps = _environment_sources(container)
-        assert ("kizuna-smtp" in whole) == ("kizuna-identity" in maps) == (name == "identity"), name
+        assert ("kizuna-identity-secrets" in whole) == ("kizuna-identity" in maps) == (name == "identity"), name
         if name == "identity":
             # The gateway issues every token: identity checks them with the public keys alone.
             assert "kizuna-secrets" not in whole and not {key for _, key in keys} & private, keys
