@@ -16,7 +16,7 @@ import yaml
 
 from .domain import DomainEvent
 
-SERVICES = ("members", "referrals", "sessions", "gateway")
+SERVICES = ("members", "referrals", "sessions", "identity", "gateway")
 DEFAULT_OUTPUT = Path("docs/asyncapi.yaml")
 
 CLOUDEVENT_ENVELOPE: dict[str, Any] = {

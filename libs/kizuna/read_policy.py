@@ -241,6 +241,13 @@ RULES: dict[str, Rule] = {
     "PartnerIntroductionReceived": _rule("facilitator", "GET …/partner-introductions (facilitator)"),
     "IntroductionOutcomeSentToPartner": _rule("reader", "GET …/partnerships"),
     "PartnerIntroductionOutcomeReceived": _rule("facilitator", "GET …/partner-introductions (facilitator)"),
+    # ---- identity: a person's own; no community sees who its members are elsewhere ----
+    "MemberAccountLinked": _rule("operator", "no REST view: the account is the person's, read through GET /v1/me"),
+    "PersonRegistered": _rule("operator", "GET /v1/me (the person only)"),
+    "EmailAddressVerified": _rule("operator", "GET /v1/me (the person only)"),
+    "OpenIdIdentityLinked": _rule("operator", "GET /v1/me (the person only)"),
+    "CommunityAccountOpened": _rule("operator", "GET /v1/me (the person only)"),
+    "SessionTokensRevoked": _rule("operator", "no REST view (tokens of an ended sign-in are refused)"),
 }
 
 HIDDEN = Rule("operator", "no rule: an event type nobody has decided on is shown to no community token")

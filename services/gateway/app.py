@@ -49,7 +49,8 @@ SPEC = ServiceSpec(
     metric_samplers=[federation_outbox],
     retention=RETENTION,
     # /v1/me and the sign-in routes are authenticated by the browser session cookie (services/gateway/people.py).
-    public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox", "/v1/me", "/v1/me/", "/v1/sign-in/"],
+    public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox", "/v1/me", "/v1/me/",
+                  "/v1/sign-in/"],
     openapi_tags=[
         {"name": "tokens", "description": "Community tokens: issue, revoke, verify"},
         {"name": "dashboards", "description": "Health figures and the live event stream"},

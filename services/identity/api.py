@@ -19,12 +19,13 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from kizuna.domain import StrictModel
-from kizuna.errors import Forbidden, Invalid, NotFound, Problem, Unauthorized
+from kizuna.errors import Forbidden, NotFound, Problem, Unauthorized
 from kizuna.service import Runtime
 
 from . import handlers, projections
@@ -155,14 +156,14 @@ async def request_email_link(request: Request) -> Response:
     config = config_of(request)
     _same_site(request, config)
     wants_json = request.headers.get("content-type", "").startswith("application/json")
-    if wants_json:
-        body = EmailLinkRequest.model_validate_json(await request.body())
-    else:
-        form = await request.form()
-        unknown = sorted(set(form.keys()) - {"email", "next"})
-        if unknown:
-            raise Invalid(unknown[0], "not a field of this form")
-        body = EmailLinkRequest(email=str(form.get("email", "")), next=str(form.get("next") or "") or None)
+    try:
+        if wants_json:
+            body = EmailLinkRequest.model_validate_json(await request.body())
+        else:
+            form = await request.form()
+            body = EmailLinkRequest.model_validate({k: str(v) for k, v in form.items() if k != "next" or v})
+    except ValidationError as error:  # the same 422 problem, naming the field, as any other body gets
+        raise RequestValidationError(error.errors(include_url=False)) from error
     email = normalise_email(body.email)
     await handlers.send_email_link(runtime_of(request).pool, config.mailer, config.limits, email=email,
                                    next_path=safe_next(body.next), client=_client(request),
@@ -242,7 +243,8 @@ async def finish_oidc(provider: str, request: Request, state: str | None = None,
                         slug="oidc-state-mismatch")
     pending = PendingSignIn(provider=provider, state=str(state), nonce=row["nonce"], code_verifier=row["code_verifier"],
                             redirect_uri=row["redirect_uri"], created_at=row["created_at"].timestamp())
-    identity = await client.finish(pending, state=state, code=code, error=error)
+    identity = await client.finish(pending, state=state, code=code, error=error,
+                                   iss=request.query_params.get("iss"))
     person_id = await handlers.person_for_identity(
         runtime_of(request).store, issuer=identity.issuer, subject=identity.subject,
         email=normalise_email(identity.email) if identity.email else None, email_verified=identity.email_verified)

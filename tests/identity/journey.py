@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from urllib.parse import urlsplit
 
 import httpx
@@ -11,8 +12,11 @@ from tests.support import Ecosystem
 
 
 def browser(eco: Ecosystem) -> httpx.AsyncClient:
+    """A person's browser, from an address of its own (198.18.0.0/15, the benchmarking range, via the trusted
+    proxy's X-Forwarded-For: tests/identity/conftest.py)."""
+    address = f"198.18.{secrets.randbelow(256)}.{1 + secrets.randbelow(254)}"
     return httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30, follow_redirects=False,
-                             headers={"accept": "text/html", "accept-language": "en"})
+                             headers={"accept": "text/html", "accept-language": "en", "x-forwarded-for": address})
 
 
 async def sign_in_by_email(client: httpx.AsyncClient, inbox: SmtpInbox, address: str, next_path: str = "/me") -> str:
