@@ -47,6 +47,21 @@ class IdentitySettings(BaseSettings):
     email_links_per_client_per_hour: int = Field(20, ge=1, description="Sign-in links one client may ask for.")
 
 
+SPEC = ServiceSpec(
+    name="identity",
+    title="Kizuna identity",
+    description="People and how they sign in: email links, OpenID Connect, browser sessions, and each "
+                "person's account in the communities they belong to.",
+    routers=[router],
+    migrations=MIGRATIONS,
+    inline_projections=INLINE_PROJECTIONS,
+    subscriptions=SUBSCRIPTIONS,
+    read_model_tables=READ_MODEL_TABLES,
+    retention=(INBOX, *RETENTION),
+    public_paths=PUBLIC_PATHS,
+)
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings(service_name="identity")
     own = IdentitySettings()
@@ -54,27 +69,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     http = httpx.AsyncClient(timeout=15, cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
     providers = {config.name: OidcClient(config, http) for config in load_providers(os.environ)}
 
-    async def close_http(_: Runtime) -> None:
+    async def close_http_on_shutdown(_: Runtime) -> None:
         try:
             await asyncio.Event().wait()
         finally:
             await http.aclose()
 
-    spec = ServiceSpec(
-        name="identity",
-        title="Kizuna identity",
-        description="People and how they sign in: email links, OpenID Connect, browser sessions, and each "
-                    "person's account in the communities they belong to.",
-        routers=[router],
-        migrations=MIGRATIONS,
-        inline_projections=INLINE_PROJECTIONS,
-        subscriptions=SUBSCRIPTIONS,
-        read_model_tables=READ_MODEL_TABLES,
-        retention=(INBOX, *RETENTION),
-        background=[close_http],
-        public_paths=PUBLIC_PATHS,
-    )
-    app = create_service(spec, settings)
+    app = create_service(ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown]}), settings)
     app.state.identity = IdentityConfig(
         timeouts=SessionTimeouts(idle_seconds=own.session_idle_hours * 3600,
                                  absolute_seconds=own.session_absolute_days * 86400),
