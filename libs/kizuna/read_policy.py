@@ -242,6 +242,7 @@ RULES: dict[str, Rule] = {
     "IntroductionOutcomeSentToPartner": _rule("reader", "GET …/partnerships"),
     "PartnerIntroductionOutcomeReceived": _rule("facilitator", "GET …/partner-introductions (facilitator)"),
     # ---- identity: a person's own; no community sees who its members are elsewhere ----
+    "AccountClaimCodeIssued": _rule("operator", "no REST view: the owner is given the code once"),
     "MemberAccountLinked": _rule("operator", "no REST view: the account is the person's, read through GET /v1/me"),
     "PersonRegistered": _rule("operator", "GET /v1/me (the person only)"),
     "EmailAddressVerified": _rule("operator", "GET /v1/me (the person only)"),

@@ -88,6 +88,12 @@ async def accept_invitation(community_id: str, request: Request, body: dict[str,
     return await _through(request, community_id, f"/communities/{community_id}/invitations/acceptance")
 
 
+@router.post("/{community_id}/account-claims", status_code=201,
+             summary="Signed in, become the existing member an owner gave you a code for: {\"code\": \"…\"}")
+async def claim_account(community_id: str, request: Request, body: dict[str, Any]) -> Response:
+    return await _through(request, community_id, f"/communities/{community_id}/account-claims")
+
+
 @router.post("/{community_id}/offers/{offer_id}/{answer}", status_code=201,
              summary="Take (acceptance) or decline (decline) a place offered from the waitlist, with the claim "
                      "code in the body: {\"claim_code\": \"…\"} (and an optional \"reason\" to decline)")

@@ -128,8 +128,11 @@ async def follow_members(conn: asyncpg.Connection, envelope: Envelope) -> None:
     service's events (ordered per community stream by the consumer)."""
     data = envelope.data
     if envelope.type == "MemberAccountLinked":
+        # The latest link wins: someone who left and came back is their new member (events of one community
+        # arrive here in stream order).
         await conn.execute("INSERT INTO account_links (account, community_id, member_id) VALUES ($1, $2, $3) "
-                           "ON CONFLICT (account) DO NOTHING", data["account"], data["community_id"], data["member_id"])
+                           "ON CONFLICT (account) DO UPDATE SET member_id = excluded.member_id",
+                           data["account"], data["community_id"], data["member_id"])
         return
     if envelope.type in ("CommunityFounded", "SisterCommunityFounded"):
         sister = envelope.type == "SisterCommunityFounded"

@@ -49,6 +49,11 @@ WORDS: dict[str, dict[str, str]] = {
     "waitlisted": {"ja": "満員のため待機リストに登録しました。順番が来たらお知らせします。",
                    "en": "The community is full: you are on its waitlist and will be offered a place in turn."},
     "join_failed": {"ja": "参加できませんでした", "en": "Could not join"},
+    "claim_title": {"ja": "{name} のメンバーとしてサインイン", "en": "Sign in as your member of {name}"},
+    "claim_text": {"ja": "オーナーから受け取ったコードで、このアカウントをあなたのメンバーに結び付けます。",
+                   "en": "The code your owner gave you ties this account to your member."},
+    "claim_button": {"ja": "これは私です", "en": "This is me"},
+    "claimed": {"ja": "結び付けました。", "en": "Done: this account is your member now."},
     "language": {"ja": "English", "en": "日本語"},
 }
 

@@ -24,10 +24,12 @@ from .domain import (
     ChangeCap,
     ChangeConsent,
     ChangeRole,
+    ClaimAccount,
     DecideApplication,
     DeclineOffer,
     FoundCommunity,
     FoundSisterCommunity,
+    IssueAccountClaim,
     IssueInvitation,
     JoinCommunity,
     LeaveCommunity,
@@ -461,6 +463,36 @@ async def list_invitations(community_id: str, request: Request, who: Principal =
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.invitations(conn, community_id, None if everyone else who.member_id or "",
                                              handlers.now())
+
+
+class IssuedAccountClaim(BaseModel):
+    member_id: str
+    code: str
+    claim_path: str
+    expires_at: datetime
+
+
+@router.post("/communities/{community_id}/members/{member_id}/account-claim", status_code=201,
+             response_model=IssuedAccountClaim, tags=["members"],
+             summary="A single-use code for an existing member to sign in as themselves (owner or operator)")
+async def issue_account_claim(community_id: str, member_id: str, body: IssueAccountClaim, request: Request,
+                              who: Principal = Depends(principal)) -> Any:
+    who.require_role(community_id, "owner")
+    code, expires_at = await handlers.issue_account_claim(runtime_of(request).store, community_id, member_id, body,
+                                                          _ctx(request, who, community_id))
+    return {"member_id": member_id, "code": code, "expires_at": expires_at,
+            "claim_path": f"/claim/{community_id}?code={code}"}
+
+
+@router.post("/communities/{community_id}/account-claims", status_code=201, response_model=JoinOutcome,
+             tags=["members"], summary="Sign in as an existing member with the code the owner gave (front door)")
+async def claim_account(community_id: str, body: ClaimAccount, request: Request,
+                        who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    _require_front_door(who)
+    member_id = await handlers.claim_account(runtime_of(request).store, community_id, body, who,
+                                             _ctx(request, who, community_id))
+    return {"member_id": member_id, "status": "joined"}
 
 
 @router.post("/communities/{community_id}/invitations/acceptance", status_code=201, response_model=JoinOutcome,

@@ -112,6 +112,17 @@ class MemberAccountLinked(DomainEvent):
     account: str
 
 
+class AccountClaimCodeIssued(DomainEvent):
+    """The owner (or the operator) gave an existing member — a founder, someone added directly — a single-use
+    code to tie their member to the account they sign in with. Only its SHA-256 is recorded."""
+
+    community_id: str
+    member_id: str
+    code_sha256: str
+    issued_by: str
+    expires_at: datetime
+
+
 class MemberWaitlisted(DomainEvent):
     community_id: str
     applicant_id: str
@@ -358,6 +369,16 @@ class IssueInvitation(StrictModel):
     ttl_seconds: int = Field(DEFAULT_INVITATION_TTL_SECONDS, ge=1, le=MAX_TTL_SECONDS)
 
 
+class IssueAccountClaim(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ttl_seconds": 604800}]})
+    ttl_seconds: int = Field(DEFAULT_INVITATION_TTL_SECONDS, ge=60, le=MAX_TTL_SECONDS)
+
+
+class ClaimAccount(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "k3Jd…"}]})
+    code: str = Field(min_length=1, max_length=200)
+
+
 class AcceptInvitation(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"code": "k3Jd…", "display_name": "Mika Ito"}]})
     code: str = Field(min_length=1, max_length=200)
@@ -492,6 +513,7 @@ class Community(Aggregate):
         self.invitations: dict[str, Invitation] = {}  # by code hash
         self.sisters: list[str] = []
         self.accounts: dict[str, str] = {}  # a person's account → their member (or applicant) id
+        self.account_claims: dict[str, tuple[str, datetime]] = {}  # code hash → (member id, expiry)
 
     @property
     def size(self) -> int:
@@ -524,6 +546,9 @@ class Community(Aggregate):
 
     def _on_MemberAccountLinked(self, e: MemberAccountLinked) -> None:
         self.accounts[e.account] = e.member_id
+
+    def _on_AccountClaimCodeIssued(self, e: AccountClaimCodeIssued) -> None:
+        self.account_claims[e.code_sha256] = (e.member_id, e.expires_at)
 
     def _on_MemberWaitlisted(self, e: MemberWaitlisted) -> None:
         self.waitlist.append(e.applicant_id)
@@ -713,6 +738,29 @@ class Community(Aggregate):
             raise Conflict("you already belong to this community, wait for a place in it or have applied to it",
                            slug="already-in-community", title="Already here", member_id=held)
         return [MemberAccountLinked(community_id=self.community_id, member_id=member_id, account=account)]
+
+    def issue_account_claim(self, member_id: str, code: str, actor: str, now: datetime,
+                            ttl_seconds: int) -> list[DomainEvent]:
+        self.require_authority(actor, "owner")
+        self.require_member(member_id)
+        if member_id in self.accounts.values():
+            raise Conflict("this member already signs in with an account", slug="account-already-linked")
+        return [AccountClaimCodeIssued(community_id=self.community_id, member_id=member_id, code_sha256=code_hash(code),
+                                       issued_by=actor, expires_at=now + timedelta(seconds=ttl_seconds))]
+
+    def claim_account(self, code: str, account: str, now: datetime) -> list[DomainEvent]:
+        """The person signed in with ``account`` presents the code they were given: their account now signs
+        in as that member. A code works once (the member is linked after it), until it expires."""
+        held = self.account_claims.get(code_hash(code))
+        if held is None or held[0] not in self.roles:
+            raise NotFound("sign-in code not found")
+        member_id, expires_at = held
+        if member_id in self.accounts.values():
+            raise Conflict("this member already signs in with an account", slug="account-already-linked")
+        if expires_at <= now:
+            raise Gone(f"this sign-in code expired at {expires_at.isoformat()}", slug="code-expired",
+                       title="Code expired", expires_at=expires_at.isoformat())
+        return self.link_account(member_id, account)
 
     def found(self, community_id: str, owner_id: str, cmd: FoundCommunity, default_cap: int) -> list[DomainEvent]:
         if self.version:

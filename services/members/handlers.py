@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from kizuna.auth import Principal
 from kizuna.domain import DomainEvent
@@ -19,12 +19,14 @@ from .domain import (
     ChangeCap,
     ChangeConsent,
     ChangeRole,
+    ClaimAccount,
     ClaimCodes,
     Community,
     DecideApplication,
     DeclineOffer,
     FoundCommunity,
     FoundSisterCommunity,
+    IssueAccountClaim,
     IssueInvitation,
     JoinCommunity,
     LeaveCommunity,
@@ -225,6 +227,29 @@ async def accept_invitation(store: EventStore, community_id: str, cmd: AcceptInv
                                 linking_account(who, member_id, lambda c: c.accept_invitation(cmd, member_id, now())),
                                 ctx, community_id=community_id)
     return member_id, _admitted(recorded) or "joined"
+
+
+async def issue_account_claim(store: EventStore, community_id: str, member_id: str, cmd: IssueAccountClaim,
+                              ctx: CommandContext) -> tuple[str, datetime]:
+    """Returns (code, expiry); the code is shown once and only its hash is stored."""
+    await community(store, community_id)
+    code, issued_at = secrets.token_urlsafe(18), now()
+    await execute(store, community_stream(community_id), Community,
+                  lambda c: c.issue_account_claim(member_id, code, ctx.actor, issued_at, cmd.ttl_seconds), ctx,
+                  community_id=community_id)
+    return code, issued_at + timedelta(seconds=cmd.ttl_seconds)
+
+
+async def claim_account(store: EventStore, community_id: str, cmd: ClaimAccount, who: Principal,
+                        ctx: CommandContext) -> str:
+    """Returns the member id the signed-in person's account now signs in as."""
+    await community(store, community_id)
+    if who.scope != "visitor" or who.account is None:
+        raise Forbidden("sign in first: the code ties a member to the account you are signed in with")
+    account = who.account
+    state, _ = await execute(store, community_stream(community_id), Community,
+                             lambda c: c.claim_account(cmd.code, account, now()), ctx, community_id=community_id)
+    return state.accounts[account]
 
 
 # ---- the moving waitlist ----

@@ -4,11 +4,15 @@ a real SMTP server."""
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import httpx
 
 from tests.identity.journey import browser, community_token, csrf, sign_in_by_email
 from tests.identity.smtp import SmtpInbox
 from tests.support import Ecosystem, eventually
+
+JSON = {"accept": "application/json"}
 
 
 async def _found(operator: httpx.AsyncClient, name: str) -> str:
@@ -106,3 +110,44 @@ async def test_signing_out_ends_the_session_and_every_token_it_was_exchanged_for
                                      data={"csrf_token": me["csrf_token"]})
         assert ended.status_code == 303
         assert (await kai_phone.get(members, headers={"authorization": f"Bearer {phone_token}"})).status_code == 401
+
+
+async def test_a_founder_added_by_the_operator_signs_in_as_their_member_with_the_owners_code(
+        people: Ecosystem, inbox: SmtpInbox, operator: httpx.AsyncClient) -> None:
+    founded = (await operator.post("/v1/communities", json={"name": "Sora", "owner_display_name": "Yui"})).json()
+    cid, owner_id = founded["community_id"], founded["owner_member_id"]
+    issued = await operator.post(f"/v1/communities/{cid}/members/{owner_id}/account-claim", json={})
+    assert issued.status_code == 201, issued.text
+    claim_path = issued.json()["claim_path"]
+    async with browser(people) as yui, browser(people) as someone_else:
+        to_sign_in = await yui.get(claim_path)
+        assert to_sign_in.status_code == 303 and to_sign_in.headers["location"].startswith("/sign-in?next=")
+        back = await sign_in_by_email(yui, inbox, "yui@example.test",
+                                      unquote(to_sign_in.headers["location"].split("next=", 1)[1]))
+        assert back == claim_path
+        assert (await yui.get(back)).status_code == 200
+        code = claim_path.split("code=", 1)[1]
+        claimed = await yui.post(f"/v1/join/{cid}/account-claims", json={"code": code},
+                                 headers={"x-csrf-token": await csrf(yui), "accept": "application/json"})
+        assert claimed.status_code == 201 and claimed.json()["member_id"] == owner_id, claimed.text
+
+        async def owner_token() -> str | None:
+            issued = await community_token(yui, cid)
+            return str(issued.json()["token"]) if issued.status_code == 201 else None
+
+        token = await eventually(owner_token)
+        policy = await yui.put(f"/v1/communities/{cid}/admission", headers={"authorization": f"Bearer {token}"},
+                               json={"policy": "application", "reason": "we grow slowly"})
+        assert policy.status_code == 200, policy.text  # the owner's own authority, from her own sign-in
+        # The code worked once: nobody else becomes the owner with it, and a made-up code finds nothing.
+        await sign_in_by_email(someone_else, inbox, "someone@example.test")
+        again = await someone_else.post(f"/v1/join/{cid}/account-claims", json={"code": code},
+                                        headers={"x-csrf-token": await csrf(someone_else), **JSON})
+        assert again.status_code == 409 and again.json()["type"].endswith("account-already-linked"), again.text
+        made_up = await someone_else.post(f"/v1/join/{cid}/account-claims", json={"code": "guess"},
+                                          headers={"x-csrf-token": await csrf(someone_else), **JSON})
+        assert made_up.status_code == 404
+        # Without signing in, a code is worth nothing at the front door.
+        async with browser(people) as anonymous:
+            refused = await anonymous.post(f"/v1/join/{cid}/account-claims", json={"code": code}, headers=JSON)
+            assert refused.status_code == 403, refused.text

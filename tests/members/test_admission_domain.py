@@ -537,3 +537,39 @@ def test_members_plus_open_offers_never_exceed_the_cap(seed: int) -> None:
             pass
         assert c.size + c.open_offers <= c.cap
         assert not (c.places_free > 0 and c.waitlist), "a free place while people wait"
+
+
+# ---- people's accounts ----
+
+def test_an_account_comes_in_once_whether_joined_waiting_or_applying() -> None:
+    from services.members.domain import MemberAccountLinked
+    c = community(cap=2)
+    [joined, linked] = apply(c, [*c.join("aya", JoinCommunity(display_name="Aya"), None),
+                                 *c.link_account("aya", "acct-1")])
+    assert isinstance(linked, MemberAccountLinked) and linked.member_id == "aya"
+    with pytest.raises(Conflict):
+        c.link_account("aya-again", "acct-1")
+    waitlist(c, "ben")  # full now (owner and Aya): Ben waits
+    apply(c, c.link_account("ben", "acct-2"))
+    with pytest.raises(Conflict):
+        c.link_account("ben-again", "acct-2")
+    apply(c, c.leave("aya", LeaveCommunity(), T0))
+    apply(c, c.link_account("aya-back", "acct-1"))  # someone who left may come back
+
+
+def test_an_owner_code_ties_an_existing_member_to_an_account_once_until_it_expires() -> None:
+    c = community(members=("aya",))
+    with pytest.raises(Forbidden):
+        c.issue_account_claim("aya", "code-1", "member:aya", T0, 3600)
+    apply(c, c.issue_account_claim("aya", "code-1", "member:owner", T0, 3600))
+    apply(c, c.issue_account_claim("owner", "code-2", "operator", T0, 60))
+    with pytest.raises(NotFound):
+        c.claim_account("wrong", "acct-9", T0)
+    with pytest.raises(Gone):
+        c.claim_account("code-2", "acct-9", T0 + timedelta(seconds=61))
+    [linked] = apply(c, c.claim_account("code-1", "acct-1", T0))
+    assert getattr(linked, "member_id") == "aya"
+    with pytest.raises(Conflict):
+        c.claim_account("code-1", "acct-2", T0)
+    with pytest.raises(Conflict):
+        c.issue_account_claim("aya", "code-3", "member:owner", T0, 3600)
