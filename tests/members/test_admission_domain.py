@@ -34,6 +34,7 @@ from services.members.domain import (
     JoinCommunity,
     LeaveCommunity,
     MemberJoined,
+    MemberAccountLinked,
     MemberLeft,
     MemberWaitlisted,
     PlaceOfferAccepted,
@@ -542,9 +543,8 @@ def test_members_plus_open_offers_never_exceed_the_cap(seed: int) -> None:
 # ---- people's accounts ----
 
 def test_an_account_comes_in_once_whether_joined_waiting_or_applying() -> None:
-    from services.members.domain import MemberAccountLinked
     c = community(cap=2)
-    [joined, linked] = apply(c, [*c.join("aya", JoinCommunity(display_name="Aya"), None),
+    [_, linked] = apply(c, [*c.join("aya", JoinCommunity(display_name="Aya"), None),
                                  *c.link_account("aya", "acct-1")])
     assert isinstance(linked, MemberAccountLinked) and linked.member_id == "aya"
     with pytest.raises(Conflict):
@@ -567,8 +567,8 @@ def test_an_owner_code_ties_an_existing_member_to_an_account_once_until_it_expir
         c.claim_account("wrong", "acct-9", T0)
     with pytest.raises(Gone):
         c.claim_account("code-2", "acct-9", T0 + timedelta(seconds=61))
-    [linked] = apply(c, c.claim_account("code-1", "acct-1", T0))
-    assert getattr(linked, "member_id") == "aya"
+    [claimed] = apply(c, c.claim_account("code-1", "acct-1", T0))
+    assert isinstance(claimed, MemberAccountLinked) and claimed.member_id == "aya"
     with pytest.raises(Conflict):
         c.claim_account("code-1", "acct-2", T0)
     with pytest.raises(Conflict):
