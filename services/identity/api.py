@@ -26,10 +26,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from kizuna.domain import StrictModel
 from kizuna.errors import Forbidden, NotFound, Problem, Unauthorized
+from kizuna.handling import execute
 from kizuna.service import Runtime
 
-from . import handlers, projections
-from .domain import BrowserSession, SessionTimeouts, normalise_email, safe_next
+from . import handlers, passkeys, projections
+from .domain import BrowserSession, Person, SessionTimeouts, normalise_email, safe_next
 from .mail import Mailer
 from .oidc import OidcClient, OidcError, PendingSignIn, callback_path
 from .words import language_of, words_for
@@ -251,6 +252,80 @@ async def finish_oidc(provider: str, request: Request, state: str | None = None,
     return await _signed_in_response(request, person_id, "oidc", row["next_path"])
 
 
+# ---- passkeys ----
+
+PASSKEY_COOKIE = "kizuna-passkey"
+
+
+class PasskeyAnswer(StrictModel):
+    credential: dict[str, Any]
+    name: str = Field("", max_length=80)
+    next: str | None = Field(None, max_length=512)
+
+
+@router.post("/me/passkeys/options", summary="Begin adding a passkey (signed in, with the CSRF token)")
+async def passkey_registration_options(request: Request) -> dict[str, Any]:
+    session, _ = await _signed_in(request, check_csrf=True)
+    runtime = runtime_of(request)
+    async with runtime.pool.acquire() as conn:
+        emails = await projections.emails_of(conn, session.person_id)
+    return await passkeys.registration_options(runtime.store, config_of(request).public_url, session.person_id,
+                                               session.session_id, emails[0] if emails else session.person_id)
+
+
+@router.post("/me/passkeys", status_code=201, summary="Finish adding a passkey")
+async def add_passkey(body: PasskeyAnswer, request: Request) -> dict[str, str]:
+    session, _ = await _signed_in(request, check_csrf=True)
+    credential_id = await passkeys.register(runtime_of(request).store, config_of(request).public_url,
+                                            session.person_id, session.session_id, body.credential,
+                                            body.name.strip() or _device_name(request))
+    return {"credential_id": credential_id}
+
+
+def _device_name(request: Request) -> str:
+    agent = request.headers.get("user-agent", "")
+    for name in ("iPhone", "iPad", "Android", "Mac OS X", "Windows", "Linux"):
+        if name in agent:
+            return name.replace("Mac OS X", "Mac")
+    return "passkey"
+
+
+@router.post("/me/passkeys/{credential_id}/removal", summary="Remove one of my passkeys")
+async def remove_passkey(credential_id: str, request: Request,
+                         csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    session, _ = await _signed_in(request, csrf=csrf_token, check_csrf=True)
+    await execute(runtime_of(request).store, f"person-{session.person_id}", Person,
+                  lambda p: p.remove_passkey(credential_id), handlers.SYSTEM)
+    if "application/json" in request.headers.get("accept", ""):
+        return Response(status_code=204)
+    return RedirectResponse("/me", status_code=303)
+
+
+@router.post("/sign-in/passkey/options", summary="Begin signing in with a passkey")
+async def passkey_sign_in_options(request: Request) -> Response:
+    config = config_of(request)
+    _same_site(request, config)
+    options, binding = await passkeys.authentication_options(runtime_of(request).pool, config.public_url)
+    response = JSONResponse(options)
+    response.set_cookie(PASSKEY_COOKIE, binding, max_age=passkeys.CHALLENGE_SECONDS, path="/", secure=config.secure,
+                        httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/sign-in/passkey", summary="Sign in with a passkey")
+async def passkey_sign_in(body: PasskeyAnswer, request: Request) -> Response:
+    config = config_of(request)
+    _same_site(request, config)
+    person_id = await passkeys.authenticate(runtime_of(request).pool, config.public_url,
+                                            request.cookies.get(PASSKEY_COOKIE, ""), body.credential)
+    signed_in = await _signed_in_response(request, person_id, "passkey", safe_next(body.next))
+    response = JSONResponse({"next": signed_in.headers["location"]})
+    for value in signed_in.headers.getlist("set-cookie"):
+        response.headers.append("set-cookie", value)
+    response.delete_cookie(PASSKEY_COOKIE, path="/")
+    return response
+
+
 # ---- the person's own view ----
 
 @router.get("/me", response_class=HTMLResponse, summary="My account: communities, addresses, where I am signed in")
@@ -269,6 +344,7 @@ class MeView(BaseModel):
     identities: list[dict[str, str]]
     memberships: list[dict[str, Any]]
     sessions: list[dict[str, Any]]
+    passkeys: list[dict[str, Any]]
     session_id: str
     session_ends_at: str
     csrf_token: str
@@ -280,9 +356,10 @@ async def _me(request: Request, session: BrowserSession) -> dict[str, Any]:
         memberships = await projections.memberships(conn, session.person_id)
         emails = await projections.emails_of(conn, session.person_id)
         identities = await projections.identities_of(conn, session.person_id)
+        keys = await projections.passkeys_of(conn, session.person_id)
     sessions = await handlers.sessions_of(runtime.pool, session.person_id, config_of(request).timeouts)
     return {"person_id": session.person_id, "emails": emails, "identities": identities,
-            "memberships": memberships, "sessions": sessions, "session_id": session.session_id,
+            "memberships": memberships, "sessions": sessions, "passkeys": keys, "session_id": session.session_id,
             "session_ends_at": datetime.fromtimestamp(session.ends_at(config_of(request).timeouts), UTC).isoformat()}
 
 

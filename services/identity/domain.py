@@ -18,11 +18,12 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from kizuna.domain import Aggregate, DomainEvent
-from kizuna.errors import Conflict, Invalid
+from kizuna.errors import Conflict, Invalid, NotFound
 
 SignInMethod = Literal["email", "oidc", "passkey"]
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 DEFAULT_NEXT = "/me"
+MAX_PASSKEYS = 20
 
 
 class PersonRegistered(DomainEvent):
@@ -56,12 +57,29 @@ class CommunityAccountOpened(DomainEvent):
     account: str
 
 
+class PasskeyRegistered(DomainEvent):
+    """The person added a passkey (a WebAuthn credential): it signs them in from now on."""
+
+    person_id: str
+    credential_id: str  # base64url
+    public_key: str  # base64url COSE key
+    sign_count: int
+    transports: list[str]
+    name: str
+
+
+class PasskeyRemoved(DomainEvent):
+    person_id: str
+    credential_id: str
+
+
 class Person(Aggregate):
     def __init__(self) -> None:
         self.person_id = ""
         self.emails: list[str] = []
         self.identities: list[tuple[str, str]] = []
         self.accounts: dict[str, str] = {}  # community id → account
+        self.passkeys: set[str] = set()
 
     def _on_PersonRegistered(self, e: PersonRegistered) -> None:
         self.person_id = e.person_id
@@ -75,7 +93,27 @@ class Person(Aggregate):
     def _on_CommunityAccountOpened(self, e: CommunityAccountOpened) -> None:
         self.accounts[e.community_id] = e.account
 
+    def _on_PasskeyRegistered(self, e: PasskeyRegistered) -> None:
+        self.passkeys.add(e.credential_id)
+
+    def _on_PasskeyRemoved(self, e: PasskeyRemoved) -> None:
+        self.passkeys.discard(e.credential_id)
+
     # -- decisions --
+
+    def register_passkey(self, credential_id: str, public_key: str, sign_count: int, transports: list[str],
+                         name: str) -> list[DomainEvent]:
+        if credential_id in self.passkeys:
+            raise Conflict("this passkey is already registered", slug="passkey-registered")
+        if len(self.passkeys) >= MAX_PASSKEYS:
+            raise Conflict(f"at most {MAX_PASSKEYS} passkeys; remove one first", slug="too-many-passkeys")
+        return [PasskeyRegistered(person_id=self.person_id, credential_id=credential_id, public_key=public_key,
+                                  sign_count=sign_count, transports=transports, name=name)]
+
+    def remove_passkey(self, credential_id: str) -> list[DomainEvent]:
+        if credential_id not in self.passkeys:
+            raise NotFound("passkey not found")
+        return [PasskeyRemoved(person_id=self.person_id, credential_id=credential_id)]
 
     def register(self, person_id: str, method: SignInMethod) -> list[DomainEvent]:
         if self.version:

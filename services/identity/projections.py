@@ -9,6 +9,7 @@ Each table holds hashes of secrets, never the secrets.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
@@ -95,12 +96,33 @@ CREATE TABLE community_names (
     name         text NOT NULL
 );
 """
-MIGRATIONS = [Migration("identity_0001", SQL)]
-READ_MODEL_TABLES = ["person_emails", "person_identities", "community_accounts", "roster", "account_links",
-                     "community_names"]
+PASSKEYS_SQL = """
+CREATE TABLE passkeys (
+    credential_id text PRIMARY KEY,
+    person_id     text NOT NULL,
+    public_key    text NOT NULL,
+    sign_count    bigint NOT NULL,
+    transports    jsonb NOT NULL,
+    name          text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    last_used_at  timestamptz
+);
+CREATE INDEX passkeys_by_person ON passkeys (person_id);
+CREATE TABLE passkey_challenges (
+    binding_sha256 text PRIMARY KEY,
+    purpose        text NOT NULL,
+    challenge      text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX passkey_challenges_by_age ON passkey_challenges (created_at);
+"""
+MIGRATIONS = [Migration("identity_0001", SQL), Migration("identity_0002_passkeys", PASSKEYS_SQL)]
+READ_MODEL_TABLES = ["person_emails", "person_identities", "community_accounts", "passkeys", "roster",
+                     "account_links", "community_names"]
 RETENTION = [
     Retention("email_links", "created_at", lambda _settings: 7 * 86400),
     Retention("oidc_pending", "created_at", lambda _settings: 86400),
+    Retention("passkey_challenges", "created_at", lambda _settings: 86400),
 ]
 
 
@@ -114,6 +136,15 @@ async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
     elif event.type == "OpenIdIdentityLinked":
         await conn.execute("INSERT INTO person_identities (issuer, subject, person_id) VALUES ($1, $2, $3)",
                            data["issuer"], data["subject"], data["person_id"])
+    elif event.type == "PasskeyRegistered":
+        # The signature counter moves on with each use outside the log (passkeys.py); a rebuild starts it again
+        # from the registration's, which only relaxes the clone check until the next sign-in.
+        await conn.execute(
+            "INSERT INTO passkeys (credential_id, person_id, public_key, sign_count, transports, name, created_at) "
+            "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)", data["credential_id"], data["person_id"], data["public_key"],
+            data["sign_count"], json.dumps(data["transports"]), data["name"], event.recorded_at)
+    elif event.type == "PasskeyRemoved":
+        await conn.execute("DELETE FROM passkeys WHERE credential_id = $1", data["credential_id"])
     elif event.type == "CommunityAccountOpened":
         await conn.execute("INSERT INTO community_accounts (person_id, community_id, account) VALUES ($1, $2, $3)",
                            data["person_id"], data["community_id"], data["account"])
@@ -188,3 +219,11 @@ async def emails_of(conn: asyncpg.Connection, person_id: str) -> list[str]:
 async def identities_of(conn: asyncpg.Connection, person_id: str) -> list[dict[str, str]]:
     return [{"issuer": str(r["issuer"]), "subject": str(r["subject"])} for r in await conn.fetch(
         "SELECT issuer, subject FROM person_identities WHERE person_id = $1 ORDER BY issuer, subject", person_id)]
+
+
+async def passkeys_of(conn: asyncpg.Connection, person_id: str) -> list[dict[str, Any]]:
+    return [{"credential_id": str(r["credential_id"]), "name": str(r["name"]),
+             "created_at": r["created_at"].isoformat(),
+             "last_used_at": r["last_used_at"].isoformat() if r["last_used_at"] else None}
+            for r in await conn.fetch("SELECT credential_id, name, created_at, last_used_at FROM passkeys "
+                                      "WHERE person_id = $1 ORDER BY created_at", person_id)]

@@ -54,6 +54,11 @@ WORDS: dict[str, dict[str, str]] = {
                    "en": "The code your owner gave you ties this account to your member."},
     "claim_button": {"ja": "これは私です", "en": "This is me"},
     "claimed": {"ja": "結び付けました。", "en": "Done: this account is your member now."},
+    "passkeys": {"ja": "パスキー", "en": "Passkeys"},
+    "add_passkey": {"ja": "この端末のパスキーを追加", "en": "Add a passkey on this device"},
+    "passkey_sign_in": {"ja": "パスキーでサインイン", "en": "Sign in with a passkey"},
+    "passkey_failed": {"ja": "パスキーを使えませんでした", "en": "The passkey did not work"},
+    "remove": {"ja": "削除", "en": "Remove"},
     "language": {"ja": "English", "en": "日本語"},
 }
 
