@@ -117,8 +117,9 @@ def _set_session_cookie(response: Response, config: IdentityConfig, secret: str)
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     language = language_of(request)
-    response = templates.TemplateResponse(request, template, {"t": words_for(language), "lang": language,
-                                                                **context}, status_code=status)
+    response = templates.TemplateResponse(request, template, {
+        "t": words_for(language), "lang": language,
+        "passkeys_possible": passkeys.possible(config_of(request).public_url), **context}, status_code=status)
     response.headers["cache-control"] = "no-store"
     response.headers["content-security-policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "

@@ -10,6 +10,7 @@ is the person's id.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from typing import Any
@@ -52,6 +53,17 @@ def relying_party(public_url: str) -> tuple[str, str]:
     """(RP ID, origin) of the deployment."""
     parts = urlsplit(public_url)
     return str(parts.hostname), f"{parts.scheme}://{parts.netloc}"
+
+
+def possible(public_url: str) -> bool:
+    """WebAuthn needs a domain name for its relying party: a deployment at an IP address (``make up`` on
+    127.0.0.1) offers no passkeys; at ``localhost`` or any real domain it does."""
+    host = str(urlsplit(public_url).hostname or "")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(host)
+    return False
 
 
 async def _keep_challenge(pool: asyncpg.Pool, binding: str, purpose: str, challenge: bytes) -> None:
