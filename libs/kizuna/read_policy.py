@@ -248,6 +248,8 @@ RULES: dict[str, Rule] = {
     "EmailAddressVerified": _rule("operator", "GET /v1/me (the person only)"),
     "OpenIdIdentityLinked": _rule("operator", "GET /v1/me (the person only)"),
     "CommunityAccountOpened": _rule("operator", "GET /v1/me (the person only)"),
+    "PasskeyRegistered": _rule("operator", "GET /v1/me (the person only)"),
+    "PasskeyRemoved": _rule("operator", "GET /v1/me (the person only)"),
     "SessionTokensRevoked": _rule("operator", "no REST view (tokens of an ended sign-in are refused)"),
 }
 
