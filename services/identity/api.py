@@ -253,6 +253,12 @@ async def finish_oidc(provider: str, request: Request, state: str | None = None,
     return await _signed_in_response(request, person_id, "oidc", row["next_path"])
 
 
+class CsrfForm(StrictModel):
+    """The body of a form button: only the session's CSRF token (or none, when sent in X-CSRF-Token)."""
+
+    csrf_token: str | None = Field(None, max_length=128)
+
+
 # ---- passkeys ----
 
 PASSKEY_COOKIE = "kizuna-passkey"
@@ -293,8 +299,8 @@ def _device_name(request: Request) -> str:
 
 @router.post("/me/passkeys/{credential_id}/removal", summary="Remove one of my passkeys")
 async def remove_passkey(credential_id: str, request: Request,
-                         csrf_token: Annotated[str | None, Form()] = None) -> Response:
-    session, _ = await _signed_in(request, csrf=csrf_token, check_csrf=True)
+                         form: Annotated[CsrfForm, Form()]) -> Response:
+    session, _ = await _signed_in(request, csrf=form.csrf_token, check_csrf=True)
     await execute(runtime_of(request).store, f"person-{session.person_id}", Person,
                   lambda p: p.remove_passkey(credential_id), handlers.SYSTEM)
     if "application/json" in request.headers.get("accept", ""):
@@ -372,16 +378,16 @@ async def me(request: Request) -> MeView:
 
 
 @router.post("/sign-out", summary="Sign this browser out (its community tokens stop working at once)")
-async def sign_out(request: Request, csrf_token: Annotated[str | None, Form()] = None) -> Response:
-    session, _ = await _signed_in(request, csrf=csrf_token, check_csrf=True)
+async def sign_out(request: Request, form: Annotated[CsrfForm, Form()]) -> Response:
+    session, _ = await _signed_in(request, csrf=form.csrf_token, check_csrf=True)
     await handlers.end_session(runtime_of(request).pool, session.person_id, session.session_id, "signed out")
     return _ended(request, session.session_id, "/sign-in", clear=True)
 
 
 @router.post("/me/sessions/{session_id}/revocation", summary="Sign out one of my sessions, here or elsewhere")
 async def revoke_session(session_id: str, request: Request,
-                         csrf_token: Annotated[str | None, Form()] = None) -> Response:
-    session, _ = await _signed_in(request, csrf=csrf_token, check_csrf=True)
+                         form: Annotated[CsrfForm, Form()]) -> Response:
+    session, _ = await _signed_in(request, csrf=form.csrf_token, check_csrf=True)
     if not await handlers.end_session(runtime_of(request).pool, session.person_id, session_id, "revoked"):
         raise NotFound("session not found")
     return _ended(request, session_id, "/me", clear=session_id == session.session_id)
