@@ -12,7 +12,7 @@ Scope = Literal["member", "dashboard"]
 # First path segment after /v1/communities/{cid}/ → the internal service that owns it.
 ROUTES: dict[str, str] = {
     **dict.fromkeys(("members", "waitlist", "cap", "ownership", "applications", "invitations", "offers",
-                     "sisters", "admission", "ecosystem"), "members"),
+                     "sisters", "admission", "ecosystem", "account-claims"), "members"),
     **dict.fromkeys(("referrals", "jobs", "feedback", "reputation", "trust-graph", "offerings", "partner-jobs",
                      "partner-offerings", "partner-introductions"),
                     "referrals"),

@@ -35,7 +35,8 @@ from tests.reliability.harness import (
 from tests.support import SERVICES, Ecosystem, eventually
 
 # Every consumer that follows the members service's events, by service.
-MEMBER_FOLLOWERS = {"gateway": "gateway-directory", "referrals": "referrals-roster", "sessions": "sessions-roster"}
+MEMBER_FOLLOWERS = {"gateway": "gateway-directory", "referrals": "referrals-roster", "sessions": "sessions-roster",
+                    "identity": "identity-members"}
 MAX_DELIVER = 3
 
 
