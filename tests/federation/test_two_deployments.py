@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -105,11 +106,24 @@ async def test_share_offer_assign_outage_and_end(deployments: tuple[Deployment, 
     await b.found("Nagano weavers")
     ken = await a.join("Ken")
     mio = await b.join("Mio")
-    await b.http.put(f"/v1/communities/{b.cid}/members/{mio}/profile", headers=b.as_(mio), json={
+    profile = await b.http.put(f"/v1/communities/{b.cid}/members/{mio}/profile", headers=b.as_(mio), json={
         "display_name": "Mio", "skills": ["illustration"], "vector": "a studio of my own (private)"})
+    assert profile.status_code == 200, profile.text
     consent = await b.http.put(f"/v1/communities/{b.cid}/members/{mio}/consent", headers=b.as_(mio),
                                json={"shared_fields": ["display_name", "skills"]})
     assert consent.status_code == 200, consent.text
+
+    async def referrals_knows_mios_card() -> bool:
+        # The card an offer carries comes from B's referrals roster, which hears of the profile on the bus:
+        # offering before it has would (rightly) send the card as it was then.
+        conn = await asyncpg.connect(b.eco.database_url("referrals"))
+        try:
+            row = await conn.fetchrow("SELECT skills, shared_fields FROM roster WHERE member_id = $1", mio)
+        finally:
+            await conn.close()
+        return row is not None and list(row["skills"]) == ["illustration"] and "skills" in row["shared_fields"]
+
+    await eventually(referrals_knows_mios_card, timeout=60)
 
     # A's owner proposes; B's owner sees the request and accepts; A sees the link active.
     proposal = await a.http.post(f"/v1/communities/{a.cid}/partnerships", headers=a.as_owner, json={
