@@ -181,6 +181,12 @@ class Authenticator:
             raise Unauthorized("the token has expired", slug="expired-token") from error
         except jwt.PyJWTError as error:
             raise Unauthorized("the token is not valid", slug="invalid-token") from error
+        if claims.get("scope") == "operator":  # a person with operator rights, signed in (docs/identity.md)
+            who = Principal(kind="operator", scope="operator", token_id=str(claims["jti"]),
+                            expires_at=float(claims["exp"]),
+                            session_id=str(claims["sid"]) if "sid" in claims else None)
+            self._verified[token] = (who, float(claims["exp"]), str(kid), key)
+            return who
         who = Principal(kind="member", community_id=str(claims["cid"]), member_id=str(claims["sub"]),
                         role=str(claims["role"]), scope=str(claims.get("scope", "member")),
                         token_id=str(claims["jti"]), expires_at=float(claims["exp"]),

@@ -250,6 +250,8 @@ RULES: dict[str, Rule] = {
     "CommunityAccountOpened": _rule("operator", "GET /v1/me (the person only)"),
     "PasskeyRegistered": _rule("operator", "GET /v1/me (the person only)"),
     "PasskeyRemoved": _rule("operator", "GET /v1/me (the person only)"),
+    "OperatorRightsGranted": _rule("operator", "GET /v1/me (operator: the person only)"),
+    "OperatorRightsWithdrawn": _rule("operator", "GET /v1/me (operator: the person only)"),
     "SessionTokensRevoked": _rule("operator", "no REST view (tokens of an ended sign-in are refused)"),
 }
 

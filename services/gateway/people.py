@@ -140,6 +140,32 @@ async def token_for_session(body: SessionTokenRequest, request: Request) -> Any:
                                 member_id=grant["member_id"], role=grant["role"], expires_at=event.expires_at)
 
 
+class OperatorTokenResponse(BaseModel):
+    token: str
+    token_id: str
+    expires_at: str
+
+
+@router.post("/v1/me/operator-token", status_code=201, response_model=OperatorTokenResponse,
+             summary="A short-lived operator token for a signed-in person with operator rights (docs/identity.md)")
+async def operator_token_for_session(request: Request) -> Any:
+    upstream = await _ask_identity(request, "/internal/operator-grants", method="POST", body=b"{}",
+                                   content_type="application/json")
+    if upstream.status_code != 200:
+        return Response(upstream.content, status_code=upstream.status_code,
+                        headers={"content-type": upstream.headers.get("content-type", "application/problem+json")})
+    grant = upstream.json()
+    ttl = min(COMMUNITY_TOKEN_SECONDS, int(grant["session_seconds_left"]))
+    if ttl < 60:
+        raise Problem("your sign-in is about to end; sign in again", status=401, slug="session-ending",
+                      title="Sign in again")
+    token_id = str(uuid.uuid4())
+    token = issue_token(request.app.state.signing_key, community_id="*", member_id="operator", role="operator",
+                        scope="operator", ttl_seconds=ttl, token_id=token_id, session_id=grant["session_id"])
+    return OperatorTokenResponse(token=token, token_id=token_id,
+                                 expires_at=datetime.fromtimestamp(time.time() + ttl, UTC).isoformat())
+
+
 async def account_for_visitor(request: Request, community_id: str) -> str | None:
     """The signed-in person's account in the community, when the request carries a session cookie; None for
     someone not signed in. A cookie that names no live session is refused rather than ignored: joining

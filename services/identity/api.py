@@ -352,6 +352,7 @@ class MeView(BaseModel):
     memberships: list[dict[str, Any]]
     sessions: list[dict[str, Any]]
     passkeys: list[dict[str, Any]]
+    operator: bool
     session_id: str
     session_ends_at: str
     csrf_token: str
@@ -364,9 +365,11 @@ async def _me(request: Request, session: BrowserSession) -> dict[str, Any]:
         emails = await projections.emails_of(conn, session.person_id)
         identities = await projections.identities_of(conn, session.person_id)
         keys = await projections.passkeys_of(conn, session.person_id)
+        operator = await projections.is_operator(conn, session.person_id)
     sessions = await handlers.sessions_of(runtime.pool, session.person_id, config_of(request).timeouts)
     return {"person_id": session.person_id, "emails": emails, "identities": identities,
-            "memberships": memberships, "sessions": sessions, "passkeys": keys, "session_id": session.session_id,
+            "memberships": memberships, "sessions": sessions, "passkeys": keys, "operator": operator,
+            "session_id": session.session_id,
             "session_ends_at": datetime.fromtimestamp(session.ends_at(config_of(request).timeouts), UTC).isoformat()}
 
 
@@ -443,6 +446,17 @@ async def account(body: AccountRequest, request: Request) -> dict[str, str]:
     session, _ = await _signed_in(request, check_csrf=True)
     reference = await handlers.account_in(runtime_of(request).store, session.person_id, body.community_id)
     return {"account": reference}
+
+
+@router.post("/internal/operator-grants", summary="Whether the signed-in person may act as the operator now")
+async def operator_grant(request: Request) -> dict[str, Any]:
+    session, _ = await _signed_in(request, check_csrf=True)
+    async with runtime_of(request).pool.acquire() as conn:
+        allowed = await projections.is_operator(conn, session.person_id)
+    if not allowed:
+        raise Forbidden("you have no operator rights on this deployment", slug="not-an-operator")
+    ends_at = session.ends_at(config_of(request).timeouts)
+    return {"session_id": session.session_id, "session_seconds_left": max(0, int(ends_at - time.time()))}
 
 
 @router.post("/internal/grants", summary="What a community token for the signed-in person would carry")

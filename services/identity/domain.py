@@ -73,6 +73,18 @@ class PasskeyRemoved(DomainEvent):
     credential_id: str
 
 
+class OperatorRightsGranted(DomainEvent):
+    """The person may act as the deployment's operator once signed in (granted with the bootstrap command)."""
+
+    person_id: str
+    granted_by: str
+
+
+class OperatorRightsWithdrawn(DomainEvent):
+    person_id: str
+    withdrawn_by: str
+
+
 class Person(Aggregate):
     def __init__(self) -> None:
         self.person_id = ""
@@ -80,6 +92,7 @@ class Person(Aggregate):
         self.identities: list[tuple[str, str]] = []
         self.accounts: dict[str, str] = {}  # community id → account
         self.passkeys: set[str] = set()
+        self.operator = False
 
     def _on_PersonRegistered(self, e: PersonRegistered) -> None:
         self.person_id = e.person_id
@@ -98,6 +111,18 @@ class Person(Aggregate):
 
     def _on_PasskeyRemoved(self, e: PasskeyRemoved) -> None:
         self.passkeys.discard(e.credential_id)
+
+    def _on_OperatorRightsGranted(self, _: OperatorRightsGranted) -> None:
+        self.operator = True
+
+    def _on_OperatorRightsWithdrawn(self, _: OperatorRightsWithdrawn) -> None:
+        self.operator = False
+
+    def grant_operator(self, by: str) -> list[DomainEvent]:
+        return [] if self.operator else [OperatorRightsGranted(person_id=self.person_id, granted_by=by)]
+
+    def withdraw_operator(self, by: str) -> list[DomainEvent]:
+        return [OperatorRightsWithdrawn(person_id=self.person_id, withdrawn_by=by)] if self.operator else []
 
     # -- decisions --
 

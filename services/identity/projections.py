@@ -116,8 +116,9 @@ CREATE TABLE passkey_challenges (
 );
 CREATE INDEX passkey_challenges_by_age ON passkey_challenges (created_at);
 """
-MIGRATIONS = [Migration("identity_0001", SQL), Migration("identity_0002_passkeys", PASSKEYS_SQL)]
-READ_MODEL_TABLES = ["person_emails", "person_identities", "community_accounts", "passkeys", "roster",
+MIGRATIONS = [Migration("identity_0001", SQL), Migration("identity_0002_passkeys", PASSKEYS_SQL),
+              Migration("identity_0003_operators", "CREATE TABLE operators (person_id text PRIMARY KEY);")]
+READ_MODEL_TABLES = ["person_emails", "person_identities", "community_accounts", "passkeys", "operators", "roster",
                      "account_links", "community_names"]
 RETENTION = [
     Retention("email_links", "created_at", lambda _settings: 7 * 86400),
@@ -145,6 +146,10 @@ async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
             data["sign_count"], json.dumps(data["transports"]), data["name"], event.recorded_at)
     elif event.type == "PasskeyRemoved":
         await conn.execute("DELETE FROM passkeys WHERE credential_id = $1", data["credential_id"])
+    elif event.type == "OperatorRightsGranted":
+        await conn.execute("INSERT INTO operators (person_id) VALUES ($1) ON CONFLICT DO NOTHING", data["person_id"])
+    elif event.type == "OperatorRightsWithdrawn":
+        await conn.execute("DELETE FROM operators WHERE person_id = $1", data["person_id"])
     elif event.type == "CommunityAccountOpened":
         await conn.execute("INSERT INTO community_accounts (person_id, community_id, account) VALUES ($1, $2, $3)",
                            data["person_id"], data["community_id"], data["account"])
@@ -227,3 +232,7 @@ async def passkeys_of(conn: asyncpg.Connection, person_id: str) -> list[dict[str
              "last_used_at": r["last_used_at"].isoformat() if r["last_used_at"] else None}
             for r in await conn.fetch("SELECT credential_id, name, created_at, last_used_at FROM passkeys "
                                       "WHERE person_id = $1 ORDER BY created_at", person_id)]
+
+
+async def is_operator(conn: asyncpg.Connection, person_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM operators WHERE person_id = $1", person_id))
