@@ -1,6 +1,6 @@
 """Fixtures for people signing in: a real SMTP server and the services a person meets (members, identity and
-the gateway in front of them), shared by the tests of a module — each test uses addresses and communities of
-its own — so a module starts the processes once."""
+the gateway in front of them), shared by the tests of this package — each test uses addresses and communities
+of its own — so the processes start once."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ from tests.support import Ecosystem
 THROUGH_A_PROXY = {"KIZUNA_TRUSTED_PROXIES": "127.0.0.1/32"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpInbox]:
     server = SmtpInbox(tmp_path_factory.mktemp("smtp") / "maildir").start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def people(postgres: PostgresServer, nats_server: NatsServer, workdir: Path, inbox: SmtpInbox) -> Iterator[Ecosystem]:
     """members, identity and the gateway, with sign-in email going to ``inbox``."""
     unique = uuid.uuid4().hex[:10]
