@@ -101,6 +101,20 @@ for path, methods in (("/sign-in", ["GET"]), ("/sign-in/email", ["POST"]), ("/si
                          summary="Forwarded to the identity service (docs/identity.md)")
 
 
+async def _grant(request: Request, path: str, body: bytes) -> tuple[dict[str, Any], int] | Response:
+    """What identity grants the signed-in person (and for how many seconds), or identity's refusal as it is."""
+    upstream = await _ask_identity(request, path, method="POST", body=body, content_type="application/json")
+    if upstream.status_code != 200:
+        return Response(upstream.content, status_code=upstream.status_code,
+                        headers={"content-type": upstream.headers.get("content-type", "application/problem+json")})
+    grant = upstream.json()
+    ttl = min(COMMUNITY_TOKEN_SECONDS, int(grant["session_seconds_left"]))
+    if ttl < 60:
+        raise Problem("your sign-in is about to end; sign in again", status=401, slug="session-ending",
+                      title="Sign in again")
+    return grant, ttl
+
+
 class SessionTokenRequest(StrictModel):
     community_id: str = Field(min_length=1, max_length=64)
 
@@ -117,16 +131,10 @@ class SessionTokenResponse(BaseModel):
 @router.post("/v1/me/tokens", status_code=201, response_model=SessionTokenResponse,
              summary="A short-lived community token for the signed-in person (session cookie and X-CSRF-Token)")
 async def token_for_session(body: SessionTokenRequest, request: Request) -> Any:
-    upstream = await _ask_identity(request, "/internal/grants", method="POST", body=body.model_dump_json().encode(),
-                                   content_type="application/json")
-    if upstream.status_code != 200:
-        return Response(upstream.content, status_code=upstream.status_code,
-                        headers={"content-type": upstream.headers.get("content-type", "application/problem+json")})
-    grant = upstream.json()
-    ttl = min(COMMUNITY_TOKEN_SECONDS, int(grant["session_seconds_left"]))
-    if ttl < 60:
-        raise Problem("your sign-in is about to end; sign in again", status=401, slug="session-ending",
-                      title="Sign in again")
+    answer = await _grant(request, "/internal/grants", body.model_dump_json().encode())
+    if isinstance(answer, Response):
+        return answer
+    grant, ttl = answer
     token_id = str(uuid.uuid4())
     runtime = runtime_of(request)
     event = TokenIssued(token_id=token_id, community_id=body.community_id, member_id=grant["member_id"],
@@ -149,16 +157,10 @@ class OperatorTokenResponse(BaseModel):
 @router.post("/v1/me/operator-token", status_code=201, response_model=OperatorTokenResponse,
              summary="A short-lived operator token for a signed-in person with operator rights (docs/identity.md)")
 async def operator_token_for_session(request: Request) -> Any:
-    upstream = await _ask_identity(request, "/internal/operator-grants", method="POST", body=b"{}",
-                                   content_type="application/json")
-    if upstream.status_code != 200:
-        return Response(upstream.content, status_code=upstream.status_code,
-                        headers={"content-type": upstream.headers.get("content-type", "application/problem+json")})
-    grant = upstream.json()
-    ttl = min(COMMUNITY_TOKEN_SECONDS, int(grant["session_seconds_left"]))
-    if ttl < 60:
-        raise Problem("your sign-in is about to end; sign in again", status=401, slug="session-ending",
-                      title="Sign in again")
+    answer = await _grant(request, "/internal/operator-grants", b"{}")
+    if isinstance(answer, Response):
+        return answer
+    grant, ttl = answer
     token_id = str(uuid.uuid4())
     token = issue_token(request.app.state.signing_key, community_id="*", member_id="operator", role="operator",
                         scope="operator", ttl_seconds=ttl, token_id=token_id, session_id=grant["session_id"])

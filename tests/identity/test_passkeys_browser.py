@@ -47,7 +47,7 @@ async def test_a_person_adds_a_passkey_and_signs_in_with_it_on_a_phone(
         on_localhost: tuple[Ecosystem, str], inbox: SmtpInbox) -> None:
     from playwright.async_api import async_playwright
 
-    _, origin = on_localhost
+    eco, origin = on_localhost
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
@@ -69,6 +69,22 @@ async def test_a_person_adds_a_passkey_and_signs_in_with_it_on_a_phone(
             await page.goto(await inbox.next_link("mei@example.test"))
             await page.click("#continue")
             await page.wait_for_url(f"{origin}/me")
+            await _no_sideways_scroll(page)
+
+            # The join link, in the browser: the page's form joins through the front door as this person.
+            async with httpx.AsyncClient(base_url=origin, headers=eco.operator_headers()) as operator:
+                cid = (await operator.post("/v1/communities", json={"name": "Hikari", "owner_display_name": "Yui"}
+                                           )).json()["community_id"]
+            await page.goto(f"{origin}/join/{cid}")
+            await page.fill("#display_name", "Mei")
+            await page.click("#join button[type=submit]")
+            await page.wait_for_url(f"{origin}/me")
+            for _ in range(50):  # the membership reaches the account page over the bus
+                if "Hikari" in await page.inner_text("#communities, main"):
+                    break
+                await page.wait_for_timeout(200)
+                await page.reload()
+            assert "Hikari" in await page.inner_text("main")
             await _no_sideways_scroll(page)
 
             await page.click("#add-passkey")
