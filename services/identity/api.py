@@ -250,6 +250,10 @@ async def finish_oidc(provider: str, request: Request, state: str | None = None,
     person_id = await handlers.person_for_identity(
         runtime_of(request).store, issuer=identity.issuer, subject=identity.subject,
         email=normalise_email(identity.email) if identity.email else None, email_verified=identity.email_verified)
+    if client.config.operator_claim is not None:
+        await execute(runtime_of(request).store, f"person-{person_id}", Person,
+                      lambda p: p.follow_operator_claim(provider, client.config.grants_operator(identity.claims)),
+                      handlers.SYSTEM)
     return await _signed_in_response(request, person_id, "oidc", row["next_path"])
 
 

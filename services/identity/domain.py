@@ -93,6 +93,7 @@ class Person(Aggregate):
         self.accounts: dict[str, str] = {}  # community id → account
         self.passkeys: set[str] = set()
         self.operator = False
+        self.operator_granted_by = ""
 
     def _on_PersonRegistered(self, e: PersonRegistered) -> None:
         self.person_id = e.person_id
@@ -112,8 +113,8 @@ class Person(Aggregate):
     def _on_PasskeyRemoved(self, e: PasskeyRemoved) -> None:
         self.passkeys.discard(e.credential_id)
 
-    def _on_OperatorRightsGranted(self, _: OperatorRightsGranted) -> None:
-        self.operator = True
+    def _on_OperatorRightsGranted(self, e: OperatorRightsGranted) -> None:
+        self.operator, self.operator_granted_by = True, e.granted_by
 
     def _on_OperatorRightsWithdrawn(self, _: OperatorRightsWithdrawn) -> None:
         self.operator = False
@@ -123,6 +124,14 @@ class Person(Aggregate):
 
     def withdraw_operator(self, by: str) -> list[DomainEvent]:
         return [OperatorRightsWithdrawn(person_id=self.person_id, withdrawn_by=by)] if self.operator else []
+
+    def follow_operator_claim(self, provider: str, holds_claim: bool) -> list[DomainEvent]:
+        """Rights from a provider's claim last while the claim does: granted when the person signs in with it,
+        withdrawn when they sign in there without it — unless the rights came from the command."""
+        source = f"oidc:{provider}"
+        if holds_claim:
+            return self.grant_operator(source)
+        return self.withdraw_operator(source) if self.operator_granted_by == source else []
 
     # -- decisions --
 

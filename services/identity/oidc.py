@@ -85,6 +85,16 @@ class ProviderConfig:
     # None: chosen from discovery's token_endpoint_auth_methods_supported (basic first; basic when it is absent,
     # as OpenID Connect Discovery says). LINE lists none but takes only client_secret_post.
     token_endpoint_auth_method: str | None = None
+    # ("groups", "kizuna-operators"): a person whose ID token carries this claim value (or a list holding it)
+    # has operator rights while it does (docs/identity.md).
+    operator_claim: tuple[str, str] | None = None
+
+    def grants_operator(self, claims: Mapping[str, Any]) -> bool:
+        if self.operator_claim is None:
+            return False
+        name, wanted = self.operator_claim
+        value = claims.get(name)
+        return value == wanted or (isinstance(value, list) and wanted in value)
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -164,10 +174,16 @@ def _load_provider(environ: Mapping[str, str], name: str) -> ProviderConfig:
         raise ValueError(
             f"{prefix}TOKEN_ENDPOINT_AUTH_METHOD must be one of {', '.join(TOKEN_ENDPOINT_AUTH_METHODS)}, "
             f"not {auth_method!r}")
+    operator_claim: tuple[str, str] | None = None
+    if (raw_claim := setting("OPERATOR_CLAIM")) is not None:
+        claim, separator, wanted = raw_claim.partition("=")
+        if not separator or not claim.strip() or not wanted.strip():
+            raise ValueError(f"{prefix}OPERATOR_CLAIM must read claim=value (e.g. groups=kizuna-operators)")
+        operator_claim = (claim.strip(), wanted.strip())
     return ProviderConfig(
         name=name, issuer=issuer, client_id=client_id, client_secret=client_secret,
         display_name=setting("DISPLAY_NAME") or name, scopes=scopes, id_token_algorithms=algorithms,
-        token_endpoint_auth_method=auth_method,
+        token_endpoint_auth_method=auth_method, operator_claim=operator_claim,
     )
 
 

@@ -14,10 +14,12 @@ import pytest
 from kizuna.devstack import NatsServer, PostgresServer
 from services.identity.oidc import callback_path
 from tests.identity.conftest import THROUGH_A_PROXY
-from tests.identity.journey import browser, sign_in_by_email
+from tests.identity.journey import browser, csrf, sign_in_by_email
 from tests.identity.oidc_fixture import OidcProviderFactory, OidcProviderProcess, sign_in_at_provider
 from tests.identity.smtp import SmtpInbox
 from tests.support import Ecosystem
+
+JSON = {"accept": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def with_provider(oidc_provider_factory: OidcProviderFactory, postgres: Postgres
         [{"client_id": "kizuna", "client_secret": "kizuna-secret", "redirect_uris": [redirect]}])
     eco.start("members", "identity", "gateway", **inbox.env(), **THROUGH_A_PROXY, KIZUNA_OIDC_PROVIDERS="test",
               KIZUNA_OIDC_TEST_ISSUER=provider.issuer, KIZUNA_OIDC_TEST_CLIENT_ID="kizuna",
-              KIZUNA_OIDC_TEST_CLIENT_SECRET="kizuna-secret", KIZUNA_OIDC_TEST_DISPLAY_NAME="Test ID")
+              KIZUNA_OIDC_TEST_CLIENT_SECRET="kizuna-secret", KIZUNA_OIDC_TEST_DISPLAY_NAME="Test ID",
+              KIZUNA_OIDC_TEST_OPERATOR_CLAIM="name=Test person chief")
     yield eco
     eco.stop_all()
 
@@ -73,3 +76,19 @@ async def test_a_callback_with_a_wrong_state_or_from_another_browser_signs_nobod
         tampered = await attacker.get(parts.path + "?" + parts.query.replace("state=", "state=x"))
         assert tampered.status_code == 400, tampered.text
         assert (await attacker.get("/v1/me", headers={"accept": "application/json"})).status_code == 401
+
+
+async def test_operator_rights_follow_the_providers_claim(with_provider: Ecosystem) -> None:
+    async with browser(with_provider) as chief, browser(with_provider) as aiko:
+        for person, login in ((chief, "chief"), (aiko, "aiko-2")):
+            assert (await person.get(await sign_in_at_provider(person, await _to_provider(person), login))
+                    ).status_code == 303
+        assert (await chief.get("/v1/me", headers=JSON)).json()["operator"] is True
+        assert (await aiko.get("/v1/me", headers=JSON)).json()["operator"] is False
+        issued = await chief.post("/v1/me/operator-token", headers={**JSON, "x-csrf-token": await csrf(chief)})
+        assert issued.status_code == 201, issued.text
+        founded = await chief.post("/v1/communities", headers={"authorization": f"Bearer {issued.json()['token']}"},
+                                   json={"name": "Kumo", "owner_display_name": "Chief"})
+        assert founded.status_code == 201, founded.text
+        refused = await aiko.post("/v1/me/operator-token", headers={**JSON, "x-csrf-token": await csrf(aiko)})
+        assert refused.status_code == 403
