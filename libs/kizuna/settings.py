@@ -96,6 +96,13 @@ class ServiceSettings(BaseSettings):
     metrics_token: str = Field(
         "", description="Bearer token GET /metrics wants (Prometheus' `authorization` setting); empty: open.")
 
-    def service_url_map(self) -> dict[str, str]:
+    def service_replicas(self) -> dict[str, list[str]]:
+        """Every address of each service: ``members=http://a:8101|http://b:8101`` lists two replicas, which
+        the gateway takes turns with and fails over between (one address, e.g. a Kubernetes Service, is one)."""
         pairs = (item.split("=", 1) for item in self.service_urls.split(",") if "=" in item)
-        return {name.strip(): url.strip().rstrip("/") for name, url in pairs}
+        return {name.strip(): [url.strip().rstrip("/") for url in urls.split("|") if url.strip()]
+                for name, urls in pairs}
+
+    def service_url_map(self) -> dict[str, str]:
+        """The first address of each service (where one answer is enough: its OpenAPI document)."""
+        return {name: urls[0] for name, urls in self.service_replicas().items() if urls}

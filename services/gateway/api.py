@@ -232,8 +232,8 @@ async def forward_to_service(path: str, request: Request) -> Response:
     if len(body) > MAX_BODY_BYTES:
         return problem_response(413, "body-too-large", "Request body too large",
                                 f"the body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}", request.url.path)
-    base = state.settings.service_url_map().get(service)
-    if base is None:
+    base = state.settings.service_replicas().get(service)
+    if not base:
         raise NotFound(f"no route /v1/{path}")
     key = request.headers.get("idempotency-key")
     if key and request.method != "GET":

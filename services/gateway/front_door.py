@@ -53,7 +53,7 @@ async def _through(request: Request, community_id: str, path: str, body: bytes |
     account = await account_for_visitor(request, community_id)  # a signed-in person joins as themselves
     token = issue_token(state.signing_key, community_id=community_id, member_id="visitor", role="visitor",
                         scope="visitor", ttl_seconds=60, account=account)
-    base = state.settings.service_url_map()["members"]
+    base = state.settings.service_replicas()["members"]
     return await forward(state.http, base, request, raw, state.upstream_timeout, path=path,
                          authorization=f"Bearer {token}")
 

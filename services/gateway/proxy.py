@@ -4,6 +4,8 @@ and body limits (rate limits are in rate_limits.py)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Sequence
 
 import httpx
 from fastapi import Request, Response
@@ -17,9 +19,11 @@ PASSED_BACK_HEADERS = ("etag", "content-type", "location", "retry-after", "conte
 MAX_BODY_BYTES = 256 * 1024
 
 
-async def forward(client: httpx.AsyncClient, base_url: str, request: Request, body: bytes,
+async def forward(client: httpx.AsyncClient, base_url: str | Sequence[str], request: Request, body: bytes,
                   upstream_timeout: float, *, path: str | None = None, authorization: str | None = None) -> Response:
-    """``path`` and ``authorization`` replace the caller's (the front door maps its routes and acts for visitors)."""
+    """``path`` and ``authorization`` replace the caller's (the front door maps its routes and acts for visitors).
+    ``base_url`` may list a service's replicas: requests take turns, and one refused before anything was sent
+    (the replica is down) goes to the next — only then, since only then is nothing known to be written."""
     if path is None:
         # The raw, still percent-encoded path: decoded, it may hold characters no URL may carry.
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
@@ -30,24 +34,34 @@ async def forward(client: httpx.AsyncClient, base_url: str, request: Request, bo
     if authorization is not None:
         headers["authorization"] = authorization
     headers.update(current_trace_headers())
-    try:
-        upstream = await client.request(request.method, f"{base_url}{path}", params=request.query_params,
-                                        content=body, headers=headers, timeout=upstream_timeout)
-    except httpx.TimeoutException:
-        return problem_response(504, "upstream-timeout", "Upstream timeout",
-                                "the service did not answer in time; the write may or may not have happened — "
-                                "retry with the same Idempotency-Key", request.url.path)
-    except httpx.ConnectError:  # refused before anything was sent: this alone proves nothing was written
+    bases = [base_url] if isinstance(base_url, str) else list(base_url)
+    first = next(_turns) % len(bases)
+    upstream: httpx.Response | None = None
+    for base in bases[first:] + bases[:first]:
+        try:
+            upstream = await client.request(request.method, f"{base}{path}", params=request.query_params,
+                                            content=body, headers=headers, timeout=upstream_timeout)
+            break
+        except httpx.ConnectError:  # refused before anything was sent: nothing written; the next replica may answer
+            continue
+        except httpx.TimeoutException:
+            return problem_response(504, "upstream-timeout", "Upstream timeout",
+                                    "the service did not answer in time; the write may or may not have happened — "
+                                    "retry with the same Idempotency-Key", request.url.path)
+        except httpx.TransportError:
+            return problem_response(502, "upstream-connection-lost", "Upstream connection lost",
+                                    "the connection to the service broke during the request; the write may or may "
+                                    "not have happened — retry with the same Idempotency-Key", request.url.path,
+                                    headers={"Retry-After": "5"})
+    if upstream is None:
         return problem_response(503, "service-unavailable", "Service unavailable",
                                 "the service behind this route is not reachable; nothing was written",
                                 request.url.path, headers={"Retry-After": "5"})
-    except httpx.TransportError:
-        return problem_response(502, "upstream-connection-lost", "Upstream connection lost",
-                                "the connection to the service broke during the request; the write may or may not "
-                                "have happened — retry with the same Idempotency-Key", request.url.path,
-                                headers={"Retry-After": "5"})
     passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK_HEADERS}
     return Response(upstream.content, status_code=upstream.status_code, headers=passed)
+
+
+_turns = itertools.count()
 
 
 def request_fingerprint(request: Request, body: bytes) -> str:

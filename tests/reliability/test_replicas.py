@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 
 import asyncpg
+import httpx
 
 from kizuna import bus
-from tests.support import BusPublisher, Ecosystem, eventually
+from tests.gateway.test_gateway import SESSION
+from tests.support import BusPublisher, Ecosystem, eventually, issue
 
 ACK_WAIT = 2.0
 MEMBERS = 100
@@ -72,3 +75,71 @@ async def test_a_member_who_left_stays_inactive_whatever_replica_stalled(ecosyst
     assert all(stuck), f"a stalled replica held no message ({stuck}): the test did not exercise redelivery"
     for proc in ecosystem.processes.values():
         assert "unhandled error" not in proc.log_path.read_text()
+
+
+async def test_killing_one_of_two_replicas_under_write_load_loses_and_doubles_nothing(ecosystem: Ecosystem) -> None:
+    """The gateway takes turns with a service's replicas and fails over when one is gone (issue 18): four
+    writers post sessions through the gateway while one of two sessions replicas is killed with SIGKILL.
+    Only requests in flight to it at that moment may be refused (honestly: 502); every accepted write is
+    stored once, and every write after the kill is accepted."""
+    ecosystem.start("sessions")
+    second = ecosystem.start_replica("sessions")
+    first = ecosystem.processes["sessions"]
+    replicas = f"http://127.0.0.1:{first.port}|http://127.0.0.1:{second.port}"
+    urls = ",".join(f"{name}=http://127.0.0.1:{ecosystem.ports[name]}" for name in ("members", "referrals"))
+    ecosystem.start("gateway", KIZUNA_SERVICE_URLS=f"{urls},sessions={replicas}")
+    async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
+        nc = await bus.connect(ecosystem.nats.url, "replica-kill-test")
+        js = nc.jetstream()
+        await bus.ensure_streams(js, ecosystem.prefix.upper(), ecosystem.prefix)
+        cid, owner = await BusPublisher(ecosystem, js).found({})
+        await nc.close()
+        token = await issue(http, ecosystem, cid, owner)
+        headers = {"authorization": f"Bearer {token}"}
+        await eventually(lambda: _sessions_answer(http, cid, headers))
+        accepted: list[str] = []
+        refused: list[int] = []
+        after_kill: list[int] = []
+        killed = asyncio.Event()
+
+        async def writer(w: int) -> None:
+            for n in range(30):
+                was_killed = killed.is_set()
+                response = await http.post(f"/v1/communities/{cid}/sessions", json={**SESSION, "title": f"{w}-{n}"},
+                                           headers={**headers, "Idempotency-Key": f"k-{w}-{n}-{uuid.uuid4()}"})
+                if response.status_code == 201:
+                    accepted.append(response.json()["session_id"])
+                else:
+                    assert response.status_code in (502, 503, 504), response.text
+                    refused.append(response.status_code)
+                    if was_killed:
+                        after_kill.append(response.status_code)
+                if w == 0 and n == 10:
+                    await _both_answered(first.port, second.port)
+                    second.kill()
+                    killed.set()
+
+        await asyncio.gather(*(writer(w) for w in range(4)))
+    assert not after_kill, f"writes sent after the kill were refused: {after_kill}"
+    assert len(refused) <= 4, refused  # at most the requests in flight to the killed replica
+    conn = await asyncpg.connect(ecosystem.database_url("sessions"))
+    try:
+        stored = [r["stream_id"].removeprefix("session-") for r in await conn.fetch(
+            "SELECT stream_id FROM events WHERE event_type = 'SessionScheduled'")]
+    finally:
+        await conn.close()
+    assert set(accepted) <= set(stored), "an accepted write was lost"
+    assert len(stored) == len(set(stored)) and len(accepted) == len(set(accepted)), "a write was applied twice"
+
+
+async def _sessions_answer(http: httpx.AsyncClient, cid: str, headers: dict[str, str]) -> bool:
+    return (await http.get(f"/v1/communities/{cid}/sessions", headers=headers)).status_code == 200
+
+
+async def _both_answered(*ports: int) -> None:
+    """Both replicas have answered writes already: the gateway takes turns with them."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        for port in ports:
+            figures = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            assert any(line.startswith("kizuna_http_requests_total") and 'method="POST"' in line
+                       and 'status="201"' in line for line in figures.splitlines()), f"replica {port}: {figures[:500]}"
