@@ -21,6 +21,7 @@ from tests.gateway.test_gateway import SESSION
 from tests.support import BusPublisher, Ecosystem, eventually, issue
 
 ACK_WAIT = 2.0
+REPLICAS = int(os.environ.get("KIZUNA_REPLICAS", "2"))  # make soak runs three
 MEMBERS = 100
 
 
@@ -79,13 +80,14 @@ async def test_a_member_who_left_stays_inactive_whatever_replica_stalled(ecosyst
 
 async def test_killing_one_of_two_replicas_under_write_load_loses_and_doubles_nothing(ecosystem: Ecosystem) -> None:
     """The gateway takes turns with a service's replicas and fails over when one is gone (issue 18): four
-    writers post sessions through the gateway while one of two sessions replicas is killed with SIGKILL.
+    writers post sessions through the gateway while one of two (``KIZUNA_REPLICAS``) sessions replicas is
+    killed with SIGKILL.
     Only requests in flight to it at that moment may be refused (honestly: 502); every accepted write is
     stored once, and every write after the kill is accepted."""
     ecosystem.start("sessions")
-    second = ecosystem.start_replica("sessions")
-    first = ecosystem.processes["sessions"]
-    replicas = f"http://127.0.0.1:{first.port}|http://127.0.0.1:{second.port}"
+    others = [ecosystem.start_replica("sessions") for _ in range(REPLICAS - 1)]
+    first, second = ecosystem.processes["sessions"], others[0]
+    replicas = "|".join(f"http://127.0.0.1:{proc.port}" for proc in (first, *others))
     urls = ",".join(f"{name}=http://127.0.0.1:{ecosystem.ports[name]}" for name in ("members", "referrals"))
     ecosystem.start("gateway", KIZUNA_SERVICE_URLS=f"{urls},sessions={replicas}")
     async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
@@ -115,7 +117,7 @@ async def test_killing_one_of_two_replicas_under_write_load_loses_and_doubles_no
                     if was_killed:
                         after_kill.append(response.status_code)
                 if w == 0 and n == 10:
-                    await _both_answered(first.port, second.port)
+                    await _both_answered(first.port, *(proc.port for proc in others))
                     second.kill()
                     killed.set()
 
@@ -137,7 +139,7 @@ async def _sessions_answer(http: httpx.AsyncClient, cid: str, headers: dict[str,
 
 
 async def _both_answered(*ports: int) -> None:
-    """Both replicas have answered writes already: the gateway takes turns with them."""
+    """Every replica has answered writes already: the gateway takes turns with them."""
     async with httpx.AsyncClient(timeout=10) as http:
         for port in ports:
             figures = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
