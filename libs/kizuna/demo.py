@@ -165,3 +165,17 @@ def dashboard_token(gateway: str, operator_token: str, demo: dict[str, Any]) -> 
     first = demo["communities"][0]
     return Api(gateway, operator_token).token(first["community_id"], first["owner"], scope="dashboard",
                                               ttl=24 * 3600)
+
+
+def owner_sign_in_path(gateway: str, operator_token: str, demo: dict[str, Any]) -> str | None:
+    """Where the first community's owner (Yui) becomes herself when signed in: a fresh single-use code at every
+    `make up` until someone has claimed her member; None once someone has."""
+    first = demo["communities"][0]
+    api = Api(gateway, operator_token)
+    response = api.http.post(f"/v1/communities/{first['community_id']}/members/{first['owner']}/account-claim",
+                             headers=api.operator, json={})
+    if response.status_code == 409:
+        return None
+    if response.status_code != 201:
+        raise RuntimeError(f"owner's sign-in code: {response.status_code} {response.text[:200]}")
+    return str(response.json()["claim_path"])

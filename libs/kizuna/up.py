@@ -221,9 +221,10 @@ def main() -> None:
             print(f"kizuna: {name:<9} ready on http://127.0.0.1:{ports[name]}", flush=True)
         gateway = f"http://127.0.0.1:{ports['gateway']}"
         demo = seed_demo(gateway, secrets["operator_token"])
-        from .demo import dashboard_token
+        from .demo import dashboard_token, owner_sign_in_path
 
         demo["dashboard_token"] = dashboard_token(gateway, secrets["operator_token"], demo)
+        demo["owner_sign_in"] = owner_sign_in_path(gateway, secrets["operator_token"], demo)
         inbox = f"http://127.0.0.1:{ports['inbox']}/" if inbox_page is not None else None
         print_banner(gateway, secrets["operator_token"], demo, pg, nats, time.monotonic() - started,
                      public=public_url(ports), inbox=inbox)
@@ -272,6 +273,8 @@ def print_banner(gateway: str, operator_token: str, demo: dict[str, Any], pg: Po
         lines.append(f"│ {label:<25} {value}")
     # Where a person comes in: the sign-in page, each demo community's join link, and where the email goes.
     lines.append(f"│ {'Sign-in page':<25} {public}/sign-in")
+    if demo.get("owner_sign_in"):  # until someone has become the first community's owner
+        lines.append(f"│ {'Be its owner (Yui)':<25} {public}{demo['owner_sign_in']}")
     for community in demo.get("communities", []):
         lines.append(f"│ {'Join ' + community['name']:<25} {public}/join/{community['community_id']}")
     where = f"{inbox}   (local inbox: every email lands here)" if inbox else \

@@ -114,6 +114,24 @@ def sign_in_and_join_as_a_person(text: str) -> None:
         while "Hikari Makers" not in (account := browser.get("/me")).text and time.monotonic() < deadline:
             time.sleep(0.3)
         assert account.status_code == 200 and "Hikari Makers" in account.text, account.text
+    # The founder the demo made (Yui, the owner) becomes a person too, with the printed owner's link.
+    owner_link = printed("Be its owner (Yui)", text)
+    with httpx.Client(base_url=origin, timeout=30, follow_redirects=False,
+                      headers={"accept": "text/html", "accept-language": "en"}) as browser:
+        claim_path = owner_link.removeprefix(origin)
+        to_sign_in = browser.get(claim_path)
+        assert to_sign_in.status_code == 303 and to_sign_in.headers["location"].startswith("/sign-in?next=")
+        browser.post("/sign-in/email", data={"email": "yui@example.test", "next": claim_path})
+        link = urlsplit(link_in_the_inbox(inbox, "yui@example.test", seen)).path
+        assert browser.post(link).headers["location"] == claim_path
+        me = browser.get("/v1/me", headers={"accept": "application/json"}).json()
+        claimed = browser.post(f"/v1/join/{cid}/account-claims", json={"code": claim_path.split("code=", 1)[1]},
+                               headers={"x-csrf-token": me["csrf_token"], "accept": "application/json"})
+        assert claimed.status_code == 201, claimed.text
+        deadline = time.monotonic() + 20
+        while "owner" not in (account := browser.get("/me")).text and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "Hikari Makers" in account.text and "owner" in account.text, account.text
 
 
 def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_same_address(tmp_path: Path) -> None:
@@ -157,6 +175,7 @@ def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_s
         assert f"Gateway (the public API)  {gateway.group(1)}/v1" in again, again
         for label in ("Sign-in page", "Sign-in email", "Join Hikari Makers"):
             assert printed(label, again) == printed(label, text), label
+        assert "Be its owner" not in again  # Yui has become herself: no new code
         assert health()["members"] == 6
     finally:
         ctrl_c(proc, again_log)
