@@ -1,4 +1,5 @@
-"""A person in Debian's Chromium, on a 390-px phone screen: signs in with the emailed link, adds a passkey
+"""A person in Debian's Chromium, on a 390-px phone screen: signs in with the emailed link, joins a community
+from its join link, becomes the founder of another with the owner's code and opens its dashboard, adds a passkey
 (Chromium's virtual authenticator, over the DevTools protocol), signs out, and signs back in with the
 passkey alone (issue 20). A replayed passkey answer signs nobody in. Real members, identity and gateway
 processes and a real SMTP server; the deployment's public origin is http://localhost (WebAuthn refuses IP
@@ -86,6 +87,27 @@ async def test_a_person_adds_a_passkey_and_signs_in_with_it_on_a_phone(
                 await page.reload()
             assert "Hikari" in await page.inner_text("main")
             await _no_sideways_scroll(page)
+
+            # The owner's code, in the browser: Mei becomes the founder of Sora the operator made, and the
+            # dashboard then opens for her without a pasted token (from her sign-in).
+            async with httpx.AsyncClient(base_url=origin, headers=eco.operator_headers()) as operator:
+                sora = (await operator.post("/v1/communities", json={"name": "Sora", "owner_display_name": "Mei"}
+                                            )).json()
+                claim = (await operator.post(
+                    f"/v1/communities/{sora['community_id']}/members/{sora['owner_member_id']}/account-claim",
+                    json={})).json()
+            await page.goto(f"{origin}{claim['claim_path']}")
+            await page.click("#claim button[type=submit]")
+            await page.wait_for_url(f"{origin}/me")
+            for _ in range(50):
+                if "Sora" in await page.inner_text("main"):
+                    break
+                await page.wait_for_timeout(200)
+                await page.reload()
+            await page.goto(f"{origin}/dashboard")
+            await page.wait_for_selector("#community:has-text('Sora')", timeout=15000)
+            await _no_sideways_scroll(page)
+            await page.goto(f"{origin}/me")
 
             await page.click("#add-passkey")
             await page.wait_for_selector("#passkeys li")
