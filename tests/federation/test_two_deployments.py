@@ -213,6 +213,13 @@ async def test_share_offer_assign_outage_and_end(deployments: tuple[Deployment, 
     assert first.status_code == 202 and first.json()["status"] == "accepted", first.text
     replayed = await b.http.post("/federation/inbox", content=body, headers=headers)
     assert replayed.status_code == 401 and replayed.json()["type"].endswith("/replayed")
+    # It carried no description, skills or compensation: listed with empty ones, never a 500.
+    listed = await eventually(lambda: _listed_title(b, "Signed by A"))
+    assert listed["description"] == "" and listed["skills"] == [] and listed["compensation"] == {}
+    untitled = _message(a, b, pid, "job.shared", {"job_id": str(uuid.uuid4()), "job": {"deadline": "2031-01-01"}})
+    body, headers = _signed(a, b, untitled)
+    refused_untitled = await b.http.post("/federation/inbox", content=body, headers=headers)
+    assert refused_untitled.status_code == 422 and "payload.job.title" in refused_untitled.text, refused_untitled.text
 
     # A ends the partnership: B drops the shared copies, A drops Mio's card.
     ended = await a.http.post(f"/v1/communities/{a.cid}/partnerships/{pid}/end", headers=a.as_owner,
@@ -285,3 +292,10 @@ async def _has(check: Any, n: int) -> bool:
 
 async def _empty(check: Any) -> bool:
     return len(await check()) == 0
+
+
+async def _listed_title(deployment: Deployment, title: str) -> dict[str, Any] | None:
+    """The partner job with ``title`` in the community's list (a member's view), once it has arrived."""
+    response = await deployment.http.get(f"/v1/communities/{deployment.cid}/partner-jobs", headers=deployment.as_owner)
+    assert response.status_code == 200, response.text
+    return next((job for job in response.json()["items"] if job["title"] == title), None)

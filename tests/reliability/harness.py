@@ -211,3 +211,13 @@ async def bus_messages(js: JetStreamContext, stream: str, subject: str) -> list[
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def scheduled_sessions(eco: Ecosystem) -> list[str]:
+    """Every session id the sessions event store holds a ``SessionScheduled`` for, repeats included."""
+    conn = await asyncpg.connect(eco.database_url("sessions"))
+    try:
+        return [r["stream_id"].removeprefix("session-") for r in await conn.fetch(
+            "SELECT stream_id FROM events WHERE event_type = 'SessionScheduled'")]
+    finally:
+        await conn.close()

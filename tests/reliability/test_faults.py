@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 
 from tests.gateway.test_gateway import SESSION, bearer
+from tests.reliability.harness import scheduled_sessions
 from tests.support import BusPublisher, Ecosystem, eventually, issue
 
 WRITES = int(os.environ.get("KIZUNA_FAULT_WRITES", "120"))
@@ -53,12 +54,7 @@ async def test_kill_9_of_a_service_under_write_load_loses_no_accepted_write(
     assert refused > 0, "the kill should have been visible to some writers"
     assert len(accepted) + refused == WRITES
 
-    conn = await asyncpg.connect(ecosystem.database_url("sessions"))
-    try:
-        stored = [r["stream_id"].removeprefix("session-") for r in await conn.fetch(
-            "SELECT stream_id FROM events WHERE event_type = 'SessionScheduled'")]
-    finally:
-        await conn.close()
+    stored = await scheduled_sessions(ecosystem)
     assert set(accepted) <= set(stored), "a 2xx write was lost"
     assert len(stored) == len(set(stored)), "a write was applied twice"
     listed = await http.get(f"/v1/communities/{cid}/sessions?limit=200", headers=bearer(token))

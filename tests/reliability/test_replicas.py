@@ -18,6 +18,7 @@ import httpx
 
 from kizuna import bus
 from tests.gateway.test_gateway import SESSION
+from tests.reliability.harness import scheduled_sessions
 from tests.support import BusPublisher, Ecosystem, eventually, issue
 
 ACK_WAIT = 2.0
@@ -124,12 +125,7 @@ async def test_killing_one_of_two_replicas_under_write_load_loses_and_doubles_no
         await asyncio.gather(*(writer(w) for w in range(4)))
     assert not after_kill, f"writes sent after the kill were refused: {after_kill}"
     assert len(refused) <= 4, refused  # at most the requests in flight to the killed replica
-    conn = await asyncpg.connect(ecosystem.database_url("sessions"))
-    try:
-        stored = [r["stream_id"].removeprefix("session-") for r in await conn.fetch(
-            "SELECT stream_id FROM events WHERE event_type = 'SessionScheduled'")]
-    finally:
-        await conn.close()
+    stored = await scheduled_sessions(ecosystem)
     assert set(accepted) <= set(stored), "an accepted write was lost"
     assert len(stored) == len(set(stored)) and len(accepted) == len(set(accepted)), "a write was applied twice"
 

@@ -330,9 +330,26 @@ def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership
 
 
 def _shared_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Only the fields the protocol lets a job request carry across."""
-    allowed = ("title", "description", "skills", "compensation", "deadline", "community_name")
-    return {k: job[k] for k in allowed if k in job}
+    """Only the fields the protocol lets a job request carry across, each of its kind: a title and a deadline
+    are needed (a 422 naming the field otherwise); a partner that sends no description, skills or compensation
+    shares an empty one, so every job a member lists has the same shape."""
+    if not isinstance(job, dict):
+        raise Invalid("payload.job", "must be an object")
+    for name in ("title", "deadline"):
+        if not isinstance(job.get(name), str) or not job[name].strip():
+            raise Invalid(f"payload.job.{name}", "is required, as text")
+    shared: dict[str, Any] = {"title": job["title"][:200], "deadline": job["deadline"][:40],
+                              "description": job.get("description", ""), "skills": job.get("skills", []),
+                              "compensation": job.get("compensation", {})}
+    if not isinstance(shared["description"], str):
+        raise Invalid("payload.job.description", "must be text")
+    if not isinstance(shared["skills"], list) or not all(isinstance(x, str) for x in shared["skills"]):
+        raise Invalid("payload.job.skills", "must be a list of text")
+    if not isinstance(shared["compensation"], dict):
+        raise Invalid("payload.job.compensation", "must be an object")
+    if "community_name" in job:
+        shared["community_name"] = str(job["community_name"])[:120]
+    return shared
 
 
 def _shared_offering(offering: dict[str, Any]) -> dict[str, Any]:
