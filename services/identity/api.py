@@ -189,6 +189,7 @@ async def use_email_link(token: str, request: Request) -> Response:
     try:
         email, next_path = await handlers.use_email_link(runtime_of(request).pool, token)
     except Problem as problem:
+        await handlers.record_refusal(runtime_of(request).store, "email", problem.slug or "refused")
         if problem.status == 410 and "text/html" in request.headers.get("accept", ""):
             return _page(request, "link_invalid.html", status=410)
         raise
@@ -198,9 +199,10 @@ async def use_email_link(token: str, request: Request) -> Response:
 
 async def _signed_in_response(request: Request, person_id: str, method: str, next_path: str) -> Response:
     config = config_of(request)
-    secret, _ = await handlers.start_session(runtime_of(request).pool, person_id, method,  # type: ignore[arg-type]
-                                             request.headers.get("user-agent", ""),
-                                             request.cookies.get(config.cookie_name))
+    secret, session_id = await handlers.start_session(
+        runtime_of(request).pool, person_id, method,  # type: ignore[arg-type]
+        request.headers.get("user-agent", ""), request.cookies.get(config.cookie_name))
+    await handlers.record_sign_in(runtime_of(request).store, person_id, method, session_id)  # type: ignore[arg-type]
     response = RedirectResponse(safe_next(next_path), status_code=303)
     _set_session_cookie(response, config, secret)
     response.delete_cookie(BINDING_COOKIE, path="/")
@@ -241,12 +243,17 @@ async def finish_oidc(provider: str, request: Request, state: str | None = None,
             "RETURNING nonce, code_verifier, redirect_uri, next_path, created_at",
             handlers.digest(state or ""), handlers.digest(binding), provider)
     if row is None:
+        await handlers.record_refusal(runtime_of(request).store, "oidc", "oidc-state-mismatch")
         raise OidcError("this sign-in was not started here, or was already finished; start again",
                         slug="oidc-state-mismatch")
     pending = PendingSignIn(provider=provider, state=str(state), nonce=row["nonce"], code_verifier=row["code_verifier"],
                             redirect_uri=row["redirect_uri"], created_at=row["created_at"].timestamp())
-    identity = await client.finish(pending, state=state, code=code, error=error,
-                                   iss=request.query_params.get("iss"))
+    try:
+        identity = await client.finish(pending, state=state, code=code, error=error,
+                                       iss=request.query_params.get("iss"))
+    except OidcError as refused:
+        await handlers.record_refusal(runtime_of(request).store, "oidc", refused.slug or "oidc-refused")
+        raise
     person_id = await handlers.person_for_identity(
         runtime_of(request).store, issuer=identity.issuer, subject=identity.subject,
         email=normalise_email(identity.email) if identity.email else None, email_verified=identity.email_verified)
@@ -327,8 +334,12 @@ async def passkey_sign_in_options(request: Request) -> Response:
 async def passkey_sign_in(body: PasskeyAnswer, request: Request) -> Response:
     config = config_of(request)
     _same_site(request, config)
-    person_id = await passkeys.authenticate(runtime_of(request).pool, config.public_url,
-                                            request.cookies.get(PASSKEY_COOKIE, ""), body.credential)
+    try:
+        person_id = await passkeys.authenticate(runtime_of(request).pool, config.public_url,
+                                                request.cookies.get(PASSKEY_COOKIE, ""), body.credential)
+    except passkeys.PasskeyError as refused:
+        await handlers.record_refusal(runtime_of(request).store, "passkey", refused.slug or "passkey-refused")
+        raise
     signed_in = await _signed_in_response(request, person_id, "passkey", safe_next(body.next))
     response = JSONResponse({"next": signed_in.headers["location"]})
     for value in signed_in.headers.getlist("set-cookie"):
@@ -388,6 +399,7 @@ async def me(request: Request) -> MeView:
 async def sign_out(request: Request, form: Annotated[CsrfForm, Form()]) -> Response:
     session, _ = await _signed_in(request, csrf=form.csrf_token, check_csrf=True)
     await handlers.end_session(runtime_of(request).pool, session.person_id, session.session_id, "signed out")
+    await handlers.record_session_end(runtime_of(request).store, session.person_id, session.session_id, "signed out")
     return _ended(request, session.session_id, "/sign-in", clear=True)
 
 
@@ -397,6 +409,7 @@ async def revoke_session(session_id: str, request: Request,
     session, _ = await _signed_in(request, csrf=form.csrf_token, check_csrf=True)
     if not await handlers.end_session(runtime_of(request).pool, session.person_id, session_id, "revoked"):
         raise NotFound("session not found")
+    await handlers.record_session_end(runtime_of(request).store, session.person_id, session_id, "revoked")
     return _ended(request, session_id, "/me", clear=session_id == session.session_id)
 
 

@@ -85,6 +85,34 @@ class OperatorRightsWithdrawn(DomainEvent):
     withdrawn_by: str
 
 
+class PersonSignedIn(DomainEvent):
+    """Audit: a browser session began (its public id, never its secret)."""
+
+    person_id: str
+    method: SignInMethod
+    session_id: str
+
+
+class BrowserSessionEnded(DomainEvent):
+    """Audit: a session was signed out or revoked from the person's list."""
+
+    person_id: str
+    session_id: str
+    reason: str
+
+
+class SignInRefused(DomainEvent):
+    """Audit: an attempt to sign in failed (a spent or expired link, a provider's refusal, a passkey that did
+    not verify). Recorded per day; it names the method and the reason, never a link, code or address."""
+
+    method: SignInMethod
+    reason: str
+
+
+def refusals_stream(day: str) -> str:
+    return f"sign-in-refusals-{day}"
+
+
 class Person(Aggregate):
     def __init__(self) -> None:
         self.person_id = ""
@@ -124,6 +152,12 @@ class Person(Aggregate):
 
     def withdraw_operator(self, by: str) -> list[DomainEvent]:
         return [OperatorRightsWithdrawn(person_id=self.person_id, withdrawn_by=by)] if self.operator else []
+
+    def sign_in(self, method: SignInMethod, session_id: str) -> list[DomainEvent]:
+        return [PersonSignedIn(person_id=self.person_id, method=method, session_id=session_id)]
+
+    def end_session(self, session_id: str, reason: str) -> list[DomainEvent]:
+        return [BrowserSessionEnded(person_id=self.person_id, session_id=session_id, reason=reason)]
 
     def follow_operator_claim(self, provider: str, holds_claim: bool) -> list[DomainEvent]:
         """Rights from a provider's claim last while the claim does: granted when the person signs in with it,

@@ -16,11 +16,20 @@ import asyncpg
 
 from kizuna.domain import DomainEvent
 from kizuna.errors import Gone, Problem
-from kizuna.eventstore import EventStore
-from kizuna.handling import CommandContext, execute
+from kizuna.eventstore import ANY_VERSION, EventStore
+from kizuna.handling import CommandContext, execute, run_again_if_refused, to_new_events
 
 from . import projections
-from .domain import BrowserSession, Person, SessionTimeouts, SignInMethod, new_account_reference, safe_next
+from .domain import (
+    BrowserSession,
+    Person,
+    SessionTimeouts,
+    SignInMethod,
+    SignInRefused,
+    new_account_reference,
+    refusals_stream,
+    safe_next,
+)
 from .mail import Mailer
 
 log = logging.getLogger("kizuna.identity")
@@ -222,3 +231,20 @@ async def end_session(pool: asyncpg.Pool, person_id: str, session_id: str, reaso
             "AND ended_at IS NULL RETURNING session_id", session_id, person_id, reason)
     return ended is not None
 
+
+
+# ---- audit ----
+
+async def record_sign_in(store: EventStore, person_id: str, method: SignInMethod, session_id: str) -> None:
+    await execute(store, f"person-{person_id}", Person, lambda p: p.sign_in(method, session_id), SYSTEM)
+
+
+async def record_session_end(store: EventStore, person_id: str, session_id: str, reason: str) -> None:
+    await execute(store, f"person-{person_id}", Person, lambda p: p.end_session(session_id, reason), SYSTEM)
+
+
+async def record_refusal(store: EventStore, method: SignInMethod, reason: str) -> None:
+    event = SignInRefused(method=method, reason=reason[:200])
+    stream = refusals_stream(now().date().isoformat())
+    # Refusals of a day share one stream: concurrent ones may be refused to keep its order, and run again.
+    await run_again_if_refused(lambda: store.append(stream, to_new_events([event], SYSTEM.metadata()), ANY_VERSION))

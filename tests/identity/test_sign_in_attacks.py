@@ -41,6 +41,16 @@ async def test_a_link_works_once_and_only_until_it_expires(people: Ecosystem, in
         expired = await second.post(stale, headers=JSON)
         assert expired.status_code == 410, expired.text
         assert (await second.get("/v1/me", headers=JSON)).status_code == 401
+    # Audit: the sign-in and both refusals are recorded as events, and no link's secret is in any event.
+    connection = await asyncpg.connect(people.database_url("identity"))
+    try:
+        rows = await connection.fetch("SELECT event_type, data::text AS data FROM events")
+    finally:
+        await connection.close()
+    kinds = [row["event_type"] for row in rows]
+    assert "PersonSignedIn" in kinds and kinds.count("SignInRefused") >= 3, kinds
+    for secret in (path.rsplit("/", 1)[1], stale.rsplit("/", 1)[1]):
+        assert not any(secret in row["data"] for row in rows), "a link's secret was recorded"
 
 
 async def test_where_a_link_sends_someone_is_always_this_site(people: Ecosystem, inbox: SmtpInbox) -> None:
