@@ -538,7 +538,7 @@ async def accept_offer(community_id: str, offer_id: str, request: Request, body:
                        who: Principal = Depends(principal)) -> Any:
     _require_offer_answerer(who, community_id)
     member_id = await handlers.accept_offer(runtime_of(request).store, community_id, offer_id, body or AcceptOffer(),
-                                            _ctx(request, who, community_id))
+                                            _ctx(request, who, community_id), who)
     return {"member_id": member_id, "status": "joined"}
 
 

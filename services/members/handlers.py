@@ -258,11 +258,20 @@ async def claim_account(store: EventStore, community_id: str, cmd: ClaimAccount,
 # (``issue_claim_code``). Only hashes are ever recorded.
 
 async def accept_offer(store: EventStore, community_id: str, offer_id: str, cmd: AcceptOffer,
-                       ctx: CommandContext) -> str:
-    """Returns the new member's id (the waitlisted person's id)."""
+                       ctx: CommandContext, who: Principal | None = None) -> str:
+    """Returns the new member's id (the waitlisted person's id). A signed-in visitor taking the place is
+    linked to it, unless their account already is."""
     await community(store, community_id)
-    state, _ = await execute(store, community_stream(community_id), Community,
-                             lambda c: c.accept_offer(offer_id, cmd, ctx.actor, now()), ctx,
+    account = who.account if who is not None and who.scope == "visitor" else None
+
+    def decide(c: Community) -> list[DomainEvent]:
+        events = c.accept_offer(offer_id, cmd, ctx.actor, now())
+        applicant = c.offers[offer_id].applicant_id
+        if account is None or c.accounts.get(account) == applicant:
+            return events
+        return [*events, *c.link_account(applicant, account)]
+
+    state, _ = await execute(store, community_stream(community_id), Community, decide, ctx,
                              community_id=community_id)
     return state.offers[offer_id].applicant_id
 

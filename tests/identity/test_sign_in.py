@@ -151,3 +151,31 @@ async def test_a_founder_added_by_the_operator_signs_in_as_their_member_with_the
         async with browser(people) as anonymous:
             refused = await anonymous.post(f"/v1/join/{cid}/account-claims", json={"code": code}, headers=JSON)
             assert refused.status_code == 403, refused.text
+
+
+async def test_someone_who_waited_without_signing_in_takes_the_offered_place_as_themselves(
+        people: Ecosystem, inbox: SmtpInbox, operator: httpx.AsyncClient) -> None:
+    founded = (await operator.post("/v1/communities", json={"name": "Mizu", "owner_display_name": "Yui",
+                                                            "member_cap": 2})).json()
+    cid = founded["community_id"]
+    async with browser(people) as stranger, browser(people) as rin:
+        assert (await stranger.post(f"/v1/join/{cid}", json={"display_name": "Kaito"}, headers=JSON)).status_code == 201
+        waited = await rin.post(f"/v1/join/{cid}", json={"display_name": "Rin", "waitlist_if_full": True},
+                                headers=JSON)
+        assert waited.status_code == 202, waited.text  # full: Rin waits, not signed in
+        raised = await operator.put(f"/v1/communities/{cid}/cap", json={"member_cap": 3, "reason": "room for one"})
+        assert raised.status_code == 200, raised.text
+        [offer] = (await operator.get(f"/v1/communities/{cid}/offers")).json()
+        code = (await operator.post(f"/v1/communities/{cid}/offers/{offer['offer_id']}/claim-code")).json()
+        await sign_in_by_email(rin, inbox, "rin@example.test")
+        taken = await rin.post(f"/v1/join/{cid}/offers/{offer['offer_id']}/acceptance",
+                               json={"claim_code": code["claim_code"]},
+                               headers={**JSON, "x-csrf-token": await csrf(rin)})
+        assert taken.status_code == 201, taken.text
+
+        async def member_of_mizu() -> list[dict[str, str]]:
+            me = (await rin.get("/v1/me", headers=JSON)).json()
+            return [m for m in me["memberships"] if m["community_id"] == cid and m["status"] == "active"]
+
+        [membership] = await eventually(member_of_mizu)
+        assert membership["member_id"] == offer["applicant_id"]
