@@ -86,10 +86,19 @@ def choose_ports(home: Path, environ: dict[str, str]) -> dict[str, int]:
                                 f"deployments on one machine')")
             ports[name] = kept[name]
         else:
-            ports[name] = default if not _listening(default) and default not in ports.values() else free_port()
+            ports[name] = default if not _listening(default) and default not in ports.values() else \
+                _unchosen_port({*ports.values(), *kept.values(), *wanted.values()})
     home.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ports, indent=2))
     return ports
+
+
+def _unchosen_port(chosen: set[int]) -> int:
+    """A free port none of the deployment's others has (nothing listens on those yet, so the OS may hand
+    the same free port out twice)."""
+    while (port := free_port()) in chosen:
+        pass
+    return port
 
 
 def load_secrets() -> dict[str, str]:

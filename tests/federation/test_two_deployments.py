@@ -113,17 +113,17 @@ async def test_share_offer_assign_outage_and_end(deployments: tuple[Deployment, 
                                json={"shared_fields": ["display_name", "skills"]})
     assert consent.status_code == 200, consent.text
 
-    async def referrals_knows_mios_card() -> bool:
-        # The card an offer carries comes from B's referrals roster, which hears of the profile on the bus:
+    async def gateway_knows_mios_card() -> bool:
+        # The card an offer carries comes from B's gateway directory, which hears of the profile on the bus:
         # offering before it has would (rightly) send the card as it was then.
-        conn = await asyncpg.connect(b.eco.database_url("referrals"))
+        conn = await asyncpg.connect(b.eco.database_url("gateway"))
         try:
-            row = await conn.fetchrow("SELECT skills, shared_fields FROM roster WHERE member_id = $1", mio)
+            row = await conn.fetchrow("SELECT skills, shared_fields FROM directory WHERE member_id = $1", mio)
         finally:
             await conn.close()
         return row is not None and list(row["skills"]) == ["illustration"] and "skills" in row["shared_fields"]
 
-    await eventually(referrals_knows_mios_card, timeout=60)
+    await eventually(gateway_knows_mios_card, timeout=60)
 
     # A's owner proposes; B's owner sees the request and accepts; A sees the link active.
     proposal = await a.http.post(f"/v1/communities/{a.cid}/partnerships", headers=a.as_owner, json={

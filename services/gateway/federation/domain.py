@@ -9,6 +9,7 @@ same transaction that decided to send it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, HttpUrl
@@ -514,8 +515,12 @@ class Partnership(Aggregate):
         return [JobStatusSentToPartner(partnership_id=self.partnership_id, community_id=self.community_id,
                                        job_id=job_id, state=state, assigned_offer_ids=assigned_offer_ids)]
 
-    def receive_job(self, job_id: str, job: dict[str, Any]) -> list[DomainEvent]:
+    def receive_job(self, job_id: str, job: dict[str, Any] | Callable[[], dict[str, Any]]) -> list[DomainEvent]:
+        """``job`` may be a callable that checks the message's job: it is called only once the partnership
+        is known to take job requests, so a stranger learns nothing from which check refused them."""
         self._require_inbound("job_requests")
+        if callable(job):
+            job = job()
         if job_id in self.received_jobs:
             return []
         return [PartnerJobReceived(partnership_id=self.partnership_id, community_id=self.community_id,

@@ -288,8 +288,8 @@ def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership
         if kind == "partnership.ended":
             return lambda s: s.end(actor, reason, by="partner")
         if kind == "job.shared":
-            job, job_id = _shared_job(p["job"]), str(p["job_id"])
-            return lambda s: s.receive_job(job_id, job)
+            raw_job, job_id = p["job"], str(p["job_id"])
+            return lambda s: s.receive_job(job_id, lambda: _shared_job(raw_job))
         if kind == "job.status":
             job_id, state, assigned = str(p["job_id"]), str(p["state"]), [str(o) for o in p["assigned_offer_ids"]]
             return lambda s: s.receive_job_status(job_id, state, assigned)
