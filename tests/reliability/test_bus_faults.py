@@ -42,7 +42,9 @@ MAX_DELIVER = 3
 
 @pytest.fixture
 async def stack(ecosystem: Ecosystem) -> AsyncIterator[tuple[httpx.AsyncClient, JetStreamContext]]:
-    ecosystem.start(*SERVICES, KIZUNA_CONSUMER_MAX_DELIVER=str(MAX_DELIVER))
+    # The poison below claims a stream version far ahead, so every follower holds it for order_wait
+    # (ack_wait + 10 s) before trying it: a short ack wait keeps that short.
+    ecosystem.start(*SERVICES, KIZUNA_CONSUMER_MAX_DELIVER=str(MAX_DELIVER), KIZUNA_CONSUMER_ACK_WAIT_SECONDS="5")
     nc = await bus.connect(ecosystem.nats.url, "bus-faults-test")
     try:
         async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
