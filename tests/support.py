@@ -26,6 +26,8 @@ from kizuna.eventstore import RecordedEvent
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("members", "referrals", "sessions", "identity", "gateway")
 BEHIND_GATEWAY = ("members", "referrals", "sessions")  # what the gateway forwards /v1/communities/… to
+# How many processes of every service the fault tests run (issue 18): two in make test, three in make soak.
+REPLICAS = int(os.environ.get("KIZUNA_REPLICAS", "2"))
 
 
 @dataclass
@@ -138,13 +140,45 @@ class Ecosystem:
 
     def start_replica(self, service: str, **overrides: str) -> ServiceProcess:
         """One more process of a service: its own port, the same database and durable consumers (a replica)."""
+        proc = self._launch_replica(service, **overrides)
+        proc.wait_ready()
+        return proc
+
+    def _launch_replica(self, service: str, **overrides: str) -> ServiceProcess:
         port = _unclaimed_port()
         number = 1 + sum(1 for key in self.processes if key.split("#")[0] == service)
         proc = ServiceProcess(service, port, self.env(service, **{**overrides, "KIZUNA_HTTP_PORT": str(port)}),
                               self.workdir / f"{service}-{number}.log").start()
         self.processes[f"{service}#{number}"] = proc
-        proc.wait_ready()
         return proc
+
+    def start_replicated(self, *services: str, replicas: int = REPLICAS, **overrides: str) -> None:
+        """``replicas`` processes of every named service, as Kubernetes runs them: each service's replicas share
+        its database and durable consumers; the gateways (started last) take turns with every replica behind
+        them (``KIZUNA_SERVICE_URLS`` and ``KIZUNA_IDENTITY_URL`` with ``|``). Clients pick a gateway from
+        ``replicas_of("gateway")``."""
+        behind = [name for name in services if name != "gateway"]
+        self.start(*behind, **overrides)
+        extra = [self._launch_replica(name, **overrides) for name in behind for _ in range(replicas - 1)]
+        for proc in extra:
+            proc.wait_ready()
+        if "gateway" not in services:
+            return
+        routes = {**overrides,
+                  "KIZUNA_SERVICE_URLS": ",".join(f"{name}={'|'.join(self.replica_urls(name))}"
+                                                  for name in BEHIND_GATEWAY),
+                  "KIZUNA_IDENTITY_URL": "|".join(self.replica_urls("identity"))}
+        self.start("gateway", **routes)
+        gateways = [self._launch_replica("gateway", **routes) for _ in range(replicas - 1)]
+        for proc in gateways:
+            proc.wait_ready()
+
+    def replicas_of(self, service: str) -> list[ServiceProcess]:
+        return [proc for key, proc in self.processes.items() if key.split("#")[0] == service]
+
+    def replica_urls(self, service: str) -> list[str]:
+        """Where each running process of a service listens (its usual port when none runs yet)."""
+        return [proc.url for proc in self.replicas_of(service)] or [self.url(service)]
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"

@@ -14,7 +14,12 @@ A subscription that follows whole services applies each source stream in version
 many replicas share its durable consumer (``kizuna.ordering``): an event that arrives before an earlier one of
 its stream is held here (not nak'ed: a nak would count towards ``max_deliver`` and dead-letter an event whose
 only fault was arriving early), kept from redelivery with ``in_progress``, and tried again after each fetch
-until the earlier one is applied (by this replica or another) or ``order_wait`` is over.
+until the earlier one is applied (by this replica or another). Only when ``order_wait`` is over *and*
+JetStream has settled every message before it for this durable (its ack floor has reached it) are its missing
+predecessors taken as lost, and it is applied anyway: until then they may still be on their way — held by a
+replica cut off from NATS, or coming back after ``ack_wait`` — and a clock alone cannot tell (a NATS outage
+once made every replica skip gaps whose events arrived seconds later, losing them from the read model). After
+``GIVE_UP_AFTER`` times ``order_wait`` it is applied anyway whatever the floor says.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ from .ordering import NotYetApplicable, StreamVersions, follows_whole_streams, i
 from .telemetry import context_from, tracer
 
 log = logging.getLogger("kizuna.consumer")
+
+# How many order_waits an early event waits at most, should JetStream's ack floor never reach it (a message
+# before it stuck unacknowledged for good).
+GIVE_UP_AFTER = 10
 
 Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 
@@ -143,8 +152,11 @@ class InboxConsumer:
             except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing arrived in time
                 messages = []
             if messages and not (self.together and len(messages) > 1 and await self._process_together(messages)):
+                settled = _Settled(self)
                 for msg in messages:
-                    if not await self.process(msg, overdue=self._overdue(msg)):
+                    since = self._early_since.get(_sequence(msg))
+                    overdue = since is not None and await settled.overdue(msg, time.monotonic() - since)
+                    if not await self.process(msg, overdue=overdue):
                         await self._hold(msg)
             if self._held:
                 await self._retry_held()
@@ -180,17 +192,14 @@ class InboxConsumer:
             held.touched = now
         self._held[_sequence(msg)] = held
 
-    def _overdue(self, msg: Msg) -> bool:
-        since = self._early_since.get(_sequence(msg))
-        return since is not None and time.monotonic() - since > self.order_wait
-
     async def _retry_held(self) -> None:
         """Held messages again, oldest in the stream first; those still early stay held."""
         held, self._held = self._held, {}
         now = time.monotonic()
+        settled = _Settled(self)
         for key in sorted(held):
             entry = held[key]
-            if not await self.process(entry.msg, overdue=now - entry.since > self.order_wait):
+            if not await self.process(entry.msg, overdue=await settled.overdue(entry.msg, now - entry.since)):
                 await self._hold(entry.msg, entry.touched)
         for key, since in list(self._early_since.items()):  # settled by another replica meanwhile
             if key not in self._held and now - since > 10 * self.order_wait:
@@ -365,6 +374,39 @@ def _is_json(raw: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+class _Settled:
+    """Whether an early message's missing predecessors can be taken as lost (see the module's docstring):
+    JetStream is asked at most once per round, and only when some message has waited ``order_wait``."""
+
+    def __init__(self, consumer: InboxConsumer) -> None:
+        self.consumer = consumer
+        self.floor: int | None = None
+
+    async def overdue(self, msg: Msg, waited: float) -> bool:
+        order_wait = self.consumer.order_wait
+        if waited <= order_wait:
+            return False
+        if waited > GIVE_UP_AFTER * order_wait:
+            return True
+        if self.floor is None:
+            self.floor = await self._floor()
+        return _sequence(msg) - 1 <= self.floor
+
+    async def _floor(self) -> int:
+        """The stream sequence up to which every message of this durable is settled (acknowledged, terminated,
+        or gone from the stream)."""
+        consumer = self.consumer
+        try:
+            info = await consumer.js.consumer_info(consumer.stream, consumer.durable)
+            stream = await consumer.js.stream_info(consumer.stream)
+        except Exception as error:  # NATS away: nothing is known, so nothing is taken as lost
+            log.info("ack floor unknown; early messages stay held", extra={"consumer": consumer.durable,
+                                                                         "error": repr(error)})
+            return -1
+        first = int(stream.state.first_seq or 1)
+        return max(int(info.ack_floor.stream_seq if info.ack_floor else 0), first - 1)
 
 
 def _sequence(msg: Msg) -> int:

@@ -50,7 +50,8 @@ class ServiceSettings(BaseSettings):
         description="Where the gateway finds the internal services, as name=url pairs.",
     )
     identity_url: str = Field("http://127.0.0.1:8104",
-                              description="Gateway: where the identity service (sign-in, people) listens.")
+                              description="Gateway: where the identity service (sign-in, people) listens; "
+                              "replicas separated by `|`, as in service_urls.")
     public_url: str = Field("http://127.0.0.1:8000", description="The gateway's public base URL (federation).")
     federation_private_key: str = Field("", description="PEM Ed25519 key this deployment signs federation with.")
     federation_retry_base_seconds: float = Field(2.0, description="Gateway: first federation retry delay.")
@@ -102,6 +103,9 @@ class ServiceSettings(BaseSettings):
         pairs = (item.split("=", 1) for item in self.service_urls.split(",") if "=" in item)
         return {name.strip(): [url.strip().rstrip("/") for url in urls.split("|") if url.strip()]
                 for name, urls in pairs}
+
+    def identity_replicas(self) -> list[str]:
+        return [url.strip().rstrip("/") for url in self.identity_url.split("|") if url.strip()]
 
     def service_url_map(self) -> dict[str, str]:
         """The first address of each service (where one answer is enough: its OpenAPI document)."""

@@ -31,6 +31,7 @@ from kizuna.service import runtime_of
 
 from .domain import SessionTokensRevoked, TokenIssued, session_revocation_id
 from .memory import GatewayMemory
+from .proxy import in_turn
 from .rate_limits import client_address
 
 router = APIRouter(responses=PROBLEM_RESPONSES, tags=["people"])
@@ -50,16 +51,25 @@ async def _ask_identity(request: Request, path: str, *, method: str | None = Non
         headers["content-type"] = content_type
     # Who is asking, for identity's per-client limits: the address beyond our own proxies, as for every limit.
     headers["x-kizuna-client"] = client_address(request, state.trusted_proxies)
-    try:
-        return await state.http.request(method or request.method, f"{state.settings.identity_url.rstrip('/')}{path}",
-                                        params=request.query_params if body is None else None,
-                                        content=await request.body() if body is None else body, headers=headers,
-                                        timeout=state.upstream_timeout, follow_redirects=False)
-    except httpx.InvalidURL as error:
-        raise NotFound(f"no route {request.url.path}") from error
-    except httpx.HTTPError as error:
-        raise Problem("signing in is not available just now; try again in a minute", status=503,
-                      slug="identity-unavailable", title="Service unavailable") from error
+    content = await request.body() if body is None else body
+    for base in in_turn(state.settings.identity_replicas()):
+        try:
+            return await state.http.request(method or request.method, f"{base}{path}",
+                                            params=request.query_params if body is None else None,
+                                            content=content, headers=headers,
+                                            timeout=state.upstream_timeout, follow_redirects=False)
+        except httpx.InvalidURL as error:
+            raise NotFound(f"no route {request.url.path}") from error
+        except httpx.ConnectError:  # refused before anything was sent: the next replica may answer
+            continue
+        except httpx.HTTPError as error:
+            raise _identity_unavailable() from error
+    raise _identity_unavailable()
+
+
+def _identity_unavailable() -> Problem:
+    return Problem("signing in is not available just now; try again in a minute", status=503,
+                   slug="identity-unavailable", title="Service unavailable")
 
 
 async def _revoke_session_tokens(request: Request, session_id: str, reason: str) -> None:
@@ -92,7 +102,9 @@ for path, methods in (("/sign-in", ["GET"]), ("/sign-in/email", ["POST"]), ("/si
                       ("/sign-in/oidc/{provider}", ["GET"]), ("/v1/sign-in/oidc/{provider}/callback", ["GET"]),
                       ("/sign-out", ["POST"]), ("/me", ["GET"]), ("/me/sessions/{session_id}/revocation", ["POST"]),
                       ("/v1/me", ["GET"]), ("/join/{community_id}", ["GET"]),
-                      ("/claim/{community_id}", ["GET"]), ("/me/passkeys/options", ["POST"]),
+                      ("/claim/{community_id}", ["GET"]), ("/invite/{community_id}", ["GET"]),
+                      ("/waiting/{community_id}", ["GET"]), ("/me/invitations", ["POST"]),
+                      ("/me/passkeys/options", ["POST"]),
                       ("/me/passkeys", ["POST"]), ("/me/passkeys/{credential_id}/removal", ["POST"]),
                       ("/sign-in/passkey/options", ["POST"]), ("/sign-in/passkey", ["POST"]),
                       ("/static/identity/{asset}", ["GET"])):

@@ -34,10 +34,8 @@ async def forward(client: httpx.AsyncClient, base_url: str | Sequence[str], requ
     if authorization is not None:
         headers["authorization"] = authorization
     headers.update(current_trace_headers())
-    bases = [base_url] if isinstance(base_url, str) else list(base_url)
-    first = next(_turns) % len(bases)
     upstream: httpx.Response | None = None
-    for base in bases[first:] + bases[:first]:
+    for base in in_turn([base_url] if isinstance(base_url, str) else base_url):
         try:
             upstream = await client.request(request.method, f"{base}{path}", params=request.query_params,
                                             content=body, headers=headers, timeout=upstream_timeout)
@@ -62,6 +60,12 @@ async def forward(client: httpx.AsyncClient, base_url: str | Sequence[str], requ
 
 
 _turns = itertools.count()
+
+
+def in_turn(replicas: Sequence[str]) -> list[str]:
+    """A service's replicas, starting with the one whose turn it is (requests take turns across them)."""
+    first = next(_turns) % len(replicas)
+    return [*replicas[first:], *replicas[:first]]
 
 
 def request_fingerprint(request: Request, body: bytes) -> str:

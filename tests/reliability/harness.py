@@ -36,9 +36,13 @@ CONVERGENCE_TIMEOUT = float(os.environ.get("KIZUNA_CONVERGENCE_TIMEOUT", "90"))
 @asynccontextmanager
 async def running_stack(postgres: PostgresServer, nats: NatsServer, prefix: str,
                         workdir: Path) -> AsyncIterator[tuple[Ecosystem, httpx.AsyncClient]]:
-    """All four services on these servers, and a client for the gateway; afterwards, no unhandled error logged."""
+    """Every service, ``REPLICAS`` processes each, on these servers, and a client for the first gateway;
+    afterwards, no unhandled error logged."""
     eco = Ecosystem(postgres=postgres, nats=nats, prefix=prefix, workdir=workdir)
-    eco.start(*SERVICES)
+    # A replica cut off from NATS or PostgreSQL leaves what it had fetched unacknowledged; until the ack wait
+    # sends those to the other replica, the events behind them on their streams are held (order first). The
+    # default 30 s would only make the test wait; 5 s exercises the same path.
+    eco.start_replicated(*SERVICES, KIZUNA_CONSUMER_ACK_WAIT_SECONDS="5")
     try:
         async with httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30) as http:
             yield eco, http
@@ -73,12 +77,12 @@ async def found(http: httpx.AsyncClient, eco: Ecosystem, name: str, cap: int = 1
 
 @dataclass
 class JoinLoad:
-    """Members joining communities through the gateway, several writers at once, until told to stop.
+    """Members joining communities through the gateway, several writers at once, until told to stop; with
+    several gateway replicas running, the writers spread over them (each writer keeps to one).
 
     Every answer is classified: a 201 is an accepted write (its member id is kept), anything else
     must be an honest 5xx problem; a 2xx that is not a 201 fails the test."""
 
-    http: httpx.AsyncClient
     eco: Ecosystem
     communities: list[tuple[str, str]]
     writers: int = 4
@@ -89,17 +93,21 @@ class JoinLoad:
     last_accepted_at: float = 0.0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _gateways: list[httpx.AsyncClient] = field(default_factory=list)
 
     @property
     def total_accepted(self) -> int:
         return sum(len(ids) for ids in self.accepted.values())
 
     def start(self) -> None:
+        self._gateways = [httpx.AsyncClient(base_url=url, timeout=30) for url in self.eco.replica_urls("gateway")]
         self._tasks = [asyncio.create_task(self._writer(w)) for w in range(self.writers)]
 
     async def stop(self) -> None:
         self._stop.set()
         await asyncio.gather(*self._tasks)
+        for client in self._gateways:
+            await client.aclose()
 
     async def until(self, attempted: int) -> None:
         while self.attempted < attempted:
@@ -111,13 +119,14 @@ class JoinLoad:
 
     async def _writer(self, w: int) -> None:
         n = 0
+        gateway = self._gateways[w % len(self._gateways)]
         while not self._stop.is_set():
             cid, owner = self.communities[(w + n) % len(self.communities)]
             n += 1
             self.attempted += 1
             headers = {**self.eco.headers(cid, owner, "owner"), "Idempotency-Key": str(uuid.uuid4())}
             try:
-                response = await self.http.post(f"/v1/communities/{cid}/members", headers=headers,
+                response = await gateway.post(f"/v1/communities/{cid}/members", headers=headers,
                                                 json={"display_name": f"writer {w} #{n}"}, timeout=15)
             except httpx.HTTPError as error:
                 self.refused[0] += 1  # no answer at all: the client knows nothing was promised
@@ -190,7 +199,15 @@ async def converge(eco: Ecosystem, http: httpx.AsyncClient, stored: dict[str, li
                 return False
         return True
 
-    await eventually(converged, timeout=CONVERGENCE_TIMEOUT, interval=0.25)
+    try:
+        await eventually(converged, timeout=CONVERGENCE_TIMEOUT, interval=0.25)
+    except AssertionError as error:
+        differences = {}
+        for service in [name for name in ROSTERS if name in eco.processes]:
+            rows = await roster_rows(eco, service, cids)
+            differences[service] = {cid: {"missing": len(expected[cid] - rows[cid]),
+                                           "extra": len(rows[cid] - expected[cid])} for cid in cids}
+        raise AssertionError(f"read models did not converge: {differences}\n{logged_errors(eco)[-3000:]}") from error
     for cid, members in expected.items():
         health = await http.get(f"/v1/communities/{cid}/health", headers=eco.operator_headers())
         assert health.status_code == 200 and health.json()["members"] == len(members), health.text

@@ -44,7 +44,8 @@ MAX_DELIVER = 3
 async def stack(ecosystem: Ecosystem) -> AsyncIterator[tuple[httpx.AsyncClient, JetStreamContext]]:
     # The poison below claims a stream version far ahead, so every follower holds it for order_wait
     # (ack_wait + 10 s) before trying it: a short ack wait keeps that short.
-    ecosystem.start(*SERVICES, KIZUNA_CONSUMER_MAX_DELIVER=str(MAX_DELIVER), KIZUNA_CONSUMER_ACK_WAIT_SECONDS="5")
+    ecosystem.start_replicated(*SERVICES, KIZUNA_CONSUMER_MAX_DELIVER=str(MAX_DELIVER),
+                               KIZUNA_CONSUMER_ACK_WAIT_SECONDS="5")
     nc = await bus.connect(ecosystem.nats.url, "bus-faults-test")
     try:
         async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
@@ -68,7 +69,7 @@ async def test_a_poison_event_is_dead_lettered_by_every_follower_and_the_rest_fl
     http, js = stack
     communities = [await found(http, ecosystem, "Poisoned")]
     cid = communities[0][0]
-    load = JoinLoad(http, ecosystem, communities, writers=2)
+    load = JoinLoad(ecosystem, communities, writers=2)
     load.start()
     await load.until_accepted(WRITES // 4)
     # A producer bug: a MemberJoined without a member id, on the subject every roster follows.
@@ -118,7 +119,7 @@ async def test_a_duplicate_flood_is_applied_once(
     http, js = stack
     communities = [await found(http, ecosystem, "Flooded")]
     cid, owner = communities[0]
-    load = JoinLoad(http, ecosystem, communities, writers=2)
+    load = JoinLoad(ecosystem, communities, writers=2)
     load.start()
     await load.until_accepted(WRITES // 4)
     await load.stop()

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
+import pytest
 
+from kizuna import bus as nats_bus
 from tests.gateway.test_gateway import SESSION, bearer
 from tests.reliability.harness import scheduled_sessions
 from tests.support import BusPublisher, Ecosystem, eventually, issue
@@ -17,10 +20,25 @@ from tests.support import BusPublisher, Ecosystem, eventually, issue
 WRITES = int(os.environ.get("KIZUNA_FAULT_WRITES", "120"))
 
 
+@pytest.fixture
+async def replicated(ecosystem: Ecosystem) -> AsyncIterator[tuple[BusPublisher, httpx.AsyncClient]]:
+    """Sessions and the gateway, ``REPLICAS`` processes each (issue 18)."""
+    ecosystem.start_replicated("sessions", "gateway")
+    nc = await nats_bus.connect(ecosystem.nats.url, "faults-test")
+    js = nc.jetstream()
+    await nats_bus.ensure_streams(js, ecosystem.prefix.upper(), ecosystem.prefix)
+    async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
+        yield BusPublisher(ecosystem, js), http
+    await nc.close()
+
+
 async def test_kill_9_of_a_service_under_write_load_loses_no_accepted_write(
-    stack: tuple[BusPublisher, httpx.AsyncClient], ecosystem: Ecosystem
+    replicated: tuple[BusPublisher, httpx.AsyncClient], ecosystem: Ecosystem
 ) -> None:
-    bus, http = stack
+    """Every replica of the sessions service killed with SIGKILL mid-load, then started again: writers see
+    honest refusals meanwhile, and nothing accepted is lost or stored twice. (One replica of two killed:
+    tests/reliability/test_replicas.py.)"""
+    bus, http = replicated
     cid, owner = await bus.found({})
     token = await issue(http, ecosystem, cid, owner)
     await eventually(lambda: _ready(http, cid, token))
@@ -43,14 +61,17 @@ async def test_kill_9_of_a_service_under_write_load_loses_no_accepted_write(
             assert response.headers["content-type"].startswith("application/problem+json")
             refused += 1
 
-    sessions = ecosystem.processes["sessions"]
+    sessions = ecosystem.replicas_of("sessions")
     for n in range(WRITES):
         await writer(n)
         if n == WRITES // 3:
-            sessions.kill()  # kill -9 mid-load
+            for proc in sessions:
+                proc.kill()  # kill -9 mid-load
         if n == WRITES // 2:
-            sessions.start()
-            sessions.wait_ready()
+            for proc in sessions:
+                proc.start()
+            for proc in sessions:
+                proc.wait_ready()
     assert refused > 0, "the kill should have been visible to some writers"
     assert len(accepted) + refused == WRITES
 

@@ -53,7 +53,7 @@ async def test_nats_outage_under_gateway_load_accepts_every_write_and_read_model
     eco, http = full_stack
     communities = [await found(http, eco, f"Outage {n}") for n in range(2)]
     cids = [cid for cid, _ in communities]
-    load = JoinLoad(http, eco, communities)
+    load = JoinLoad(eco, communities)
     load.start()
     await load.until_accepted(WRITES // 3)
     own_nats.stop()

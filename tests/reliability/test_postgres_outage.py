@@ -33,7 +33,7 @@ from tests.reliability.harness import (
     running_stack,
     stored_joins,
 )
-from tests.support import SERVICES, Ecosystem, eventually
+from tests.support import Ecosystem, eventually
 
 
 @pytest.fixture
@@ -60,9 +60,9 @@ def crash(server: PostgresServer) -> None:
 
 async def all_ready(eco: Ecosystem) -> bool:
     async with httpx.AsyncClient(timeout=5) as client:
-        for name in SERVICES:
+        for proc in eco.processes.values():  # every replica
             try:
-                if (await client.get(f"{eco.url(name)}/readyz")).status_code != 200:
+                if (await client.get(f"{proc.url}/readyz")).status_code != 200:
                     return False
             except httpx.HTTPError:
                 return False
@@ -71,8 +71,8 @@ async def all_ready(eco: Ecosystem) -> bool:
 
 async def none_ready(eco: Ecosystem) -> bool:
     async with httpx.AsyncClient(timeout=5) as client:
-        for name in SERVICES:
-            response = await client.get(f"{eco.url(name)}/readyz")
+        for proc in eco.processes.values():
+            response = await client.get(f"{proc.url}/readyz")
             if response.status_code != 503 or response.json()["checks"]["postgres"]:
                 return False
     return True
@@ -85,7 +85,7 @@ async def test_postgres_crash_under_gateway_load_refuses_honestly_and_loses_no_a
     # Short streams: each join folds its community's stream, so long runs spread over more communities.
     communities = [await found(http, eco, f"Crash {n}") for n in range(max(2, WRITES // 150))]
     cids = [cid for cid, _ in communities]
-    load = JoinLoad(http, eco, communities)
+    load = JoinLoad(eco, communities)
     load.start()
     await load.until_accepted(WRITES // 3)
     accepted_before = load.total_accepted

@@ -19,10 +19,10 @@ import httpx
 from kizuna import bus
 from tests.gateway.test_gateway import SESSION
 from tests.reliability.harness import scheduled_sessions
-from tests.support import BusPublisher, Ecosystem, eventually, issue
+from tests.support import REPLICAS, BusPublisher, Ecosystem, eventually, issue
 
 ACK_WAIT = 2.0
-REPLICAS = int(os.environ.get("KIZUNA_REPLICAS", "2"))  # make soak runs three
+
 MEMBERS = 100
 
 
