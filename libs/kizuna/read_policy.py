@@ -253,6 +253,8 @@ RULES: dict[str, Rule] = {
     "PersonSignedIn": _rule("operator", "GET /v1/me (sessions: the person only)"),
     "BrowserSessionEnded": _rule("operator", "GET /v1/me (sessions: the person only)"),
     "SignInRefused": _rule("operator", "no REST view (the deployment's audit)"),
+    "InvitationEmailed": _rule("operator", "no REST view (the deployment's audit; the inviter sees their "
+                                           "invitations in GET /v1/communities/{cid}/invitations)"),
     "OperatorRightsGranted": _rule("operator", "GET /v1/me (operator: the person only)"),
     "OperatorRightsWithdrawn": _rule("operator", "GET /v1/me (operator: the person only)"),
     "SessionTokensRevoked": _rule("operator", "no REST view (tokens of an ended sign-in are refused)"),

@@ -3,7 +3,8 @@
 Someone with a community's join link may join an open community, apply to one that admits by
 application (and follow their application with its id), accept an invitation with its code, and
 take or decline a place offered from the waitlist with the claim code they were given (the offer
-id alone answers nothing: the members service gives it the same 404 as a missing offer). The
+id alone answers nothing: the members service gives it the same 404 as a missing offer) — or, signed in,
+see their place in the queue and answer the offer made to them without a code. The
 gateway forwards these — and nothing else — to the members service with a one-minute ``visitor``
 token for that community, so the service still decides everything and records the visitor as the
 actor. Rate limits apply per client address. A signed-in person (the session cookie, with the CSRF
@@ -92,6 +93,11 @@ async def accept_invitation(community_id: str, request: Request, body: dict[str,
              summary="Signed in, become the existing member an owner gave you a code for: {\"code\": \"…\"}")
 async def claim_account(community_id: str, request: Request, body: dict[str, Any]) -> Response:
     return await _through(request, community_id, f"/communities/{community_id}/account-claims")
+
+
+@router.get("/{community_id}/my-place", summary="Signed in: my place in the queue, or the place offered to me")
+async def my_place(community_id: str, request: Request) -> Response:
+    return await _through(request, community_id, f"/communities/{community_id}/waitlist/mine")
 
 
 @router.post("/{community_id}/offers/{offer_id}/{answer}", status_code=201,

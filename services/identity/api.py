@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, Request, Response
@@ -449,6 +449,61 @@ async def claim_page(community_id: str, request: Request, code: str = "") -> Res
     async with runtime_of(request).pool.acquire() as conn:
         name = await conn.fetchval("SELECT name FROM community_names WHERE community_id = $1", community_id)
     return _page(request, "claim.html", community_id=community_id, community_name=name, code=code,
+                 csrf=csrf_of(secret))
+
+
+# ---- invitations by email, and waiting for a place ----
+
+class InvitationByEmail(StrictModel):
+    model_config = {"json_schema_extra": {"examples": [{
+        "community_id": "3f6c…", "invitation_id": "9a1d…", "code": "k3Jd…", "email": "mika@example.jp",
+        "expires_at": "2026-12-08T09:00:00+09:00", "language": "ja"}]}}
+    community_id: str = Field(min_length=1, max_length=64)
+    invitation_id: str = Field(min_length=1, max_length=64)
+    code: str = Field(min_length=1, max_length=200, description="The code POST …/invitations gave you")
+    email: str = Field(min_length=3, max_length=320)
+    expires_at: datetime = Field(description="The invitation's expiry, as POST …/invitations gave it")
+    language: Literal["ja", "en"] | None = Field(None, description="The mail's language (default: this page's)")
+
+
+@router.post("/me/invitations", status_code=202,
+             summary="Email an invitation I issued (POST /v1/communities/{cid}/invitations) to the person I invite")
+async def email_invitation(body: InvitationByEmail, request: Request) -> dict[str, str]:
+    session, _ = await _signed_in(request, check_csrf=True)
+    config = config_of(request)
+    email = normalise_email(body.email)
+    await handlers.email_invitation(
+        runtime_of(request).store, config.mailer,
+        handlers.EmailedInvitation(person_id=session.person_id, community_id=body.community_id,
+                                   invitation_id=body.invitation_id, code=body.code, email=email,
+                                   expires_at=body.expires_at),
+        public_url=config.public_url, language=body.language or language_of(request))
+    return {"sent_to": email, "invitation_id": body.invitation_id}
+
+
+@router.get("/invite/{community_id}", response_class=HTMLResponse,
+            summary="Where an invitation's link leads: sign in, then accept with your name")
+async def invitation_page(community_id: str, request: Request, code: str = "") -> Response:
+    return await _front_door_page(request, community_id, "invite.html", f"/invite/{community_id}", code=code)
+
+
+@router.get("/waiting/{community_id}", response_class=HTMLResponse,
+            summary="My place in a community's queue, and the place offered to me (to take or decline)")
+async def waiting_page(community_id: str, request: Request) -> Response:
+    return await _front_door_page(request, community_id, "waiting.html", f"/waiting/{community_id}")
+
+
+async def _front_door_page(request: Request, community_id: str, template: str, here: str,
+                           code: str | None = None) -> Response:
+    """A page a signed-in person acts on a community from before being its member; sign-in first."""
+    found = await _session(request)
+    if found is None:
+        back = here if code is None else f"{here}?code={quote(code, safe='')}"
+        return RedirectResponse(f"/sign-in?next={quote(back, safe='')}", status_code=303)
+    _, secret = found
+    async with runtime_of(request).pool.acquire() as conn:
+        name = await conn.fetchval("SELECT name FROM community_names WHERE community_id = $1", community_id)
+    return _page(request, template, community_id=community_id, community_name=name, code=code or "",
                  csrf=csrf_of(secret))
 
 

@@ -101,6 +101,15 @@ class BrowserSessionEnded(DomainEvent):
     reason: str
 
 
+class InvitationEmailed(DomainEvent):
+    """Audit: a member sent an invitation of their community by email (which invitation, never the code or
+    the address: the person invited is nobody's business until they accept)."""
+
+    person_id: str
+    community_id: str
+    invitation_id: str
+
+
 class SignInRefused(DomainEvent):
     """Audit: an attempt to sign in failed (a spent or expired link, a provider's refusal, a passkey that did
     not verify). Recorded per day; it names the method and the reason, never a link, code or address."""
@@ -158,6 +167,9 @@ class Person(Aggregate):
 
     def end_session(self, session_id: str, reason: str) -> list[DomainEvent]:
         return [BrowserSessionEnded(person_id=self.person_id, session_id=session_id, reason=reason)]
+
+    def email_invitation(self, community_id: str, invitation_id: str) -> list[DomainEvent]:
+        return [InvitationEmailed(person_id=self.person_id, community_id=community_id, invitation_id=invitation_id)]
 
     def follow_operator_claim(self, provider: str, holds_claim: bool) -> list[DomainEvent]:
         """Rights from a provider's claim last while the claim does: granted when the person signs in with it,

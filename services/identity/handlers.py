@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from kizuna.domain import DomainEvent
-from kizuna.errors import Gone, Problem
+from kizuna.errors import Conflict, Forbidden, Gone, Problem
 from kizuna.eventstore import ANY_VERSION, EventStore
 from kizuna.handling import CommandContext, execute, run_again_if_refused, to_new_events
 
@@ -97,6 +97,77 @@ async def use_email_link(pool: asyncpg.Pool, token: str) -> tuple[str, str]:
         raise Gone("this sign-in link has been used or has expired; ask for a new one", slug="link-used-or-expired",
                    title="Sign-in link no longer valid")
     return str(row["email"]), str(row["next_path"])
+
+
+# ---- invitations by email ----
+
+INVITATIONS_PER_SENDER_PER_DAY = 20
+INVITATIONS_PER_ADDRESS_PER_DAY = 3
+
+
+@dataclass(frozen=True)
+class EmailedInvitation:
+    person_id: str
+    community_id: str
+    invitation_id: str
+    code: str
+    email: str
+    expires_at: datetime
+
+
+async def email_invitation(store: EventStore, mailer: Mailer, invitation: EmailedInvitation, *, public_url: str,
+                           language: str) -> None:
+    """Sends an invitation a member issued (``POST …/invitations``) to the address they give: the link opens
+    the invitation page, where the person signs in (with that address or any other way) and accepts. Only an
+    active member of the community sends; at most 20 a day each, 3 a day to one address; one mail per
+    invitation. The address is kept only hashed, for the limits."""
+    async with store.pool.acquire() as conn:
+        memberships = await projections.memberships(conn, invitation.person_id)
+    inviter = next((m for m in memberships if m["community_id"] == invitation.community_id
+                    and m["status"] == "active"), None)
+    if inviter is None:
+        raise Forbidden("only a member of this community sends its invitations", slug="not-a-member")
+    address = digest(invitation.email)
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1)), pg_advisory_xact_lock(hashtext($2))",
+                           f"invite-sender:{invitation.person_id}", f"invite-address:{address}")
+        by_sender, by_address = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM emailed_invitations WHERE person_id = $1 "
+            "AND created_at > now() - interval '1 day'), (SELECT count(*) FROM emailed_invitations "
+            "WHERE email_sha256 = $2 AND created_at > now() - interval '1 day')", invitation.person_id, address)
+        if by_sender >= INVITATIONS_PER_SENDER_PER_DAY or by_address >= INVITATIONS_PER_ADDRESS_PER_DAY:
+            raise Problem("too many invitations were emailed today; try again tomorrow", status=429,
+                          slug="rate-limited", title="Too many requests", retry_after_seconds=3600)
+        inserted = await conn.execute(
+            "INSERT INTO emailed_invitations (invitation_id, person_id, community_id, email_sha256) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (invitation_id) DO NOTHING",
+            invitation.invitation_id, invitation.person_id, invitation.community_id, address)
+        if inserted.endswith(" 0"):
+            raise Conflict("this invitation was emailed already; issue a new one for someone else",
+                           slug="invitation-already-emailed")
+        await send_invitation_mail(mailer, invitation, inviter_name=str(inviter["display_name"] or ""),
+                                   community_name=str(inviter["community_name"] or ""), public_url=public_url,
+                                   language=language)
+    await execute(store, f"person-{invitation.person_id}", Person,
+                  lambda p: p.email_invitation(invitation.community_id, invitation.invitation_id), SYSTEM)
+
+
+async def send_invitation_mail(mailer: Mailer, invitation: EmailedInvitation, *, inviter_name: str,
+                               community_name: str, public_url: str, language: str) -> None:
+    """Sent inside the row's transaction: a mail server that refuses leaves no row, so the member may retry."""
+    link = f"{public_url.rstrip('/')}/invite/{invitation.community_id}?code={invitation.code}"
+    until = invitation.expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if language == "ja":
+        subject = f"{inviter_name} さんから「{community_name}」への招待"
+        text = (f"{inviter_name} さんが、あなたをコミュニティ「{community_name}」に招待しています。\n\n"
+                f"参加するには次のリンクを開き、サインインしてください。{until} まで有効で、一度だけ使えます。\n\n"
+                f"{link}\n\nお心当たりがない場合は、このメールを無視してください。\n")
+    else:
+        subject = f"{inviter_name} invites you to {community_name}"
+        text = (f"{inviter_name} invites you to join the community {community_name}.\n\n"
+                f"To join, open this link and sign in (it works once, until {until}):\n\n{link}\n\n"
+                "If this means nothing to you, ignore this email.\n")
+    await mailer.send(invitation.email, subject, text)
 
 
 # ---- people ----

@@ -116,14 +116,30 @@ CREATE TABLE passkey_challenges (
 );
 CREATE INDEX passkey_challenges_by_age ON passkey_challenges (created_at);
 """
+# Invitations a member sent by email: counted for the per-sender and per-address limits, then swept. The
+# address is kept only as its hash — enough to count, nothing to leak.
+INVITATIONS_SQL = """
+CREATE TABLE emailed_invitations (
+    invitation_id text PRIMARY KEY,
+    person_id     text NOT NULL,
+    community_id  text NOT NULL,
+    email_sha256  text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX emailed_invitations_by_sender ON emailed_invitations (person_id, created_at);
+CREATE INDEX emailed_invitations_by_address ON emailed_invitations (email_sha256, created_at);
+CREATE INDEX emailed_invitations_by_age ON emailed_invitations (created_at);
+"""
 MIGRATIONS = [Migration("identity_0001", SQL), Migration("identity_0002_passkeys", PASSKEYS_SQL),
-              Migration("identity_0003_operators", "CREATE TABLE operators (person_id text PRIMARY KEY);")]
+              Migration("identity_0003_operators", "CREATE TABLE operators (person_id text PRIMARY KEY);"),
+              Migration("identity_0004_emailed_invitations", INVITATIONS_SQL)]
 READ_MODEL_TABLES = ["person_emails", "person_identities", "community_accounts", "passkeys", "operators", "roster",
                      "account_links", "community_names"]
 RETENTION = [
     Retention("email_links", "created_at", lambda _settings: 7 * 86400),
     Retention("oidc_pending", "created_at", lambda _settings: 86400),
     Retention("passkey_challenges", "created_at", lambda _settings: 86400),
+    Retention("emailed_invitations", "created_at", lambda _settings: 7 * 86400),
 ]
 
 

@@ -549,9 +549,28 @@ async def decline_offer(community_id: str, offer_id: str, request: Request, body
                         who: Principal = Depends(principal)) -> Any:
     _require_offer_answerer(who, community_id)
     await handlers.decline_offer(runtime_of(request).store, community_id, offer_id, body or DeclineOffer(),
-                                 _ctx(request, who, community_id))
+                                 _ctx(request, who, community_id), who)
     async with runtime_of(request).pool.acquire() as conn:
         return await projections.offer(conn, community_id, offer_id)
+
+
+class PlaceView(BaseModel):
+    community_id: str
+    applicant_id: str = Field(description="Becomes the member id on joining")
+    status: Literal["waiting", "offered", "member"]
+    display_name: str | None
+    position: int | None = Field(description="1 = next to be offered a place; none once a place is offered")
+    waiting: int = Field(description="How many are waiting without an offer")
+    offer_id: str | None
+    offer_expires_at: datetime | None
+
+
+@router.get("/communities/{community_id}/waitlist/mine", response_model=PlaceView, tags=["waitlist"],
+            summary="My place in the queue, or the place offered to me and until when (front door, for the "
+                    "signed-in person waiting; answer the offer without a code)")
+async def my_place(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
+    who.require_community(community_id)
+    return await handlers.place_of(runtime_of(request).store, community_id, who)
 
 
 @router.post("/communities/{community_id}/offers/{offer_id}/claim-code", status_code=201,

@@ -665,18 +665,22 @@ class Community(Aggregate):
         return MemberJoined(community_id=self.community_id, member_id=person_id, display_name=display_name,
                             role="member", joined_via=joined_via, vouched_by=vouched_by)
 
-    def _may_answer(self, offer: Offer, claim_code: str | None, actor: str) -> bool:
-        """The person offered proves it with the offer's claim code. An offer recorded before claim
-        codes existed has none: only the operator or the owner may answer it (for the person)."""
+    def _may_answer(self, offer: Offer, claim_code: str | None, actor: str, account: str | None = None) -> bool:
+        """The person offered proves it with the offer's claim code, or by being signed in as the person
+        waiting (their account is linked to the applicant). An offer recorded before claim codes existed has
+        no code: only the operator or the owner may answer it (for the person), or the person signed in."""
+        if account is not None and self.accounts.get(account) == offer.applicant_id:
+            return True
         if offer.claim_code_sha256 is None:
             return actor == OPERATOR or (actor.startswith("member:") and self.owner == actor.removeprefix("member:"))
         return claim_code is not None and hmac.compare_digest(code_hash(claim_code), offer.claim_code_sha256)
 
-    def _answerable_offer(self, offer_id: str, claim_code: str | None, actor: str, now: datetime) -> Offer:
+    def _answerable_offer(self, offer_id: str, claim_code: str | None, actor: str, now: datetime,
+                          account: str | None = None) -> Offer:
         """An offer the caller may answer. Without the right code the answer is the same 404 as for an
         offer that does not exist — whatever state the offer is in — so an offer id leaks nothing."""
         offer = self.offers.get(offer_id)
-        if offer is None or not self._may_answer(offer, claim_code, actor):
+        if offer is None or not self._may_answer(offer, claim_code, actor, account):
             raise NotFound("offer not found")
         return self._still_open(offer, now)
 
@@ -690,8 +694,9 @@ class Community(Aggregate):
                        title="Offer expired", expires_at=offer.expires_at.isoformat())
         return offer
 
-    def accept_offer(self, offer_id: str, cmd: AcceptOffer, actor: str, now: datetime) -> list[DomainEvent]:
-        offer = self._answerable_offer(offer_id, cmd.claim_code, actor, now)
+    def accept_offer(self, offer_id: str, cmd: AcceptOffer, actor: str, now: datetime,
+                     account: str | None = None) -> list[DomainEvent]:
+        offer = self._answerable_offer(offer_id, cmd.claim_code, actor, now, account)
         entry = self.waiting[offer.applicant_id]
         # The offer holds the place, so accepting it never goes past the cap.
         return [PlaceOfferAccepted(community_id=self.community_id, offer_id=offer_id, member_id=offer.applicant_id),
@@ -700,10 +705,30 @@ class Community(Aggregate):
                              vouched_by=entry.vouched_by)]
 
     def decline_offer(self, offer_id: str, cmd: DeclineOffer, actor: str, now: datetime,
-                      codes: ClaimCodes | None = None) -> list[DomainEvent]:
-        offer = self._answerable_offer(offer_id, cmd.claim_code, actor, now)
+                      codes: ClaimCodes | None = None, account: str | None = None) -> list[DomainEvent]:
+        offer = self._answerable_offer(offer_id, cmd.claim_code, actor, now, account)
         return self._then_offer([PlaceOfferDeclined(community_id=self.community_id, offer_id=offer_id,
                                                     applicant_id=offer.applicant_id, reason=cmd.reason)], now, codes)
+
+    def place_of(self, account: str, now: datetime) -> dict[str, object]:
+        """Where the person signed in with ``account`` stands: their place in the queue, or the place offered
+        to them and until when. Only the person sees this (their account names them)."""
+        applicant = self.accounts.get(account)
+        if applicant is None or (applicant not in self.waiting and applicant not in self.roles):
+            raise NotFound("you are not waiting for a place in this community")
+        offer = next(((offer_id, o) for offer_id, o in self.offers.items()
+                      if o.applicant_id == applicant and o.status == "open" and o.expires_at > now), None)
+        if applicant in self.roles:
+            status = "member"
+        elif offer is not None:
+            status = "offered"
+        else:
+            status = "waiting"
+        position = self.waitlist.index(applicant) + 1 if applicant in self.waitlist else None
+        return {"community_id": self.community_id, "applicant_id": applicant, "status": status,
+                "display_name": self.waiting[applicant].display_name if applicant in self.waiting else None,
+                "position": position, "waiting": len(self.waitlist),
+                "offer_id": offer[0] if offer else None, "offer_expires_at": offer[1].expires_at if offer else None}
 
     def issue_claim_code(self, offer_id: str, actor: str, now: datetime, codes: ClaimCodes) -> list[DomainEvent]:
         """A new claim code for an open offer, for the owner or a facilitator to pass on to the person

@@ -265,7 +265,7 @@ async def accept_offer(store: EventStore, community_id: str, offer_id: str, cmd:
     account = who.account if who is not None and who.scope == "visitor" else None
 
     def decide(c: Community) -> list[DomainEvent]:
-        events = c.accept_offer(offer_id, cmd, ctx.actor, now())
+        events = c.accept_offer(offer_id, cmd, ctx.actor, now(), account)
         applicant = c.offers[offer_id].applicant_id
         if account is None or c.accounts.get(account) == applicant:
             return events
@@ -277,11 +277,20 @@ async def accept_offer(store: EventStore, community_id: str, offer_id: str, cmd:
 
 
 async def decline_offer(store: EventStore, community_id: str, offer_id: str, cmd: DeclineOffer,
-                        ctx: CommandContext) -> None:
+                        ctx: CommandContext, who: Principal | None = None) -> None:
     await community(store, community_id)
+    account = who.account if who is not None and who.scope == "visitor" else None
     await execute(store, community_stream(community_id), Community,
-                  lambda c: c.decline_offer(offer_id, cmd, ctx.actor, now(), ClaimCodes()), ctx,
+                  lambda c: c.decline_offer(offer_id, cmd, ctx.actor, now(), ClaimCodes(), account), ctx,
                   community_id=community_id)
+
+
+async def place_of(store: EventStore, community_id: str, who: Principal) -> dict[str, object]:
+    """The signed-in person's place in the queue (a visitor whose token names their account)."""
+    state = await community(store, community_id)
+    if who.scope != "visitor" or who.account is None:
+        raise Forbidden("sign in first: your place is found by the account you are signed in with")
+    return state.place_of(who.account, now())
 
 
 async def issue_claim_code(store: EventStore, community_id: str, offer_id: str,

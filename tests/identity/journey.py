@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from tests.identity.smtp import SmtpInbox
-from tests.support import Ecosystem
+from tests.support import Ecosystem, launch_chromium
 
 
 def browser(eco: Ecosystem) -> httpx.AsyncClient:
@@ -41,3 +44,20 @@ async def csrf(client: httpx.AsyncClient) -> str:
 async def community_token(client: httpx.AsyncClient, community_id: str) -> httpx.Response:
     return await client.post("/v1/me/tokens", json={"community_id": community_id},
                              headers={"x-csrf-token": await csrf(client), "accept": "application/json"})
+
+
+@asynccontextmanager
+async def chromium_as(person: httpx.AsyncClient, eco: Ecosystem, language: str = "en") -> AsyncIterator[Any]:
+    """A page in Debian's Chromium, 390 px wide, signed in as the person this client signed in (its cookie)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            context = await chromium.new_context(viewport={"width": 390, "height": 844},
+                                                 extra_http_headers={"accept-language": language})
+            await context.add_cookies([{"name": name, "value": str(value), "url": eco.url("gateway")}
+                                       for name, value in person.cookies.items()])
+            yield await context.new_page()
+        finally:
+            await chromium.close()

@@ -60,8 +60,8 @@ class SmtpInbox:
         wanted = address.strip().lower()
         return [(key, m) for key, m in found if wanted in str(m.get("To", "")).lower()]
 
-    async def next_link(self, address: str, timeout: float = 15) -> str:
-        """The sign-in link in a message to ``address`` not read before (as a person opens their newest email)."""
+    async def next_message(self, address: str, timeout: float = 15) -> tuple[str, str]:
+        """The subject and text of a message to ``address`` not read before (as a person opens their newest)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for key, message in self.messages_to(address):
@@ -70,9 +70,14 @@ class SmtpInbox:
                 self.read.add(key)
                 body = message.get_payload(decode=True)
                 text = body.decode() if isinstance(body, bytes) else str(body)
-                match = re.search(r"https?://\S+/sign-in/email/\S+", text)
-                if match is None:
-                    raise AssertionError(f"no sign-in link in: {text!r}")
-                return match.group(0)
+                return str(message.get("Subject", "")), text
             await asyncio.sleep(0.05)
         raise AssertionError(f"no new email reached {address} within {timeout}s")
+
+    async def next_link(self, address: str, timeout: float = 15) -> str:
+        """The sign-in link in a message to ``address`` not read before."""
+        _, text = await self.next_message(address, timeout)
+        match = re.search(r"https?://\S+/sign-in/email/\S+", text)
+        if match is None:
+            raise AssertionError(f"no sign-in link in: {text!r}")
+        return match.group(0)
