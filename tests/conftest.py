@@ -16,9 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
-from kizuna import bus
 from kizuna.devstack import NatsServer, PostgresServer
-from tests.support import SERVICES, BusPublisher, Ecosystem
+from tests.support import SERVICES, BusPublisher, Ecosystem, sessions_behind_gateway
 
 
 @pytest.fixture(scope="session")
@@ -75,13 +74,8 @@ def pytest_report_header() -> str:
 
 @pytest.fixture
 async def stack(ecosystem: Ecosystem) -> AsyncIterator[tuple[BusPublisher, httpx.AsyncClient]]:
-    ecosystem.start("sessions", "gateway")
-    nc = await bus.connect(ecosystem.nats.url, "gateway-test")
-    js = nc.jetstream()
-    await bus.ensure_streams(js, ecosystem.prefix.upper(), ecosystem.prefix)
-    async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
-        yield BusPublisher(ecosystem, js), http
-    await nc.drain()
+    async with sessions_behind_gateway(ecosystem, "gateway-test") as running:
+        yield running
     log = ecosystem.processes["gateway"].log_path.read_text()
     assert "unhandled error" not in log, log[-3000:]
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from kizuna import bus
 from kizuna.auth import generate_private_key_pem, issue_token, load_private_key, public_pem
 from kizuna.devstack import NatsServer, PostgresServer, free_port
 from kizuna.envelope import subject_for, to_cloudevent
@@ -242,6 +245,25 @@ class BusPublisher:
                 "member_id": member_id, "display_name": member_id.title(), "role": role,
                 "joined_via": "invitation"})
         return cid, owner
+
+
+@asynccontextmanager
+async def sessions_behind_gateway(eco: Ecosystem, client_name: str, replicas: int = 1,
+                                  **overrides: str) -> AsyncIterator[tuple[BusPublisher, httpx.AsyncClient]]:
+    """The sessions service and the gateway (``replicas`` processes of each), a publisher on the test's stream
+    (members' events come from it, not from a members service) and a client of the first gateway."""
+    if replicas > 1:
+        eco.start_replicated("sessions", "gateway", replicas=replicas, **overrides)
+    else:
+        eco.start("sessions", "gateway", **overrides)
+    nc = await bus.connect(eco.nats.url, client_name)
+    try:
+        js = nc.jetstream()
+        await bus.ensure_streams(js, eco.prefix.upper(), eco.prefix)
+        async with httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30) as http:
+            yield BusPublisher(eco, js), http
+    finally:
+        await nc.close()
 
 
 async def issue(http: httpx.AsyncClient, eco: Ecosystem, cid: str, member_id: str, scope: str = "member") -> str:

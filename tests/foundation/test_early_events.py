@@ -12,18 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
-import nats
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from kizuna import bus
 from kizuna.consumer import InboxConsumer, Subscription
-from kizuna.devstack import NatsServer
 from kizuna.envelope import Envelope, subject_for, to_cloudevent
 from kizuna.eventstore import RecordedEvent
 from kizuna.ordering import APPLIED_VERSIONS_SQL
@@ -31,15 +27,6 @@ from tests.support import eventually
 
 ACK_WAIT = 2.0
 ORDER_WAIT = 0.5
-
-
-@pytest.fixture
-async def js(nats_server: NatsServer, unique: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    context = nc.jetstream()
-    await bus.ensure_streams(context, f"S{unique}", f"p{unique}")
-    yield context
-    await nc.close()
 
 
 async def publish(js: JetStreamContext, unique: str, stream_id: str, version: int) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import nats
 import pytest
 from nats.js import JetStreamContext
 
@@ -20,15 +18,6 @@ from kizuna.envelope import Envelope
 from kizuna.eventstore import Checkpoint, EventStore, NewEvent
 from kizuna.relay import OutboxRelay
 from tests.support import eventually
-
-
-@pytest.fixture
-async def js(nats_server: NatsServer, unique: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    context = nc.jetstream()
-    await bus.ensure_streams(context, f"S{unique}", f"p{unique}")
-    yield context
-    await nc.close()  # not drain: a cancelled consumer's pull subscription would hold a drain for its 30 s timeout
 
 
 def relay_for(store: EventStore, js: JetStreamContext, unique: str, database_url: str) -> OutboxRelay:

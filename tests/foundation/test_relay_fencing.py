@@ -13,12 +13,12 @@ from nats.js import JetStreamContext
 
 from kizuna.eventstore import EventStore, NewEvent
 from kizuna.relay import LOCK_HOLDER_NAME, OutboxRelay
-from tests.foundation.test_relay_and_consumer import js, relay_for, stream_messages  # noqa: F401 - fixture
+from tests.foundation.test_relay_and_consumer import relay_for, stream_messages
 from tests.support import eventually
 
 
 async def test_a_relay_that_loses_its_lock_stops_and_the_other_takes_over(
-    pool: asyncpg.Pool, js: JetStreamContext, unique: str, database_url: str  # noqa: F811 - the fixture
+    pool: asyncpg.Pool, js: JetStreamContext, unique: str, database_url: str
 ) -> None:
     store = EventStore(pool)
     first, second = relay_for(store, js, unique, database_url), relay_for(store, js, unique, database_url)

@@ -11,14 +11,14 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from kizuna.eventstore import EventStore, NewEvent
-from tests.foundation.test_relay_and_consumer import js, relay_for, stream_messages  # noqa: F401 - fixture
+from tests.foundation.test_relay_and_consumer import relay_for, stream_messages
 from tests.support import eventually
 
 ROUNDS = 12
 
 
 async def test_a_transaction_that_wrote_first_cannot_publish_out_of_version_order(
-    pool: asyncpg.Pool, js: JetStreamContext, unique: str, database_url: str  # noqa: F811 - the fixture
+    pool: asyncpg.Pool, js: JetStreamContext, unique: str, database_url: str
 ) -> None:
     store = EventStore(pool)
     async with pool.acquire() as conn:

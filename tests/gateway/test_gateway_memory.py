@@ -17,7 +17,6 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from kizuna import bus
 from kizuna.devstack import free_port
 from kizuna.service import migrate
 from kizuna.settings import ServiceSettings
@@ -29,7 +28,7 @@ from services.gateway.memory import (
     HealthCache,
     Revocations,
 )
-from tests.support import BusPublisher, Ecosystem, ServiceProcess, eventually, issue
+from tests.support import BusPublisher, Ecosystem, ServiceProcess, eventually, issue, sessions_behind_gateway
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -44,13 +43,8 @@ def token_id(token: str) -> str:
 @pytest.fixture
 async def cached(ecosystem: Ecosystem) -> AsyncIterator[tuple[BusPublisher, httpx.AsyncClient]]:
     """Sessions and the gateway, with answers kept long enough that only a notification refreshes them."""
-    ecosystem.start("sessions", "gateway", KIZUNA_HEALTH_CACHE_SECONDS="600")
-    nc = await bus.connect(ecosystem.nats.url, "gateway-memory-test")
-    js = nc.jetstream()
-    await bus.ensure_streams(js, ecosystem.prefix.upper(), ecosystem.prefix)
-    async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
-        yield BusPublisher(ecosystem, js), http
-    await nc.drain()
+    async with sessions_behind_gateway(ecosystem, "gateway-memory-test", KIZUNA_HEALTH_CACHE_SECONDS="600") as running:
+        yield running
 
 
 async def _listener_pid(db: asyncpg.Connection) -> int | None:

@@ -12,10 +12,9 @@ import asyncpg
 import httpx
 import pytest
 
-from kizuna import bus as nats_bus
 from tests.gateway.test_gateway import SESSION, bearer
 from tests.reliability.harness import scheduled_sessions
-from tests.support import BusPublisher, Ecosystem, eventually, issue
+from tests.support import REPLICAS, BusPublisher, Ecosystem, eventually, issue, sessions_behind_gateway
 
 WRITES = int(os.environ.get("KIZUNA_FAULT_WRITES", "120"))
 
@@ -23,13 +22,8 @@ WRITES = int(os.environ.get("KIZUNA_FAULT_WRITES", "120"))
 @pytest.fixture
 async def replicated(ecosystem: Ecosystem) -> AsyncIterator[tuple[BusPublisher, httpx.AsyncClient]]:
     """Sessions and the gateway, ``REPLICAS`` processes each (issue 18)."""
-    ecosystem.start_replicated("sessions", "gateway")
-    nc = await nats_bus.connect(ecosystem.nats.url, "faults-test")
-    js = nc.jetstream()
-    await nats_bus.ensure_streams(js, ecosystem.prefix.upper(), ecosystem.prefix)
-    async with httpx.AsyncClient(base_url=ecosystem.url("gateway"), timeout=30) as http:
-        yield BusPublisher(ecosystem, js), http
-    await nc.close()
+    async with sessions_behind_gateway(ecosystem, "faults-test", replicas=REPLICAS) as running:
+        yield running
 
 
 async def test_kill_9_of_a_service_under_write_load_loses_no_accepted_write(
