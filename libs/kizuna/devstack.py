@@ -84,13 +84,7 @@ class NatsServer:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.process = None
 
     def kill(self) -> None:
@@ -225,6 +219,17 @@ class PostgresServer:
         self.process = None
 
 
+def terminate(process: subprocess.Popen[bytes] | None, grace_seconds: float = 10) -> None:
+    """Asks a server process to stop, and kills it if it has not within the grace period."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class MailServer:
     """A local SMTP server (aiosmtpd, a dev dependency) that keeps every message it accepts in a Maildir:
@@ -251,11 +256,5 @@ class MailServer:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.process = None

@@ -26,6 +26,18 @@ class RosterFollower:
         if not self.table.isidentifier():
             raise ValueError(f"not a table name: {self.table!r}")
 
+    def table_sql(self) -> str:
+        """The roster table this follower writes, for a service's first migration (one definition for all)."""
+        columns = ["community_id text NOT NULL", "member_id text NOT NULL", "display_name text NOT NULL",
+                   "role text NOT NULL", "active boolean NOT NULL"]
+        if self.profile:
+            columns += ["skills text[] NOT NULL DEFAULT '{}'", "vector text NOT NULL DEFAULT ''",
+                        "shared_fields text[] NOT NULL DEFAULT '{display_name}'"]
+        if self.joined_at:
+            columns.append("joined_at timestamptz NOT NULL DEFAULT now()")
+        body = ",\n    ".join([*columns, "PRIMARY KEY (community_id, member_id)"])
+        return f"CREATE TABLE {self.table} (\n    {body}\n);\n"
+
     def _on_table(self, statement: str) -> str:
         """The statement with ``{table}`` naming this roster's table (an identifier, checked above)."""
         return statement.format(table=self.table)

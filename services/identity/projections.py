@@ -77,14 +77,7 @@ CREATE TABLE oidc_pending (
 );
 CREATE INDEX oidc_pending_by_age ON oidc_pending (created_at);
 
-CREATE TABLE roster (
-    community_id text NOT NULL,
-    member_id    text NOT NULL,
-    display_name text NOT NULL,
-    role         text NOT NULL,
-    active       boolean NOT NULL,
-    PRIMARY KEY (community_id, member_id)
-);
+""" + RosterFollower("roster").table_sql() + """
 CREATE TABLE account_links (
     account      text PRIMARY KEY,
     community_id text NOT NULL,

@@ -5,4 +5,5 @@ from __future__ import annotations
 from kizuna.consumer import Subscription
 from kizuna.roster import RosterFollower
 
-SUBSCRIPTIONS = [Subscription("referrals-roster", ["*.members.>"], RosterFollower("roster", profile=True))]
+ROSTER = RosterFollower("roster", profile=True)
+SUBSCRIPTIONS = [Subscription("referrals-roster", ["*.members.>"], ROSTER)]

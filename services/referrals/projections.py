@@ -12,15 +12,11 @@ from kizuna.errors import Invalid
 from kizuna.eventstore import RecordedEvent
 from kizuna.service import Migration
 
+from .consumers import ROSTER
 from .domain import DIMENSIONS, recency_weight
 from .offerings.projections import lead_user_reputation
 
-SQL = """
-CREATE TABLE roster (
-    community_id text NOT NULL, member_id text NOT NULL, display_name text NOT NULL, role text NOT NULL,
-    active boolean NOT NULL, skills text[] NOT NULL DEFAULT '{}', vector text NOT NULL DEFAULT '',
-    shared_fields text[] NOT NULL DEFAULT '{display_name}', PRIMARY KEY (community_id, member_id)
-);
+SQL = ROSTER.table_sql() + """
 CREATE TABLE jobs (
     job_id text PRIMARY KEY, community_id text NOT NULL, requester_id text NOT NULL, title text NOT NULL,
     description text NOT NULL, skills text[] NOT NULL, compensation jsonb NOT NULL, deadline date NOT NULL,

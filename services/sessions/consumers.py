@@ -5,4 +5,5 @@ from __future__ import annotations
 from kizuna.consumer import Subscription
 from kizuna.roster import RosterFollower
 
-SUBSCRIPTIONS = [Subscription("sessions-roster", ["*.members.>"], RosterFollower("roster"))]
+ROSTER = RosterFollower("roster")
+SUBSCRIPTIONS = [Subscription("sessions-roster", ["*.members.>"], ROSTER)]

@@ -18,6 +18,7 @@ from kizuna.eventstore import RecordedEvent
 from kizuna.service import Migration
 
 from . import domain
+from .consumers import ROSTER
 from .domain import Goal, Session
 
 SQL = """
@@ -48,15 +49,7 @@ CREATE TABLE goals_view (
     state            jsonb NOT NULL
 );
 CREATE INDEX goals_view_by_community ON goals_view (community_id, member_id, set_at, goal_id);
-CREATE TABLE roster (
-    community_id text NOT NULL,
-    member_id    text NOT NULL,
-    display_name text NOT NULL,
-    role         text NOT NULL,
-    active       boolean NOT NULL,
-    PRIMARY KEY (community_id, member_id)
-);
-"""
+""" + ROSTER.table_sql()
 
 MIGRATIONS = [Migration("sessions_0001", SQL)]
 READ_MODEL_TABLES = ["sessions_view", "session_attendance", "goals_view", "roster"]

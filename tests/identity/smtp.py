@@ -1,5 +1,5 @@
-"""A real SMTP server for the tests: aiosmtpd (from PyPI) in its own process, delivering every message it
-accepts into a Maildir that the tests read as a person reads their inbox."""
+"""A real SMTP server for the tests: aiosmtpd (from PyPI) in its own process — the one `make up` runs —
+delivering every message it accepts into a Maildir that the tests read as a person reads their inbox."""
 
 from __future__ import annotations
 
@@ -7,48 +7,32 @@ import asyncio
 import email
 import mailbox
 import re
-import socket
-import subprocess
-import sys
 import time
 from email.message import Message
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from kizuna.devstack import MailServer
 
 
 class SmtpInbox:
+    """The developer stack's SMTP server (kizuna.devstack.MailServer), read as a person reads their inbox."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server = MailServer(directory, directory.parent / "smtp.log")
         self.read: set[str] = set()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     def start(self) -> SmtpInbox:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        mailbox.Maildir(self.directory, create=True)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}",
-             "-c", "aiosmtpd.handlers.Mailbox", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    if conn.recv(3) == b"220":
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the SMTP server did not start")
+        self.server.start()
+        return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
+        self.server.stop()
 
     def env(self) -> dict[str, str]:
         return {"KIZUNA_SMTP_HOST": "127.0.0.1", "KIZUNA_SMTP_PORT": str(self.port), "KIZUNA_SMTP_SECURITY": "none",
