@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINTED := $(wildcard libs services tests bench)
 
-.PHONY: test up install lint typecheck bench soak rebuild clean browser lock image
+.PHONY: test up install lint typecheck bench soak rebuild clean browser lock image messages
 
 # The image's name and tag live in deploy/kubernetes/kustomization.yaml (`images:`); `make image` reads them there.
 IMAGE ?= $(shell sed -n '/^images:/,/^[^ ]/{s/^ *newName: *//p}' deploy/kubernetes/kustomization.yaml)
@@ -28,6 +28,13 @@ lock: $(STAMP)
 	  --no-header --quiet -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
 	  --generate-hashes --no-header --quiet -o requirements-dev.lock
+
+## Extracts the member app's new strings into its Babel catalogues (services/webapp/locales/*/messages.po).
+messages: $(STAMP)
+	$(VENV)/bin/pybabel extract -F services/webapp/babel.cfg -k gettext -k N_ --no-location --omit-header \
+	  -o services/webapp/locales/messages.pot .
+	$(VENV)/bin/pybabel update -i services/webapp/locales/messages.pot -d services/webapp/locales \
+	  --no-fuzzy-matching --omit-header
 
 ## Builds the one image of all four services, named and tagged as the Kubernetes manifests pull it (needs Docker).
 image:

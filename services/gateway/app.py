@@ -14,6 +14,7 @@ from kizuna.auth import load_private_key, public_pem
 from kizuna.contract import PUBLIC_PATHS
 from kizuna.service import Runtime, ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
+from services.webapp.api import router as webapp_router
 
 from .api import TokenBucket, forwarding_router, make_http_client, router
 from .consumers import SUBSCRIPTIONS
@@ -40,7 +41,10 @@ SPEC = ServiceSpec(
                 "feedback, sessions and goals under /v1, community tokens, health figures, a live event "
                 "stream and the built-in dashboard. Errors are RFC 9457 problem details.",
     # the /v1 catch-all last
-    routers=[router, stream_router, front_door_router, people_router, federation_router, forwarding_router],
+    # The member app (services/webapp) is its own package; it holds nothing and calls this gateway's public
+    # API as the signed-in person, so it is served from this process (docs/member-app.md).
+    routers=[router, stream_router, front_door_router, people_router, federation_router, webapp_router,
+             forwarding_router],
     migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,

@@ -1,0 +1,84 @@
+"""The member app's languages: Japanese and English, from Babel message catalogues.
+
+Catalogues are the ``.po`` files under ``locales/`` (Babel's layout; ``make messages`` extracts new strings
+into them), read once at start — there is no compile step a newcomer must run. Message ids are the English
+text, so English needs no catalogue and a string not yet translated shows in English rather than as a key.
+
+Which language: the person's choice (``?lang=`` sets the ``kizuna-lang`` cookie), else the browser's
+``Accept-Language``, else Japanese — most of Kizuna's communities are in Japan. Dates and times are formatted
+for that locale in the person's time zone (the ``kizuna-tz`` cookie, else Asia/Tokyo).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, dates, numbers
+from babel.core import negotiate_locale
+from babel.messages.pofile import read_po
+from fastapi import Request
+
+LANGUAGES = ("ja", "en")
+DEFAULT_LANGUAGE = "ja"
+DEFAULT_TIME_ZONE = "Asia/Tokyo"
+LOCALES = Path(__file__).parent / "locales"
+
+
+@cache
+def catalogue(language: str) -> dict[str, str]:
+    """msgid → msgstr for a language (empty for English, whose ids are the text)."""
+    path = LOCALES / language / "LC_MESSAGES" / "messages.po"
+    if not path.exists():
+        return {}
+    with path.open("rb") as po:
+        messages = read_po(po, locale=language)
+    return {str(m.id): str(m.string) for m in messages if m.id and m.string and not m.fuzzy}
+
+
+def language_of(request: Request) -> str:
+    chosen = request.query_params.get("lang") or request.cookies.get("kizuna-lang")
+    if chosen in LANGUAGES:
+        return str(chosen)
+    wanted = [part.split(";")[0].strip().replace("-", "_")
+              for part in request.headers.get("accept-language", "").split(",") if part.strip()]
+    return negotiate_locale([w.split("_")[0].lower() for w in wanted], list(LANGUAGES)) or DEFAULT_LANGUAGE
+
+
+def time_zone_of(request: Request) -> ZoneInfo:
+    try:
+        return ZoneInfo(request.cookies.get("kizuna-tz") or DEFAULT_TIME_ZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(DEFAULT_TIME_ZONE)
+
+
+class Words:
+    """What a template needs to speak the person's language: ``_`` (gettext with ``{name}`` fields), and
+    formatters for dates, times and numbers."""
+
+    def __init__(self, language: str, zone: ZoneInfo) -> None:
+        self.language, self.zone = language, zone
+        self.locale = Locale.parse(language)
+        self.messages = catalogue(language)
+
+    def gettext(self, message: str, **fields: Any) -> str:
+        text = self.messages.get(message, message)
+        return text.format(**fields) if fields else text
+
+    def date(self, value: date | str) -> str:
+        day = date.fromisoformat(value[:10]) if isinstance(value, str) else value
+        return dates.format_date(day, format="medium", locale=self.locale)
+
+    def datetime(self, value: datetime | str) -> str:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return dates.format_datetime(moment, format="medium", tzinfo=self.zone, locale=self.locale)
+
+    def number(self, value: float) -> str:
+        return numbers.format_decimal(value, locale=self.locale)
+
+
+def words_for(request: Request) -> Words:
+    return Words(language_of(request), time_zone_of(request))

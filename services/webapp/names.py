@@ -1,0 +1,15 @@
+"""Message ids the pages build from what the API calls things (a field, a role, a job's state), marked here so
+that `make messages` extracts them with the rest: ``N_`` only marks, the pages translate."""
+
+from __future__ import annotations
+
+
+def N_(message: str) -> str:  # gettext's conventional name: "mark, do not translate yet"
+    return message
+
+
+FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("field:deadline"),
+          N_("field:why_next_step")]
+ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
+JOB_STATES = [N_("state:posted"), N_("state:assigned"), N_("state:in-progress"), N_("state:completed"),
+              N_("state:cancelled")]

@@ -1,0 +1,172 @@
+"""The member app in Debian's Chromium on a 390-px phone screen (issue 21, first slice): two signed-in people
+in two browser contexts — Hana in Japanese, Ken in English — meet on their community's home page; Hana asks
+for help, Ken offers, Hana asks Ken to do it. Every page fits the screen and axe-core finds no serious or
+critical violation on it. A refusal comes back on the page, in the person's language, naming the field.
+Real members, referrals, sessions, identity and gateway processes and a real SMTP server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from axe_playwright_python.async_playwright import Axe
+
+from kizuna.devstack import NatsServer, PostgresServer
+from tests.identity.conftest import THROUGH_A_PROXY
+from tests.identity.journey import browser, csrf, sign_in_by_email
+from tests.identity.smtp import SmtpInbox
+from tests.support import Ecosystem, eventually, launch_chromium
+
+PHONE = {"width": 390, "height": 844}
+JSON = {"accept": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpInbox]:
+    server = SmtpInbox(tmp_path_factory.mktemp("smtp") / "maildir").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def community_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: Path,
+                    inbox: SmtpInbox) -> Iterator[Ecosystem]:
+    unique = uuid.uuid4().hex[:10]
+    eco = Ecosystem(postgres=postgres, nats=nats_server, prefix=f"t{unique}", workdir=workdir / unique)
+    eco.start("members", "referrals", "sessions", "identity", "gateway", **inbox.env(), **THROUGH_A_PROXY)
+    yield eco
+    eco.stop_all()
+
+
+@pytest.fixture
+async def member_pair(community_stack: Ecosystem,
+                      inbox: SmtpInbox) -> AsyncIterator[tuple[str, httpx.AsyncClient, httpx.AsyncClient]]:
+    """A community (Hikari Makers) and two of its members, Hana and Ken, each signed in."""
+    async with httpx.AsyncClient(base_url=community_stack.url("gateway"), timeout=30,
+                                 headers=community_stack.operator_headers()) as operator:
+        founded = await operator.post("/v1/communities", json={
+            "name": "Hikari Makers", "owner_display_name": "Yui", "purpose": "Makers helping makers",
+            "values": ["trust", "craft"]})
+        assert founded.status_code == 201, founded.text
+    cid = str(founded.json()["community_id"])
+    async with browser(community_stack) as hana, browser(community_stack) as ken:
+        for person, name in ((hana, "Hana"), (ken, "Ken")):
+            await sign_in_by_email(person, inbox, f"{name.lower()}-{cid[:8]}@app.test")
+
+            async def joined(person: httpx.AsyncClient = person, name: str = name) -> bool:
+                answer = await person.post(f"/v1/join/{cid}", json={"display_name": name},
+                                           headers={"x-csrf-token": await csrf(person), **JSON})
+                return answer.status_code == 201 or "already" in answer.text
+
+            await eventually(joined)
+
+            async def active(person: httpx.AsyncClient = person) -> bool:
+                me = (await person.get("/v1/me", headers=JSON)).json()
+                return any(m["community_id"] == cid and m["status"] == "active" for m in me["memberships"])
+
+            await eventually(active)
+        yield cid, hana, ken
+
+
+async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, language: str) -> Any:
+    context = await chromium.new_context(viewport=PHONE, locale="ja-JP" if language == "ja" else "en-GB",
+                                         extra_http_headers={"accept-language": language})
+    await context.add_cookies([{"name": name, "value": str(value), "url": eco.url("gateway")}
+                               for name, value in person.cookies.items()])
+    return await context.new_page()
+
+
+async def _checked(page: Any) -> None:
+    """The page fits a phone and axe-core finds nothing serious or critical on it."""
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px screen"
+    results = await Axe().run(page)
+    serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+               for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert not serious, (page.url, serious)
+
+
+async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_english(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    from playwright.async_api import async_playwright
+
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    deadline = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            hana_page = await _phone(chromium, community_stack, hana, "ja")
+            ken_page = await _phone(chromium, community_stack, ken, "en")
+
+            await hana_page.goto(f"{gateway}/app")
+            await _checked(hana_page)
+            await hana_page.get_by_role("link", name="Hikari Makers").click()
+            await hana_page.get_by_role("heading", name="Hikari Makers").wait_for()
+            assert "Makers helping makers" in await hana_page.content()
+            await _checked(hana_page)
+            await hana_page.get_by_role("link", name="コミュニティに依頼する").click()
+            await _checked(hana_page)
+            await hana_page.get_by_label("タイトル").fill("絵本の挿絵")
+            await hana_page.get_by_label("内容").fill("水彩で6見開き")
+            await hana_page.get_by_label("必要なスキル").fill("illustration, watercolour")
+            await hana_page.get_by_label("期限").fill(deadline)
+            await hana_page.get_by_role("button", name="依頼を投稿する").click()
+            await hana_page.get_by_role("heading", name="絵本の挿絵").wait_for()
+            assert await hana_page.locator("#state").inner_text() == "募集中"
+            await _checked(hana_page)
+            job_url = hana_page.url
+
+            async def on_ken_home() -> bool:  # the job reaches the referrals read model
+                await ken_page.goto(f"{gateway}/app/c/{cid}")
+                return await ken_page.get_by_role("link", name="絵本の挿絵").count() == 1
+
+            await eventually(on_ken_home)
+            await _checked(ken_page)
+            await ken_page.get_by_role("link", name="絵本の挿絵").click()
+            await ken_page.get_by_label("Why this is your next step (optional)").fill("I paint every day")
+            await ken_page.get_by_role("button", name="Offer to help").click()
+            await ken_page.get_by_text("You offered to help.").wait_for()
+            await _checked(ken_page)
+
+            await hana_page.goto(job_url)
+            await hana_page.get_by_role("button", name="Ken さんにお願いする").click()
+            await hana_page.locator("#state", has_text="担当決定").wait_for()
+            await _checked(hana_page)
+            await ken_page.reload()
+            assert await ken_page.locator("#state").inner_text() == "assigned"
+        finally:
+            await chromium.close()
+
+
+async def test_a_refused_form_comes_back_in_the_persons_language_naming_the_field(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    cid, hana, ken = member_pair
+    token = await csrf(hana)
+    refused = await hana.post(f"/app/c/{cid}/jobs", data={"csrf_token": token, "title": "Logo",
+                                                          "deadline": "someday"},
+                              headers={"accept-language": "ja"})
+    assert refused.status_code == 422, refused.text
+    assert "入力を確認してください" in refused.text and "期限" in refused.text and 'value="Logo"' in refused.text
+    refused_en = await ken.post(f"/app/c/{cid}/jobs", data={"csrf_token": await csrf(ken), "title": "",
+                                                            "deadline": "2031-01-01"},
+                                headers={"accept-language": "en"})
+    assert refused_en.status_code == 422 and "Please check: Title." in refused_en.text, refused_en.text
+    # Without the session's CSRF token, or from another site, nothing is posted.
+    forged = await hana.post(f"/app/c/{cid}/jobs", data={"title": "Forged", "deadline": "2031-01-01"})
+    assert forged.status_code == 403, forged.text
+    cross_site = await hana.post(f"/app/c/{cid}/jobs", data={"csrf_token": token, "title": "Forged",
+                                                             "deadline": "2031-01-01"},
+                                 headers={"sec-fetch-site": "cross-site"})
+    assert cross_site.status_code == 403, cross_site.text
+    jobs = await hana.get(f"/app/c/{cid}", headers={"accept-language": "en"})
+    assert "Forged" not in jobs.text and "Logo" not in jobs.text
+    # Not signed in: to the sign-in page, and back here afterwards.
+    async with httpx.AsyncClient(base_url=community_stack.url("gateway")) as stranger:
+        page = await stranger.get(f"/app/c/{cid}")
+        assert page.status_code == 303 and page.headers["location"].startswith("/sign-in?next=")
