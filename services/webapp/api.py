@@ -17,6 +17,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
 
 from kizuna.errors import Forbidden, Problem, Unauthorized
 
@@ -50,16 +51,32 @@ async def _signed_in(request: Request) -> tuple[PersonApi, Person] | Response:
         return RedirectResponse(f"/sign-in?next={quote(here, safe='')}", status_code=303)
 
 
-async def _form(request: Request, person: Person) -> dict[str, str]:
+class Form(dict[str, str]):
+    """A posted form's fields (the last value of each), and every value of the repeated ones."""
+
+    def __init__(self, data: FormData) -> None:
+        super().__init__({key: str(value) for key, value in data.items()})
+        self.data = data
+
+    def all(self, key: str) -> list[str]:
+        return [str(value) for value in self.data.getlist(key)]
+
+
+async def _form(request: Request, person: Person) -> Form:
     """The posted form, once it is known to come from this site with the session's CSRF token."""
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         raise Forbidden("this request came from another site", slug="cross-site-request")
-    form = {key: str(value) for key, value in (await request.form()).items()}
+    form = Form(await request.form())
     if not secrets.compare_digest(form.pop("csrf_token", ""), person.csrf):
         raise Forbidden("the form's CSRF token is missing or wrong; reload the page and try again",
                         slug="csrf-token-invalid")
     return form
+
+
+def _listed(text: str) -> list[str]:
+    """A comma-separated field (Japanese commas too) as a list."""
+    return [item.strip() for item in text.replace("、", ",").split(",") if item.strip()]
 
 
 def _problem(words: Words, problem: Problem) -> dict[str, Any]:
@@ -133,8 +150,7 @@ async def post_job(community_id: str, request: Request) -> Response:
     words = words_for(request)
     form = await _form(request, person)
     body: dict[str, Any] = {"title": form.get("title", "").strip(), "description": form.get("description", ""),
-                            "skills": [s.strip() for s in form.get("skills", "").replace("、", ",").split(",")
-                                       if s.strip()],
+                            "skills": _listed(form.get("skills", "")),
                             "deadline": form.get("deadline", "")}
     try:
         job = await api.call(person, community_id, "POST", "/jobs", body)
@@ -192,3 +208,110 @@ async def _act(request: Request, community_id: str, job_id: str, action: str, bo
     except Problem as refused:
         return await _job_page(request, api, person, community_id, job_id, problem=refused)
     return RedirectResponse(f"/app/c/{community_id}/jobs/{job_id}", status_code=303)
+
+
+# ---- my profile, and what partner communities see of it ----
+
+SHAREABLE = ("display_name", "vector", "skills", "values", "reputation")
+
+
+@router.get("/c/{community_id}/profile", response_class=HTMLResponse)
+async def profile_page(community_id: str, request: Request) -> Response:
+    found = await _signed_in(request)
+    if isinstance(found, Response):
+        return found
+    return await _profile_page(request, *found, community_id)
+
+
+async def _profile_page(request: Request, api: PersonApi, person: Person, community_id: str,
+                        problem: Problem | None = None, form: dict[str, str] | None = None) -> Response:
+    words = words_for(request)
+    me = (person.membership(community_id) or {}).get("member_id")
+    if me is None:
+        return _page(request, "problem.html", words, status=403,
+                     problem=_problem(words, Forbidden("not a member", slug="not-a-member")))
+    member = await api.call(person, community_id, "GET", f"/members/{me}")
+    community = await _community(api, person, community_id)
+    return _page(request, "profile.html", words, status=problem.status if problem else 200, member=member,
+                 community=community, csrf=person.csrf, shareable=SHAREABLE, form=form or {},
+                 saved=request.query_params.get("saved"), problem=_problem(words, problem) if problem else None)
+
+
+@router.post("/c/{community_id}/profile", response_class=HTMLResponse)
+async def save_profile(community_id: str, request: Request) -> Response:
+    return await _save(request, community_id, "profile", lambda form: {
+        "display_name": form.get("display_name", "").strip(), "vector": form.get("vector", ""),
+        "skills": _listed(form.get("skills", "")), "values": _listed(form.get("values", ""))})
+
+
+@router.post("/c/{community_id}/sharing", response_class=HTMLResponse)
+async def save_sharing(community_id: str, request: Request) -> Response:
+    # The display name always travels with a card (partners must call the person something).
+    return await _save(request, community_id, "consent", lambda form: {
+        "shared_fields": ["display_name", *[f for f in form.all("shared_fields") if f != "display_name"]]})
+
+
+async def _save(request: Request, community_id: str, what: str, body: Any) -> Response:
+    found = await _signed_in(request)
+    if isinstance(found, Response):
+        return found
+    api, person = found
+    form = await _form(request, person)
+    me = (person.membership(community_id) or {}).get("member_id", "")
+    try:
+        await api.call(person, community_id, "PUT", f"/members/{me}/{what}", body(form))
+    except Problem as refused:
+        return await _profile_page(request, api, person, community_id, problem=refused, form=form)
+    return RedirectResponse(f"/app/c/{community_id}/profile?saved={what}", status_code=303)
+
+
+# ---- sessions: register, the waitlist, cancel ----
+
+@router.get("/c/{community_id}/sessions", response_class=HTMLResponse)
+async def sessions_page(community_id: str, request: Request) -> Response:
+    found = await _signed_in(request)
+    if isinstance(found, Response):
+        return found
+    return await _sessions_page(request, *found, community_id)
+
+
+async def _sessions_page(request: Request, api: PersonApi, person: Person, community_id: str,
+                         problem: Problem | None = None) -> Response:
+    words = words_for(request)
+    me = (person.membership(community_id) or {}).get("member_id")
+    if me is None:
+        return _page(request, "problem.html", words, status=403,
+                     problem=_problem(words, Forbidden("not a member", slug="not-a-member")))
+    listed = await api.call(person, community_id, "GET", "/sessions?limit=50")
+    community = await _community(api, person, community_id)
+    sessions = [{**s, "mine": "registered" if me in s["registered"] else
+                 "waitlisted" if me in s["waitlist"] else None,
+                 "position": s["waitlist"].index(me) + 1 if me in s["waitlist"] else None,
+                 "left": max(0, s["capacity"] - len(s["registered"]))}
+                for s in listed["items"] if s["status"] == "scheduled"]
+    return _page(request, "sessions.html", words, status=problem.status if problem else 200, sessions=sessions,
+                 community=community, csrf=person.csrf, problem=_problem(words, problem) if problem else None)
+
+
+@router.post("/c/{community_id}/sessions/{session_id}/registration", response_class=HTMLResponse)
+async def register(community_id: str, session_id: str, request: Request) -> Response:
+    return await _session_action(request, community_id, session_id, "/registrations")
+
+
+@router.post("/c/{community_id}/sessions/{session_id}/cancellation", response_class=HTMLResponse)
+async def cancel(community_id: str, session_id: str, request: Request) -> Response:
+    return await _session_action(request, community_id, session_id, "/registrations/{me}/cancellation")
+
+
+async def _session_action(request: Request, community_id: str, session_id: str, action: str) -> Response:
+    found = await _signed_in(request)
+    if isinstance(found, Response):
+        return found
+    api, person = found
+    await _form(request, person)
+    me = (person.membership(community_id) or {}).get("member_id", "")
+    try:
+        await api.call(person, community_id, "POST", f"/sessions/{session_id}{action.format(me=me)}", {})
+    except Problem as refused:
+        return await _sessions_page(request, api, person, community_id, problem=refused)
+    return RedirectResponse(f"/app/c/{community_id}/sessions#session-{session_id}", status_code=303)

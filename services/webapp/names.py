@@ -9,7 +9,8 @@ def N_(message: str) -> str:  # gettext's conventional name: "mark, do not trans
 
 
 FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("field:deadline"),
-          N_("field:why_next_step")]
+          N_("field:why_next_step"), N_("field:display_name"), N_("field:vector"), N_("field:values"),
+          N_("field:reputation"), N_("field:shared_fields")]
 ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
 JOB_STATES = [N_("state:posted"), N_("state:assigned"), N_("state:in-progress"), N_("state:completed"),
               N_("state:cancelled")]

@@ -170,3 +170,54 @@ async def test_a_refused_form_comes_back_in_the_persons_language_naming_the_fiel
     async with httpx.AsyncClient(base_url=community_stack.url("gateway")) as stranger:
         page = await stranger.get(f"/app/c/{cid}")
         assert page.status_code == 303 and page.headers["location"].startswith("/sign-in?next=")
+
+
+async def test_a_member_shapes_their_profile_chooses_what_partners_see_and_takes_a_session_place(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    from playwright.async_api import async_playwright
+
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    async with httpx.AsyncClient(base_url=gateway, headers=community_stack.operator_headers()) as operator:
+        scheduled = await operator.post(f"/v1/communities/{cid}/sessions", json={
+            "kind": "group-coaching", "title": "Cohort A", "starts_at": "2031-05-01T19:00:00",
+            "ends_at": "2031-05-01T21:00:00", "time_zone": "Asia/Tokyo", "place": "Kominka, Kamakura",
+            "capacity": 1, "cohort": "A"})
+        assert scheduled.status_code == 201, scheduled.text
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            ken_page = await _phone(chromium, community_stack, ken, "en")
+            hana_page = await _phone(chromium, community_stack, hana, "ja")
+
+            await ken_page.goto(f"{gateway}/app/c/{cid}")
+            await ken_page.get_by_role("link", name="My profile").click()
+            await _checked(ken_page)
+            await ken_page.get_by_role("textbox", name="Vector").fill("Publish my first picture book")
+            await ken_page.get_by_role("textbox", name="Skills").fill("illustration, video editing")
+            await ken_page.get_by_role("button", name="Save my profile").click()
+            await ken_page.get_by_text("Saved.").wait_for()
+            preview = ken_page.locator("#partner-preview")
+            assert "illustration" not in await preview.inner_text()  # shared: the name alone, by default
+            await ken_page.locator("#share-skills").check()
+            await ken_page.get_by_role("button", name="Save what I share").click()
+            await ken_page.get_by_text("Saved.").wait_for()
+            text = await ken_page.locator("#partner-preview").inner_text()
+            assert "illustration" in text and "picture book" not in text  # skills shared, the vector not
+            await _checked(ken_page)
+
+            await hana_page.goto(f"{gateway}/app/c/{cid}/sessions")
+            await hana_page.get_by_role("button", name="申し込む: Cohort A").click()
+            await hana_page.get_by_text("参加が確定しています。").wait_for()
+            assert "2031/05/01 19:00" in await hana_page.content()  # Tokyo time, Japanese format
+            await _checked(hana_page)
+            await ken_page.goto(f"{gateway}/app/c/{cid}/sessions")
+            await ken_page.get_by_role("button", name="Join the waitlist: Cohort A").click()
+            await ken_page.get_by_text("You are number 1 on the waitlist.").wait_for()
+            await _checked(ken_page)
+            await hana_page.get_by_role("button", name="キャンセルする: Cohort A").click()
+            await hana_page.get_by_text("残り 0 席").wait_for()  # Ken took the freed place at once
+            await ken_page.reload()
+            await ken_page.get_by_text("You have a place.").wait_for()
+        finally:
+            await chromium.close()
