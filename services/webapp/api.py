@@ -88,11 +88,15 @@ def _problem(words: Words, problem: Problem) -> dict[str, Any]:
         "not-a-member": words.gettext("You are not a member of this community."),
         "forbidden": words.gettext("You may not do that here."),
         "not-found": words.gettext("That is not here any more."),
-        "conflict": words.gettext("That changed meanwhile: {detail}", detail=problem.detail),
         "rate-limited": words.gettext("Too many requests: wait a minute and try again."),
     }
+    # A refusal this page has no sentence of its own for is framed by its status, in the person's language
+    # (the API's own detail, in English, is kept inside the frame: it says what exactly).
+    by_status = {403: sentences["forbidden"], 404: sentences["not-found"], 422: sentences["validation-error"],
+                 429: sentences["rate-limited"],
+                 409: words.gettext("That cannot be done now: {detail}", detail=problem.detail)}
     return {"status": problem.status, "slug": problem.slug, "fields": fields,
-            "message": sentences.get(problem.slug) or problem.detail}
+            "message": sentences.get(problem.slug) or by_status.get(problem.status) or problem.detail}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -179,8 +183,12 @@ async def _job_page(request: Request, api: PersonApi, person: Person, community_
     members = await api.call(person, community_id, "GET", "/members?limit=100")
     names = {m["member_id"]: m["display_name"] for m in members["items"]}
     me = (person.membership(community_id) or {}).get("member_id")
+    people = [m for m in members["items"] if m["member_id"] not in (me, job["requester_id"])]
+    taking_part = {job["requester_id"], *job["workers"]}
     return _page(request, "job.html", words, status=problem.status if problem else 200, job=job, names=names,
-                 me=me, csrf=person.csrf, community_id=community_id,
+                 me=me, csrf=person.csrf, community_id=community_id, people=people, scales=FEEDBACK_SCALES,
+                 subjects=sorted(taking_part - {me}) if me in taking_part else [],
+                 given=request.query_params.get("given"),
                  offered=any(o["member_id"] == me for o in job["offers"]),
                  problem=_problem(words, problem) if problem else None)
 
@@ -197,7 +205,43 @@ async def assign(community_id: str, job_id: str, request: Request) -> Response:
                       lambda form: {"member_ids": [form.get("member_id", "")]})
 
 
-async def _act(request: Request, community_id: str, job_id: str, action: str, body: Any) -> Response:
+@router.post("/c/{community_id}/jobs/{job_id}/referrals", response_class=HTMLResponse)
+async def refer(community_id: str, job_id: str, request: Request) -> Response:
+    return await _act(request, community_id, job_id, "/referrals",
+                      lambda form: {"member_id": form.get("member_id", ""), "note": form.get("note", "")})
+
+
+@router.post("/c/{community_id}/jobs/{job_id}/start", response_class=HTMLResponse)
+async def start(community_id: str, job_id: str, request: Request) -> Response:
+    return await _act(request, community_id, job_id, "/start", lambda form: None)
+
+
+@router.post("/c/{community_id}/jobs/{job_id}/completion", response_class=HTMLResponse)
+async def complete(community_id: str, job_id: str, request: Request) -> Response:
+    return await _act(request, community_id, job_id, "/completion", lambda form: None)
+
+
+@router.post("/c/{community_id}/jobs/{job_id}/cancellation", response_class=HTMLResponse)
+async def cancel_job(community_id: str, job_id: str, request: Request) -> Response:
+    return await _act(request, community_id, job_id, "/cancellation", lambda form: {"reason": form.get("reason", "")})
+
+
+FEEDBACK_SCALES = ("quality", "reliability", "beyond", "collaboration")
+
+
+@router.post("/c/{community_id}/jobs/{job_id}/feedback", response_class=HTMLResponse)
+async def feedback(community_id: str, job_id: str, request: Request) -> Response:
+    def body(form: Form) -> dict[str, Any]:
+        # A missing or non-numeric rating is sent as it is, for the API to name the field.
+        ratings = {scale: int(form[scale]) if form.get(scale, "").isdigit() else form.get(scale)
+                   for scale in FEEDBACK_SCALES}
+        return {"subject_id": form.get("subject_id", ""), **ratings, "comment": form.get("comment", "")}
+
+    return await _act(request, community_id, job_id, "/feedback", body, then="#feedback")
+
+
+async def _act(request: Request, community_id: str, job_id: str, action: str, body: Any,
+               then: str = "") -> Response:
     found = await _signed_in(request)
     if isinstance(found, Response):
         return found
@@ -207,7 +251,8 @@ async def _act(request: Request, community_id: str, job_id: str, action: str, bo
         await api.call(person, community_id, "POST", f"/jobs/{job_id}{action}", body(form))
     except Problem as refused:
         return await _job_page(request, api, person, community_id, job_id, problem=refused)
-    return RedirectResponse(f"/app/c/{community_id}/jobs/{job_id}", status_code=303)
+    done = "?given=1" if action == "/feedback" else ""
+    return RedirectResponse(f"/app/c/{community_id}/jobs/{job_id}{done}{then}", status_code=303)
 
 
 # ---- my profile, and what partner communities see of it ----
@@ -315,3 +360,26 @@ async def _session_action(request: Request, community_id: str, session_id: str, 
     except Problem as refused:
         return await _sessions_page(request, api, person, community_id, problem=refused)
     return RedirectResponse(f"/app/c/{community_id}/sessions#session-{session_id}", status_code=303)
+
+
+# ---- the directory ----
+
+@router.get("/c/{community_id}/members", response_class=HTMLResponse)
+async def directory(community_id: str, request: Request, skill: str = "", q: str = "", cursor: str = "") -> Response:
+    found = await _signed_in(request)
+    if isinstance(found, Response):
+        return found
+    api, person = found
+    words = words_for(request)
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in (("skill", skill), ("q", q), ("cursor", cursor)) if v)
+    try:
+        page = await api.call(person, community_id, "GET", f"/members?limit=30&{query}")
+    except Problem as refused:
+        return _page(request, "problem.html", words, status=refused.status, problem=_problem(words, refused))
+    community = await _community(api, person, community_id)
+    more = None
+    if page.get("next_cursor"):
+        more = "&".join(f"{k}={quote(v, safe='')}" for k, v in (("skill", skill), ("q", q),
+                                                                ("cursor", page["next_cursor"])) if v)
+    return _page(request, "directory.html", words, community=community, members=page["items"], skill=skill, q=q,
+                 more=more)

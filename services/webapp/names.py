@@ -10,7 +10,10 @@ def N_(message: str) -> str:  # gettext's conventional name: "mark, do not trans
 
 FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("field:deadline"),
           N_("field:why_next_step"), N_("field:display_name"), N_("field:vector"), N_("field:values"),
-          N_("field:reputation"), N_("field:shared_fields")]
+          N_("field:reputation"), N_("field:shared_fields"), N_("field:subject_id"), N_("field:quality"),
+          N_("field:reliability"), N_("field:beyond"), N_("field:collaboration"), N_("field:comment"),
+          N_("field:member_id"), N_("field:note")]
 ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
+FEEDBACK_SCALES = [N_("scale:quality"), N_("scale:reliability"), N_("scale:beyond"), N_("scale:collaboration")]
 JOB_STATES = [N_("state:posted"), N_("state:assigned"), N_("state:in-progress"), N_("state:completed"),
               N_("state:cancelled")]

@@ -132,6 +132,10 @@ async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_englis
             await ken_page.get_by_label("Why this is your next step (optional)").fill("I paint every day")
             await ken_page.get_by_role("button", name="Offer to help").click()
             await ken_page.get_by_text("You offered to help.").wait_for()
+            await ken_page.get_by_label("Who").select_option(label="Yui")
+            await ken_page.get_by_label("Why them (optional)").fill("She bound books for years")
+            await ken_page.get_by_role("button", name="Refer", exact=True).click()
+            await ken_page.locator("#referred", has_text="Yui").wait_for()
             await _checked(ken_page)
 
             await hana_page.goto(job_url)
@@ -140,6 +144,24 @@ async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_englis
             await _checked(hana_page)
             await ken_page.reload()
             assert await ken_page.locator("#state").inner_text() == "assigned"
+
+            # The work goes on, ends, and each gives the other 360° feedback.
+            await hana_page.get_by_role("button", name="作業が始まった").click()
+            await hana_page.locator("#state", has_text="進行中").wait_for()
+            await hana_page.get_by_role("button", name="完了にする").click()
+            await hana_page.locator("#state", has_text="完了").wait_for()
+            await hana_page.get_by_label("期待以上の働き (1〜5)").select_option("5")
+            await hana_page.get_by_label("ひとこと(任意)").fill("早くて丁寧でした")
+            await hana_page.get_by_role("button", name="フィードバックを送る").click()
+            await hana_page.get_by_text("フィードバックを記録しました").wait_for()
+            await _checked(hana_page)
+            await ken_page.reload()
+            await ken_page.get_by_label("Collaboration").select_option("4")
+            await ken_page.get_by_role("button", name="Give feedback").click()
+            await ken_page.get_by_text("your feedback was recorded").wait_for()
+            # The same feedback twice is refused on the page, in Hana's language.
+            await hana_page.get_by_role("button", name="フィードバックを送る").click()
+            await hana_page.locator(".problem", has_text="今はできません").wait_for()
         finally:
             await chromium.close()
 
@@ -205,6 +227,11 @@ async def test_a_member_shapes_their_profile_chooses_what_partners_see_and_takes
             text = await ken_page.locator("#partner-preview").inner_text()
             assert "illustration" in text and "picture book" not in text  # skills shared, the vector not
             await _checked(ken_page)
+
+            await hana_page.goto(f"{gateway}/app/c/{cid}/members?skill=illustration")
+            await hana_page.locator("#members", has_text="Ken").wait_for()
+            assert "Yui" not in await hana_page.locator("#members").inner_text()
+            await _checked(hana_page)
 
             await hana_page.goto(f"{gateway}/app/c/{cid}/sessions")
             await hana_page.get_by_role("button", name="申し込む: Cohort A").click()
