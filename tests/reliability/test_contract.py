@@ -22,7 +22,7 @@ import pytest
 from tests.reliability.harness import found
 from tests.support import SERVICES, Ecosystem, eventually
 
-EXAMPLES = os.environ.get("KIZUNA_FUZZ_EXAMPLES", "8")
+EXAMPLES = os.environ.get("KIZUNA_FUZZ_EXAMPLES", "4")  # make soak: 100
 EXCLUDED = "positive_data_acceptance,use_after_free,ensure_resource_availability"
 
 
