@@ -248,3 +248,50 @@ async def test_a_member_shapes_their_profile_chooses_what_partners_see_and_takes
             await ken_page.get_by_text("You have a place.").wait_for()
         finally:
             await chromium.close()
+
+
+async def test_a_facilitator_welcomes_an_applicant_and_sees_who_has_no_ties_yet(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    from playwright.async_api import async_playwright
+
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    hana_id = next(m["member_id"] for m in (await hana.get("/v1/me", headers=JSON)).json()["memberships"]
+                   if m["community_id"] == cid)
+    async with httpx.AsyncClient(base_url=gateway, headers=community_stack.operator_headers()) as operator:
+        made = await operator.put(f"/v1/communities/{cid}/members/{hana_id}/role",
+                                  json={"role": "facilitator", "reason": "runs cohort A"})
+        assert made.status_code == 200, made.text
+        policy = await operator.put(f"/v1/communities/{cid}/admission", json={
+            "policy": "application", "questions": [{"id": "why", "text": "Why join?", "required": True}],
+            "reason": "we screen newcomers"})
+        assert policy.status_code == 200, policy.text
+        applied = await operator.post(f"/v1/join/{cid}/applications",
+                                      json={"display_name": "Mio", "answers": {"why": "I love making books"}})
+        assert applied.status_code == 201, applied.text
+        # Ken, a member, is not a steward: the page is refused to him.
+        assert (await ken.get(f"/app/c/{cid}/stewarding")).status_code == 403
+
+        async with async_playwright() as pw:
+            chromium = await launch_chromium(pw)
+            try:
+                page = await _phone(chromium, community_stack, hana, "ja")
+
+                async def stewarding_link() -> bool:  # Hana's new role reaches identity over the bus
+                    await page.goto(f"{gateway}/app/c/{cid}")
+                    return await page.get_by_role("link", name="運営").count() == 1
+
+                await eventually(stewarding_link)
+                await page.get_by_role("link", name="運営").click()
+                await page.locator("#applications", has_text="I love making books").wait_for()
+                await _checked(page)
+                await page.get_by_label("理由(申請者に伝わります)").fill("本づくりの仲間です")
+                await page.get_by_role("button", name="Mio さんを迎える").click()
+                await page.get_by_text("判断を待っている申請はありません。").wait_for()
+                assert "Ken" in await page.locator("#drifting").inner_text()  # no session with anyone yet
+                await _checked(page)
+            finally:
+                await chromium.close()
+
+        members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
+        assert "Mio" in {m["display_name"] for m in members}

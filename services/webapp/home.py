@@ -1,0 +1,35 @@
+"""My communities, and a community's home: purpose and values, open job requests, upcoming sessions, who is new."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from .pages import Visit, show
+
+router = APIRouter()
+
+
+@router.get("")
+async def my_communities(request: Request) -> Response:
+    return await show(request, _communities)
+
+
+async def _communities(v: Visit) -> Response:
+    return v.page("communities.html", memberships=[m for m in v.person.me["memberships"] if m["status"] == "active"])
+
+
+@router.get("/c/{community_id}")
+async def community_home(community_id: str, request: Request) -> Response:
+    return await show(request, _home, community_id)
+
+
+async def _home(v: Visit, community_id: str) -> Response:
+    membership = v.person.membership(community_id)
+    if membership is None:
+        return v.not_a_member()
+    members = await v.call(community_id, "GET", "/members?limit=100")
+    jobs = await v.call(community_id, "GET", "/jobs?state=posted&limit=20")
+    sessions = await v.call(community_id, "GET", "/sessions?limit=5")
+    newest = sorted(members["items"], key=lambda m: str(m.get("joined_at") or ""), reverse=True)[:5]
+    return v.page("home.html", community=await v.community(community_id), me=membership, newest=newest,
+                  jobs=jobs["items"], sessions=sessions["items"])
