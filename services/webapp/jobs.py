@@ -3,6 +3,7 @@ feedback afterwards."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -56,6 +57,7 @@ async def _job(v: Visit, community_id: str, job_id: str, problem: Problem | None
                   subjects=sorted(taking_part - {me}) if me in taking_part else [],
                   given=v.request.query_params.get("given"),
                   offered=any(o["member_id"] == me for o in job["offers"]),
+                  now=datetime.now(UTC).isoformat(),
                   problem=framed(v.words, problem) if problem else None)
 
 

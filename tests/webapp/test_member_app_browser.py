@@ -295,3 +295,36 @@ async def test_a_facilitator_welcomes_an_applicant_and_sees_who_has_no_ties_yet(
 
         members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
         assert "Mio" in {m["display_name"] for m in members}
+
+
+async def test_an_offer_appears_on_the_open_job_page_without_a_reload(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    """Hana keeps her job page open; Ken offers from his phone; Hana's page says so without a reload (the
+    community's event stream, read as Hana, relayed by the app), and shows the offer when she asks."""
+    from playwright.async_api import async_playwright
+
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    posted = await hana.post(f"/app/c/{cid}/jobs", data={"csrf_token": await csrf(hana), "title": "Book cover",
+                                                         "deadline": "2031-01-01"})
+    assert posted.status_code == 303, posted.text
+    job_path = posted.headers["location"]
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            page = await _phone(chromium, community_stack, hana, "en")
+            await page.goto(f"{gateway}{job_path}")
+            notice = page.locator("#live-notice")
+            assert not await notice.is_visible()
+
+            async def ken_offered() -> bool:  # the job reaches the referrals read model first
+                answer = await ken.post(f"{job_path}/offers", data={"csrf_token": await csrf(ken),
+                                                                    "why_next_step": "covers are my thing"})
+                return answer.status_code == 303
+
+            await eventually(ken_offered)
+            await notice.get_by_role("link", name="Something changed on this request: show it").click()
+            await page.locator("#offers", has_text="covers are my thing").wait_for()
+            await _checked(page)
+        finally:
+            await chromium.close()

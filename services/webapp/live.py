@@ -1,0 +1,81 @@
+"""What changes while a page is open, without a reload: the page's small script listens here (Server-Sent
+Events, same origin, the session cookie), and this relays the community's event stream — read as the person,
+with the read policy their token gets — keeping only what concerns the page, as a bare "something changed"
+signal; the page then offers to show it. Without the script the page is simply as it was rendered.
+
+The gateway's stream is called over loopback at the address this request came in on (streaming needs a real
+connection; the in-process client buffers whole answers). It starts at the community's first event, so
+events older than the page (``since``) are dropped here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from kizuna.errors import NotFound, Problem
+
+from .pages import Visit, visit
+
+router = APIRouter()
+STATIC = Path(__file__).parent / "static"
+SCRIPTS = {"live.js"}
+JOB_EVENTS = ("JobOffered,JobReferred,JobOfferedByPartner,JobAssigned,JobStarted,JobCompleted,JobCancelled,"
+              "FeedbackGiven")
+
+
+@router.get("/static/{name}")
+async def script(name: str) -> Response:
+    if name not in SCRIPTS:
+        raise NotFound("no such file")
+    return FileResponse(STATIC / name, media_type="text/javascript", headers={"cache-control": "no-cache"})
+
+
+@router.get("/c/{community_id}/jobs/{job_id}/live")
+async def job_live(community_id: str, job_id: str, request: Request, since: str = "") -> Response:
+    found = await visit(request)
+    if not isinstance(found, Visit):
+        return Response(status_code=204)  # not signed in: 204 tells EventSource not to come back
+    try:
+        token = await found.api.token(found.person, community_id)
+    except Problem:
+        return Response(status_code=204)
+    return StreamingResponse(_changes(request, community_id, token, since, lambda data: data.get("job_id") == job_id),
+                             media_type="text/event-stream", headers={"cache-control": "no-cache",
+                                                                      "x-accel-buffering": "no"})
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+async def _changes(request: Request, community_id: str, token: str, since: str,
+                   concerns: Callable[[dict[str, Any]], bool]) -> AsyncIterator[bytes]:
+    host, port = request.scope.get("server") or ("127.0.0.1", 80)
+    url = f"http://{host}:{port}/v1/communities/{community_id}/events"
+    yield b"retry: 5000\n\n"
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
+        async with client.stream("GET", url, params={"type": JOB_EVENTS},
+                                 headers={"authorization": f"Bearer {token}"}) as answer:
+            if answer.status_code != 200:
+                return
+            data = ""
+            async for line in answer.aiter_lines():
+                if line.startswith(":"):
+                    yield b": heartbeat\n\n"  # keeps the browser's connection (and proxies) awake
+                elif line.startswith("data: "):
+                    data += line[6:]
+                elif line == "" and data:
+                    event, data = json.loads(data), ""
+                    if _moment(str(event.get("time", ""))) >= _moment(since) and concerns(event.get("data") or {}):
+                        yield f"event: changed\ndata: {json.dumps({'type': event.get('type')})}\n\n".encode()
