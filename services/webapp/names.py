@@ -12,8 +12,11 @@ FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("fi
           N_("field:why_next_step"), N_("field:display_name"), N_("field:vector"), N_("field:values"),
           N_("field:reputation"), N_("field:shared_fields"), N_("field:subject_id"), N_("field:quality"),
           N_("field:reliability"), N_("field:beyond"), N_("field:collaboration"), N_("field:comment"),
-          N_("field:member_id"), N_("field:note")]
+          N_("field:member_id"), N_("field:note"), N_("field:statement"), N_("field:motivation"),
+          N_("field:facilitator_id"), N_("field:due_date"), N_("field:kpis"), N_("field:baseline"),
+          N_("field:target"), N_("field:name"), N_("field:values")]
 ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
 FEEDBACK_SCALES = [N_("scale:quality"), N_("scale:reliability"), N_("scale:beyond"), N_("scale:collaboration")]
+GOAL_STATES = [N_("goal:active"), N_("goal:achieved"), N_("goal:abandoned")]
 JOB_STATES = [N_("state:posted"), N_("state:assigned"), N_("state:in-progress"), N_("state:completed"),
               N_("state:cancelled")]

@@ -23,6 +23,8 @@ from tests.identity.smtp import SmtpInbox
 from tests.support import Ecosystem, eventually, launch_chromium
 
 PHONE = {"width": 390, "height": 844}
+# Numbers as a Japanese keyboard often types them: full-width digits (U+FF10…).
+FULL_WIDTH = {n: "".join(chr(0xFF10 + int(d)) for d in n) for n in ("0", "8", "32")}
 JSON = {"accept": "application/json"}
 
 
@@ -326,5 +328,43 @@ async def test_an_offer_appears_on_the_open_job_page_without_a_reload(
             await notice.get_by_role("link", name="Something changed on this request: show it").click()
             await page.locator("#offers", has_text="covers are my thing").wait_for()
             await _checked(page)
+        finally:
+            await chromium.close()
+
+
+async def test_a_member_sets_a_goal_from_what_matters_and_checks_in_with_full_width_digits(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    from playwright.async_api import async_playwright
+
+    cid, hana, _ = member_pair
+    gateway = community_stack.url("gateway")
+    due = (datetime.now(UTC) + timedelta(days=90)).date().isoformat()
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            page = await _phone(chromium, community_stack, hana, "ja")
+            await page.goto(f"{gateway}/app/c/{cid}")
+            await page.get_by_role("link", name="私の目標").click()
+            await page.get_by_role("link", name="目標を立てる").click()
+            await _checked(page)
+            await page.get_by_label("大切にしていること(この目標の理由)").fill("子どもたちに絵本を届けたい")
+            await page.get_by_label("目標をひとことで").fill("絵本を一冊描き上げる")
+            await page.get_by_label("伴走してくれる人").select_option(label="Yui")
+            await page.get_by_label("いつまでに").fill(due)
+            await page.locator("#kpi_name_0").fill("描いたページ")
+            await page.locator("#kpi_unit_0").fill("ページ")
+            await page.locator("#kpi_baseline_0").fill(FULL_WIDTH["0"])
+            await page.locator("#kpi_target_0").fill(FULL_WIDTH["32"])
+            await page.get_by_role("button", name="この目標を立てる").click()
+            await page.get_by_role("heading", name="絵本を一冊描き上げる").wait_for()
+            assert await page.locator("#goal-status").inner_text() == "取り組み中"
+            await page.get_by_label("描いたページ (ページ)").fill(FULL_WIDTH["8"])
+            await page.get_by_role("button", name="記録する").click()
+            await page.locator("#check-ins", has_text="描いたページ: 8").wait_for()
+            assert "25%" in await page.locator("main").inner_text()  # 8 of 32 pages
+            assert await page.locator("#kpis svg polyline").count() == 1  # the progress chart
+            await _checked(page)
+            await page.get_by_role("button", name="達成した").click()
+            await page.locator("#goal-status", has_text="達成").wait_for()
         finally:
             await chromium.close()
