@@ -14,7 +14,8 @@ FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("fi
           N_("field:reliability"), N_("field:beyond"), N_("field:collaboration"), N_("field:comment"),
           N_("field:member_id"), N_("field:note"), N_("field:statement"), N_("field:motivation"),
           N_("field:facilitator_id"), N_("field:due_date"), N_("field:kpis"), N_("field:baseline"),
-          N_("field:target"), N_("field:name"), N_("field:values")]
+          N_("field:target"), N_("field:name"), N_("field:values"), N_("field:member_cap"), N_("field:role"),
+          N_("field:reason")]
 ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
 FEEDBACK_SCALES = [N_("scale:quality"), N_("scale:reliability"), N_("scale:beyond"), N_("scale:collaboration")]
 GOAL_STATES = [N_("goal:active"), N_("goal:achieved"), N_("goal:abandoned")]

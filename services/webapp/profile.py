@@ -1,4 +1,5 @@
-"""My profile — name, vector, skills, values — and what partner communities see of it, with a preview."""
+"""My profile — name, vector, skills, values — what partner communities see of it, with a preview, and my
+reputation from the 360° feedback I received."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from kizuna.errors import Problem
 
+from .jobs import FEEDBACK_SCALES
 from .pages import Form, Visit, command, framed, listed, show
 
 router = APIRouter()
@@ -25,6 +27,7 @@ async def _profile(v: Visit, community_id: str, problem: Problem | None = None, 
         return v.not_a_member()
     return v.page("profile.html", status=problem.status if problem else 200,
                   member=await v.call(community_id, "GET", f"/members/{me}"),
+                  reputation=await v.call(community_id, "GET", f"/reputation/{me}"), scales=FEEDBACK_SCALES,
                   community=await v.community(community_id), shareable=SHAREABLE, form=form or {},
                   saved=v.request.query_params.get("saved"), problem=framed(v.words, problem) if problem else None)
 

@@ -161,6 +161,9 @@ async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_englis
             await ken_page.get_by_label("Collaboration").select_option("4")
             await ken_page.get_by_role("button", name="Give feedback").click()
             await ken_page.get_by_text("your feedback was recorded").wait_for()
+            await ken_page.goto(f"{gateway}/app/c/{cid}/profile")
+            assert "Beyond what was asked (1" in await ken_page.locator("#reputation").inner_text()
+            await ken_page.go_back()
             # The same feedback twice is refused on the page, in Hana's language.
             await hana_page.get_by_role("button", name="フィードバックを送る").click()
             await hana_page.locator(".problem", has_text="今はできません").wait_for()
@@ -368,3 +371,43 @@ async def test_a_member_sets_a_goal_from_what_matters_and_checks_in_with_full_wi
             await page.locator("#goal-status", has_text="達成").wait_for()
         finally:
             await chromium.close()
+
+
+async def test_the_owner_makes_a_facilitator_and_changes_the_cap(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    from playwright.async_api import async_playwright
+
+    cid, hana, _ = member_pair
+    gateway = community_stack.url("gateway")
+    hana_id = next(m["member_id"] for m in (await hana.get("/v1/me", headers=JSON)).json()["memberships"]
+                   if m["community_id"] == cid)
+    async with httpx.AsyncClient(base_url=gateway, headers=community_stack.operator_headers()) as operator:
+        handed = await operator.post(f"/v1/communities/{cid}/ownership",
+                                     json={"to_member_id": hana_id, "reason": "Yui steps back"})
+        assert handed.status_code == 200, handed.text
+        async with async_playwright() as pw:
+            chromium = await launch_chromium(pw)
+            try:
+                page = await _phone(chromium, community_stack, hana, "en")
+
+                async def owner_sections() -> bool:  # Hana's new role reaches identity over the bus
+                    await page.goto(f"{gateway}/app/c/{cid}/stewarding")
+                    return await page.get_by_role("heading", name="Roles").count() == 1
+
+                await eventually(owner_sections)
+                await _checked(page)
+                await page.get_by_role("button", name="Make Ken a facilitator").click()
+                await page.get_by_role("button", name="Make Ken a member again").wait_for()
+                await page.get_by_label("At most (now 3 members)").fill("40")
+                await page.get_by_role("button", name="Change the member cap").click()
+                await page.wait_for_url("**#cap")
+                await page.get_by_label("At most (now 3 members)").fill("2")  # below the members: refused
+                await page.get_by_role("button", name="Change the member cap").click()
+                await page.locator(".problem", has_text="Please check: Member cap.").wait_for()
+            finally:
+                await chromium.close()
+        community = (await operator.get(f"/v1/communities/{cid}")).json()
+        assert community["member_cap"] == 40
+        members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
+        roles = {m["display_name"]: m["role"] for m in members}
+        assert roles["Ken"] == "facilitator" and roles["Hana"] == "owner"
