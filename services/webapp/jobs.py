@@ -111,3 +111,28 @@ async def feedback(community_id: str, job_id: str, request: Request) -> Response
         return {"subject_id": form.get("subject_id", ""), **ratings, "comment": form.get("comment", "")}
 
     return await _on_job(request, community_id, job_id, "/feedback", body, then="?given=1#feedback")
+
+
+# ---- job requests partner communities shared with us ----
+
+@router.get("/c/{community_id}/partner-jobs")
+async def partner_jobs(community_id: str, request: Request) -> Response:
+    return await show(request, _partner_jobs, community_id)
+
+
+async def _partner_jobs(v: Visit, community_id: str, problem: Problem | None = None) -> Response:
+    if v.member_id(community_id) is None:
+        return v.not_a_member()
+    shared = await v.call(community_id, "GET", "/partner-jobs?limit=50")
+    return v.page("partner_jobs.html", status=problem.status if problem else 200,
+                  community=await v.community(community_id), jobs=shared["items"],
+                  problem=framed(v.words, problem) if problem else None)
+
+
+@router.post("/c/{community_id}/partnerships/{partnership_id}/jobs/{job_id}/offers")
+async def offer_to_partner(community_id: str, partnership_id: str, job_id: str, request: Request) -> Response:
+    # The offer travels to the partner deployment with my consented card (what my profile page previews).
+    return await command(request, community_id, "POST", f"/partnerships/{partnership_id}/jobs/{job_id}/offers",
+                         lambda form: {"note": form.get("note", "")},
+                         redisplay=lambda v, refused, _form: _partner_jobs(v, community_id, refused),
+                         then=f"/app/c/{community_id}/partner-jobs#job-{job_id}")

@@ -193,6 +193,18 @@ async def test_a_refused_form_comes_back_in_the_persons_language_naming_the_fiel
     assert cross_site.status_code == 403, cross_site.text
     jobs = await hana.get(f"/app/c/{cid}", headers={"accept-language": "en"})
     assert "Forged" not in jobs.text and "Logo" not in jobs.text
+    # A goal let go, with its reason, without a script (a plain form post and a redirect).
+    owner = (await hana.get(f"/app/c/{cid}/goals/new", headers={"accept-language": "en"})).text
+    facilitator = owner.split('name="facilitator_id">')[1].split('value="')[1].split('"')[0]
+    goal = await ken.post(f"/app/c/{cid}/goals", data={
+        "csrf_token": await csrf(ken), "motivation": "health", "statement": "Run more", "facilitator_id": facilitator,
+        "due_date": "2031-01-01", "kpi_name_0": "km", "kpi_baseline_0": "0", "kpi_target_0": "10"})
+    assert goal.status_code == 303, goal.text
+    let_go = await ken.post(f"{goal.headers['location']}/abandonment",
+                            data={"csrf_token": await csrf(ken), "reason": "knee injury"})
+    assert let_go.status_code == 303, let_go.text
+    shown = await ken.get(goal.headers["location"], headers={"accept-language": "en"})
+    assert '<span id="goal-status">let go</span>' in shown.text
     # Not signed in: to the sign-in page, and back here afterwards.
     async with httpx.AsyncClient(base_url=community_stack.url("gateway")) as stranger:
         page = await stranger.get(f"/app/c/{cid}")
@@ -411,3 +423,61 @@ async def test_the_owner_makes_a_facilitator_and_changes_the_cap(
         members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
         roles = {m["display_name"]: m["role"] for m in members}
         assert roles["Ken"] == "facilitator" and roles["Hana"] == "owner"
+
+
+async def test_a_member_offers_to_help_with_a_partner_communitys_job(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    """Kaki growers (another community here) link with Hikari Makers and share a job; Ken finds it under "From
+    partner communities" and offers; the partner's requester receives his offer with his card."""
+    from playwright.async_api import async_playwright
+
+    from tests.federation.test_local_links import found, propose
+
+    cid, _, ken = member_pair
+    gateway = community_stack.url("gateway")
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as http:
+        listed_members = await http.get(f"/v1/communities/{cid}/members?role=owner",
+                                        headers=community_stack.operator_headers())
+        [yui] = listed_members.json()["items"]
+        as_yui = community_stack.headers(cid, yui["member_id"], "owner")
+        kaki, kaki_owner = await found(http, community_stack, "Kaki growers")
+        as_kaki = community_stack.headers(kaki, kaki_owner, "owner")
+        pid = await propose(http, community_stack, kaki, kaki_owner, cid)
+
+        async def accepted() -> bool:
+            answer = await http.post(f"/v1/communities/{cid}/partnerships/{pid}/acceptance", headers=as_yui)
+            return answer.status_code == 200
+
+        await eventually(accepted)
+        job = await http.post(f"/v1/communities/{kaki}/jobs", headers=as_kaki, json={
+            "title": "Persimmon harvest", "deadline": "2031-10-01", "visibility": "partners"})
+        assert job.status_code == 201, job.text
+        async with async_playwright() as pw:
+            chromium = await launch_chromium(pw)
+            try:
+                page = await _phone(chromium, community_stack, ken, "en")
+
+                async def listed() -> bool:  # the shared job crosses the partnership, then the bus
+                    await page.goto(f"{gateway}/app/c/{cid}/partner-jobs")
+                    return await page.locator("#partner-jobs", has_text="Kaki growers").count() == 1
+
+                await eventually(listed, timeout=30)
+                await _checked(page)
+                await page.get_by_label("A word to them (optional)").fill("I grew up on a persimmon farm")
+                await page.get_by_role("button", name="Offer to help: Persimmon harvest").click()
+
+                async def offered() -> bool:
+                    await page.goto(f"{gateway}/app/c/{cid}/partner-jobs")
+                    return await page.get_by_text("You offered to help.").count() == 1
+
+                await eventually(offered, timeout=30)
+            finally:
+                await chromium.close()
+
+        async def received() -> list[dict[str, Any]]:
+            answer = await http.get(f"/v1/communities/{kaki}/jobs/{job.json()['job_id']}", headers=as_kaki)
+            offers: list[dict[str, Any]] = answer.json()["partner_offers"]
+            return offers
+
+        [offer] = await eventually(received, timeout=30)
+        assert offer["card"]["display_name"] == "Ken" and offer["note"] == "I grew up on a persimmon farm"
