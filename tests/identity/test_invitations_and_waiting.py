@@ -146,17 +146,20 @@ async def test_a_waiting_person_sees_their_place_and_takes_the_place_offered_wit
         anonymous = await nobody.get(f"/v1/join/{cid}/my-place", headers=JSON)
         assert anonymous.status_code == 403, anonymous.text
 
-        left = await operator.post(f"/v1/communities/{cid}/members/{joined.json()['member_id']}/leave", json={})
-        assert left.status_code == 204, left.text
-        offered = await eventually(lambda: _offered(aoi, cid))
-        assert (await place(ren))["position"] == 1
-        # Ren, signed in, cannot take the place offered to Aoi: the same 404 as for no offer at all.
-        taken_by_ren = await ren.post(f"/v1/join/{cid}/offers/{offered['offer_id']}/acceptance", json={},
-                                      headers={"x-csrf-token": await csrf(ren), **JSON})
-        assert taken_by_ren.status_code == 404, taken_by_ren.text
         async with chromium_as(aoi, people, language="ja") as page:
             await page.goto(f"{people.url('gateway')}/waiting/{cid}")
-            await page.get_by_text("参加枠が提供されています").wait_for()
+            await page.get_by_text("待機リストの 1 番目です").wait_for()
+            left = await operator.post(f"/v1/communities/{cid}/members/{joined.json()['member_id']}/leave",
+                                       json={})
+            assert left.status_code == 204, left.text
+            # The open page learns of the offer by itself (no reload), within its 5-second poll.
+            await page.get_by_text("参加枠が提供されています").wait_for(timeout=30_000)
+            offered = await eventually(lambda: _offered(aoi, cid))
+            assert (await place(ren))["position"] == 1
+            # Ren, signed in, cannot take the place offered to Aoi: the same 404 as for no offer at all.
+            taken_by_ren = await ren.post(f"/v1/join/{cid}/offers/{offered['offer_id']}/acceptance", json={},
+                                          headers={"x-csrf-token": await csrf(ren), **JSON})
+            assert taken_by_ren.status_code == 404, taken_by_ren.text
             await page.get_by_role("button", name="参加枠を受ける").click()
             await page.get_by_text("参加しました。").wait_for()
             assert await page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -39,3 +39,6 @@ async function answer(kind) {
 document.getElementById("take-place").addEventListener("click", () => answer("acceptance"));
 document.getElementById("decline-place").addEventListener("click", () => answer("decline"));
 show();
+// A place offered while the page is open appears without a reload: the place is asked for again every 5 s
+// while the page is visible (a waitlist moves in hours, so a poll is enough here).
+setInterval(() => { if (document.visibilityState === "visible" && offer.hidden) show(); }, 5000);
