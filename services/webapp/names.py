@@ -15,9 +15,10 @@ FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("fi
           N_("field:member_id"), N_("field:note"), N_("field:statement"), N_("field:motivation"),
           N_("field:facilitator_id"), N_("field:due_date"), N_("field:kpis"), N_("field:baseline"),
           N_("field:target"), N_("field:name"), N_("field:values"), N_("field:member_cap"), N_("field:role"),
-          N_("field:reason")]
+          N_("field:reason"), N_("field:shares")]
 ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
 FEEDBACK_SCALES = [N_("scale:quality"), N_("scale:reliability"), N_("scale:beyond"), N_("scale:collaboration")]
+OFFERING_STATES = [N_("offering:open"), N_("offering:confirmed"), N_("offering:lapsed")]
 GOAL_STATES = [N_("goal:active"), N_("goal:achieved"), N_("goal:abandoned")]
 JOB_STATES = [N_("state:posted"), N_("state:assigned"), N_("state:in-progress"), N_("state:completed"),
               N_("state:cancelled")]

@@ -481,3 +481,42 @@ async def test_a_member_offers_to_help_with_a_partner_communitys_job(
 
         [offer] = await eventually(received, timeout=30)
         assert offer["card"]["display_name"] == "Ken" and offer["note"] == "I grew up on a persimmon farm"
+
+
+async def test_a_member_commits_to_shares_of_an_offering_and_withdraws(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    from playwright.async_api import async_playwright
+
+    from tests.identity.journey import community_token
+
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    token = (await community_token(hana, cid)).json()["token"]
+    published = await hana.post(f"/v1/communities/{cid}/offerings", headers={"authorization": f"Bearer {token}"},
+                                json={"title": "Summer vegetable share", "season": "Summer 2031", "shares": 5,
+                                      "minimum_shares": 2, "price": {"kind": "money", "amount": 12000,
+                                                                     "currency": "JPY"},
+                                      "commitment_deadline": "2031-05-01T00:00:00+09:00",
+                                      "delivery_dates": ["2031-07-05"]})
+    assert published.status_code == 201, published.text
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            page = await _phone(chromium, community_stack, ken, "en")
+
+            async def listed() -> bool:
+                await page.goto(f"{gateway}/app/c/{cid}/offerings")
+                return await page.locator("#offerings", has_text="Summer vegetable share").count() == 1
+
+            await eventually(listed)
+            assert "0 of 2 shares needed committed; 5 left" in await page.locator("#offerings").inner_text()
+            await _checked(page)
+            await page.get_by_label("Shares").fill("2")
+            await page.get_by_role("button", name="Commit to Summer vegetable share").click()
+            await page.get_by_text("You hold 2 shares.").wait_for()
+            assert "2 of 2 shares needed committed; 3 left" in await page.locator("#offerings").inner_text()
+            await page.get_by_role("button", name="Withdraw from Summer vegetable share").click()
+            await page.get_by_role("button", name="Commit to Summer vegetable share").wait_for()
+            await _checked(page)
+        finally:
+            await chromium.close()
