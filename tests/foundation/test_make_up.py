@@ -132,6 +132,10 @@ def sign_in_and_join_as_a_person(text: str) -> None:
         while "owner" not in (account := browser.get("/me")).text and time.monotonic() < deadline:
             time.sleep(0.3)
         assert "Hikari Makers" in account.text and "owner" in account.text, account.text
+        # The member app of the demo, as its owner: the seeded community's home and its stewarding page.
+        home = browser.get(f"/app/c/{cid}", headers={"accept-language": "en"})
+        assert home.status_code == 200 and "Hikari Makers" in home.text and "Stewarding" in home.text, home.text
+        assert browser.get(f"/app/c/{cid}/stewarding").status_code == 200
 
 
 def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_same_address(tmp_path: Path) -> None:
