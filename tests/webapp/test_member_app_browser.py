@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,19 @@ async def member_pair(community_stack: Ecosystem,
         yield cid, hana, ken
 
 
+@asynccontextmanager
+async def phones(eco: Ecosystem, *people: tuple[httpx.AsyncClient, str]) -> AsyncIterator[tuple[Any, ...]]:
+    """One Chromium, and a phone-sized page for each (signed-in person, language) — one browser context each."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            yield tuple([await _phone(chromium, eco, person, language) for person, language in people])
+        finally:
+            await chromium.close()
+
+
 async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, language: str) -> Any:
     context = await chromium.new_context(viewport=PHONE, locale="ja-JP" if language == "ja" else "en-GB",
                                          extra_http_headers={"accept-language": language})
@@ -95,80 +109,71 @@ async def _checked(page: Any) -> None:
 
 async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_english(
         community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
-    from playwright.async_api import async_playwright
-
     cid, hana, ken = member_pair
     gateway = community_stack.url("gateway")
     deadline = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
-    async with async_playwright() as pw:
-        chromium = await launch_chromium(pw)
-        try:
-            hana_page = await _phone(chromium, community_stack, hana, "ja")
-            ken_page = await _phone(chromium, community_stack, ken, "en")
+    async with phones(community_stack, (hana, "ja"), (ken, "en")) as (hana_page, ken_page):
+        await hana_page.goto(f"{gateway}/app")
+        await _checked(hana_page)
+        await hana_page.get_by_role("link", name="Hikari Makers").click()
+        await hana_page.get_by_role("heading", name="Hikari Makers").wait_for()
+        assert "Makers helping makers" in await hana_page.content()
+        await _checked(hana_page)
+        await hana_page.get_by_role("link", name="コミュニティに依頼する").click()
+        await _checked(hana_page)
+        await hana_page.get_by_label("タイトル").fill("絵本の挿絵")
+        await hana_page.get_by_label("内容").fill("水彩で6見開き")
+        await hana_page.get_by_label("必要なスキル").fill("illustration, watercolour")
+        await hana_page.get_by_label("期限").fill(deadline)
+        await hana_page.get_by_role("button", name="依頼を投稿する").click()
+        await hana_page.get_by_role("heading", name="絵本の挿絵").wait_for()
+        assert await hana_page.locator("#state").inner_text() == "募集中"
+        await _checked(hana_page)
+        job_url = hana_page.url
 
-            await hana_page.goto(f"{gateway}/app")
-            await _checked(hana_page)
-            await hana_page.get_by_role("link", name="Hikari Makers").click()
-            await hana_page.get_by_role("heading", name="Hikari Makers").wait_for()
-            assert "Makers helping makers" in await hana_page.content()
-            await _checked(hana_page)
-            await hana_page.get_by_role("link", name="コミュニティに依頼する").click()
-            await _checked(hana_page)
-            await hana_page.get_by_label("タイトル").fill("絵本の挿絵")
-            await hana_page.get_by_label("内容").fill("水彩で6見開き")
-            await hana_page.get_by_label("必要なスキル").fill("illustration, watercolour")
-            await hana_page.get_by_label("期限").fill(deadline)
-            await hana_page.get_by_role("button", name="依頼を投稿する").click()
-            await hana_page.get_by_role("heading", name="絵本の挿絵").wait_for()
-            assert await hana_page.locator("#state").inner_text() == "募集中"
-            await _checked(hana_page)
-            job_url = hana_page.url
+        async def on_ken_home() -> bool:  # the job reaches the referrals read model
+            await ken_page.goto(f"{gateway}/app/c/{cid}")
+            return await ken_page.get_by_role("link", name="絵本の挿絵").count() == 1
 
-            async def on_ken_home() -> bool:  # the job reaches the referrals read model
-                await ken_page.goto(f"{gateway}/app/c/{cid}")
-                return await ken_page.get_by_role("link", name="絵本の挿絵").count() == 1
+        await eventually(on_ken_home)
+        await _checked(ken_page)
+        await ken_page.get_by_role("link", name="絵本の挿絵").click()
+        await ken_page.get_by_label("Why this is your next step (optional)").fill("I paint every day")
+        await ken_page.get_by_role("button", name="Offer to help").click()
+        await ken_page.get_by_text("You offered to help.").wait_for()
+        await ken_page.get_by_label("Who").select_option(label="Yui")
+        await ken_page.get_by_label("Why them (optional)").fill("She bound books for years")
+        await ken_page.get_by_role("button", name="Refer", exact=True).click()
+        await ken_page.locator("#referred", has_text="Yui").wait_for()
+        await _checked(ken_page)
 
-            await eventually(on_ken_home)
-            await _checked(ken_page)
-            await ken_page.get_by_role("link", name="絵本の挿絵").click()
-            await ken_page.get_by_label("Why this is your next step (optional)").fill("I paint every day")
-            await ken_page.get_by_role("button", name="Offer to help").click()
-            await ken_page.get_by_text("You offered to help.").wait_for()
-            await ken_page.get_by_label("Who").select_option(label="Yui")
-            await ken_page.get_by_label("Why them (optional)").fill("She bound books for years")
-            await ken_page.get_by_role("button", name="Refer", exact=True).click()
-            await ken_page.locator("#referred", has_text="Yui").wait_for()
-            await _checked(ken_page)
+        await hana_page.goto(job_url)
+        await hana_page.get_by_role("button", name="Ken さんにお願いする").click()
+        await hana_page.locator("#state", has_text="担当決定").wait_for()
+        await _checked(hana_page)
+        await ken_page.reload()
+        assert await ken_page.locator("#state").inner_text() == "assigned"
 
-            await hana_page.goto(job_url)
-            await hana_page.get_by_role("button", name="Ken さんにお願いする").click()
-            await hana_page.locator("#state", has_text="担当決定").wait_for()
-            await _checked(hana_page)
-            await ken_page.reload()
-            assert await ken_page.locator("#state").inner_text() == "assigned"
-
-            # The work goes on, ends, and each gives the other 360° feedback.
-            await hana_page.get_by_role("button", name="作業が始まった").click()
-            await hana_page.locator("#state", has_text="進行中").wait_for()
-            await hana_page.get_by_role("button", name="完了にする").click()
-            await hana_page.locator("#state", has_text="完了").wait_for()
-            await hana_page.get_by_label("期待以上の働き (1〜5)").select_option("5")
-            await hana_page.get_by_label("ひとこと(任意)").fill("早くて丁寧でした")
-            await hana_page.get_by_role("button", name="フィードバックを送る").click()
-            await hana_page.get_by_text("フィードバックを記録しました").wait_for()
-            await _checked(hana_page)
-            await ken_page.reload()
-            await ken_page.get_by_label("Collaboration").select_option("4")
-            await ken_page.get_by_role("button", name="Give feedback").click()
-            await ken_page.get_by_text("your feedback was recorded").wait_for()
-            await ken_page.goto(f"{gateway}/app/c/{cid}/profile")
-            assert "Beyond what was asked (1" in await ken_page.locator("#reputation").inner_text()
-            await ken_page.go_back()
-            # The same feedback twice is refused on the page, in Hana's language.
-            await hana_page.get_by_role("button", name="フィードバックを送る").click()
-            await hana_page.locator(".problem", has_text="今はできません").wait_for()
-        finally:
-            await chromium.close()
+        # The work goes on, ends, and each gives the other 360° feedback.
+        await hana_page.get_by_role("button", name="作業が始まった").click()
+        await hana_page.locator("#state", has_text="進行中").wait_for()
+        await hana_page.get_by_role("button", name="完了にする").click()
+        await hana_page.locator("#state", has_text="完了").wait_for()
+        await hana_page.get_by_label("期待以上の働き (1〜5)").select_option("5")
+        await hana_page.get_by_label("ひとこと(任意)").fill("早くて丁寧でした")
+        await hana_page.get_by_role("button", name="フィードバックを送る").click()
+        await hana_page.get_by_text("フィードバックを記録しました").wait_for()
+        await _checked(hana_page)
+        await ken_page.reload()
+        await ken_page.get_by_label("Collaboration").select_option("4")
+        await ken_page.get_by_role("button", name="Give feedback").click()
+        await ken_page.get_by_text("your feedback was recorded").wait_for()
+        await ken_page.goto(f"{gateway}/app/c/{cid}/profile")
+        assert "Beyond what was asked (1" in await ken_page.locator("#reputation").inner_text()
+        await ken_page.go_back()
+        # The same feedback twice is refused on the page, in Hana's language.
+        await hana_page.get_by_role("button", name="フィードバックを送る").click()
+        await hana_page.locator(".problem", has_text="今はできません").wait_for()
 
 
 async def test_a_refused_form_comes_back_in_the_persons_language_naming_the_field(
@@ -213,8 +218,6 @@ async def test_a_refused_form_comes_back_in_the_persons_language_naming_the_fiel
 
 async def test_a_member_shapes_their_profile_chooses_what_partners_see_and_takes_a_session_place(
         community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
-    from playwright.async_api import async_playwright
-
     cid, hana, ken = member_pair
     gateway = community_stack.url("gateway")
     async with httpx.AsyncClient(base_url=gateway, headers=community_stack.operator_headers()) as operator:
@@ -223,54 +226,45 @@ async def test_a_member_shapes_their_profile_chooses_what_partners_see_and_takes
             "ends_at": "2031-05-01T21:00:00", "time_zone": "Asia/Tokyo", "place": "Kominka, Kamakura",
             "capacity": 1, "cohort": "A"})
         assert scheduled.status_code == 201, scheduled.text
-    async with async_playwright() as pw:
-        chromium = await launch_chromium(pw)
-        try:
-            ken_page = await _phone(chromium, community_stack, ken, "en")
-            hana_page = await _phone(chromium, community_stack, hana, "ja")
+    async with phones(community_stack, (ken, "en"), (hana, "ja")) as (ken_page, hana_page):
+        await ken_page.goto(f"{gateway}/app/c/{cid}")
+        await ken_page.get_by_role("link", name="My profile").click()
+        await _checked(ken_page)
+        await ken_page.get_by_role("textbox", name="Vector").fill("Publish my first picture book")
+        await ken_page.get_by_role("textbox", name="Skills").fill("illustration, video editing")
+        await ken_page.get_by_role("button", name="Save my profile").click()
+        await ken_page.get_by_text("Saved.").wait_for()
+        preview = ken_page.locator("#partner-preview")
+        assert "illustration" not in await preview.inner_text()  # shared: the name alone, by default
+        await ken_page.locator("#share-skills").check()
+        await ken_page.get_by_role("button", name="Save what I share").click()
+        await ken_page.get_by_text("Saved.").wait_for()
+        text = await ken_page.locator("#partner-preview").inner_text()
+        assert "illustration" in text and "picture book" not in text  # skills shared, the vector not
+        await _checked(ken_page)
 
-            await ken_page.goto(f"{gateway}/app/c/{cid}")
-            await ken_page.get_by_role("link", name="My profile").click()
-            await _checked(ken_page)
-            await ken_page.get_by_role("textbox", name="Vector").fill("Publish my first picture book")
-            await ken_page.get_by_role("textbox", name="Skills").fill("illustration, video editing")
-            await ken_page.get_by_role("button", name="Save my profile").click()
-            await ken_page.get_by_text("Saved.").wait_for()
-            preview = ken_page.locator("#partner-preview")
-            assert "illustration" not in await preview.inner_text()  # shared: the name alone, by default
-            await ken_page.locator("#share-skills").check()
-            await ken_page.get_by_role("button", name="Save what I share").click()
-            await ken_page.get_by_text("Saved.").wait_for()
-            text = await ken_page.locator("#partner-preview").inner_text()
-            assert "illustration" in text and "picture book" not in text  # skills shared, the vector not
-            await _checked(ken_page)
+        await hana_page.goto(f"{gateway}/app/c/{cid}/members?skill=illustration")
+        await hana_page.locator("#members", has_text="Ken").wait_for()
+        assert "Yui" not in await hana_page.locator("#members").inner_text()
+        await _checked(hana_page)
 
-            await hana_page.goto(f"{gateway}/app/c/{cid}/members?skill=illustration")
-            await hana_page.locator("#members", has_text="Ken").wait_for()
-            assert "Yui" not in await hana_page.locator("#members").inner_text()
-            await _checked(hana_page)
-
-            await hana_page.goto(f"{gateway}/app/c/{cid}/sessions")
-            await hana_page.get_by_role("button", name="申し込む: Cohort A").click()
-            await hana_page.get_by_text("参加が確定しています。").wait_for()
-            assert "2031/05/01 19:00" in await hana_page.content()  # Tokyo time, Japanese format
-            await _checked(hana_page)
-            await ken_page.goto(f"{gateway}/app/c/{cid}/sessions")
-            await ken_page.get_by_role("button", name="Join the waitlist: Cohort A").click()
-            await ken_page.get_by_text("You are number 1 on the waitlist.").wait_for()
-            await _checked(ken_page)
-            await hana_page.get_by_role("button", name="キャンセルする: Cohort A").click()
-            await hana_page.get_by_text("残り 0 席").wait_for()  # Ken took the freed place at once
-            await ken_page.reload()
-            await ken_page.get_by_text("You have a place.").wait_for()
-        finally:
-            await chromium.close()
+        await hana_page.goto(f"{gateway}/app/c/{cid}/sessions")
+        await hana_page.get_by_role("button", name="申し込む: Cohort A").click()
+        await hana_page.get_by_text("参加が確定しています。").wait_for()
+        assert "2031/05/01 19:00" in await hana_page.content()  # Tokyo time, Japanese format
+        await _checked(hana_page)
+        await ken_page.goto(f"{gateway}/app/c/{cid}/sessions")
+        await ken_page.get_by_role("button", name="Join the waitlist: Cohort A").click()
+        await ken_page.get_by_text("You are number 1 on the waitlist.").wait_for()
+        await _checked(ken_page)
+        await hana_page.get_by_role("button", name="キャンセルする: Cohort A").click()
+        await hana_page.get_by_text("残り 0 席").wait_for()  # Ken took the freed place at once
+        await ken_page.reload()
+        await ken_page.get_by_text("You have a place.").wait_for()
 
 
 async def test_a_facilitator_welcomes_an_applicant_and_sees_who_has_no_ties_yet(
         community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
-    from playwright.async_api import async_playwright
-
     cid, hana, ken = member_pair
     gateway = community_stack.url("gateway")
     hana_id = next(m["member_id"] for m in (await hana.get("/v1/me", headers=JSON)).json()["memberships"]
@@ -289,26 +283,20 @@ async def test_a_facilitator_welcomes_an_applicant_and_sees_who_has_no_ties_yet(
         # Ken, a member, is not a steward: the page is refused to him.
         assert (await ken.get(f"/app/c/{cid}/stewarding")).status_code == 403
 
-        async with async_playwright() as pw:
-            chromium = await launch_chromium(pw)
-            try:
-                page = await _phone(chromium, community_stack, hana, "ja")
+        async with phones(community_stack, (hana, "ja")) as (page,):
+            async def stewarding_link() -> bool:  # Hana's new role reaches identity over the bus
+                await page.goto(f"{gateway}/app/c/{cid}")
+                return await page.get_by_role("link", name="運営").count() == 1
 
-                async def stewarding_link() -> bool:  # Hana's new role reaches identity over the bus
-                    await page.goto(f"{gateway}/app/c/{cid}")
-                    return await page.get_by_role("link", name="運営").count() == 1
-
-                await eventually(stewarding_link)
-                await page.get_by_role("link", name="運営").click()
-                await page.locator("#applications", has_text="I love making books").wait_for()
-                await _checked(page)
-                await page.get_by_label("理由(申請者に伝わります)").fill("本づくりの仲間です")
-                await page.get_by_role("button", name="Mio さんを迎える").click()
-                await page.get_by_text("判断を待っている申請はありません。").wait_for()
-                assert "Ken" in await page.locator("#drifting").inner_text()  # no session with anyone yet
-                await _checked(page)
-            finally:
-                await chromium.close()
+            await eventually(stewarding_link)
+            await page.get_by_role("link", name="運営").click()
+            await page.locator("#applications", has_text="I love making books").wait_for()
+            await _checked(page)
+            await page.get_by_label("理由(申請者に伝わります)").fill("本づくりの仲間です")
+            await page.get_by_role("button", name="Mio さんを迎える").click()
+            await page.get_by_text("判断を待っている申請はありません。").wait_for()
+            assert "Ken" in await page.locator("#drifting").inner_text()  # no session with anyone yet
+            await _checked(page)
 
         members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
         assert "Mio" in {m["display_name"] for m in members}
@@ -318,77 +306,61 @@ async def test_an_offer_appears_on_the_open_job_page_without_a_reload(
         community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
     """Hana keeps her job page open; Ken offers from his phone; Hana's page says so without a reload (the
     community's event stream, read as Hana, relayed by the app), and shows the offer when she asks."""
-    from playwright.async_api import async_playwright
-
     cid, hana, ken = member_pair
     gateway = community_stack.url("gateway")
     posted = await hana.post(f"/app/c/{cid}/jobs", data={"csrf_token": await csrf(hana), "title": "Book cover",
                                                          "deadline": "2031-01-01"})
     assert posted.status_code == 303, posted.text
     job_path = posted.headers["location"]
-    async with async_playwright() as pw:
-        chromium = await launch_chromium(pw)
-        try:
-            page = await _phone(chromium, community_stack, hana, "en")
-            await page.goto(f"{gateway}{job_path}")
-            notice = page.locator("#live-notice")
-            assert not await notice.is_visible()
+    async with phones(community_stack, (hana, "en")) as (page,):
+        await page.goto(f"{gateway}{job_path}")
+        notice = page.locator("#live-notice")
+        assert not await notice.is_visible()
 
-            async def ken_offered() -> bool:  # the job reaches the referrals read model first
-                answer = await ken.post(f"{job_path}/offers", data={"csrf_token": await csrf(ken),
-                                                                    "why_next_step": "covers are my thing"})
-                return answer.status_code == 303
+        async def ken_offered() -> bool:  # the job reaches the referrals read model first
+            answer = await ken.post(f"{job_path}/offers", data={"csrf_token": await csrf(ken),
+                                                                "why_next_step": "covers are my thing"})
+            return answer.status_code == 303
 
-            await eventually(ken_offered)
-            await notice.get_by_role("link", name="Something changed on this request: show it").click()
-            await page.locator("#offers", has_text="covers are my thing").wait_for()
-            await _checked(page)
-        finally:
-            await chromium.close()
+        await eventually(ken_offered)
+        await notice.get_by_role("link", name="Something changed on this request: show it").click()
+        await page.locator("#offers", has_text="covers are my thing").wait_for()
+        await _checked(page)
 
 
 async def test_a_member_sets_a_goal_from_what_matters_and_checks_in_with_full_width_digits(
         community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
-    from playwright.async_api import async_playwright
-
     cid, hana, _ = member_pair
     gateway = community_stack.url("gateway")
     due = (datetime.now(UTC) + timedelta(days=90)).date().isoformat()
-    async with async_playwright() as pw:
-        chromium = await launch_chromium(pw)
-        try:
-            page = await _phone(chromium, community_stack, hana, "ja")
-            await page.goto(f"{gateway}/app/c/{cid}")
-            await page.get_by_role("link", name="私の目標").click()
-            await page.get_by_role("link", name="目標を立てる").click()
-            await _checked(page)
-            await page.get_by_label("大切にしていること(この目標の理由)").fill("子どもたちに絵本を届けたい")
-            await page.get_by_label("目標をひとことで").fill("絵本を一冊描き上げる")
-            await page.get_by_label("伴走してくれる人").select_option(label="Yui")
-            await page.get_by_label("いつまでに").fill(due)
-            await page.locator("#kpi_name_0").fill("描いたページ")
-            await page.locator("#kpi_unit_0").fill("ページ")
-            await page.locator("#kpi_baseline_0").fill(FULL_WIDTH["0"])
-            await page.locator("#kpi_target_0").fill(FULL_WIDTH["32"])
-            await page.get_by_role("button", name="この目標を立てる").click()
-            await page.get_by_role("heading", name="絵本を一冊描き上げる").wait_for()
-            assert await page.locator("#goal-status").inner_text() == "取り組み中"
-            await page.get_by_label("描いたページ (ページ)").fill(FULL_WIDTH["8"])
-            await page.get_by_role("button", name="記録する").click()
-            await page.locator("#check-ins", has_text="描いたページ: 8").wait_for()
-            assert "25%" in await page.locator("main").inner_text()  # 8 of 32 pages
-            assert await page.locator("#kpis svg polyline").count() == 1  # the progress chart
-            await _checked(page)
-            await page.get_by_role("button", name="達成した").click()
-            await page.locator("#goal-status", has_text="達成").wait_for()
-        finally:
-            await chromium.close()
+    async with phones(community_stack, (hana, "ja")) as (page,):
+        await page.goto(f"{gateway}/app/c/{cid}")
+        await page.get_by_role("link", name="私の目標").click()
+        await page.get_by_role("link", name="目標を立てる").click()
+        await _checked(page)
+        await page.get_by_label("大切にしていること(この目標の理由)").fill("子どもたちに絵本を届けたい")
+        await page.get_by_label("目標をひとことで").fill("絵本を一冊描き上げる")
+        await page.get_by_label("伴走してくれる人").select_option(label="Yui")
+        await page.get_by_label("いつまでに").fill(due)
+        await page.locator("#kpi_name_0").fill("描いたページ")
+        await page.locator("#kpi_unit_0").fill("ページ")
+        await page.locator("#kpi_baseline_0").fill(FULL_WIDTH["0"])
+        await page.locator("#kpi_target_0").fill(FULL_WIDTH["32"])
+        await page.get_by_role("button", name="この目標を立てる").click()
+        await page.get_by_role("heading", name="絵本を一冊描き上げる").wait_for()
+        assert await page.locator("#goal-status").inner_text() == "取り組み中"
+        await page.get_by_label("描いたページ (ページ)").fill(FULL_WIDTH["8"])
+        await page.get_by_role("button", name="記録する").click()
+        await page.locator("#check-ins", has_text="描いたページ: 8").wait_for()
+        assert "25%" in await page.locator("main").inner_text()  # 8 of 32 pages
+        assert await page.locator("#kpis svg polyline").count() == 1  # the progress chart
+        await _checked(page)
+        await page.get_by_role("button", name="達成した").click()
+        await page.locator("#goal-status", has_text="達成").wait_for()
 
 
 async def test_the_owner_makes_a_facilitator_and_changes_the_cap(
         community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
-    from playwright.async_api import async_playwright
-
     cid, hana, _ = member_pair
     gateway = community_stack.url("gateway")
     hana_id = next(m["member_id"] for m in (await hana.get("/v1/me", headers=JSON)).json()["memberships"]
@@ -397,27 +369,21 @@ async def test_the_owner_makes_a_facilitator_and_changes_the_cap(
         handed = await operator.post(f"/v1/communities/{cid}/ownership",
                                      json={"to_member_id": hana_id, "reason": "Yui steps back"})
         assert handed.status_code == 200, handed.text
-        async with async_playwright() as pw:
-            chromium = await launch_chromium(pw)
-            try:
-                page = await _phone(chromium, community_stack, hana, "en")
+        async with phones(community_stack, (hana, "en")) as (page,):
+            async def owner_sections() -> bool:  # Hana's new role reaches identity over the bus
+                await page.goto(f"{gateway}/app/c/{cid}/stewarding")
+                return await page.get_by_role("heading", name="Roles").count() == 1
 
-                async def owner_sections() -> bool:  # Hana's new role reaches identity over the bus
-                    await page.goto(f"{gateway}/app/c/{cid}/stewarding")
-                    return await page.get_by_role("heading", name="Roles").count() == 1
-
-                await eventually(owner_sections)
-                await _checked(page)
-                await page.get_by_role("button", name="Make Ken a facilitator").click()
-                await page.get_by_role("button", name="Make Ken a member again").wait_for()
-                await page.get_by_label("At most (now 3 members)").fill("40")
-                await page.get_by_role("button", name="Change the member cap").click()
-                await page.wait_for_url("**#cap")
-                await page.get_by_label("At most (now 3 members)").fill("2")  # below the members: refused
-                await page.get_by_role("button", name="Change the member cap").click()
-                await page.locator(".problem", has_text="Please check: Member cap.").wait_for()
-            finally:
-                await chromium.close()
+            await eventually(owner_sections)
+            await _checked(page)
+            await page.get_by_role("button", name="Make Ken a facilitator").click()
+            await page.get_by_role("button", name="Make Ken a member again").wait_for()
+            await page.get_by_label("At most (now 3 members)").fill("40")
+            await page.get_by_role("button", name="Change the member cap").click()
+            await page.wait_for_url("**#cap")
+            await page.get_by_label("At most (now 3 members)").fill("2")  # below the members: refused
+            await page.get_by_role("button", name="Change the member cap").click()
+            await page.locator(".problem", has_text="Please check: Member cap.").wait_for()
         community = (await operator.get(f"/v1/communities/{cid}")).json()
         assert community["member_cap"] == 40
         members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
@@ -429,8 +395,6 @@ async def test_a_member_offers_to_help_with_a_partner_communitys_job(
         community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
     """Kaki growers (another community here) link with Hikari Makers and share a job; Ken finds it under "From
     partner communities" and offers; the partner's requester receives his offer with his card."""
-    from playwright.async_api import async_playwright
-
     from tests.federation.test_local_links import found, propose
 
     cid, _, ken = member_pair
@@ -452,27 +416,21 @@ async def test_a_member_offers_to_help_with_a_partner_communitys_job(
         job = await http.post(f"/v1/communities/{kaki}/jobs", headers=as_kaki, json={
             "title": "Persimmon harvest", "deadline": "2031-10-01", "visibility": "partners"})
         assert job.status_code == 201, job.text
-        async with async_playwright() as pw:
-            chromium = await launch_chromium(pw)
-            try:
-                page = await _phone(chromium, community_stack, ken, "en")
+        async with phones(community_stack, (ken, "en")) as (page,):
+            async def listed() -> bool:  # the shared job crosses the partnership, then the bus
+                await page.goto(f"{gateway}/app/c/{cid}/partner-jobs")
+                return await page.locator("#partner-jobs", has_text="Kaki growers").count() == 1
 
-                async def listed() -> bool:  # the shared job crosses the partnership, then the bus
-                    await page.goto(f"{gateway}/app/c/{cid}/partner-jobs")
-                    return await page.locator("#partner-jobs", has_text="Kaki growers").count() == 1
+            await eventually(listed, timeout=30)
+            await _checked(page)
+            await page.get_by_label("A word to them (optional)").fill("I grew up on a persimmon farm")
+            await page.get_by_role("button", name="Offer to help: Persimmon harvest").click()
 
-                await eventually(listed, timeout=30)
-                await _checked(page)
-                await page.get_by_label("A word to them (optional)").fill("I grew up on a persimmon farm")
-                await page.get_by_role("button", name="Offer to help: Persimmon harvest").click()
+            async def offered() -> bool:
+                await page.goto(f"{gateway}/app/c/{cid}/partner-jobs")
+                return await page.get_by_text("You offered to help.").count() == 1
 
-                async def offered() -> bool:
-                    await page.goto(f"{gateway}/app/c/{cid}/partner-jobs")
-                    return await page.get_by_text("You offered to help.").count() == 1
-
-                await eventually(offered, timeout=30)
-            finally:
-                await chromium.close()
+            await eventually(offered, timeout=30)
 
         async def received() -> list[dict[str, Any]]:
             answer = await http.get(f"/v1/communities/{kaki}/jobs/{job.json()['job_id']}", headers=as_kaki)
@@ -485,8 +443,6 @@ async def test_a_member_offers_to_help_with_a_partner_communitys_job(
 
 async def test_a_member_commits_to_shares_of_an_offering_and_withdraws(
         community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
-    from playwright.async_api import async_playwright
-
     from tests.identity.journey import community_token
 
     cid, hana, ken = member_pair
@@ -499,24 +455,18 @@ async def test_a_member_commits_to_shares_of_an_offering_and_withdraws(
                                       "commitment_deadline": "2031-05-01T00:00:00+09:00",
                                       "delivery_dates": ["2031-07-05"]})
     assert published.status_code == 201, published.text
-    async with async_playwright() as pw:
-        chromium = await launch_chromium(pw)
-        try:
-            page = await _phone(chromium, community_stack, ken, "en")
+    async with phones(community_stack, (ken, "en")) as (page,):
+        async def listed() -> bool:
+            await page.goto(f"{gateway}/app/c/{cid}/offerings")
+            return await page.locator("#offerings", has_text="Summer vegetable share").count() == 1
 
-            async def listed() -> bool:
-                await page.goto(f"{gateway}/app/c/{cid}/offerings")
-                return await page.locator("#offerings", has_text="Summer vegetable share").count() == 1
-
-            await eventually(listed)
-            assert "0 of 2 shares needed committed; 5 left" in await page.locator("#offerings").inner_text()
-            await _checked(page)
-            await page.get_by_label("Shares").fill("2")
-            await page.get_by_role("button", name="Commit to Summer vegetable share").click()
-            await page.get_by_text("You hold 2 shares.").wait_for()
-            assert "2 of 2 shares needed committed; 3 left" in await page.locator("#offerings").inner_text()
-            await page.get_by_role("button", name="Withdraw from Summer vegetable share").click()
-            await page.get_by_role("button", name="Commit to Summer vegetable share").wait_for()
-            await _checked(page)
-        finally:
-            await chromium.close()
+        await eventually(listed)
+        assert "0 of 2 shares needed committed; 5 left" in await page.locator("#offerings").inner_text()
+        await _checked(page)
+        await page.get_by_label("Shares").fill("2")
+        await page.get_by_role("button", name="Commit to Summer vegetable share").click()
+        await page.get_by_text("You hold 2 shares.").wait_for()
+        assert "2 of 2 shares needed committed; 3 left" in await page.locator("#offerings").inner_text()
+        await page.get_by_role("button", name="Withdraw from Summer vegetable share").click()
+        await page.get_by_role("button", name="Commit to Summer vegetable share").wait_for()
+        await _checked(page)
