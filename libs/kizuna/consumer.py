@@ -130,6 +130,11 @@ class InboxConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if _closed_for_good(self.js):
+                    # A closed connection never reconnects (nats-py closes it on close() or after its last
+                    # reconnect attempt): retrying would only log this forever. The service's readiness says why.
+                    log.error("bus connection closed for good; consumer stopped", extra={"consumer": self.durable})
+                    return
                 log.exception("consumer interrupted; resubscribing", extra={"consumer": self.durable})
                 await asyncio.sleep(0.5)
 
@@ -407,6 +412,11 @@ class _Settled:
             return -1
         first = int(stream.state.first_seq or 1)
         return max(int(info.ack_floor.stream_seq if info.ack_floor else 0), first - 1)
+
+
+def _closed_for_good(js: JetStreamContext) -> bool:
+    connection = getattr(js, "_nc", None)
+    return bool(connection is not None and connection.is_closed)
 
 
 def _sequence(msg: Msg) -> int:

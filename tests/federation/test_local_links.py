@@ -42,8 +42,14 @@ async def test_two_communities_on_one_deployment_link_and_share(gateway: httpx.A
     a, a_owner = await found(gateway, ecosystem, "Ringo makers")
     b, b_owner = await found(gateway, ecosystem, "Kaki growers")
     origin = ecosystem.url("gateway")
-    itself = await gateway.post(f"/v1/communities/{a}/partnerships", headers=ecosystem.headers(a, a_owner, "owner"),
-                                json={"partner_origin": origin, "partner_community_id": a})
+
+    async def with_itself() -> httpx.Response | None:  # 404 until the gateway has learned A from the bus
+        answer = await gateway.post(f"/v1/communities/{a}/partnerships",
+                                    headers=ecosystem.headers(a, a_owner, "owner"),
+                                    json={"partner_origin": origin, "partner_community_id": a})
+        return None if answer.status_code == 404 else answer
+
+    itself = await eventually(with_itself)
     assert itself.status_code == 422 and itself.json()["errors"][0]["field"] == "partner_community_id"
     pid = await propose(gateway, ecosystem, a, a_owner, b)
     await eventually(lambda: _status(gateway, ecosystem, b, b_owner, "requested"))
