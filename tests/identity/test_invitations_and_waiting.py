@@ -14,6 +14,7 @@ import httpx
 
 from tests.identity.journey import browser, chromium_as, community_token, csrf, sign_in_by_email
 from tests.identity.smtp import SmtpInbox
+from tests.reliability.harness import roster_rows
 from tests.support import Ecosystem, eventually
 
 JSON = {"accept": "application/json"}
@@ -48,6 +49,8 @@ async def test_an_invitation_emailed_by_a_member_makes_the_person_who_signs_in_w
         await sign_in_by_email(yui, inbox, "yui@invite.test")
         assert (await _join(yui, cid, "Yui")).status_code == 201
         await eventually(lambda: _membership(yui, cid, "active"))
+        # The gateway decides a token's authority from its directory, fed by the bus: wait until it knows Yui.
+        await eventually(lambda: _gateway_knows(people, cid, 2))
         account_page = await yui.get("/me")
         assert "Invite someone by email" in account_page.text and 'class="invite"' in account_page.text
 
@@ -171,3 +174,7 @@ async def _offered(person: httpx.AsyncClient, cid: str) -> dict[str, Any] | None
     answer = (await person.get(f"/v1/join/{cid}/my-place", headers={"x-csrf-token": await csrf(person), **JSON}))
     body = dict(answer.json())
     return body if body.get("status") == "offered" and body.get("offer_expires_at") else None
+
+
+async def _gateway_knows(eco: Ecosystem, cid: str, members: int) -> bool:
+    return len((await roster_rows(eco, "gateway", [cid]))[cid]) >= members
