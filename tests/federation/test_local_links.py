@@ -63,6 +63,9 @@ async def test_two_communities_on_one_deployment_link_and_share(gateway: httpx.A
 
     async def shared() -> list[dict[str, Any]]:
         response = await gateway.get(f"/v1/communities/{b}/partner-jobs", headers=ecosystem.headers(b, b_owner))
+        if response.status_code == 403 and response.json()["type"].endswith("not-a-member"):
+            return []  # until referrals has learned B's owner from the bus (a clean run hit this)
+        assert response.status_code == 200, response.text
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
