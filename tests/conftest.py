@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from kizuna.devstack import NatsServer, PostgresServer
+from tests.identity.smtp import SmtpInbox
 from tests.support import SERVICES, BusPublisher, Ecosystem, sessions_behind_gateway
 
 
@@ -70,6 +71,14 @@ def ecosystem(postgres: PostgresServer, nats_server: NatsServer, unique: str, wo
 
 def pytest_report_header() -> str:
     return f"kizuna: real PostgreSQL + NATS JetStream from wheels (pid {os.getpid()})"
+
+
+@pytest.fixture(scope="package")
+def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpInbox]:
+    """A real SMTP server (the developer stack's) whose Maildir the tests read as a person reads their inbox."""
+    server = SmtpInbox(tmp_path_factory.mktemp("smtp") / "maildir").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

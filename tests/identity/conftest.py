@@ -22,13 +22,6 @@ THROUGH_A_PROXY = {"KIZUNA_TRUSTED_PROXIES": "127.0.0.1/32"}
 
 
 @pytest.fixture(scope="package")
-def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpInbox]:
-    server = SmtpInbox(tmp_path_factory.mktemp("smtp") / "maildir").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="package")
 def people(postgres: PostgresServer, nats_server: NatsServer, workdir: Path, inbox: SmtpInbox) -> Iterator[Ecosystem]:
     """members, identity and the gateway, with sign-in email going to ``inbox``."""
     unique = uuid.uuid4().hex[:10]

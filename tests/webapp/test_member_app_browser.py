@@ -31,13 +31,6 @@ JSON = {"accept": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpInbox]:
-    server = SmtpInbox(tmp_path_factory.mktemp("smtp") / "maildir").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def community_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: Path,
                     inbox: SmtpInbox) -> Iterator[Ecosystem]:
     unique = uuid.uuid4().hex[:10]
