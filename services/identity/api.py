@@ -441,15 +441,7 @@ async def join_page(community_id: str, request: Request) -> Response:
 @router.get("/claim/{community_id}", response_class=HTMLResponse,
             summary="Where an existing member, given a code by their owner, becomes themselves when signed in")
 async def claim_page(community_id: str, request: Request, code: str = "") -> Response:
-    found = await _session(request)
-    if found is None:
-        here = f"/claim/{community_id}?code={quote(code, safe='')}"
-        return RedirectResponse(f"/sign-in?next={quote(here, safe='')}", status_code=303)
-    _, secret = found
-    async with runtime_of(request).pool.acquire() as conn:
-        name = await conn.fetchval("SELECT name FROM community_names WHERE community_id = $1", community_id)
-    return _page(request, "claim.html", community_id=community_id, community_name=name, code=code,
-                 csrf=csrf_of(secret))
+    return await _front_door_page(request, community_id, "claim.html", f"/claim/{community_id}", code=code)
 
 
 # ---- invitations by email, and waiting for a place ----
