@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,7 +35,7 @@ class Visit:
     api: PersonApi
     person: Person
 
-    @property
+    @cached_property
     def words(self) -> Words:
         return words_for(self.request)
 
