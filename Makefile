@@ -46,11 +46,12 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will be skipped"; }
 
-## Installs what it needs, then runs lint, types and the whole suite against real NATS and PostgreSQL.
+## Installs what it needs, then runs lint, types and the whole suite against real NATS and PostgreSQL — two
+## test files at a time (each test starts its own databases, subjects and ports; most of the time is waiting).
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/mypy libs services bench tests
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 ## Starts NATS JetStream, PostgreSQL and every service; seeds a demo; prints the URLs. Ctrl-C stops all.
 up: $(STAMP)
