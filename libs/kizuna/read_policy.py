@@ -201,6 +201,9 @@ RULES: dict[str, Rule] = {
     "WaitlistPromoted": _rule("member", "GET …/sessions/{id} (registered)"),
     "RegistrationCancelled": _rule("member", "GET …/sessions/{id} (late_cancellations)"),
     "AttendanceRecorded": _rule("member", "GET …/sessions/{id} (attendees)"),
+    # The hash of a member's calendar secret is in no REST view; that a link was made is the member's own.
+    "CalendarLinkIssued": _rule("operator", "no REST view (the member is shown the secret once)",
+                                subjects=("member_id",), key_sha256=Shown("operator")),
     # Goals: their member, their facilitator, and facilitators. Follow-ups carry only the goal id, so the
     # member sees those they made themselves; the rest of their goal's story is over REST (GET …/goals).
     "GoalSet": _rule("facilitator", "GET …/goals/{id} (member, its facilitator, facilitators)",

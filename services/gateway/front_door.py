@@ -10,6 +10,9 @@ token for that community, so the service still decides everything and records th
 actor. Rate limits apply per client address. A signed-in person (the session cookie, with the CSRF
 token in ``X-CSRF-Token``) comes in as themselves: the visitor token names their account in the
 community, which the members service links to the member or applicant it creates.
+
+One more door needs no token: a member's calendar feed (``/v1/calendar/{secret}.ics``), since calendar apps
+cannot sign in. The secret in the address is the credential; the sessions service knows only its hash.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from .proxy import MAX_BODY_BYTES, forward
 from .rate_limits import visitor_key
 
 router = APIRouter(prefix="/v1/join", tags=["front door"], responses=PROBLEM_RESPONSES)
+calendar_router = APIRouter(prefix="/v1/calendar", tags=["front door"], responses=PROBLEM_RESPONSES)
 _SEGMENT = r"[A-Za-z0-9-]{1,64}"
+_CALENDAR_KEY = r"[A-Za-z0-9_-]{32,64}"
 
 
 class JoinOpenCommunity(StrictModel):
@@ -39,14 +44,20 @@ class JoinOpenCommunity(StrictModel):
     waitlist_if_full: bool = False
 
 
+def _too_often(request: Request) -> Response | None:
+    wait = request.app.state.rate_limiter.take(visitor_key(request))
+    if not wait:
+        return None
+    return problem_response(429, "rate-limited", "Too many requests", "slow down and retry later",
+                            request.url.path, headers={"Retry-After": str(max(1, round(wait)))})
+
+
 async def _through(request: Request, community_id: str, path: str, body: bytes | None = None) -> Response:
     if not re.fullmatch(_SEGMENT, community_id):
         raise NotFound("community not found")
     state = request.app.state
-    wait = state.rate_limiter.take(visitor_key(request))
-    if wait:
-        return problem_response(429, "rate-limited", "Too many requests", "slow down and retry later",
-                                request.url.path, headers={"Retry-After": str(max(1, round(wait)))})
+    if refused := _too_often(request):
+        return refused
     raw = await request.body() if body is None else body
     if len(raw) > MAX_BODY_BYTES:
         return problem_response(413, "body-too-large", "Request body too large",
@@ -107,3 +118,18 @@ async def answer_offer(community_id: str, offer_id: str, answer: str, request: R
     if answer not in ("acceptance", "decline") or not re.fullmatch(_SEGMENT, offer_id):
         raise NotFound(f"no route {request.url.path}")
     return await _through(request, community_id, f"/communities/{community_id}/offers/{offer_id}/{answer}")
+
+
+@calendar_router.get("/{key}.ics", summary="A member's sessions for a calendar app, by the secret address they "
+                                          "were given (POST …/calendar/link); no token",
+                     response_class=Response,
+                     responses={200: {"content": {"text/calendar": {}}, "description": "An iCalendar file"}})
+async def calendar_feed(key: str, request: Request) -> Response:
+    if not re.fullmatch(_CALENDAR_KEY, key):
+        raise NotFound("no calendar answers to this address")
+    if refused := _too_often(request):
+        return refused
+    state = request.app.state
+    # Calendar apps send no token; the secret in the address is the credential, checked by the service.
+    return await forward(state.http, state.settings.service_replicas()["sessions"], request, b"",
+                         state.upstream_timeout, path=f"/calendar-feeds/{key}.ics", authorization="")

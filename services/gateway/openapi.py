@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from kizuna.contract import declare_errors
 
 CACHE_SECONDS = 60.0
-FRONT_DOOR = "/v1/join/"
+FRONT_DOORS = ("/v1/join/", "/v1/calendar/")
 # What forwarding itself may answer: a body over the limit, a caller over its rate, a service away,
 # broken or slow (services/gateway/proxy.py).
 FORWARDING_STATUSES = ("413", "429", "502", "503", "504")
@@ -53,7 +53,7 @@ class MergedOpenAPI:
             for schema_name, schema in service_doc.get("components", {}).get("schemas", {}).items():
                 schemas.setdefault(schema_name, schema)
         for path, operations in paths.items():  # the front door forwards too
-            if path.startswith(FRONT_DOOR):
+            if path.startswith(FRONT_DOORS):
                 for method, operation in operations.items():
                     declare_errors(operation, method, public=True, extra_statuses=FORWARDING_STATUSES)
         if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ from icalendar import Calendar, Event
 from pydantic import BaseModel, Field
 
 from kizuna.auth import ROLE_RANK, Principal, Role, principal
-from kizuna.errors import Forbidden, Invalid
+from kizuna.errors import Forbidden, Invalid, NotFound
 from kizuna.handling import CommandContext
 from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.service import runtime_of
@@ -409,6 +410,37 @@ async def member_calendar(community_id: str, member_id: str, request: Request,
     async with runtime_of(request).pool.acquire() as conn:
         sessions = await projections.sessions_for_calendar(conn, community_id, member_id)
     return _ics(f"Sessions of {member_id}", sessions)
+
+
+class CalendarLinkIssued(BaseModel):
+    key: str = Field(description="The secret (shown once): whoever holds it reads this member's sessions")
+    path: str = Field(description="The feed's address on the gateway, without a token: "
+                                  "subscribe to it as https:// or webcal://")
+
+
+@router.post("/communities/{community_id}/calendar/link", status_code=201, response_model=CalendarLinkIssued,
+             tags=["calendar"], summary="A private address of my sessions for a calendar app (a new one each time: "
+                                        "the previous address stops working)")
+async def issue_calendar_link(community_id: str, request: Request,
+                              who: Principal = Depends(principal)) -> CalendarLinkIssued:
+    who.require_writer(community_id)
+    if who.member_id is None:
+        raise Invalid("member_id", "a calendar link belongs to a member: ask with a member's token")
+    await require_active_member(request, community_id, who.member_id, "member_id")
+    key = await handlers.issue_calendar_link(_store(request), community_id, who.member_id,
+                                             _ctx(request, who, community_id))
+    return CalendarLinkIssued(key=key, path=f"/v1/calendar/{key}.ics")
+
+
+# Reached only through the gateway's public /v1/calendar/{key}.ics (front_door.py), which documents it.
+@router.get("/calendar-feeds/{key}.ics", response_class=Response, include_in_schema=False)
+async def calendar_feed(key: str, request: Request) -> Response:
+    async with runtime_of(request).pool.acquire() as conn:
+        owner = await projections.calendar_of_link(conn, hashlib.sha256(key.encode()).hexdigest())
+        if owner is None:
+            raise NotFound("no calendar answers to this address (a newer link replaced it, or its member left)")
+        sessions = await projections.sessions_for_calendar(conn, *owner)
+    return _ics("Kizuna", sessions)
 
 
 # ---- ties ----

@@ -59,6 +59,15 @@ class SessionCancelled(DomainEvent):
     registrants: list[str]
 
 
+class CalendarLinkIssued(DomainEvent):
+    """A member's private calendar feed now answers to a new secret (the old one, if any, no longer does). Only
+    the secret's SHA-256 is recorded: the secret itself is shown once, to the member."""
+
+    community_id: str
+    member_id: str
+    key_sha256: str
+
+
 class MemberRegistered(DomainEvent):
     session_id: str
     community_id: str
@@ -412,6 +421,19 @@ class Session(Aggregate):
         attendees = list(dict.fromkeys(cmd.attendees))
         return [AttendanceRecorded(session_id=s.session_id, community_id=s.community_id, attendees=attendees,
                                    recorded_by=by)]
+
+
+class CalendarLink(Aggregate):
+    """One member's calendar subscription: the hash of the secret its address carries."""
+
+    def __init__(self) -> None:
+        self.key_sha256: str | None = None
+
+    def _on_CalendarLinkIssued(self, e: CalendarLinkIssued) -> None:
+        self.key_sha256 = e.key_sha256
+
+    def issue(self, community_id: str, member_id: str, key_sha256: str) -> list[DomainEvent]:
+        return [CalendarLinkIssued(community_id=community_id, member_id=member_id, key_sha256=key_sha256)]
 
 
 class Goal(Aggregate):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import UTC, datetime
 
 from kizuna.errors import NotFound
@@ -11,6 +13,7 @@ from kizuna.handling import CommandContext, execute, load_existing
 from .domain import (
     AbandonGoal,
     AchieveGoal,
+    CalendarLink,
     CancelSession,
     CheckIn,
     Goal,
@@ -29,6 +32,10 @@ def session_stream(session_id: str) -> str:
 
 def goal_stream(goal_id: str) -> str:
     return f"goal-{goal_id}"
+
+
+def calendar_link_stream(community_id: str, member_id: str) -> str:
+    return f"calendar-link-{community_id}-{member_id}"
 
 
 def _now() -> datetime:
@@ -138,3 +145,13 @@ async def abandon_goal(store: EventStore, community_id: str, goal_id: str, cmd: 
     state, _ = await execute(store, goal_stream(goal_id), Goal, lambda g: g.abandon(cmd, ctx.actor, _now()), ctx,
                              community_id=community_id)
     return state
+
+
+async def issue_calendar_link(store: EventStore, community_id: str, member_id: str, ctx: CommandContext) -> str:
+    """A new secret for the member's calendar feed; the previous one stops working. Returns the secret, which
+    is recorded only as its hash."""
+    key = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    await execute(store, calendar_link_stream(community_id, member_id), CalendarLink,
+                  lambda link: link.issue(community_id, member_id, digest), ctx, community_id=community_id)
+    return key

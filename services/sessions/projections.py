@@ -51,8 +51,19 @@ CREATE TABLE goals_view (
 CREATE INDEX goals_view_by_community ON goals_view (community_id, member_id, set_at, goal_id);
 """ + ROSTER.table_sql()
 
-MIGRATIONS = [Migration("sessions_0001", SQL)]
-READ_MODEL_TABLES = ["sessions_view", "session_attendance", "goals_view", "roster"]
+# A member's calendar feed, found by its secret's hash (the secret is never stored).
+CALENDAR_LINKS_SQL = """
+CREATE TABLE calendar_links (
+    community_id text NOT NULL,
+    member_id    text NOT NULL,
+    key_sha256   text NOT NULL UNIQUE,
+    version      bigint NOT NULL,
+    PRIMARY KEY (community_id, member_id)
+);
+"""
+
+MIGRATIONS = [Migration("sessions_0001", SQL), Migration("sessions_0002_calendar_links", CALENDAR_LINKS_SQL)]
+READ_MODEL_TABLES = ["sessions_view", "session_attendance", "goals_view", "calendar_links", "roster"]
 
 
 async def _fold(conn: asyncpg.Connection, stream_id: str, aggregate: type[Session] | type[Goal]) -> Any:
@@ -106,7 +117,18 @@ async def project_goal(conn: asyncpg.Connection, event: RecordedEvent) -> None:
     )
 
 
-INLINE_PROJECTIONS = [project_session, project_goal]
+async def project_calendar_link(conn: asyncpg.Connection, event: RecordedEvent) -> None:
+    if event.type != "CalendarLinkIssued":
+        return
+    data = event.data
+    await conn.execute(
+        "INSERT INTO calendar_links (community_id, member_id, key_sha256, version) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (community_id, member_id) DO UPDATE SET key_sha256 = EXCLUDED.key_sha256, "
+        "version = EXCLUDED.version WHERE calendar_links.version <= EXCLUDED.version",
+        data["community_id"], data["member_id"], data["key_sha256"], event.stream_version)
+
+
+INLINE_PROJECTIONS = [project_session, project_goal, project_calendar_link]
 
 
 # ---- queries ----
@@ -189,6 +211,14 @@ async def ties_per_member(conn: asyncpg.Connection, community_id: str) -> list[d
         community_id,
     )
     return [dict(r) for r in rows]
+
+
+async def calendar_of_link(conn: asyncpg.Connection, key_sha256: str) -> tuple[str, str] | None:
+    """The (community, member) whose feed answers to this hash — while they are an active member."""
+    row = await conn.fetchrow(
+        "SELECT l.community_id, l.member_id FROM calendar_links l JOIN roster r ON r.community_id = l.community_id "
+        "AND r.member_id = l.member_id AND r.active WHERE l.key_sha256 = $1", key_sha256)
+    return (str(row["community_id"]), str(row["member_id"])) if row else None
 
 
 async def roster_entry(conn: asyncpg.Connection, community_id: str, member_id: str) -> asyncpg.Record | None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import icalendar
 import pytest
@@ -224,6 +225,43 @@ async def test_calendar_exports_parse_as_icalendar(ecosystem: Ecosystem,
     assert [str(e["uid"]) for e in icalendar.Calendar.from_ical(mine.content).walk("VEVENT")] == [
         f"{two['session_id']}@kizuna"]
     assert (await community.get("/calendar/members/fac.ics", "ana")).status_code == 403
+
+
+async def test_a_calendar_link_answers_only_its_newest_secret_and_only_while_its_member_stays(
+        ecosystem: Ecosystem, service: tuple[Any, httpx.AsyncClient]) -> None:
+    js, http = service
+    community = Community(ecosystem, js, http)
+    await community.found({"fac": "facilitator", "ana": "member"})
+    made = (await community.post("/sessions", "fac", "facilitator", session_body(title="Evening circle"))).json()
+    await community.post(f"/sessions/{made['session_id']}/registrations", "ana")
+    link = await community.post("/calendar/link", "ana")
+    assert link.status_code == 201 and link.json()["path"] == f"/v1/calendar/{link.json()['key']}.ics", link.text
+    feed = await http.get(f"/calendar-feeds/{link.json()['key']}.ics")  # no token, as a calendar app asks
+    assert [str(e["summary"]) for e in icalendar.Calendar.from_ical(feed.content).walk("VEVENT")] == ["Evening circle"]
+    newer = (await community.post("/calendar/link", "ana")).json()
+    assert (await http.get(f"/calendar-feeds/{link.json()['key']}.ics")).status_code == 404
+    assert (await http.get(f"/calendar-feeds/{newer['key']}.ics")).status_code == 200
+    # Only its hash is stored, and nowhere the secret itself.
+    stored = await _stored_events(ecosystem)
+    assert newer["key"] not in stored and link.json()["key"] not in stored
+    # The operator has no member to make a link for; a member who leaves takes the feed with them.
+    operator = await http.post(f"/communities/{community.id}/calendar/link", headers=ecosystem.operator_headers())
+    assert operator.status_code == 422 and operator.json()["errors"][0]["field"] == "member_id"
+    await community.publish("MemberLeft", {"member_id": "ana", "reason": ""})
+
+    async def gone() -> bool:
+        return (await http.get(f"/calendar-feeds/{newer['key']}.ics")).status_code == 404
+
+    await eventually(gone)
+
+
+async def _stored_events(eco: Ecosystem) -> str:
+    conn = await asyncpg.connect(eco.database_url("sessions"))
+    try:
+        rows = await conn.fetch("SELECT data::text AS data FROM events")
+    finally:
+        await conn.close()
+    return "\n".join(r["data"] for r in rows)
 
 
 async def test_goal_from_set_through_revisions_and_check_ins_to_achieved(
