@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import directory, goals, home, jobs, live, offerings, profile, sessions, stewarding
+from . import directory, goals, home, introductions, jobs, live, offerings, partners, profile, sessions, stewarding
 
 router = APIRouter(include_in_schema=False)
-for part in (home, jobs, profile, sessions, goals, offerings, directory, stewarding, live):
+for part in (home, jobs, introductions, profile, sessions, goals, offerings, directory, stewarding, partners, live):
     router.include_router(part.router, prefix="/app")

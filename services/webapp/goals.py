@@ -14,6 +14,7 @@ from .pages import Form, Visit, command, framed, show
 
 router = APIRouter()
 KPI_ROWS = 3  # the form offers three; blank rows are left out
+MAX_KPIS = 10  # as many as a goal may have (set over the API, a goal may have more than the form offers)
 
 
 @router.get("/c/{community_id}/goals")
@@ -118,3 +119,20 @@ async def achieved(community_id: str, goal_id: str, request: Request) -> Respons
 async def let_go(community_id: str, goal_id: str, request: Request) -> Response:
     return await _on_goal(request, community_id, goal_id, "/abandonment",
                           lambda form: {"reason": form.get("reason", "")})
+
+
+@router.post("/c/{community_id}/goals/{goal_id}/revisions")
+async def revise(community_id: str, goal_id: str, request: Request) -> Response:
+    """New words, a new date or new targets for the same measures — with the reason, kept in the goal's story."""
+    return await _on_goal(request, community_id, goal_id, "/revisions", _revision)
+
+
+def _revision(form: Form) -> dict[str, Any]:
+    kpis = [{"name": form.get(f"kpi_name_{i}", ""), "unit": form.get(f"kpi_unit_{i}", ""),
+             "baseline": _number(form.get(f"kpi_baseline_{i}", "")), "target": _number(form.get(f"kpi_target_{i}", "")),
+             "direction": form.get(f"kpi_direction_{i}", "increase")}
+            for i in range(MAX_KPIS) if form.get(f"kpi_name_{i}")]
+    due = form.get("due_date", "")
+    # An unchanged date is not sent: only a new date must lie ahead (an overdue goal may still be reworded).
+    return {"statement": form.get("statement", "").strip(), "due_date": None if due == form.get("was_due") else due,
+            "kpis": kpis, "reason": form.get("reason", "").strip()}

@@ -55,6 +55,9 @@ def time_zone_of(request: Request) -> ZoneInfo:
         return ZoneInfo(DEFAULT_TIME_ZONE)
 
 
+Moment = datetime  # the type, by a name the formatter method ``Words.datetime`` does not hide
+
+
 class Words:
     """What a template needs to speak the person's language: ``_`` (gettext with ``{name}`` fields), and
     formatters for dates, times and numbers."""
@@ -76,8 +79,20 @@ class Words:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
         return dates.format_datetime(moment, format="medium", tzinfo=self.zone, locale=self.locale)
 
+    def local(self, value: Moment | str) -> Moment:
+        """A moment as the person's wall clock shows it."""
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.astimezone(self.zone)
+
     def number(self, value: float) -> str:
         return numbers.format_decimal(value, locale=self.locale)
+
+    def plain(self, value: float) -> str:
+        """A number to edit in a form field: no grouping, no needless ".0"."""
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+    def percent(self, share: float) -> str:
+        return numbers.format_percent(share, locale=self.locale)
 
 
 def words_for(request: Request) -> Words:

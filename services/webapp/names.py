@@ -15,10 +15,15 @@ FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("fi
           N_("field:member_id"), N_("field:note"), N_("field:statement"), N_("field:motivation"),
           N_("field:facilitator_id"), N_("field:due_date"), N_("field:kpis"), N_("field:baseline"),
           N_("field:target"), N_("field:name"), N_("field:values"), N_("field:member_cap"), N_("field:role"),
-          N_("field:reason"), N_("field:shares")]
+          N_("field:reason"), N_("field:shares"), N_("field:referred_id"), N_("field:to_member_id"),
+          N_("field:policy"), N_("field:questions"), N_("field:max_open_invitations"), N_("field:offer_ttl_seconds"),
+          N_("field:partner_origin"), N_("field:partner_community_id"), N_("field:sends"), N_("field:receives"),
+          N_("field:starts_at"), N_("field:ends_at"), N_("field:time_zone"), N_("field:kind"), N_("field:place"),
+          N_("field:capacity"), N_("field:attendees")]
 ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
 FEEDBACK_SCALES = [N_("scale:quality"), N_("scale:reliability"), N_("scale:beyond"), N_("scale:collaboration")]
 OFFERING_STATES = [N_("offering:open"), N_("offering:confirmed"), N_("offering:lapsed")]
 GOAL_STATES = [N_("goal:active"), N_("goal:achieved"), N_("goal:abandoned")]
 JOB_STATES = [N_("state:posted"), N_("state:assigned"), N_("state:in-progress"), N_("state:completed"),
               N_("state:cancelled")]
+INTRODUCTION_STATES = [N_("introduction:made"), N_("introduction:accepted"), N_("introduction:declined")]

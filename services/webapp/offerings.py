@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from kizuna.errors import Problem
 
-from .pages import Form, Visit, command, framed, show
+from .pages import Form, Visit, command, framed, show, whole_number
 
 router = APIRouter()
 
@@ -44,7 +44,7 @@ async def _on_offering(request: Request, community_id: str, offering_id: str, ac
 @router.post("/c/{community_id}/offerings/{offering_id}/commitments")
 async def commit(community_id: str, offering_id: str, request: Request) -> Response:
     return await _on_offering(request, community_id, offering_id, "/commitments", lambda form: {
-        "shares": int(form["shares"]) if form.get("shares", "").isdigit() else form.get("shares")})
+        "shares": whole_number(form.get("shares", ""))})
 
 
 @router.post("/c/{community_id}/offerings/{offering_id}/withdrawal")

@@ -6,6 +6,7 @@ shape of every action — post the form, call the API, then show the result or t
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -136,6 +137,13 @@ async def command(request: Request, community_id: str, method: str, path: str, b
 def listed(text: str) -> list[str]:
     """A comma-separated field (Japanese commas too) as a list."""
     return [item.strip() for item in text.replace("、", ",").split(",") if item.strip()]
+
+
+def whole_number(typed: str) -> int | str:
+    """A count as typed — full-width digits too, as Japanese keyboards give them; anything else is passed on
+    as it is, for the API to name the field."""
+    number = unicodedata.normalize("NFKC", typed).strip()
+    return int(number) if number.isdigit() else number
 
 
 def framed(words: Words, problem: Problem) -> dict[str, Any]:

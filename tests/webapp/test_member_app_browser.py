@@ -6,109 +6,14 @@ Real members, referrals, sessions, identity and gateway processes and a real SMT
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from axe_playwright_python.async_playwright import Axe
 
-from kizuna.devstack import NatsServer, PostgresServer
-from tests.identity.conftest import THROUGH_A_PROXY
-from tests.identity.journey import browser, csrf, sign_in_by_email
-from tests.identity.smtp import SmtpInbox
-from tests.reliability.harness import ROSTERS, roster_rows
-from tests.support import Ecosystem, eventually, launch_chromium
-
-PHONE = {"width": 390, "height": 844}
-# Numbers as a Japanese keyboard often types them: full-width digits (U+FF10…).
-FULL_WIDTH = {n: "".join(chr(0xFF10 + int(d)) for d in n) for n in ("0", "8", "32")}
-JSON = {"accept": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def community_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: Path,
-                    inbox: SmtpInbox) -> Iterator[Ecosystem]:
-    unique = uuid.uuid4().hex[:10]
-    eco = Ecosystem(postgres=postgres, nats=nats_server, prefix=f"t{unique}", workdir=workdir / unique)
-    eco.start("members", "referrals", "sessions", "identity", "gateway", **inbox.env(), **THROUGH_A_PROXY)
-    yield eco
-    eco.stop_all()
-
-
-@pytest.fixture
-async def member_pair(community_stack: Ecosystem,
-                      inbox: SmtpInbox) -> AsyncIterator[tuple[str, httpx.AsyncClient, httpx.AsyncClient]]:
-    """A community (Hikari Makers) and two of its members, Hana and Ken, each signed in."""
-    async with httpx.AsyncClient(base_url=community_stack.url("gateway"), timeout=30,
-                                 headers=community_stack.operator_headers()) as operator:
-        founded = await operator.post("/v1/communities", json={
-            "name": "Hikari Makers", "owner_display_name": "Yui", "purpose": "Makers helping makers",
-            "values": ["trust", "craft"]})
-        assert founded.status_code == 201, founded.text
-    cid = str(founded.json()["community_id"])
-    async with browser(community_stack) as hana, browser(community_stack) as ken:
-        for person, name in ((hana, "Hana"), (ken, "Ken")):
-            await sign_in_by_email(person, inbox, f"{name.lower()}-{cid[:8]}@app.test")
-
-            async def joined(person: httpx.AsyncClient = person, name: str = name) -> bool:
-                answer = await person.post(f"/v1/join/{cid}", json={"display_name": name},
-                                           headers={"x-csrf-token": await csrf(person), **JSON})
-                return answer.status_code == 201 or "already" in answer.text
-
-            await eventually(joined)
-
-            async def active(person: httpx.AsyncClient = person) -> bool:
-                me = (await person.get("/v1/me", headers=JSON)).json()
-                return any(m["community_id"] == cid and m["status"] == "active" for m in me["memberships"])
-
-            await eventually(active)
-        # Every read model a page's command is decided on knows the community's three members: without this
-        # the first post can meet a roster a second behind (403 not-a-member), as clean runs have shown.
-        await eventually(lambda: _everyone_knows(community_stack, cid, 3), timeout=30)
-        yield cid, hana, ken
-
-
-async def _everyone_knows(eco: Ecosystem, cid: str, members: int) -> bool:
-    for service in ROSTERS:
-        if len((await roster_rows(eco, service, [cid]))[cid]) < members:
-            return False
-    return True
-
-
-@asynccontextmanager
-async def phones(eco: Ecosystem, *people: tuple[httpx.AsyncClient, str]) -> AsyncIterator[tuple[Any, ...]]:
-    """One Chromium, and a phone-sized page for each (signed-in person, language) — one browser context each."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        chromium = await launch_chromium(pw)
-        try:
-            yield tuple([await _phone(chromium, eco, person, language) for person, language in people])
-        finally:
-            await chromium.close()
-
-
-async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, language: str) -> Any:
-    context = await chromium.new_context(viewport=PHONE, locale="ja-JP" if language == "ja" else "en-GB",
-                                         extra_http_headers={"accept-language": language})
-    await context.add_cookies([{"name": name, "value": str(value), "url": eco.url("gateway")}
-                               for name, value in person.cookies.items()])
-    return await context.new_page()
-
-
-async def _checked(page: Any) -> None:
-    """The page fits a phone and axe-core finds nothing serious or critical on it."""
-    width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px screen"
-    results = await Axe().run(page)
-    serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-               for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
-    assert not serious, (page.url, serious)
+from tests.identity.journey import csrf
+from tests.support import Ecosystem, eventually
+from tests.webapp.phones import FULL_WIDTH, JSON, checked, phones
 
 
 async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_english(
@@ -118,13 +23,13 @@ async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_englis
     deadline = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
     async with phones(community_stack, (hana, "ja"), (ken, "en")) as (hana_page, ken_page):
         await hana_page.goto(f"{gateway}/app")
-        await _checked(hana_page)
+        await checked(hana_page)
         await hana_page.get_by_role("link", name="Hikari Makers").click()
         await hana_page.get_by_role("heading", name="Hikari Makers").wait_for()
         assert "Makers helping makers" in await hana_page.content()
-        await _checked(hana_page)
+        await checked(hana_page)
         await hana_page.get_by_role("link", name="コミュニティに依頼する").click()
-        await _checked(hana_page)
+        await checked(hana_page)
         await hana_page.get_by_label("タイトル").fill("絵本の挿絵")
         await hana_page.get_by_label("内容").fill("水彩で6見開き")
         await hana_page.get_by_label("必要なスキル").fill("illustration, watercolour")
@@ -132,7 +37,7 @@ async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_englis
         await hana_page.get_by_role("button", name="依頼を投稿する").click()
         await hana_page.get_by_role("heading", name="絵本の挿絵").wait_for()
         assert await hana_page.locator("#state").inner_text() == "募集中"
-        await _checked(hana_page)
+        await checked(hana_page)
         job_url = hana_page.url
 
         async def on_ken_home() -> bool:  # the job reaches the referrals read model
@@ -140,7 +45,7 @@ async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_englis
             return await ken_page.get_by_role("link", name="絵本の挿絵").count() == 1
 
         await eventually(on_ken_home)
-        await _checked(ken_page)
+        await checked(ken_page)
         await ken_page.get_by_role("link", name="絵本の挿絵").click()
         await ken_page.get_by_label("Why this is your next step (optional)").fill("I paint every day")
         await ken_page.get_by_role("button", name="Offer to help").click()
@@ -149,12 +54,12 @@ async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_englis
         await ken_page.get_by_label("Why them (optional)").fill("She bound books for years")
         await ken_page.get_by_role("button", name="Refer", exact=True).click()
         await ken_page.locator("#referred", has_text="Yui").wait_for()
-        await _checked(ken_page)
+        await checked(ken_page)
 
         await hana_page.goto(job_url)
         await hana_page.get_by_role("button", name="Ken さんにお願いする").click()
         await hana_page.locator("#state", has_text="担当決定").wait_for()
-        await _checked(hana_page)
+        await checked(hana_page)
         await ken_page.reload()
         assert await ken_page.locator("#state").inner_text() == "assigned"
 
@@ -167,7 +72,7 @@ async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_englis
         await hana_page.get_by_label("ひとこと(任意)").fill("早くて丁寧でした")
         await hana_page.get_by_role("button", name="フィードバックを送る").click()
         await hana_page.get_by_text("フィードバックを記録しました").wait_for()
-        await _checked(hana_page)
+        await checked(hana_page)
         await ken_page.reload()
         await ken_page.get_by_label("Collaboration").select_option("4")
         await ken_page.get_by_role("button", name="Give feedback").click()
@@ -233,7 +138,7 @@ async def test_a_member_shapes_their_profile_chooses_what_partners_see_and_takes
     async with phones(community_stack, (ken, "en"), (hana, "ja")) as (ken_page, hana_page):
         await ken_page.goto(f"{gateway}/app/c/{cid}")
         await ken_page.get_by_role("link", name="My profile").click()
-        await _checked(ken_page)
+        await checked(ken_page)
         await ken_page.get_by_role("textbox", name="Vector").fill("Publish my first picture book")
         await ken_page.get_by_role("textbox", name="Skills").fill("illustration, video editing")
         await ken_page.get_by_role("button", name="Save my profile").click()
@@ -245,22 +150,22 @@ async def test_a_member_shapes_their_profile_chooses_what_partners_see_and_takes
         await ken_page.get_by_text("Saved.").wait_for()
         text = await ken_page.locator("#partner-preview").inner_text()
         assert "illustration" in text and "picture book" not in text  # skills shared, the vector not
-        await _checked(ken_page)
+        await checked(ken_page)
 
         await hana_page.goto(f"{gateway}/app/c/{cid}/members?skill=illustration")
         await hana_page.locator("#members", has_text="Ken").wait_for()
         assert "Yui" not in await hana_page.locator("#members").inner_text()
-        await _checked(hana_page)
+        await checked(hana_page)
 
         await hana_page.goto(f"{gateway}/app/c/{cid}/sessions")
         await hana_page.get_by_role("button", name="申し込む: Cohort A").click()
         await hana_page.get_by_text("参加が確定しています。").wait_for()
         assert "2031/05/01 19:00" in await hana_page.content()  # Tokyo time, Japanese format
-        await _checked(hana_page)
+        await checked(hana_page)
         await ken_page.goto(f"{gateway}/app/c/{cid}/sessions")
         await ken_page.get_by_role("button", name="Join the waitlist: Cohort A").click()
         await ken_page.get_by_text("You are number 1 on the waitlist.").wait_for()
-        await _checked(ken_page)
+        await checked(ken_page)
         await hana_page.get_by_role("button", name="キャンセルする: Cohort A").click()
         await hana_page.get_by_text("残り 0 席").wait_for()  # Ken took the freed place at once
         await ken_page.reload()
@@ -299,12 +204,12 @@ async def test_a_facilitator_welcomes_an_applicant_and_sees_who_has_no_ties_yet(
 
             await eventually(stewarding_link)
             await eventually(stewarding_page)
-            await _checked(page)
+            await checked(page)
             await page.get_by_label("理由(申請者に伝わります)").fill("本づくりの仲間です")
             await page.get_by_role("button", name="Mio さんを迎える").click()
             await page.get_by_text("判断を待っている申請はありません。").wait_for()
             assert "Ken" in await page.locator("#drifting").inner_text()  # no session with anyone yet
-            await _checked(page)
+            await checked(page)
 
         members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
         assert "Mio" in {m["display_name"] for m in members}
@@ -333,7 +238,7 @@ async def test_an_offer_appears_on_the_open_job_page_without_a_reload(
         await eventually(ken_offered)
         await notice.get_by_role("link", name="Something changed on this request: show it").click()
         await page.locator("#offers", has_text="covers are my thing").wait_for()
-        await _checked(page)
+        await checked(page)
 
 
 async def test_a_member_sets_a_goal_from_what_matters_and_checks_in_with_full_width_digits(
@@ -345,7 +250,7 @@ async def test_a_member_sets_a_goal_from_what_matters_and_checks_in_with_full_wi
         await page.goto(f"{gateway}/app/c/{cid}")
         await page.get_by_role("link", name="私の目標").click()
         await page.get_by_role("link", name="目標を立てる").click()
-        await _checked(page)
+        await checked(page)
         await page.get_by_label("大切にしていること(この目標の理由)").fill("子どもたちに絵本を届けたい")
         await page.get_by_label("目標をひとことで").fill("絵本を一冊描き上げる")
         await page.get_by_label("伴走してくれる人").select_option(label="Yui")
@@ -357,12 +262,20 @@ async def test_a_member_sets_a_goal_from_what_matters_and_checks_in_with_full_wi
         await page.get_by_role("button", name="この目標を立てる").click()
         await page.get_by_role("heading", name="絵本を一冊描き上げる").wait_for()
         assert await page.locator("#goal-status").inner_text() == "取り組み中"
-        await page.get_by_label("描いたページ (ページ)").fill(FULL_WIDTH["8"])
+        await page.get_by_label("描いたページ (ページ)", exact=True).fill(FULL_WIDTH["8"])
         await page.get_by_role("button", name="記録する").click()
         await page.locator("#check-ins", has_text="描いたページ: 8").wait_for()
         assert "25%" in await page.locator("main").inner_text()  # 8 of 32 pages
         assert await page.locator("#kpis svg polyline").count() == 1  # the progress chart
-        await _checked(page)
+        await checked(page)
+        # The goal grows: a new target, with what changed; the earlier version stays in its story.
+        await page.get_by_text("この目標を見直す").click()
+        await page.get_by_label("新しい目標値：描いたページ (ページ)").fill("40")
+        await page.get_by_label("何が変わったか（ファシリテーターに伝わります）").fill("見開きを増やした")
+        await page.get_by_role("button", name="見直した目標を保存する").click()
+        await page.locator("#revisions", has_text="見直した理由：見開きを増やした").wait_for()
+        assert "20%" in await page.locator("main").inner_text()  # 8 of 40 pages now
+        await checked(page)
         await page.get_by_role("button", name="達成した").click()
         await page.locator("#goal-status", has_text="達成").wait_for()
 
@@ -383,7 +296,7 @@ async def test_the_owner_makes_a_facilitator_and_changes_the_cap(
                 return await page.get_by_role("heading", name="Roles").count() == 1
 
             await eventually(owner_sections)
-            await _checked(page)
+            await checked(page)
             await page.get_by_role("button", name="Make Ken a facilitator").click()
             await page.get_by_role("button", name="Make Ken a member again").wait_for()
             await page.get_by_label("At most (now 3 members)").fill("40")
@@ -434,7 +347,7 @@ async def test_a_member_offers_to_help_with_a_partner_communitys_job(
                 return await page.locator("#partner-jobs", has_text="Kaki growers").count() == 1
 
             await eventually(listed, timeout=30)
-            await _checked(page)
+            await checked(page)
             await page.get_by_label("A word to them (optional)").fill("I grew up on a persimmon farm")
             await page.get_by_role("button", name="Offer to help: Persimmon harvest").click()
 
@@ -474,11 +387,57 @@ async def test_a_member_commits_to_shares_of_an_offering_and_withdraws(
 
         await eventually(listed)
         assert "0 of 2 shares needed committed; 5 left" in await page.locator("#offerings").inner_text()
-        await _checked(page)
+        await checked(page)
         await page.get_by_label("Shares").fill("2")
         await page.get_by_role("button", name="Commit to Summer vegetable share").click()
         await page.get_by_text("You hold 2 shares.").wait_for()
         assert "2 of 2 shares needed committed; 3 left" in await page.locator("#offerings").inner_text()
         await page.get_by_role("button", name="Withdraw from Summer vegetable share").click()
         await page.get_by_role("button", name="Commit to Summer vegetable share").wait_for()
-        await _checked(page)
+        await checked(page)
+
+
+async def test_an_introduction_is_made_answered_and_its_outcome_counts_for_the_introducer(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    """Hana introduces Ken to Yui; Ken, on his own phone, says yes; afterwards he records that it worked, and
+    Hana is listed among the introducers whose introductions work. A second introduction Ken declines."""
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    async with phones(community_stack, (hana, "ja"), (ken, "en")) as (hana_page, ken_page):
+        await hana_page.goto(f"{gateway}/app/c/{cid}")
+        await hana_page.get_by_role("link", name="紹介", exact=True).click()
+        await checked(hana_page)
+        await hana_page.get_by_label("信頼している人").select_option(label="Ken")
+        await hana_page.get_by_label("紹介先").select_option(label="Yui")
+        await hana_page.get_by_label("会ってほしい理由").fill("製本の相談ができます")
+        await hana_page.get_by_role("button", name="紹介する", exact=True).click()
+        await hana_page.locator("#introductions", has_text="HanaさんがKenさんをYuiさんに紹介").wait_for()
+        assert "返事待ち" in await hana_page.locator("#introductions").inner_text()
+        # Introducing Ken to himself is refused on the page, naming the field.
+        await hana_page.get_by_label("信頼している人").select_option(label="Ken")
+        await hana_page.get_by_label("紹介先").select_option(label="Ken")
+        await hana_page.get_by_role("button", name="紹介する", exact=True).click()
+        await hana_page.locator("#problem", has_text="紹介先").wait_for()
+
+        await ken_page.goto(f"{gateway}/app/c/{cid}/introductions")
+        await ken_page.locator("#to-answer", has_text="Hana would like to introduce you to Yui.").wait_for()
+        await checked(ken_page)
+        await ken_page.get_by_role("button", name="Yes, introduce me to Yui").click()
+        await ken_page.locator("#introductions", has_text="accepted").wait_for()
+        await ken_page.get_by_label("How did it go? (optional)").fill("She bound my first book")
+        await ken_page.get_by_role("button", name="It worked").click()
+        await ken_page.locator("#introductions", has_text="it worked").wait_for()
+        introducers = await ken_page.locator("#introducers").inner_text()
+        assert "Hana" in introducers and "1 introductions, 1 worked" in introducers and "100%" in introducers
+        await checked(ken_page)
+
+        await hana_page.get_by_label("信頼している人").select_option(label="Ken")
+        await hana_page.get_by_label("紹介先").select_option(label="Yui")
+        await hana_page.get_by_role("button", name="紹介する", exact=True).click()
+        await hana_page.wait_for_url("**#mine")
+        await ken_page.reload()
+        await ken_page.get_by_label("Why not (optional; Hana sees this)").fill("Not this month")
+        await ken_page.get_by_role("button", name="No, thank you").click()
+        await ken_page.locator("#introductions", has_text="declined").wait_for()
+    made = (await hana.get(f"/app/c/{cid}/introductions", headers={"accept-language": "en"})).text
+    assert "Hana introduced Ken to Yui" in made and "declined" in made

@@ -1,0 +1,90 @@
+"""A phone in Debian's Chromium for each signed-in person, and what every page must pass on it: it fits a
+390-px screen and axe-core finds nothing serious or critical."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+from axe_playwright_python.async_playwright import Axe
+
+from tests.reliability.harness import ROSTERS, roster_rows
+from tests.support import Ecosystem, eventually, launch_chromium
+
+PHONE = {"width": 390, "height": 844}
+# Numbers as a Japanese keyboard often types them: full-width digits (U+FF10…).
+FULL_WIDTH = {n: "".join(chr(0xFF10 + int(d)) for d in n) for n in ("0", "8", "32", "48")}
+JSON = {"accept": "application/json"}
+
+
+async def everyone_knows(eco: Ecosystem, cid: str, members: int) -> bool:
+    for service in ROSTERS:
+        if len((await roster_rows(eco, service, [cid]))[cid]) < members:
+            return False
+    return True
+
+
+@asynccontextmanager
+async def phones(eco: Ecosystem, *people: tuple[httpx.AsyncClient, str]) -> AsyncIterator[tuple[Any, ...]]:
+    """One Chromium, and a phone-sized page for each (signed-in person, language) — one browser context each."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            yield tuple([await _phone(chromium, eco, person, language) for person, language in people])
+        finally:
+            await chromium.close()
+
+
+async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, language: str) -> Any:
+    context = await chromium.new_context(viewport=PHONE, locale="ja-JP" if language == "ja" else "en-GB",
+                                         extra_http_headers={"accept-language": language})
+    await context.add_cookies([{"name": name, "value": str(value), "url": eco.url("gateway")}
+                               for name, value in person.cookies.items()])
+    return await context.new_page()
+
+
+async def checked(page: Any) -> None:
+    """The page fits a phone and axe-core finds nothing serious or critical on it."""
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px screen"
+    results = await Axe().run(page)
+    serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+               for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert not serious, (page.url, serious)
+
+
+async def given_role(eco: Ecosystem, cid: str, member_id: str, role: str) -> None:
+    """The operator gives a member a role (or the ownership), then waits until every read model that decides
+    on roles — each service's roster and the gateway's directory — knows it, so the pages act on it at once."""
+    async with httpx.AsyncClient(base_url=eco.url("gateway"), headers=eco.operator_headers(), timeout=30) as operator:
+        if role == "owner":
+            answer = await operator.post(f"/v1/communities/{cid}/ownership",
+                                         json={"to_member_id": member_id, "reason": "hands over"})
+        else:
+            answer = await operator.put(f"/v1/communities/{cid}/members/{member_id}/role",
+                                        json={"role": role, "reason": "steps up"})
+        assert answer.status_code == 200, answer.text
+
+    async def everywhere() -> bool:
+        for service, table in ROSTERS.items():
+            conn = await asyncpg.connect(eco.database_url(service))
+            try:
+                known = await conn.fetchval(f"SELECT role FROM {table} WHERE community_id = $1 AND member_id = $2",
+                                            cid, member_id)
+            finally:
+                await conn.close()
+            if known != role:
+                return False
+        return True
+
+    await eventually(everywhere, timeout=30)
+
+
+async def member_id_of(person: httpx.AsyncClient, cid: str) -> str:
+    me = (await person.get("/v1/me", headers=JSON)).json()
+    return str(next(m["member_id"] for m in me["memberships"] if m["community_id"] == cid))
