@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -29,23 +30,41 @@ async def everyone_knows(eco: Ecosystem, cid: str, members: int) -> bool:
 
 @asynccontextmanager
 async def phones(eco: Ecosystem, *people: tuple[httpx.AsyncClient, str]) -> AsyncIterator[tuple[Any, ...]]:
-    """One Chromium, and a phone-sized page for each (signed-in person, language) — one browser context each."""
+    """One Chromium, and a phone-sized page for each (signed-in person, language) — one browser context each.
+    No request may leave the deployment and nothing may break the Content-Security-Policy: either fails the
+    test when the phones are put away (such a request is stopped, not sent)."""
     from playwright.async_api import async_playwright
 
+    trouble: list[str] = []
     async with async_playwright() as pw:
         chromium = await launch_chromium(pw)
         try:
-            yield tuple([await _phone(chromium, eco, person, language) for person, language in people])
+            yield tuple([await _phone(chromium, eco, person, language, trouble) for person, language in people])
         finally:
             await chromium.close()
+    assert not trouble, trouble
 
 
-async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, language: str) -> Any:
+async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, language: str,
+                 trouble: list[str]) -> Any:
     context = await chromium.new_context(viewport=PHONE, locale="ja-JP" if language == "ja" else "en-GB",
                                          extra_http_headers={"accept-language": language})
     await context.add_cookies([{"name": name, "value": str(value), "url": eco.url("gateway")}
                                for name, value in person.cookies.items()])
-    return await context.new_page()
+    home = urlsplit(eco.url("gateway")).netloc
+
+    async def only_this_deployment(route: Any) -> None:
+        if urlsplit(route.request.url).netloc == home:
+            await route.continue_()
+        else:
+            trouble.append(f"a request left the deployment: {route.request.url}")
+            await route.abort()
+
+    await context.route("**/*", only_this_deployment)
+    page = await context.new_page()
+    page.on("console", lambda message: trouble.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text else None)
+    return page
 
 
 async def checked(page: Any) -> None:

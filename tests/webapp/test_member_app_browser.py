@@ -6,10 +6,12 @@ Real members, referrals, sessions, identity and gateway processes and a real SMT
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.identity.journey import csrf
 from tests.support import Ecosystem, eventually
@@ -441,3 +443,21 @@ async def test_an_introduction_is_made_answered_and_its_outcome_counts_for_the_i
         await ken_page.locator("#introductions", has_text="declined").wait_for()
     made = (await hana.get(f"/app/c/{cid}/introductions", headers={"accept-language": "en"})).text
     assert "Hana introduced Ken to Yui" in made and "declined" in made
+
+
+async def test_a_phone_reports_any_request_to_another_host_or_against_the_content_security_policy(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    """The guard every browser test here runs under can fail: a request to another host, or a script the
+    page's policy refuses, fails the test that caused it."""
+    cid, hana, _ = member_pair
+    gateway = community_stack.url("gateway")
+    with pytest.raises(AssertionError, match="left the deployment"):
+        async with phones(community_stack, (hana, "en")) as (page,):
+            with contextlib.suppress(Exception):  # the request is stopped: the navigation fails
+                await page.goto("http://kizuna.invalid/tracker.js")
+    with pytest.raises(AssertionError, match="Content Security Policy"):
+        async with phones(community_stack, (hana, "en")) as (page,):
+            await page.goto(f"{gateway}/app/c/{cid}")
+            async with page.expect_event("console", lambda m: "Content Security Policy" in m.text):
+                await page.evaluate("document.body.insertAdjacentHTML('beforeend', "
+                                    "'<img src=x onerror=\"document.title=1\">')")
