@@ -19,10 +19,17 @@ FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("fi
           N_("field:policy"), N_("field:questions"), N_("field:max_open_invitations"), N_("field:offer_ttl_seconds"),
           N_("field:partner_origin"), N_("field:partner_community_id"), N_("field:sends"), N_("field:receives"),
           N_("field:starts_at"), N_("field:ends_at"), N_("field:time_zone"), N_("field:kind"), N_("field:place"),
-          N_("field:capacity"), N_("field:attendees")]
+          N_("field:capacity"), N_("field:attendees"), N_("field:season"), N_("field:minimum_shares"),
+          N_("field:price"), N_("field:amount"), N_("field:currency"), N_("field:barter"),
+          N_("field:commitment_deadline"), N_("field:delivery_dates"), N_("field:help_shifts"), N_("field:date"),
+          N_("field:hands"), N_("field:what"), N_("field:stage"), N_("field:portion_per_share"),
+          N_("field:delivery_date"), N_("field:good"), N_("field:improve")]
 ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
 FEEDBACK_SCALES = [N_("scale:quality"), N_("scale:reliability"), N_("scale:beyond"), N_("scale:collaboration")]
 OFFERING_STATES = [N_("offering:open"), N_("offering:confirmed"), N_("offering:lapsed")]
+PRICES = [N_("price:money"), N_("price:barter"), N_("price:none")]
+SHORT_HARVEST = [N_("short:reduced-delivery"), N_("short:refund")]
+COMMITMENTS = [N_("commitment:committed"), N_("commitment:withdrawn"), N_("commitment:released")]
 GOAL_STATES = [N_("goal:active"), N_("goal:achieved"), N_("goal:abandoned")]
 JOB_STATES = [N_("state:posted"), N_("state:assigned"), N_("state:in-progress"), N_("state:completed"),
               N_("state:cancelled")]

@@ -17,7 +17,7 @@ from tests.support import Ecosystem, eventually, launch_chromium
 
 PHONE = {"width": 390, "height": 844}
 # Numbers as a Japanese keyboard often types them: full-width digits (U+FF10…).
-FULL_WIDTH = {n: "".join(chr(0xFF10 + int(d)) for d in n) for n in ("0", "8", "32", "48")}
+FULL_WIDTH = {n: "".join(chr(0xFF10 + int(d)) for d in n) for n in ("0", "2", "8", "32", "48")}
 JSON = {"accept": "application/json"}
 
 
