@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import directory, goals, home, introductions, jobs, live, offerings, partners, profile, sessions, stewarding
+from . import directory, goals, health, home, introductions, jobs, live, offerings, partners, profile, sessions, stewarding
 
 router = APIRouter(include_in_schema=False)
-for part in (home, jobs, introductions, profile, sessions, goals, offerings, directory, stewarding, partners, live):
+for part in (home, jobs, introductions, profile, sessions, goals, offerings, directory, stewarding, health,
+             partners, live):
     router.include_router(part.router, prefix="/app")

@@ -188,3 +188,32 @@ async def test_the_owner_decides_how_people_come_in_and_partners_with_another_co
                                 headers=community_stack.operator_headers())
         [incoming] = listed.json()
         assert incoming["status"] == "requested" and incoming["receives"] == ["job_requests", "referrals"]
+
+
+async def test_the_health_page_shows_how_the_community_is_doing_with_the_actions_in_reach(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    await given_role(community_stack, cid, await member_id_of(hana, cid), "owner")
+    async with httpx.AsyncClient(base_url=gateway, headers=community_stack.operator_headers()) as operator:
+        capped = await operator.put(f"/v1/communities/{cid}/cap", json={"member_cap": 3, "reason": "a small room"})
+        assert capped.status_code == 200, capped.text
+    assert (await ken.get(f"/app/c/{cid}/health")).status_code == 403  # a member: not for him
+    async with phones(community_stack, (hana, "en")) as (page,):
+        async def full() -> bool:  # the cap reaches the gateway's read model over the bus
+            await page.goto(f"{gateway}/app/c/{cid}/stewarding")
+            await page.get_by_role("link", name="How the community is doing").click()
+            return await page.locator("#near-cap").count() == 1
+
+        await eventually(full)
+        await checked(page)
+        text = await page.locator("main").inner_text()
+        assert "3 of 3 members" in text and "3 joined in the last 30 days" in text
+        assert "1.5 members for each owner or facilitator" in text  # Hana owns; Yui, who handed it over, facilitates
+        few = await page.locator("#few-ties").inner_text()
+        assert "Ken" in few and "Hana" in few
+        await page.get_by_role("link", name="Introduce them to someone").click()
+        await page.get_by_role("heading", name="Introductions", exact=True).wait_for()
+        await page.go_back()
+        await page.locator("#near-cap").get_by_role("link", name="Change the member cap").click()
+        await page.get_by_label("At most (now 3 members)").wait_for()
