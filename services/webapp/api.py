@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import directory, goals, health, home, introductions, jobs, live, offerings, partners, profile, sessions, stewarding
+from . import (
+    directory,
+    goals,
+    health,
+    home,
+    introductions,
+    jobs,
+    live,
+    offerings,
+    partners,
+    profile,
+    sessions,
+    stewarding,
+)
 
 router = APIRouter(include_in_schema=False)
 for part in (home, jobs, introductions, profile, sessions, goals, offerings, directory, stewarding, health,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Request, Response
 
 from .pages import Visit, show
@@ -32,4 +34,4 @@ async def _home(v: Visit, community_id: str) -> Response:
     sessions = await v.call(community_id, "GET", "/sessions?limit=5")
     newest = sorted(members["items"], key=lambda m: str(m.get("joined_at") or ""), reverse=True)[:5]
     return v.page("home.html", community=await v.community(community_id), me=membership, newest=newest,
-                  jobs=jobs["items"], sessions=sessions["items"])
+                  jobs=jobs["items"], sessions=sessions["items"], now=datetime.now(UTC).isoformat())

@@ -4,6 +4,7 @@ whom, and whose introductions work (the introducers a facilitator can lean on)."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -38,7 +39,7 @@ async def _introductions(v: Visit, community_id: str, problem: Problem | None = 
         to_answer=to_answer, mine=[_with_names(r, names) for r in reversed(people) if r not in to_answer],
         introducers=sorted(({**s, "name": names.get(s["member_id"], "—")} for s in graph["referrers"]),
                            key=lambda s: (-(s["worked"] or 0), -s["referrals"])),
-        form=form or {}, problem=framed(v.words, problem) if problem else None)
+        form=form or {}, now=datetime.now(UTC).isoformat(), problem=framed(v.words, problem) if problem else None)
 
 
 def _with_names(referral: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:

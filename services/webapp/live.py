@@ -11,7 +11,7 @@ events older than the page (``since``) are dropped here.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ STATIC = Path(__file__).parent / "static"
 SCRIPTS = {"live.js"}
 JOB_EVENTS = ("JobOffered,JobReferred,JobOfferedByPartner,JobAssigned,JobStarted,JobCompleted,JobCancelled,"
               "FeedbackGiven")
+HOME_EVENTS = ("JobRequestPosted,JobAssigned,JobCompleted,JobCancelled,MemberJoined,SessionScheduled,"
+               "SessionRescheduled,SessionCancelled,OfferingPublished")
+INTRODUCTION_EVENTS = "ReferralMade,ReferralAccepted,ReferralDeclined,ReferralOutcomeRecorded"
 
 
 @router.get("/static/{name}")
@@ -38,16 +41,57 @@ async def script(name: str) -> Response:
     return FileResponse(STATIC / name, media_type="text/javascript", headers={"cache-control": "no-cache"})
 
 
+Concerns = Callable[[dict[str, Any]], bool]
+
+
 @router.get("/c/{community_id}/jobs/{job_id}/live")
 async def job_live(community_id: str, job_id: str, request: Request, since: str = "") -> Response:
+    async def about_the_job(_v: Visit, _me: str) -> Concerns:
+        return lambda data: data.get("job_id") == job_id
+
+    return await _relay(request, community_id, since, JOB_EVENTS, about_the_job)
+
+
+@router.get("/c/{community_id}/live")
+async def home_live(community_id: str, request: Request, since: str = "") -> Response:
+    """The community's home: a new job request, member, session or offering, or a job leaving the open list."""
+    async def anything(_v: Visit, _me: str) -> Concerns:
+        return lambda _data: True
+
+    return await _relay(request, community_id, since, HOME_EVENTS, anything)
+
+
+@router.get("/c/{community_id}/introductions/live")
+async def introductions_live(community_id: str, request: Request, since: str = "") -> Response:
+    """Introductions I am part of: one made to me or by me, its answer, its outcome. Answers name only the
+    introduction, so the ones I am part of are looked up first, and new ones added as they are made."""
+    async def mine(v: Visit, me: str) -> Concerns:
+        made = await v.call(community_id, "GET", "/referrals?limit=200")
+        ids = {r["referral_id"] for r in made["items"]
+               if me in (r["referrer_id"], r["referred_id"], r["to_member_id"])}
+
+        def concerns(data: dict[str, Any]) -> bool:
+            if me in (data.get("referrer_id"), data.get("referred_id"), data.get("to_member_id")):
+                ids.add(str(data.get("referral_id")))
+                return True
+            return data.get("referral_id") in ids
+
+        return concerns
+
+    return await _relay(request, community_id, since, INTRODUCTION_EVENTS, mine)
+
+
+async def _relay(request: Request, community_id: str, since: str, types: str,
+                 concerns_of: Callable[[Visit, str], Awaitable[Concerns]]) -> Response:
     found = await visit(request)
-    if not isinstance(found, Visit):
-        return Response(status_code=204)  # not signed in: 204 tells EventSource not to come back
+    if not isinstance(found, Visit) or (me := found.member_id(community_id)) is None:
+        return Response(status_code=204)  # not signed in, or not a member: 204 tells EventSource not to come back
     try:
         token = await found.api.token(found.person, community_id)
+        concerns = await concerns_of(found, me)
     except Problem:
         return Response(status_code=204)
-    return StreamingResponse(_changes(request, community_id, token, since, lambda data: data.get("job_id") == job_id),
+    return StreamingResponse(_changes(request, community_id, token, since, types, concerns),
                              media_type="text/event-stream", headers={"cache-control": "no-cache",
                                                                       "x-accel-buffering": "no"})
 
@@ -59,13 +103,13 @@ def _moment(text: str) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-async def _changes(request: Request, community_id: str, token: str, since: str,
-                   concerns: Callable[[dict[str, Any]], bool]) -> AsyncIterator[bytes]:
+async def _changes(request: Request, community_id: str, token: str, since: str, types: str,
+                   concerns: Concerns) -> AsyncIterator[bytes]:
     host, port = request.scope.get("server") or ("127.0.0.1", 80)
     url = f"http://{host}:{port}/v1/communities/{community_id}/events"
     yield b"retry: 5000\n\n"
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
-        async with client.stream("GET", url, params={"type": JOB_EVENTS},
+        async with client.stream("GET", url, params={"type": types},
                                  headers={"authorization": f"Bearer {token}"}) as answer:
             if answer.status_code != 200:
                 return

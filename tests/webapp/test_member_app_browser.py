@@ -461,3 +461,41 @@ async def test_a_phone_reports_any_request_to_another_host_or_against_the_conten
             async with page.expect_event("console", lambda m: "Content Security Policy" in m.text):
                 await page.evaluate("document.body.insertAdjacentHTML('beforeend', "
                                     "'<img src=x onerror=\"document.title=1\">')")
+
+
+async def test_the_home_and_introductions_pages_say_what_is_new_without_a_reload(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    """Hana keeps the home page open while Ken asks for help; Ken keeps his introductions open while Hana
+    introduces him to Yui. Each page says so by itself (the stream, read as that person) and shows it."""
+    from tests.webapp.phones import member_id_of
+
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    async with phones(community_stack, (hana, "en"), (ken, "ja")) as (hana_page, ken_page):
+        await hana_page.goto(f"{gateway}/app/c/{cid}")
+        await ken_page.goto(f"{gateway}/app/c/{cid}/introductions")
+        assert not await hana_page.locator("#live-notice").is_visible()
+
+        async def ken_asked() -> bool:  # as soon as referrals knows Ken
+            answer = await ken.post(f"/app/c/{cid}/jobs", data={"csrf_token": await csrf(ken),
+                                                                "title": "Bookbinding", "deadline": "2031-01-01"})
+            return answer.status_code == 303
+
+        await eventually(ken_asked)
+        await hana_page.get_by_role("link", name="Something new in the community: show it").click()
+        await hana_page.locator("#jobs", has_text="Bookbinding").wait_for()
+
+        token = await csrf(hana)
+        introduced = await hana.post(f"/app/c/{cid}/introductions", data={
+            "csrf_token": token, "referred_id": await member_id_of(ken, cid),
+            "to_member_id": await _yui(community_stack, cid), "note": "製本仲間"})
+        assert introduced.status_code == 303, introduced.text
+        await ken_page.get_by_role("link", name="あなたの紹介に動きがあります：表示する").click()
+        await ken_page.locator("#to-answer", has_text="製本仲間").wait_for()
+        await checked(ken_page)
+
+
+async def _yui(eco: Ecosystem, cid: str) -> str:
+    async with httpx.AsyncClient(base_url=eco.url("gateway"), headers=eco.operator_headers()) as operator:
+        [owner] = (await operator.get(f"/v1/communities/{cid}/members?role=owner")).json()["items"]
+    return str(owner["member_id"])
