@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINTED := $(wildcard libs services tests bench)
 
-.PHONY: test up install lint typecheck bench soak rebuild clean browser lock image messages
+.PHONY: test up install lint typecheck bench soak rebuild clean browser lock image messages screenshots
 
 # The image's name and tag live in deploy/kubernetes/kustomization.yaml (`images:`); `make image` reads them there.
 IMAGE ?= $(shell sed -n '/^images:/,/^[^ ]/{s/^ *newName: *//p}' deploy/kubernetes/kustomization.yaml)
@@ -40,11 +40,13 @@ messages: $(STAMP)
 image:
 	docker build --pull -t $(IMAGE):$(TAG) .
 
-## Headless Chromium for the dashboard's end-to-end test (Debian's package; skipped where apt is absent).
+## Headless Chromium for the browser tests, and a Japanese font so Japanese pages render (Debian's packages;
+## skipped where apt is absent).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
-	  echo "chromium not installed: the browser test will be skipped"; }
+	@{ command -v chromium >/dev/null 2>&1 && fc-list :lang=ja 2>/dev/null | grep -q .; } || { \
+	  command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) || \
+	  echo "chromium or a Japanese font is missing: the browser tests will fail or show boxes for Japanese"; }
 
 ## Installs what it needs, then runs lint, types and the whole suite against real NATS and PostgreSQL — two
 ## test files at a time (each test starts its own databases, subjects and ports; most of the time is waiting).
@@ -56,6 +58,10 @@ test: $(STAMP) browser
 ## Starts NATS JetStream, PostgreSQL and every service; seeds a demo; prints the URLs. Ctrl-C stops all.
 up: $(STAMP)
 	$(PY) -m kizuna.up
+
+## The member app's key pages on a 390-px phone, in Japanese and English, into docs/screens/ (shown in the README).
+screenshots: $(STAMP) browser
+	$(PY) -m tests.webapp.screenshots docs/screens
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)

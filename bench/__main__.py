@@ -23,6 +23,7 @@ import asyncpg
 import nats
 
 from bench import peer
+from bench.app import bench_app
 from bench.core import Result, Servers, payload
 from bench.federation import bench_federation
 from bench.profiling import Sampler, py_spy
@@ -288,10 +289,10 @@ async def bench_rebuild(s: Servers, size: int) -> list[Result]:
 
 BENCHES: dict[str, Callable[[Servers, int], Awaitable[list[Result]]]] = {
     "append": bench_append, "relay": bench_relay, "rebuild": bench_rebuild, "e2e": bench_e2e,
-    "gateway": bench_gateway, "federation": bench_federation, "scale": bench_scale}
+    "gateway": bench_gateway, "app": bench_app, "federation": bench_federation, "scale": bench_scale}
 # The size each benchmark runs at (--quick, full): events, or seconds per load level, or jobs.
 SIZES = {"append": (4_000, 24_000), "relay": (5_000, 100_000), "rebuild": (20_000, 1_000_000), "e2e": (1, 6),
-         "gateway": (2, 10), "federation": (5, 30), "scale": (30_000, 1_000_000)}
+         "gateway": (2, 10), "app": (2, 10), "federation": (5, 30), "scale": (30_000, 1_000_000)}
 NOT_YET: list[str] = []
 
 
@@ -462,6 +463,16 @@ METHODS = {
         "`python -m bench.bare`, a FastAPI app with one route at the same path returning the same JSON from "
         "memory, served by the same `kizuna.serve.serve` (uvicorn, same settings), hit by the same generator. "
         "The generator shares the two cores with the server in both cases."),
+    "member app": (
+        "a deployment of its own with an SMTP server (`tests.identity.smtp.SmtpInbox`): 50 people sign in by "
+        "email, each from an address of their own, and join an open community, which then holds 20 open job "
+        "requests and 5 sessions. Closed-loop load from `python -m bench.load`, 50 keep-alive connections, "
+        "connection *i* carrying person *i*'s session cookie, each reading `/app/c/{cid}` (the home page: the "
+        "app asks identity who the person is, then reads the community, its members, open jobs and sessions "
+        "through the public API as that person, and renders the page in their language). **Baseline**: the "
+        "same people, each with their community token, read the same data over the JSON API — the four reads "
+        "the page makes, in turn, one sample per round — as a client rendering the page on the phone would. "
+        "The ratio is the page's p95 over the JSON round's p95: what server-side rendering adds."),
     "append vs a peer": (
         "the same writers, streams and payloads as the append rows above, recorded by the `eventsourcing` "
         "library's `PostgresApplicationRecorder` (9.5.6, psycopg 3, installed only by `make bench` through the "

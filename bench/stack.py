@@ -8,6 +8,7 @@ import math
 import sys
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 
@@ -176,11 +177,15 @@ async def bench_e2e(s: Servers, seconds: int) -> list[Result]:
     return results
 
 
-async def run_load(port: int, path: str, headers: dict[str, str], seconds: float, label: str,
-                   concurrency: int = 32) -> dict[str, float]:
-    """Runs ``python -m bench.load`` in a second process, with a progress line while it runs."""
-    args = [sys.executable, "-m", "bench.load", "--port", str(port), "--path", path, "--seconds", str(seconds),
-            "--warmup", "1", "--concurrency", str(concurrency)]
+async def run_load(port: int, path: str | list[str], headers: dict[str, str], seconds: float, label: str,
+                   concurrency: int = 32, identities: Path | None = None) -> dict[str, float]:
+    """Runs ``python -m bench.load`` in a second process, with a progress line while it runs. Several paths
+    are one sample, read in turn; ``identities`` is a JSON list of header sets, one per worker in turn."""
+    paths = [path] if isinstance(path, str) else path
+    args = [sys.executable, "-m", "bench.load", "--port", str(port), *[a for p in paths for a in ("--path", p)],
+            "--seconds", str(seconds), "--warmup", "1", "--concurrency", str(concurrency)]
+    if identities is not None:
+        args += ["--identities", str(identities)]
     for name, value in headers.items():
         args += ["--header", f"{name}: {value}"]
     proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT_DIR, stdout=asyncio.subprocess.PIPE,

@@ -77,7 +77,9 @@ class Words:
 
     def datetime(self, value: datetime | str) -> str:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return dates.format_datetime(moment, format="medium", tzinfo=self.zone, locale=self.locale)
+        local = moment.astimezone(self.zone)  # a day and a time to the minute: seconds are noise to a person
+        return (f"{dates.format_date(local, format='medium', locale=self.locale)} "
+                f"{dates.format_time(local, format='short', locale=self.locale)}")
 
     def local(self, value: Moment | str) -> Moment:
         """A moment as the person's wall clock shows it."""

@@ -12,6 +12,8 @@ import asyncpg
 import httpx
 from axe_playwright_python.async_playwright import Axe
 
+from tests.identity.journey import browser, csrf, sign_in_by_email
+from tests.identity.smtp import SmtpInbox
 from tests.reliability.harness import ROSTERS, roster_rows
 from tests.support import Ecosystem, eventually, launch_chromium
 
@@ -107,3 +109,35 @@ async def given_role(eco: Ecosystem, cid: str, member_id: str, role: str) -> Non
 async def member_id_of(person: httpx.AsyncClient, cid: str) -> str:
     me = (await person.get("/v1/me", headers=JSON)).json()
     return str(next(m["member_id"] for m in me["memberships"] if m["community_id"] == cid))
+
+
+@asynccontextmanager
+async def hikari_makers(eco: Ecosystem, inbox: SmtpInbox) -> AsyncIterator[tuple[str, httpx.AsyncClient,
+                                                                                 httpx.AsyncClient]]:
+    """A community (Hikari Makers, founded by Yui) and two of its members, Hana and Ken, each signed in by
+    email in a browser of their own — once every read model a page's command is decided on knows all three."""
+    async with httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30, headers=eco.operator_headers()) as operator:
+        founded = await operator.post("/v1/communities", json={
+            "name": "Hikari Makers", "owner_display_name": "Yui", "purpose": "Makers helping makers",
+            "values": ["trust", "craft"]})
+        assert founded.status_code == 201, founded.text
+    cid = str(founded.json()["community_id"])
+    async with browser(eco) as hana, browser(eco) as ken:
+        for person, name in ((hana, "Hana"), (ken, "Ken")):
+            await sign_in_by_email(person, inbox, f"{name.lower()}-{cid[:8]}@app.test")
+
+            async def joined(person: httpx.AsyncClient = person, name: str = name) -> bool:
+                answer = await person.post(f"/v1/join/{cid}", json={"display_name": name},
+                                           headers={"x-csrf-token": await csrf(person), **JSON})
+                return answer.status_code == 201 or "already" in answer.text
+
+            await eventually(joined)
+
+            async def active(person: httpx.AsyncClient = person) -> bool:
+                me = (await person.get("/v1/me", headers=JSON)).json()
+                return any(m["community_id"] == cid and m["status"] == "active" for m in me["memberships"])
+
+            await eventually(active)
+        # Without this the first post can meet a roster a second behind (403 not-a-member), as clean runs showed.
+        await eventually(lambda: everyone_knows(eco, cid, 3), timeout=30)
+        yield cid, hana, ken
