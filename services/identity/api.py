@@ -122,7 +122,7 @@ def _page(request: Request, template: str, status: int = 200, **context: Any) ->
         "passkeys_possible": passkeys.possible(config_of(request).public_url), **context}, status_code=status)
     response.headers["cache-control"] = "no-store"
     response.headers["content-security-policy"] = (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "frame-ancestors 'none'; form-action 'self' " + " ".join(_provider_origins(request)))
     response.headers["referrer-policy"] = "no-referrer"  # a link's token never leaks through Referer
     return response

@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from . import (
+    assets,
     directory,
     goals,
     health,
@@ -28,5 +29,5 @@ from . import (
 
 router = APIRouter(include_in_schema=False)
 for part in (home, jobs, introductions, profile, sessions, goals, offerings, directory, stewarding, health,
-             partners, live):
+             partners, live, assets):
     router.include_router(part.router, prefix="/app")

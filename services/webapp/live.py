@@ -13,32 +13,22 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
-from kizuna.errors import NotFound, Problem
+from kizuna.errors import Problem
 
 from .pages import Visit, visit
 
 router = APIRouter()
-STATIC = Path(__file__).parent / "static"
-SCRIPTS = {"live.js"}
 JOB_EVENTS = ("JobOffered,JobReferred,JobOfferedByPartner,JobAssigned,JobStarted,JobCompleted,JobCancelled,"
               "FeedbackGiven")
 HOME_EVENTS = ("JobRequestPosted,JobAssigned,JobCompleted,JobCancelled,MemberJoined,SessionScheduled,"
                "SessionRescheduled,SessionCancelled,OfferingPublished")
 INTRODUCTION_EVENTS = "ReferralMade,ReferralAccepted,ReferralDeclined,ReferralOutcomeRecorded"
-
-
-@router.get("/static/{name}")
-async def script(name: str) -> Response:
-    if name not in SCRIPTS:
-        raise NotFound("no such file")
-    return FileResponse(STATIC / name, media_type="text/javascript", headers={"cache-control": "no-cache"})
 
 
 Concerns = Callable[[dict[str, Any]], bool]

@@ -65,7 +65,7 @@ def page(request: Request, template: str, words: Words, status: int = 200, **con
         "_": words.gettext, "w": words, "lang": words.language, **context}, status_code=status)
     response.headers["cache-control"] = "no-store"
     response.headers["content-security-policy"] = (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "frame-ancestors 'none'; form-action 'self'")
     chosen = request.query_params.get("lang")
     if chosen in ("ja", "en"):

@@ -64,6 +64,15 @@ async def change_cap(community_id: str, request: Request) -> Response:
                                then="#cap")
 
 
+@router.post("/c/{community_id}/ownership")
+async def hand_over(community_id: str, request: Request) -> Response:
+    """The owner hands the community to another member and stays on as a facilitator."""
+    return await command(request, community_id, "POST", "/ownership", lambda form: {
+        "to_member_id": form.get("to_member_id", ""), "reason": form.get("reason", "").strip()},
+        redisplay=lambda v, refused, form: _stewarding(v, community_id, refused, form),
+        then=f"/app/c/{community_id}/stewarding")
+
+
 @router.post("/c/{community_id}/admission")
 async def change_admission(community_id: str, request: Request) -> Response:
     found = await visit(request)

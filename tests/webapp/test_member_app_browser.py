@@ -95,6 +95,9 @@ async def test_a_refused_form_comes_back_in_the_persons_language_naming_the_fiel
                                                           "deadline": "someday"},
                               headers={"accept-language": "ja"})
     assert refused.status_code == 422, refused.text
+    for page in (refused, await hana.get("/sign-in")):  # the app's pages and the identity pages alike
+        policy = page.headers["content-security-policy"]
+        assert "unsafe-inline" not in policy and "script-src 'self'" in policy and "style-src 'self'" in policy
     assert "入力を確認してください" in refused.text and "期限" in refused.text and 'value="Logo"' in refused.text
     refused_en = await ken.post(f"/app/c/{cid}/jobs", data={"csrf_token": await csrf(ken), "title": "",
                                                             "deadline": "2031-01-01"},
@@ -307,11 +310,19 @@ async def test_the_owner_makes_a_facilitator_and_changes_the_cap(
             await page.get_by_label("At most (now 3 members)").fill("2")  # below the members: refused
             await page.get_by_role("button", name="Change the member cap").click()
             await page.locator(".problem", has_text="Please check: Member cap.").wait_for()
-        community = (await operator.get(f"/v1/communities/{cid}")).json()
-        assert community["member_cap"] == 40
+            community = (await operator.get(f"/v1/communities/{cid}")).json()
+            assert community["member_cap"] == 40
+            members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
+            roles = {m["display_name"]: m["role"] for m in members}
+            assert roles["Ken"] == "facilitator" and roles["Hana"] == "owner"
+            # Hana hands the community to Ken and stays on as a facilitator.
+            await page.locator("#to_member_id").select_option(label="Ken")
+            await page.locator("#ownership-reason").fill("Ken has the time now")
+            await page.get_by_role("button", name="Hand the community over").click()
+            await page.wait_for_url(f"**/app/c/{cid}/stewarding")  # from …/stewarding#cap: the post has answered
         members = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
         roles = {m["display_name"]: m["role"] for m in members}
-        assert roles["Ken"] == "facilitator" and roles["Hana"] == "owner"
+        assert roles["Ken"] == "owner" and roles["Hana"] == "facilitator"
 
 
 async def test_a_member_offers_to_help_with_a_partner_communitys_job(
