@@ -27,8 +27,8 @@ from kizuna.envelope import subject_for, to_cloudevent
 from kizuna.eventstore import RecordedEvent
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("members", "referrals", "sessions", "identity", "gateway")
-BEHIND_GATEWAY = ("members", "referrals", "sessions")  # what the gateway forwards /v1/communities/… to
+SERVICES = ("members", "referrals", "sessions", "identity", "notifications", "gateway")
+BEHIND_GATEWAY = ("members", "referrals", "sessions", "notifications")  # what the gateway forwards /v1/communities/… to
 # How many processes of every service the fault tests run (issue 18): two in make test, three in make soak.
 REPLICAS = int(os.environ.get("KIZUNA_REPLICAS", "2"))
 

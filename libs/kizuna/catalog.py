@@ -17,7 +17,7 @@ import yaml
 
 from .domain import DomainEvent
 
-SERVICES = ("members", "referrals", "sessions", "identity", "gateway")
+SERVICES = ("members", "referrals", "sessions", "identity", "notifications", "gateway")
 DEFAULT_OUTPUT = Path("docs/asyncapi.yaml")
 
 CLOUDEVENT_ENVELOPE: dict[str, Any] = {

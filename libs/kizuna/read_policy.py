@@ -212,6 +212,13 @@ RULES: dict[str, Rule] = {
     "ProgressCheckedIn": _rule("facilitator", "GET …/goals/{id} (check_ins)", subjects=("checked_in_by",)),
     "GoalAchieved": _rule("facilitator", "GET …/goals/{id} (status)", subjects=("achieved_by",)),
     "GoalAbandoned": _rule("facilitator", "GET …/goals/{id} (status)", subjects=("abandoned_by",)),
+    # ---- notifications: a member's own inbox; delivery and preferences are the deployment's audit ----
+    "NotificationRaised": _rule("operator", "GET …/notifications (the member's own)", subjects=("member_id",)),
+    "NotificationRead": _rule("operator", "GET …/notifications (read_at; the member's own)", subjects=("member_id",)),
+    "NotificationEmailed": _rule("operator", "GET …/notifications (email: sent; the member's own)"),
+    "NotificationEmailFailed": _rule("operator", "GET …/notifications (email: failed; the member's own)"),
+    "NotificationEmailSkipped": _rule("operator", "GET …/notifications (email: skipped; the member's own)"),
+    "NotificationPreferencesChanged": _rule("operator", "GET …/notification-preferences (the person only)"),
     # ---- gateway: tokens (no REST read lists them; the owner issues and revokes them) ----
     "TokenIssued": _rule("facilitator", "POST /v1/tokens (owner); POST …/revocation (owner, holder)",
                          subjects=("member_id",)),

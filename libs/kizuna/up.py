@@ -45,9 +45,12 @@ from .auth import generate_private_key_pem, load_private_key, public_pem
 from .devstack import MailServer, NatsServer, PostgresServer, free_port
 
 # Started in this order (the gateway last: it forwards to the others) and stopped together.
-SERVICES = {"members": 8101, "referrals": 8102, "sessions": 8103, "identity": 8104, "gateway": 8000}
+SERVICES = {"members": 8101, "referrals": 8102, "sessions": 8103, "identity": 8104, "notifications": 8105,
+            "gateway": 8000}
 # What the gateway forwards /v1/communities/… to (KIZUNA_SERVICE_URLS); it finds identity at KIZUNA_IDENTITY_URL.
-BEHIND_GATEWAY = ("members", "referrals", "sessions")
+BEHIND_GATEWAY = ("members", "referrals", "sessions", "notifications")
+# The services that write to people (sign-in links; notifications): only they get the SMTP settings.
+MAIL_SENDERS = ("identity", "notifications")
 # The local SMTP server and the page showing what it received (MailHog's customary ports).
 MAIL_PORTS = {"smtp": 1025, "inbox": 8025}
 HOME = Path(os.environ.get("KIZUNA_HOME", ".kizuna")).resolve()
@@ -151,7 +154,7 @@ def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secr
         "KIZUNA_FEDERATION_ALLOW_PRIVATE_ADDRESSES": os.environ.get("KIZUNA_FEDERATION_ALLOW_PRIVATE_ADDRESSES",
                                                                     "true"),
         "KIZUNA_PUBLIC_URL": public_url(ports),
-        **(mail if name == "identity" and mail else {}),
+        **(mail if name in MAIL_SENDERS and mail else {}),
     }
 
 

@@ -24,7 +24,7 @@ from .federation.consumers import federation_reactions
 from .federation.delivery import Deliverer, RetryPolicy
 from .federation.handlers import parse_message, receive
 from .federation.identity import AddressGuard, Identity
-from .front_door import calendar_router
+from .front_door import calendar_router, unsubscribe_router
 from .front_door import router as front_door_router
 from .memory import GatewayMemory
 from .metrics import federation_outbox
@@ -44,8 +44,8 @@ SPEC = ServiceSpec(
     # the /v1 catch-all last
     # The member app (services/webapp) is its own package; it holds nothing and calls this gateway's public
     # API as the signed-in person, so it is served from this process (docs/member-app.md).
-    routers=[router, stream_router, front_door_router, calendar_router, people_router, federation_router, webapp_router,
-             forwarding_router],
+    routers=[router, stream_router, front_door_router, calendar_router, unsubscribe_router, people_router,
+             federation_router, webapp_router, forwarding_router],
     migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,

@@ -11,8 +11,10 @@ actor. Rate limits apply per client address. A signed-in person (the session coo
 token in ``X-CSRF-Token``) comes in as themselves: the visitor token names their account in the
 community, which the members service links to the member or applicant it creates.
 
-One more door needs no token: a member's calendar feed (``/v1/calendar/{secret}.ics``), since calendar apps
-cannot sign in. The secret in the address is the credential; the sessions service knows only its hash.
+Two more doors need no token, because what knocks cannot sign in: a member's calendar feed
+(``/v1/calendar/{secret}.ics``, for calendar apps) and one-click unsubscribe from an email
+(``/v1/notifications/unsubscribe/{secret}``, RFC 8058, for mail clients). The secret in the address is the
+credential; the service behind it knows only its hash.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from .rate_limits import visitor_key
 
 router = APIRouter(prefix="/v1/join", tags=["front door"], responses=PROBLEM_RESPONSES)
 calendar_router = APIRouter(prefix="/v1/calendar", tags=["front door"], responses=PROBLEM_RESPONSES)
+unsubscribe_router = APIRouter(prefix="/v1/notifications", tags=["front door"], responses=PROBLEM_RESPONSES)
 _SEGMENT = r"[A-Za-z0-9-]{1,64}"
-_CALENDAR_KEY = r"[A-Za-z0-9_-]{32,64}"
+_CALENDAR_KEY = r"[A-Za-z0-9_-]{32,64}"  # a secret in an address (calendar, unsubscribe)
 
 
 class JoinOpenCommunity(StrictModel):
@@ -133,3 +136,17 @@ async def calendar_feed(key: str, request: Request) -> Response:
     # Calendar apps send no token; the secret in the address is the credential, checked by the service.
     return await forward(state.http, state.settings.service_replicas()["sessions"], request, b"",
                          state.upstream_timeout, path=f"/calendar-feeds/{key}.ics", authorization="")
+
+
+@unsubscribe_router.api_route("/unsubscribe/{token}", methods=["GET", "POST"], response_class=Response,
+                              summary="One-click unsubscribe from a kind of email (RFC 8058): GET shows a button, "
+                                      "POST (what mail clients send) turns the kind off; no token",
+                              responses={200: {"content": {"text/html": {}}, "description": "A small page"}})
+async def unsubscribe(token: str, request: Request) -> Response:
+    if not re.fullmatch(_CALENDAR_KEY, token):
+        raise NotFound("this unsubscribe link is not known")
+    if refused := _too_often(request):
+        return refused
+    state = request.app.state
+    return await forward(state.http, state.settings.service_replicas()["notifications"], request, b"",
+                         state.upstream_timeout, path=f"/unsubscribe/{token}", authorization="")

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from kizuna.contract import declare_errors
 
 CACHE_SECONDS = 60.0
-FRONT_DOORS = ("/v1/join/", "/v1/calendar/")
+FRONT_DOORS = ("/v1/join/", "/v1/calendar/", "/v1/notifications/")
 # What forwarding itself may answer: a body over the limit, a caller over its rate, a service away,
 # broken or slow (services/gateway/proxy.py).
 FORWARDING_STATUSES = ("413", "429", "502", "503", "504")

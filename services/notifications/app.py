@@ -1,0 +1,33 @@
+"""Wiring of the notifications service: what people hear about, by email and in their inbox."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from kizuna.service import ServiceSpec, create_service
+from kizuna.settings import ServiceSettings
+
+from .api import router
+from .consumers import SUBSCRIPTIONS, raising_reaction
+from .mailer import send_due_mail
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+
+SPEC = ServiceSpec(
+    name="notifications",
+    title="Kizuna notifications",
+    description="What needs a person reaches them: an inbox per member, email in their language and time zone "
+                "(with calendar updates for moved sessions), per-kind preferences and one-click unsubscribe.",
+    routers=[router],
+    migrations=MIGRATIONS,
+    inline_projections=INLINE_PROJECTIONS,
+    subscriptions=SUBSCRIPTIONS,
+    reactions=[raising_reaction],
+    read_model_tables=READ_MODEL_TABLES,
+    background=[send_due_mail],
+    public_paths=("/healthz", "/readyz", "/unsubscribe/"),
+    openapi_tags=[{"name": "notifications", "description": "A member's inbox and a person's preferences"}],
+)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    return create_service(SPEC, settings or ServiceSettings(service_name="notifications"))

@@ -1,0 +1,67 @@
+"""What the notifications service follows on the bus: who is in each community (the roster), who each member
+is as a person (account links, verified addresses), and every event that may need someone (``causes``)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from kizuna.consumer import Subscription
+from kizuna.envelope import Envelope
+from kizuna.handling import CommandContext
+from kizuna.roster import RosterFollower
+from kizuna.service import Runtime
+
+from . import handlers
+from .causes import causes, remember
+
+ROSTER = RosterFollower("roster")
+
+PEOPLE_SQL = """
+CREATE TABLE people (person_id text PRIMARY KEY, email text NOT NULL, verified_at timestamptz NOT NULL);
+CREATE TABLE community_accounts (community_id text NOT NULL, account text NOT NULL, person_id text NOT NULL,
+                                 PRIMARY KEY (community_id, account));
+CREATE TABLE member_accounts (community_id text NOT NULL, member_id text NOT NULL, account text NOT NULL,
+                              PRIMARY KEY (community_id, member_id));
+"""
+
+
+async def apply_directory_event(conn: asyncpg.Connection, e: Envelope) -> None:
+    """Who a member is as a person. Each row is an upsert (an address verified later replaces an earlier one),
+    so the order these arrive in does not matter."""
+    d = e.data
+    if e.type == "EmailAddressVerified":
+        await conn.execute(
+            "INSERT INTO people VALUES ($1, $2, $3) ON CONFLICT (person_id) DO UPDATE SET email = EXCLUDED.email, "
+            "verified_at = EXCLUDED.verified_at WHERE people.verified_at <= EXCLUDED.verified_at",
+            d["person_id"], d["email"], e.time)
+    elif e.type == "CommunityAccountOpened":
+        await conn.execute("INSERT INTO community_accounts VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                           d["community_id"], d["account"], d["person_id"])
+    elif e.type == "MemberAccountLinked":
+        await conn.execute("INSERT INTO member_accounts VALUES ($1, $2, $3) ON CONFLICT (community_id, member_id) "
+                           "DO UPDATE SET account = EXCLUDED.account", e.community_id, d["member_id"], d["account"])
+
+
+DIRECTORY = Subscription("notifications-directory", [
+    "*.identity.EmailAddressVerified", "*.identity.CommunityAccountOpened", "*.members.MemberAccountLinked"],
+    apply_directory_event)
+SUBSCRIPTIONS = [DIRECTORY]
+
+
+def raising_reaction(runtime: Runtime) -> Subscription:
+    """Every event that needs someone raises their notifications, in the same transaction as the roster and
+    the facts kept for later messages — one ordered consumer, so a job's title and a community's stewards are
+    known before an offer on the job or an application to the community."""
+    store = runtime.store
+
+    async def react(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        if envelope.service == "members":
+            await ROSTER(conn, envelope)
+        await remember(conn, envelope)
+        for cause in await causes(conn, envelope):
+            ctx = CommandContext(actor=f"notifications:{envelope.type}", community_id=envelope.community_id,
+                                 causation_id=str(envelope.id))
+            for member_id in dict.fromkeys(cause.members):
+                await handlers.raise_notification(store, conn, envelope, cause.kind, member_id, cause.facts, ctx)
+
+    return Subscription("notifications-causes", ["*.members.>", "*.referrals.>", "*.sessions.>"], react)

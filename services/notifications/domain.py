@@ -1,0 +1,205 @@
+"""Notifications: what a person hears about, how, and whether they have read it.
+
+A notification is raised once per person per cause (the event that caused it and the kind) — its stream is
+named by both, so a redelivered or replayed cause finds it there and raises nothing. It is addressed to a
+member of a community; who the member is as a person (their address, language and wishes) is looked up
+only when it is sent, so a link made late still reaches them and a person who left is not written to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from kizuna.domain import Aggregate, DomainEvent, StrictModel
+from kizuna.errors import Invalid
+
+# Every kind of notification, with who hears it (docs/notifications.md). The member app's words for them are
+# in messages.py; a person may turn each off (preferences), except none: every kind may be turned off.
+KINDS: dict[str, str] = {
+    "place-offered": "a place in a community is offered to me from its waitlist",
+    "application-decided": "my application to a community was decided",
+    "application-received": "someone applied to a community I run (owners and facilitators)",
+    "job-offer": "someone offered to help with my job request, or referred someone to it",
+    "job-assigned": "I was asked to do a job",
+    "introduced": "someone introduced me to another member",
+    "feedback-received": "someone gave me feedback after a job",
+    "session-promoted": "I have a place in a session I was waiting for",
+    "session-changed": "a session I registered for was moved or called off",
+}
+Kind = Literal["place-offered", "application-decided", "application-received", "job-offer", "job-assigned",
+               "introduced", "feedback-received", "session-promoted", "session-changed"]
+Delivery = Literal["immediately", "off"]
+Language = Literal["ja", "en"]
+
+
+def notification_stream(community_id: str, member_id: str, kind: str, cause_id: str) -> str:
+    """One stream per person per cause: the same cause twice finds the stream and raises nothing more."""
+    digest = hashlib.sha256(f"{community_id}|{member_id}|{kind}|{cause_id}".encode()).hexdigest()[:32]
+    return f"notification-{digest}"
+
+
+def preferences_stream(person_id: str) -> str:
+    return f"notification-preferences-{person_id}"
+
+
+# ---- events ----
+
+class NotificationRaised(DomainEvent):
+    """Something needs a member: it is in their inbox, and goes out by email unless they said otherwise."""
+
+    notification_id: str
+    community_id: str
+    member_id: str
+    kind: Kind
+    cause_id: str = Field(description="The id of the event that caused it")
+    facts: dict[str, Any] = Field(description="What the message says: names, titles, times, the link's path")
+    raised_at: datetime
+
+
+class NotificationRead(DomainEvent):
+    notification_id: str
+    community_id: str
+    member_id: str
+    read_at: datetime
+
+
+class NotificationEmailed(DomainEvent):
+    """The SMTP server accepted the message for the person (their address is not recorded here)."""
+
+    notification_id: str
+    community_id: str
+    member_id: str
+    person_id: str
+    attempt: int
+    message_id: str
+
+
+class NotificationEmailFailed(DomainEvent):
+    """The SMTP server could not take it; it is tried again at ``retry_at`` (or given up on, ``retry_at`` null)."""
+
+    notification_id: str
+    community_id: str
+    member_id: str
+    attempt: int
+    error: str
+    retry_at: datetime | None
+
+
+class NotificationEmailSkipped(DomainEvent):
+    """No email for this one: the person turned the kind off, has no verified address or no account here, or is
+    no longer in the community. It stays in their inbox."""
+
+    notification_id: str
+    community_id: str
+    member_id: str
+    reason: Literal["turned-off", "no-address", "no-account", "not-a-member"]
+
+
+class NotificationPreferencesChanged(DomainEvent):
+    """How a person wants to hear about each kind, in which language and time zone (for every community)."""
+
+    person_id: str
+    kinds: dict[str, Delivery]
+    language: Language
+    time_zone: str
+
+
+# ---- commands ----
+
+class ChangePreferences(StrictModel):
+    model_config = {"json_schema_extra": {"examples": [{
+        "kinds": {"job-offer": "immediately", "feedback-received": "off"}, "language": "ja",
+        "time_zone": "Asia/Tokyo"}]}}
+    kinds: dict[str, Delivery] = Field(default_factory=dict, description="Kind → immediately or off; kinds left "
+                                                                         "out keep what they were")
+    language: Language | None = None
+    time_zone: str | None = Field(None, max_length=64)
+
+    @field_validator("kinds")
+    @classmethod
+    def _known(cls, kinds: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown kinds: {', '.join(unknown)}; known: {', '.join(KINDS)}")
+        return kinds
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, zone: str | None) -> str | None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if zone is not None:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError) as error:
+                raise ValueError("not an IANA time zone, e.g. Asia/Tokyo") from error
+        return zone
+
+
+# ---- aggregates ----
+
+class Notification(Aggregate):
+    def __init__(self) -> None:
+        self.raised: NotificationRaised | None = None
+        self.read = False
+        self.emailed = False
+        self.attempts = 0
+        self.done = False  # emailed, skipped or given up
+
+    def _on_NotificationRaised(self, e: NotificationRaised) -> None:
+        self.raised = e
+
+    def _on_NotificationRead(self, e: NotificationRead) -> None:
+        self.read = True
+
+    def _on_NotificationEmailed(self, e: NotificationEmailed) -> None:
+        self.emailed = self.done = True
+
+    def _on_NotificationEmailFailed(self, e: NotificationEmailFailed) -> None:
+        self.attempts = e.attempt
+        self.done = e.retry_at is None
+
+    def _on_NotificationEmailSkipped(self, e: NotificationEmailSkipped) -> None:
+        self.done = True
+
+    def raise_once(self, event: NotificationRaised) -> list[DomainEvent]:
+        return [] if self.raised is not None else [event]
+
+    def mark_read(self, member_id: str, now: datetime) -> list[DomainEvent]:
+        if self.raised is None or self.raised.member_id != member_id:
+            from kizuna.errors import NotFound
+
+            raise NotFound("notification not found")
+        if self.read:
+            return []
+        return [NotificationRead(notification_id=self.raised.notification_id, community_id=self.raised.community_id,
+                                 member_id=member_id, read_at=now)]
+
+
+class Preferences(Aggregate):
+    def __init__(self) -> None:
+        self.kinds: dict[str, Delivery] = {}
+        self.language: Language = "ja"
+        self.time_zone = "Asia/Tokyo"
+
+    def _on_NotificationPreferencesChanged(self, e: NotificationPreferencesChanged) -> None:
+        self.kinds, self.language, self.time_zone = dict(e.kinds), e.language, e.time_zone
+
+    def change(self, person_id: str, cmd: ChangePreferences) -> list[DomainEvent]:
+        kinds = {**self.kinds, **cmd.kinds}
+        language, zone = cmd.language or self.language, cmd.time_zone or self.time_zone
+        if (kinds, language, zone) == (self.kinds, self.language, self.time_zone):
+            return []
+        return [NotificationPreferencesChanged(person_id=person_id, kinds=kinds, language=language, time_zone=zone)]
+
+    def wants(self, kind: str) -> bool:
+        return self.kinds.get(kind, "immediately") != "off"
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise Invalid("kind", f"unknown kind {kind!r}")

@@ -1,0 +1,105 @@
+"""Read models of notifications: each member's inbox, and the queue of email still to send — both kept in
+the append's own transaction, so the queue never holds a notification the inbox does not."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from kizuna.eventstore import RecordedEvent
+from kizuna.service import Migration
+
+from .causes import LOOKUPS_SQL
+from .consumers import PEOPLE_SQL, ROSTER
+
+SQL = """
+CREATE TABLE notifications_view (
+    notification_id text PRIMARY KEY,
+    stream_id       text NOT NULL,
+    community_id    text NOT NULL,
+    member_id       text NOT NULL,
+    kind            text NOT NULL,
+    facts           jsonb NOT NULL,
+    raised_at       timestamptz NOT NULL,
+    read_at         timestamptz,
+    email           text NOT NULL DEFAULT 'pending',
+    seq             bigserial
+);
+CREATE INDEX notifications_by_member ON notifications_view (community_id, member_id, raised_at DESC);
+CREATE TABLE mail_queue (
+    notification_id text PRIMARY KEY,
+    stream_id       text NOT NULL,
+    due_at          timestamptz NOT NULL,
+    attempts        int NOT NULL DEFAULT 0
+);
+CREATE INDEX mail_queue_due ON mail_queue (due_at);
+CREATE TABLE unsubscribe_links (
+    token_sha256 text PRIMARY KEY,
+    person_id    text NOT NULL,
+    kind         text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+""" + ROSTER.table_sql()
+
+MIGRATIONS = [Migration("notifications_0001", SQL + LOOKUPS_SQL + PEOPLE_SQL)]
+READ_MODEL_TABLES = ["notifications_view", "mail_queue"]
+
+
+async def project(conn: asyncpg.Connection, event: RecordedEvent) -> None:
+    d = event.data
+    if event.type == "NotificationRaised":
+        await conn.execute(
+            "INSERT INTO notifications_view (notification_id, stream_id, community_id, member_id, kind, facts, "
+            "raised_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            d["notification_id"], event.stream_id, d["community_id"], d["member_id"], d["kind"],
+            json.dumps(d["facts"]), datetime.fromisoformat(d["raised_at"]))
+        await conn.execute("INSERT INTO mail_queue (notification_id, stream_id, due_at) VALUES ($1, $2, now()) "
+                           "ON CONFLICT DO NOTHING", d["notification_id"], event.stream_id)
+    elif event.type == "NotificationRead":
+        await conn.execute("UPDATE notifications_view SET read_at = $2 WHERE notification_id = $1",
+                           d["notification_id"], datetime.fromisoformat(d["read_at"]))
+    elif event.type in ("NotificationEmailed", "NotificationEmailSkipped"):
+        await conn.execute("UPDATE notifications_view SET email = $2 WHERE notification_id = $1", d["notification_id"],
+                           "sent" if event.type == "NotificationEmailed" else f"skipped: {d['reason']}")
+        await conn.execute("DELETE FROM mail_queue WHERE notification_id = $1", d["notification_id"])
+    elif event.type == "NotificationEmailFailed":
+        if d["retry_at"] is None:
+            await conn.execute("UPDATE notifications_view SET email = 'failed' WHERE notification_id = $1",
+                               d["notification_id"])
+            await conn.execute("DELETE FROM mail_queue WHERE notification_id = $1", d["notification_id"])
+        else:
+            await conn.execute("UPDATE mail_queue SET due_at = $2, attempts = $3 WHERE notification_id = $1",
+                               d["notification_id"], datetime.fromisoformat(d["retry_at"]), d["attempt"])
+
+
+INLINE_PROJECTIONS = [project]
+
+
+async def inbox(conn: asyncpg.Connection, community_id: str, member_id: str, limit: int,
+                unread_only: bool) -> dict[str, Any]:
+    rows = await conn.fetch(
+        "SELECT notification_id, kind, facts::text AS facts, raised_at, read_at, email FROM notifications_view "
+        "WHERE community_id = $1 AND member_id = $2 AND ($3::bool IS FALSE OR read_at IS NULL) "
+        "ORDER BY raised_at DESC, seq DESC LIMIT $4", community_id, member_id, unread_only, limit)
+    unread = await conn.fetchval("SELECT count(*) FROM notifications_view WHERE community_id = $1 AND member_id = $2 "
+                                 "AND read_at IS NULL", community_id, member_id)
+    return {"unread": unread, "items": [{**dict(r), "facts": json.loads(r["facts"])} for r in rows]}
+
+
+async def person_of(conn: asyncpg.Connection, community_id: str, member_id: str) -> asyncpg.Record | None:
+    """The person behind a member, with their verified address (None: no account linked here)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT c.person_id, p.email FROM member_accounts m JOIN community_accounts c ON c.community_id = "
+        "m.community_id AND c.account = m.account LEFT JOIN people p ON p.person_id = c.person_id "
+        "WHERE m.community_id = $1 AND m.member_id = $2", community_id, member_id)
+    return row
+
+
+async def is_member(conn: asyncpg.Connection, community_id: str, member_id: str) -> bool:
+    """An active member, or someone waiting or applying (not in the roster yet): only those who left are not."""
+    row = await conn.fetchrow("SELECT active FROM roster WHERE community_id = $1 AND member_id = $2",
+                              community_id, member_id)
+    return row is None or bool(row["active"])

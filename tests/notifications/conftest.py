@@ -1,0 +1,28 @@
+"""A whole deployment with the notifications service and a real SMTP server, shared by this package's tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kizuna.devstack import NatsServer, PostgresServer
+from tests.identity.conftest import THROUGH_A_PROXY
+from tests.identity.smtp import SmtpInbox
+from tests.support import SERVICES, Ecosystem
+
+# Quick retries, so a test sees the SMTP server come back within seconds.
+QUICK = {"KIZUNA_NOTIFY_RETRY_BASE_SECONDS": "0.5", "KIZUNA_NOTIFY_RETRY_CAP_SECONDS": "2",
+         "KIZUNA_NOTIFY_POLL_SECONDS": "0.2"}
+
+
+@pytest.fixture(scope="package")
+def notify_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: Path,
+                 inbox: SmtpInbox) -> Iterator[Ecosystem]:
+    unique = uuid.uuid4().hex[:10]
+    eco = Ecosystem(postgres=postgres, nats=nats_server, prefix=f"n{unique}", workdir=workdir / unique)
+    eco.start(*SERVICES, **inbox.env(), **THROUGH_A_PROXY, **QUICK)
+    yield eco
+    eco.stop_all()
