@@ -20,6 +20,7 @@ from . import (
     introductions,
     jobs,
     live,
+    notifications,
     offerings,
     partners,
     profile,
@@ -29,5 +30,5 @@ from . import (
 
 router = APIRouter(include_in_schema=False)
 for part in (home, jobs, introductions, profile, sessions, goals, offerings, directory, stewarding, health,
-             partners, live, assets):
+             partners, notifications, live, assets):
     router.include_router(part.router, prefix="/app")

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 
+from kizuna.errors import Problem
+
 from .pages import Visit, show
 
 router = APIRouter()
@@ -32,6 +34,17 @@ async def _home(v: Visit, community_id: str) -> Response:
     members = await v.call(community_id, "GET", "/members?limit=100")
     jobs = await v.call(community_id, "GET", "/jobs?state=posted&limit=20")
     sessions = await v.call(community_id, "GET", "/sessions?limit=5")
+    unread = await _unread(v, community_id)
     newest = sorted(members["items"], key=lambda m: str(m.get("joined_at") or ""), reverse=True)[:5]
     return v.page("home.html", community=await v.community(community_id), me=membership, newest=newest,
-                  jobs=jobs["items"], sessions=sessions["items"], now=datetime.now(UTC).isoformat())
+                  jobs=jobs["items"], sessions=sessions["items"], now=datetime.now(UTC).isoformat(),
+                  unread=unread)
+
+
+async def _unread(v: Visit, community_id: str) -> int:
+    """How many of my notifications here are unread (none shown when the notifications service is away)."""
+    try:
+        box = await v.call(community_id, "GET", "/notifications?limit=1&unread_only=true")
+    except Problem:
+        return 0
+    return int(box["unread"])

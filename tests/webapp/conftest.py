@@ -13,7 +13,7 @@ import pytest
 from kizuna.devstack import NatsServer, PostgresServer
 from tests.identity.conftest import THROUGH_A_PROXY
 from tests.identity.smtp import SmtpInbox
-from tests.support import Ecosystem
+from tests.support import SERVICES, Ecosystem
 from tests.webapp.phones import hikari_makers
 
 
@@ -22,7 +22,7 @@ def community_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: 
                     inbox: SmtpInbox) -> Iterator[Ecosystem]:
     unique = uuid.uuid4().hex[:10]
     eco = Ecosystem(postgres=postgres, nats=nats_server, prefix=f"t{unique}", workdir=workdir / unique)
-    eco.start("members", "referrals", "sessions", "identity", "gateway", **inbox.env(), **THROUGH_A_PROXY)
+    eco.start(*SERVICES, **inbox.env(), **THROUGH_A_PROXY)
     yield eco
     eco.stop_all()
 

@@ -510,3 +510,38 @@ async def _yui(eco: Ecosystem, cid: str) -> str:
     async with httpx.AsyncClient(base_url=eco.url("gateway"), headers=eco.operator_headers()) as operator:
         [owner] = (await operator.get(f"/v1/communities/{cid}/members?role=owner")).json()["items"]
     return str(owner["member_id"])
+
+
+async def test_a_member_reads_her_notifications_opens_one_and_chooses_how_she_hears_about_things(
+        community_stack: Ecosystem, member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    cid, hana, ken = member_pair
+    gateway = community_stack.url("gateway")
+    posted = await hana.post(f"/app/c/{cid}/jobs", data={"csrf_token": await csrf(hana), "title": "Zine layout",
+                                                         "deadline": "2031-01-01"})
+    job_path = posted.headers["location"]
+
+    async def ken_offered() -> bool:  # the job reaches the referrals read model first
+        answer = await ken.post(f"{job_path}/offers", data={"csrf_token": await csrf(ken), "why_next_step": "zines!"})
+        return answer.status_code == 303
+
+    await eventually(ken_offered)
+    async with phones(community_stack, (hana, "ja")) as (page,):
+        async def told() -> bool:  # the offer reaches the notifications service over the bus
+            await page.goto(f"{gateway}/app/c/{cid}")
+            return "未読1件" in await page.locator("#unread").inner_text()
+
+        await eventually(told, timeout=30)
+        await page.locator("#unread").click()
+        await checked(page)
+        await page.get_by_text("Kenさんが手伝いを申し出ています。").wait_for()
+        await page.get_by_role("button", name="開く：[Hikari Makers] 「Zine layout」に申し出がありました").click()
+        await page.get_by_role("heading", name="Zine layout").wait_for()
+        assert page.url.endswith(job_path)
+        await page.goto(f"{gateway}/app/notifications")
+        assert "未読0件" in await page.locator("main").inner_text()
+        await page.get_by_label("依頼への申し出や紹介").select_option("off")
+        await page.get_by_label("メールの言語").select_option("en")
+        await page.get_by_role("button", name="受け取り方を保存する").click()
+        await page.locator("#saved").wait_for()
+        await checked(page)
+        assert await page.get_by_label("依頼への申し出や紹介").input_value() == "off"
