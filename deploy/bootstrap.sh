@@ -4,14 +4,15 @@
 #   sh deploy/bootstrap.sh [PUBLIC_URL]   first time: writes the files below
 #   sh deploy/bootstrap.sh rotate-jwt-key  new token signing key; the old public key stays accepted
 #   sh deploy/bootstrap.sh drop-old-jwt-keys   once tokens signed with the old key have expired
-#   sh deploy/bootstrap.sh identity-env   a deployment made before the identity service: its email file
+#   sh deploy/bootstrap.sh identity-env   a deployment made before the identity service: the email file
 #
 # Files (mode 0600 unless said, ignored by git):
 #   .env                 read by docker compose itself for ${...} in docker-compose.yml (POSTGRES_PASSWORD)
 #   deploy/kizuna.env    every service: operator token, public keys, public URL, tracing
 #   deploy/gateway.env   the gateway only: its private keys (JWT signing, federation)
-#   deploy/identity.env  the identity service only: SMTP server and password for sign-in email, to be
-#                        filled in by the operator (placeholders until then: no email is sent)
+#   deploy/identity.env  the services that write to people only, identity (sign-in links) and notifications:
+#                        SMTP server and password, to be filled in by the operator (placeholders until
+#                        then: no email is sent). Its name is kept for existing deployments.
 #   deploy/prometheus/metrics-token   Prometheus (profile observability): KIZUNA_METRICS_TOKEN again,
 #                        mode 0644, not 0600 (see METRICS_TOKEN below)
 # Needs: openssl 1.1.1+ (Ed25519), awk. It never overwrites a secret it did not mean to change.
@@ -56,13 +57,14 @@ check_compose() {
   esac
 }
 
-# The identity service's email settings, with placeholders the operator replaces with their provider's
-# (deploy/identity.env.example explains each). The sender's domain is the public URL's host.
+# The email settings of the services that write to people (identity and notifications), with placeholders
+# the operator replaces with their provider's (deploy/identity.env.example explains each). The sender's domain
+# is the public URL's host.
 identity_env() {
   host=$(printf '%s' "$1" | sed -e 's#^[A-Za-z]*://##' -e 's#[:/].*##')
   cat <<EOF
-# The identity service alone reads this: how it sends sign-in email. Fill in your provider's values,
-# then: docker compose up -d --wait. Never commit it.
+# Only the services that write to people read this (identity: sign-in links; notifications): how they send
+# email. Fill in your provider's values, then: docker compose up -d --wait. Never commit it.
 KIZUNA_SMTP_HOST=smtp.example.org
 KIZUNA_SMTP_PORT=587
 KIZUNA_SMTP_SECURITY=starttls
@@ -137,6 +139,6 @@ case ${1:-} in
   rotate-jwt-key) rotate_jwt_key ;;
   drop-old-jwt-keys) drop_old_jwt_keys ;;
   identity-env) add_identity_env ;;
-  -h | --help) sed -n '2,17p' "$0" ;;
+  -h | --help) sed -n '2,18p' "$0" ;;
   *) init "$@" ;;
 esac

@@ -8,7 +8,7 @@ set -eu
 psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname postgres <<'SQL'
 SELECT format('CREATE DATABASE %I', wanted)
   FROM unnest(ARRAY['kizuna_members', 'kizuna_referrals', 'kizuna_sessions', 'kizuna_identity',
-                    'kizuna_gateway']) AS wanted
+                    'kizuna_notifications', 'kizuna_gateway']) AS wanted
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = wanted)
 \gexec
 SQL

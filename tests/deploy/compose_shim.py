@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = ("members", "referrals", "sessions", "identity", "gateway")
+# In compose's start order: the gateway last, once every service it depends on is healthy.
+APP_SERVICES = ("members", "referrals", "sessions", "identity", "notifications", "gateway")
 # What the image's Dockerfile sets (ENV) before compose adds anything.
 IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "KIZUNA_HTTP_HOST": "0.0.0.0"}
 
@@ -194,7 +195,7 @@ def _up(state: dict[str, Any], names: list[str], wait: bool) -> int:
             process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         (run_dir / f"{name}.pid").write_text(str(process.pid))
-        # depends_on: service_healthy, so each waits for the one before (the gateway for all four).
+        # depends_on: service_healthy, so each waits for the one before (the gateway for all five).
         deadline = time.monotonic() + 60
         while wait and not healthy(project, name, env):
             if process.poll() is not None or time.monotonic() > deadline:

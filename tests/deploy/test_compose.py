@@ -12,14 +12,18 @@ import jsonschema
 import pytest
 import yaml
 
+from kizuna import up
+from kizuna.mail import MailSettings
 from kizuna.settings import ServiceSettings
 from services.identity.app import IdentitySettings
-from services.identity.mail import MailSettings
 from tests.support import ROOT, SERVICES, Ecosystem, ServiceProcess
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-APP_SERVICES = ("members", "referrals", "sessions", "identity", "gateway")
-BEHIND_GATEWAY = ("members", "referrals", "sessions")  # KIZUNA_SERVICE_URLS: what /v1/communities/… goes to
+APP_SERVICES = ("members", "referrals", "sessions", "identity", "notifications", "gateway")
+# KIZUNA_SERVICE_URLS: what /v1/communities/… goes to
+BEHIND_GATEWAY = ("members", "referrals", "sessions", "notifications")
+# The services that write to people (sign-in links, notifications): only they read deploy/identity.env, the SMTP file.
+MAIL_SENDERS = ("identity", "notifications")
 INFRA = ("nats", "postgres")
 
 
@@ -36,6 +40,7 @@ def test_every_container_has_a_healthcheck_and_services_start_in_order() -> None
         assert depends["postgres"]["condition"] == depends["nats"]["condition"] == "service_healthy", name
     gateway_depends = COMPOSE["services"]["gateway"]["depends_on"]
     assert all(gateway_depends[s]["condition"] == "service_healthy" for s in (*BEHIND_GATEWAY, "identity"))
+    assert set(gateway_depends) == {*INFRA, *APP_SERVICES} - {"gateway"}
     assert set(APP_SERVICES) == set(SERVICES), "every service the tests know runs in compose"
 
 
@@ -52,24 +57,39 @@ def test_every_kizuna_variable_is_a_real_setting_and_secrets_come_from_the_env_f
     known = {f"KIZUNA_{field.upper()}" for field in ServiceSettings.model_fields}
     mail = {f"KIZUNA_SMTP_{field.upper()}" for field in MailSettings.model_fields}
     identity_known = known | mail | {f"KIZUNA_{field.upper()}" for field in IdentitySettings.model_fields}
-    shared, gateway_only, identity_only = (_names("kizuna.env.example"), _names("gateway.env.example"),
-                                           _names("identity.env.example"))
-    own_file = {"gateway": "deploy/gateway.env", "identity": "deploy/identity.env"}
+    shared, gateway_only, senders_only = (_names("kizuna.env.example"), _names("gateway.env.example"),
+                                          _names("identity.env.example"))
+    own_file = {"gateway": "deploy/gateway.env", **{name: "deploy/identity.env" for name in MAIL_SENDERS}}
     for name in APP_SERVICES:
         service = COMPOSE["services"][name]
         expected = ["deploy/kizuna.env", own_file[name]] if name in own_file else "deploy/kizuna.env"
         assert service["env_file"] == expected, name
         assert set(service["environment"]) <= known, set(service["environment"]) - known
         assert service["environment"]["KIZUNA_SERVICE_NAME"] == name
-    assert shared | gateway_only <= known and identity_only <= identity_known
+        # Its own database (deploy/postgres/init-databases.sh makes it) and the port `make up` gives it.
+        assert service["environment"]["KIZUNA_DATABASE_URL"].endswith(f"@postgres:5432/kizuna_{name}"), name
+        assert f"'kizuna_{name}'" in (ROOT / "deploy" / "postgres" / "init-databases.sh").read_text(), name
+        assert service["environment"]["KIZUNA_HTTP_PORT"] == str(up.SERVICES[name]), name
+    assert shared | gateway_only <= known and senders_only <= identity_known
     assert {"KIZUNA_OPERATOR_TOKEN", "KIZUNA_JWT_PUBLIC_KEYS"} <= shared
     assert gateway_only == {"KIZUNA_JWT_PRIVATE_KEY", "KIZUNA_FEDERATION_PRIVATE_KEY"}  # only the gateway signs
-    # Only the identity service sends email, so only it holds the SMTP password.
-    assert identity_only == mail - {"KIZUNA_SMTP_TIMEOUT_SECONDS"} and not mail & (shared | gateway_only)
+    # Only the services that write to people (identity, notifications) send email, so only they hold the SMTP
+    # password: the file that has it is theirs alone, and no SMTP setting is in a file anyone else reads.
+    assert senders_only == mail - {"KIZUNA_SMTP_TIMEOUT_SECONDS"} and not mail & (shared | gateway_only)
+    assert MAIL_SENDERS == up.MAIL_SENDERS and BEHIND_GATEWAY == up.BEHIND_GATEWAY  # `make up` agrees
+    readers = {name for name in APP_SERVICES if "deploy/identity.env" in COMPOSE["services"][name]["env_file"]}
+    assert readers == set(MAIL_SENDERS)
+    for name in APP_SERVICES:
+        assert not mail & set(COMPOSE["services"][name]["environment"]), name
+    # Notifications, like identity, checks tokens with the public keys alone: no private key comes its way.
+    assert "deploy/gateway.env" not in COMPOSE["services"]["notifications"]["env_file"]
     # The gateway finds identity by its own setting, not among the services /v1/communities/… forwards to.
     gateway = COMPOSE["services"]["gateway"]["environment"]
     assert gateway["KIZUNA_IDENTITY_URL"] == f"http://identity:{COMPOSE['services']['identity']['environment']['KIZUNA_HTTP_PORT']}"
-    assert [pair.split("=")[0] for pair in gateway["KIZUNA_SERVICE_URLS"].split(",")] == list(BEHIND_GATEWAY)
+    forwarded = dict(pair.split("=", 1) for pair in gateway["KIZUNA_SERVICE_URLS"].split(","))
+    assert list(forwarded) == list(BEHIND_GATEWAY)
+    for name, url in forwarded.items():
+        assert url == f"http://{name}:{COMPOSE['services'][name]['environment']['KIZUNA_HTTP_PORT']}", name
 
 
 def test_what_the_env_files_say_is_not_overridden_or_silently_defaulted() -> None:

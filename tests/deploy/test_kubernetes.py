@@ -35,7 +35,11 @@ SCHEMAS = K8S / "schemas"
 OPERATIONS = ROOT / "docs" / "operations.md"
 KUBERNETES_VERSION = "1.32.0"
 SUPERUSER_RESERVED_CONNECTIONS = 3  # PostgreSQL's default, which the Cluster keeps
-SERVICE_PORTS = {"members": 8101, "referrals": 8102, "sessions": 8103, "identity": 8104, "gateway": 8000}
+SERVICE_PORTS = {"members": 8101, "referrals": 8102, "sessions": 8103, "identity": 8104, "notifications": 8105,
+                 "gateway": 8000}
+BEHIND_GATEWAY = ("members", "referrals", "sessions", "notifications")  # KIZUNA_SERVICE_URLS, in this order
+# The services that write to people (sign-in links, notifications): only they get the SMTP settings.
+MAIL_SENDERS = ("identity", "notifications")
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
 
@@ -196,6 +200,9 @@ def test_selectors_and_targets_resolve() -> None:
     deployments = {d["metadata"]["name"] for d in by_kind("Deployment")}
     for hpa in by_kind("HorizontalPodAutoscaler"):
         assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+    # Every service has its disruption budget and its autoscaler (the connection budget counts its maximum).
+    assert {hpa["spec"]["scaleTargetRef"]["name"] for hpa in by_kind("HorizontalPodAutoscaler")} == deployments
+    assert {pdb["spec"]["selector"]["matchLabels"].get("app") for pdb in by_kind("PodDisruptionBudget")} >= deployments
     assert all(doc["metadata"].get("namespace", "kizuna") == "kizuna" for doc in rendered())
 
 
@@ -455,8 +462,11 @@ def _environment_sources(container: dict[str, Any]) -> tuple[set[str], set[tuple
 
 
 @needs_kubectl
-def test_identity_gets_its_email_settings_and_public_keys_but_no_private_key_and_only_it_its_secrets() -> None:
-    from services.identity.mail import MailSettings
+def test_the_services_that_write_to_people_get_the_email_settings_and_public_keys_but_no_private_key() -> None:
+    """Identity and notifications send email: they alone get the SMTP server (ConfigMap kizuna-identity) and login
+    (Secret kizuna-identity-secrets); identity reads that Secret whole (its OIDC client secrets go there too),
+    notifications only the two SMTP keys. Neither gets kizuna-secrets whole, a private key or the operator token."""
+    from kizuna.mail import MailSettings
 
     secrets = created_secrets()
     smtp_settings = {f"KIZUNA_SMTP_{field.upper()}" for field in MailSettings.model_fields}
@@ -467,19 +477,40 @@ def test_identity_gets_its_email_settings_and_public_keys_but_no_private_key_and
     assert set(identity_config) <= smtp_settings and identity_config["KIZUNA_SMTP_SECURITY"] in ("starttls", "tls")
     private = {"KIZUNA_JWT_PRIVATE_KEY", "KIZUNA_FEDERATION_PRIVATE_KEY", "KIZUNA_OPERATOR_TOKEN"}
     assert private <= set(secret_values(secrets["kizuna-secrets"]))
-    for name, spec in pod_specs(by_kind("Deployment")):
+    config = named("ConfigMap", "kizuna-config")["data"]
+    assert not set(config) & smtp_settings  # what every service reads carries no email setting
+    deployments = dict(pod_specs(by_kind("Deployment")))
+    assert set(MAIL_SENDERS) < set(deployments)
+    for name, spec in deployments.items():
         [container] = spec["containers"]
         whole, keys, maps = _environment_sources(container)
-        assert ("kizuna-identity-secrets" in whole) == ("kizuna-identity" in maps) == (name == "identity"), name
-        if name == "identity":
-            # The gateway issues every token: identity checks them with the public keys alone.
-            assert "kizuna-secrets" not in whole and not {key for _, key in keys} & private, keys
+        smtp_keys = {key for secret, key in keys if secret == "kizuna-identity-secrets"}
+        literal = {item["name"] for item in container["env"] if "value" in item}
+        assert ("kizuna-identity" in maps) == (name in MAIL_SENDERS), name
+        assert ("kizuna-identity-secrets" in whole) == (name == "identity"), name
+        assert not literal & smtp_settings, name
+        if name == "notifications":
+            assert smtp_keys == {"KIZUNA_SMTP_USERNAME", "KIZUNA_SMTP_PASSWORD"}, keys
+        else:
+            assert not smtp_keys, (name, keys)
+        if name in MAIL_SENDERS:
+            # The gateway issues every token: these check them with the public keys alone.
+            assert "kizuna-secrets" not in whole and not {key for _, key in keys} & private, (name, keys)
             assert {("kizuna-secrets", "KIZUNA_JWT_PUBLIC_KEYS"), ("kizuna-secrets", "KIZUNA_PUBLIC_URL")} <= keys
     # The gateway finds identity by its own setting, which names the identity Service's port.
-    config = named("ConfigMap", "kizuna-config")["data"]
     [port] = named("Service", "identity")["spec"]["ports"]
     assert config["KIZUNA_IDENTITY_URL"] == f"http://identity:{port['port']}"
     assert "identity" not in config["KIZUNA_SERVICE_URLS"]
+
+
+@needs_kubectl
+def test_the_gateway_forwards_to_each_service_behind_it_at_its_service_port() -> None:
+    config = named("ConfigMap", "kizuna-config")["data"]
+    forwarded = dict(pair.split("=", 1) for pair in config["KIZUNA_SERVICE_URLS"].split(","))
+    assert list(forwarded) == list(BEHIND_GATEWAY)
+    for name, url in forwarded.items():
+        [port] = named("Service", name)["spec"]["ports"]
+        assert url == f"http://{name}:{port['port']}" and port["port"] == SERVICE_PORTS[name], name
 
 
 @needs_kubectl

@@ -4,7 +4,7 @@ the files say (targets, bearer token written by the bootstrap), and the compose 
 files that exist.
 
 No Docker engine exists here, so Prometheus and Grafana themselves do not run: the metric and label
-names of every alert and panel are checked against a live scrape of the four services, and when
+names of every alert and panel are checked against a live scrape of the six services, and when
 ``promtool`` is on PATH it checks the config and the rules and runs deploy/prometheus/alerts.test.yml
 (it is not part of the wheels the suite installs; Debian's ``prometheus`` package has it).
 """

@@ -2,7 +2,7 @@
 
 No Docker engine exists here (nor in CI), so what compose WOULD run runs for real: the bootstrap
 script as the README gives it, in a scratch copy of the checkout; the PostgreSQL init script through
-the wheel's real psql with the environment the postgres image gives it; the five services as
+the wheel's real psql with the environment the postgres image gives it; the six services as
 processes with exactly the environment compose gives them (tests/deploy/compose_shim.py parses
 docker-compose.yml and the env files the script wrote, interpolating ``${VAR}`` from ``.env``);
 every healthcheck command as written; and the documents' fenced ``sh`` blocks run by ``sh -eu``
@@ -35,6 +35,7 @@ from tests.deploy import compose_shim
 from tests.support import ROOT
 
 APP_SERVICES = compose_shim.APP_SERVICES
+MAIL_SENDERS = ("identity", "notifications")  # the services that write to people: the SMTP settings are theirs
 README = ROOT / "deploy" / "README.md"
 OPERATIONS = ROOT / "docs" / "operations.md"
 HOST_TOOLS = "/usr/bin:/bin"  # sh, curl, jq, openssl, awk, sed: what an operator's machine has
@@ -133,7 +134,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     docker.chmod(0o755)
     ports = {"postgres:5432": 0, "nats:4222": free_port(), "members:8101": free_port(),
              "referrals:8102": free_port(), "sessions:8103": free_port(), "identity:8104": free_port(),
-             "gateway:8000": free_port(),
+             "notifications:8105": free_port(), "gateway:8000": free_port(),
              "otel-collector:4318": free_port()}
     postgres = PostgresServer(base / "postgres", durable=False).start()
     ports["postgres:5432"] = postgres.port
@@ -185,8 +186,9 @@ def test_the_bootstrap_writes_private_secrets_once_and_only_the_gateway_gets_pri
         env = deployment.service_env(name)
         assert f"kizuna:{password}@" in env["KIZUNA_DATABASE_URL"], name
         assert ("KIZUNA_JWT_PRIVATE_KEY" in env) == ("KIZUNA_FEDERATION_PRIVATE_KEY" in env) == (name == "gateway")
-        # Only the identity service sends email, so only it is given the SMTP server and its password.
-        assert ("KIZUNA_SMTP_PASSWORD" in env) == ("KIZUNA_SMTP_HOST" in env) == (name == "identity"), name
+        # Only the services that write to people (identity, notifications) send email, so only they are given
+        # the SMTP server and its password; no private key comes with it.
+        assert ("KIZUNA_SMTP_PASSWORD" in env) == ("KIZUNA_SMTP_HOST" in env) == (name in MAIL_SENDERS), name
         assert env["KIZUNA_OTEL_EXPORTER"] == "none"  # the env file decides; compose's environment: does not
         assert env["KIZUNA_PUBLIC_URL"] == "https://kizuna.example.org"
 
@@ -198,7 +200,8 @@ def test_the_init_script_made_every_database_and_runs_again_harmlessly(deploymen
     assert again.returncode == 0, again.stderr
     databases = _psql(deployment.postgres, "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "
                                            "WHERE datname LIKE 'kizuna%'")
-    assert databases == "kizuna_gateway,kizuna_identity,kizuna_members,kizuna_referrals,kizuna_sessions"
+    assert databases == ("kizuna_gateway,kizuna_identity,kizuna_members,kizuna_notifications,kizuna_referrals,"
+                         "kizuna_sessions")
 
 
 def test_every_healthcheck_passes_as_written(deployment: Deployment) -> None:
@@ -299,6 +302,16 @@ async def _events(deployment: Deployment) -> dict[str, int]:
         finally:
             await conn.close()
     return counts
+
+
+def test_the_documented_backup_restore_and_rebuild_name_every_service() -> None:
+    """Each loop goes over every service's database and each stop stops every service: one left out would be
+    missing from the backup, or restored and rebuilt while it runs."""
+    for heading in ("Back up", "Restore", "Rebuild the read models"):
+        [block] = sh_blocks(OPERATIONS, heading)
+        assert f"for service in {' '.join(APP_SERVICES)}; do" in block, heading
+        for stop in re.findall(r"^docker compose stop (.*)$", block, re.M):
+            assert sorted(stop.split()) == sorted(APP_SERVICES), (heading, stop)
 
 
 async def test_backup_then_restore_into_fresh_databases_equals_a_fresh_replay(deployment: Deployment) -> None:

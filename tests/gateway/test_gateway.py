@@ -197,4 +197,4 @@ async def test_openapi_document_covers_forwarded_routes(
     operation = paths["/v1/communities/{community_id}/sessions"]["post"]
     assert operation["security"] == [{"bearer": []}] and "requestBody" in operation
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    assert set(document["info"]["x-unavailable-services"]) == {"members", "referrals"}  # not started here
+    assert set(document["info"]["x-unavailable-services"]) == {"members", "referrals", "notifications"}  # not started
