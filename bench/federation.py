@@ -32,6 +32,8 @@ class PartnerFeed:
             params: dict[str, Any] = {"limit": 200, **({"cursor": self.cursor} if self.cursor else {})}
             response = await self.b.http.get(f"/v1/communities/{self.b.cid}/partner-jobs", params=params,
                                              headers=self.headers)
+            if response.status_code == 403:  # B's referrals roster has not learned the reader yet: nothing yet
+                return
             response.raise_for_status()
             page = response.json()
             now = time.perf_counter()
