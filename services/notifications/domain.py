@@ -90,13 +90,14 @@ class NotificationEmailFailed(DomainEvent):
 
 
 class NotificationEmailSkipped(DomainEvent):
-    """No email for this one: the person turned the kind off, has no verified address or no account here, or is
-    no longer in the community. It stays in their inbox."""
+    """No email for this one: the person turned the kind off, has no verified address or no account here, is
+    no longer in the community, or its cause is old news (a service added to a running deployment reads the
+    bus from its start: nobody wants a year of email at once). It stays in their inbox."""
 
     notification_id: str
     community_id: str
     member_id: str
-    reason: Literal["turned-off", "no-address", "no-account", "not-a-member"]
+    reason: Literal["turned-off", "no-address", "no-account", "not-a-member", "stale"]
 
 
 class NotificationPreferencesChanged(DomainEvent):

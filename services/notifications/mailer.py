@@ -41,6 +41,8 @@ class DeliverySettings(BaseSettings):
     give_up_after: int = Field(30, ge=1, description="Tries before a message is given up on (in its inbox still).")
     per_second: float = Field(20.0, gt=0, description="At most this many messages a second to the SMTP server.")
     poll_seconds: float = Field(1.0, gt=0, description="How often the queue is looked at when it was empty.")
+    fresh_hours: float = Field(24.0, gt=0, description="A cause older than this reaches the inbox but no email "
+                                                       "(old news, e.g. when the service joins a running deployment).")
 
 
 async def send_due_mail(runtime: Runtime) -> None:
@@ -59,7 +61,7 @@ async def send_batch(runtime: Runtime, delivery: DeliverySettings, mail: MailSet
     async with runtime.pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             "SELECT q.notification_id, q.stream_id, q.attempts, v.community_id, v.member_id, v.kind, "
-            "v.facts::text AS facts FROM mail_queue q JOIN notifications_view v USING (notification_id) "
+            "v.raised_at, v.facts::text AS facts FROM mail_queue q JOIN notifications_view v USING (notification_id) "
             "WHERE q.due_at <= now() ORDER BY q.due_at LIMIT $1 FOR UPDATE OF q SKIP LOCKED", size)
         for row in rows:
             outcome = await _deliver(runtime, conn, row, delivery, mail)
@@ -74,6 +76,8 @@ async def _deliver(runtime: Runtime, conn: asyncpg.Connection, row: asyncpg.Reco
                    mail: MailSettings) -> NotificationEmailed | NotificationEmailFailed | NotificationEmailSkipped:
     ids = {"notification_id": row["notification_id"], "community_id": row["community_id"],
            "member_id": row["member_id"]}
+    if row["raised_at"] < datetime.now(UTC) - timedelta(hours=delivery.fresh_hours):
+        return NotificationEmailSkipped(**ids, reason="stale")
     if not await projections.is_member(conn, row["community_id"], row["member_id"]):
         return NotificationEmailSkipped(**ids, reason="not-a-member")
     person = await projections.person_of(conn, row["community_id"], row["member_id"])
