@@ -38,7 +38,7 @@ router = APIRouter(prefix="/v1/join", tags=["front door"], responses=PROBLEM_RES
 calendar_router = APIRouter(prefix="/v1/calendar", tags=["front door"], responses=PROBLEM_RESPONSES)
 unsubscribe_router = APIRouter(prefix="/v1/notifications", tags=["front door"], responses=PROBLEM_RESPONSES)
 _SEGMENT = r"[A-Za-z0-9-]{1,64}"
-_CALENDAR_KEY = r"[A-Za-z0-9_-]{32,64}"  # a secret in an address (calendar, unsubscribe)
+_CAPABILITY_SHAPE = r"[A-Za-z0-9_-]{32,64}"  # a secret carried in an address (calendar, unsubscribe)
 
 
 class JoinOpenCommunity(StrictModel):
@@ -128,14 +128,8 @@ async def answer_offer(community_id: str, offer_id: str, answer: str, request: R
                      response_class=Response,
                      responses={200: {"content": {"text/calendar": {}}, "description": "An iCalendar file"}})
 async def calendar_feed(key: str, request: Request) -> Response:
-    if not re.fullmatch(_CALENDAR_KEY, key):
-        raise NotFound("no calendar answers to this address")
-    if refused := _too_often(request):
-        return refused
-    state = request.app.state
-    # Calendar apps send no token; the secret in the address is the credential, checked by the service.
-    return await forward(state.http, state.settings.service_replicas()["sessions"], request, b"",
-                         state.upstream_timeout, path=f"/calendar-feeds/{key}.ics", authorization="")
+    return await _by_secret(request, key, "sessions", f"/calendar-feeds/{key}.ics",
+                            "no calendar answers to this address")
 
 
 @unsubscribe_router.api_route("/unsubscribe/{token}", methods=["GET", "POST"], response_class=Response,
@@ -143,10 +137,17 @@ async def calendar_feed(key: str, request: Request) -> Response:
                                       "POST (what mail clients send) turns the kind off; no token",
                               responses={200: {"content": {"text/html": {}}, "description": "A small page"}})
 async def unsubscribe(token: str, request: Request) -> Response:
-    if not re.fullmatch(_CALENDAR_KEY, token):
-        raise NotFound("this unsubscribe link is not known")
+    return await _by_secret(request, token, "notifications", f"/unsubscribe/{token}",
+                            "this unsubscribe link is not known")
+
+
+async def _by_secret(request: Request, secret: str, service: str, path: str, unknown: str) -> Response:
+    """Forwards a request that carries its credential in the address (calendar apps and mail clients send no
+    token); the service behind checks the secret against the hash it keeps."""
+    if not re.fullmatch(_CAPABILITY_SHAPE, secret):
+        raise NotFound(unknown)
     if refused := _too_often(request):
         return refused
     state = request.app.state
-    return await forward(state.http, state.settings.service_replicas()["notifications"], request, b"",
-                         state.upstream_timeout, path=f"/unsubscribe/{token}", authorization="")
+    return await forward(state.http, state.settings.service_replicas()[service], request, b"",
+                         state.upstream_timeout, path=path, authorization="")
