@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
+from kizuna.addresses import AddressGuard
 from kizuna.auth import load_private_key, public_pem
 from kizuna.contract import PUBLIC_PATHS
 from kizuna.service import Runtime, ServiceSpec, create_service
@@ -23,7 +24,7 @@ from .federation.api import router as federation_router
 from .federation.consumers import federation_reactions
 from .federation.delivery import Deliverer, RetryPolicy
 from .federation.handlers import parse_message, receive
-from .federation.identity import AddressGuard, Identity
+from .federation.identity import Identity
 from .front_door import calendar_router, unsubscribe_router
 from .front_door import router as front_door_router
 from .memory import GatewayMemory

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kizuna.addresses import AddressGuard, UnsafeAddress, is_public_address
 from kizuna.devstack import free_port
-from services.gateway.federation.identity import AddressGuard, UnsafeAddress, is_public_address
 from services.gateway.federation.signing import key_id_of, public_key_text, sign
 from tests.support import Ecosystem, eventually
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from kizuna.addresses import AddressGuard
 from kizuna.auth import Principal
 from kizuna.errors import Forbidden, NotFound, Problem, Unauthorized
 from kizuna.handling import CommandContext
@@ -29,7 +30,7 @@ from .domain import (
     ReferToPartnerJob,
     SetFederationListing,
 )
-from .identity import INBOX, WELL_KNOWN, AddressGuard, Identity, PartnerKeys
+from .identity import INBOX, WELL_KNOWN, Identity, PartnerKeys
 from .signing import WINDOW_SECONDS, SignatureRejected, public_key_from_text, read, verify
 
 router = APIRouter(responses=PROBLEM_RESPONSES)

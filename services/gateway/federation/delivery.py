@@ -30,11 +30,12 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
+from kizuna.addresses import AddressGuard, UnsafeAddress
 from kizuna.errors import Problem
 from kizuna.single_runner import LostLock, SessionLock, holding
 from kizuna.telemetry import tracer
 
-from .identity import INBOX, AddressGuard, Identity, UnsafeAddress
+from .identity import INBOX, Identity
 from .signing import public_key_text, sign
 
 log = logging.getLogger("kizuna.federation")

@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kizuna.addresses import AddressGuard, UnsafeAddress
 from kizuna.auth import Principal
 from kizuna.domain import DomainEvent
 from kizuna.errors import Forbidden, Invalid, NotFound, Problem
@@ -30,7 +31,7 @@ from .domain import (
     ReferToPartnerJob,
     member_card,
 )
-from .identity import AddressGuard, PartnerKeys, UnsafeAddress, fetch_document, key_in, remember_keys
+from .identity import PartnerKeys, fetch_document, key_in, remember_keys
 from .signing import key_id_of, public_key_from_text
 
 

@@ -15,21 +15,19 @@ Trust model (docs/federation.md §1):
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from kizuna.addresses import AddressGuard
 from kizuna.auth import load_private_key
 
 from .signing import SignatureRejected, key_id_of, public_key_from_text, public_key_text
@@ -150,40 +148,7 @@ class Identity:
         }
 
 
-# ---- where this gateway may send a request ----
-
-class UnsafeAddress(ValueError):
-    """The origin resolves to an address federation must not reach (private, loopback, link-local…)."""
-
-
-@dataclass(frozen=True)
-class AddressGuard:
-    allow_private: bool = False
-
-    async def check(self, origin: str) -> None:
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UnsafeAddress(f"{origin} is not an http(s) origin")
-        if parts.username or parts.password:
-            raise UnsafeAddress(f"{origin} carries credentials")
-        if self.allow_private:
-            return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-        except OSError as error:
-            raise UnsafeAddress(f"{parts.hostname} does not resolve: {error}") from error
-        for address in {str(info[4][0]) for info in infos}:
-            if not is_public_address(address):
-                raise UnsafeAddress(f"{parts.hostname} resolves to {address}, which is not a public address")
-
-
-def is_public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
-    # is_global is false for private, loopback, link-local, shared (100.64/10), reserved and unspecified.
-    return ip.is_global and not ip.is_multicast
+# Where this gateway may send a request: kizuna.addresses (the same guard as the webhooks' deliveries).
 
 
 async def fetch_document(http: httpx.AsyncClient, origin: str, guard: AddressGuard) -> dict[str, Any]:
