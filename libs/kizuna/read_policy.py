@@ -219,6 +219,12 @@ RULES: dict[str, Rule] = {
     "NotificationEmailFailed": _rule("operator", "GET …/notifications (email: failed; the member's own)"),
     "NotificationEmailSkipped": _rule("operator", "GET …/notifications (email: skipped; the member's own)"),
     "NotificationPreferencesChanged": _rule("operator", "GET …/notification-preferences (the person only)"),
+    # Webhook endpoints are the owner's (GET …/webhooks, owner): no stream audience is the owner alone.
+    "WebhookEndpointRegistered": _rule("operator", "GET …/webhooks (owner)"),
+    "WebhookSecretRotated": _rule("operator", "POST …/webhooks/{id}/secret-rotation (owner)"),
+    "WebhookEndpointDisabled": _rule("operator", "GET …/webhooks (status; owner)"),
+    "WebhookEndpointEnabled": _rule("operator", "GET …/webhooks (status; owner)"),
+    "WebhookEndpointRemoved": _rule("operator", "GET …/webhooks (owner)"),
     # ---- gateway: tokens (no REST read lists them; the owner issues and revokes them) ----
     "TokenIssued": _rule("facilitator", "POST /v1/tokens (owner); POST …/revocation (owner, holder)",
                          subjects=("member_id",)),

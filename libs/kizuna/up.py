@@ -155,6 +155,9 @@ def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secr
                                                                     "true"),
         "KIZUNA_PUBLIC_URL": public_url(ports),
         **(mail if name in MAIL_SENDERS and mail else {}),
+        # Webhook receivers on this machine (a dashboard on loopback) are what a developer has.
+        **({"KIZUNA_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": os.environ.get("KIZUNA_WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true")}
+           if name == "notifications" else {}),
     }
 
 

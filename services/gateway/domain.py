@@ -17,7 +17,7 @@ ROUTES: dict[str, str] = {
                      "partner-offerings", "partner-introductions"),
                     "referrals"),
     **dict.fromkeys(("sessions", "goals", "ties", "calendar"), "sessions"),
-    **dict.fromkeys(("notifications", "notification-preferences"), "notifications"),
+    **dict.fromkeys(("notifications", "notification-preferences", "webhooks"), "notifications"),
 }
 
 

@@ -4,13 +4,16 @@ same in every community they belong to), and one-click unsubscribe from an email
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from kizuna.addresses import AddressGuard, UnsafeAddress
 from kizuna.auth import Principal, principal
 from kizuna.errors import Conflict, Invalid, NotFound
 from kizuna.handling import CommandContext
@@ -18,8 +21,9 @@ from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.service import runtime_of
 
 from . import handlers, projections
-from .domain import KINDS, ChangePreferences, Delivery, Language, Preferences
+from .domain import KINDS, ChangePreferences, Delivery, Language, Preferences, RegisterWebhook
 from .messages import compose
+from .webhooks import WebhookSettings
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
 
@@ -158,3 +162,154 @@ async def unsubscribe(token: str, request: Request) -> Response:
     return HTMLResponse("<!doctype html><html><meta charset=\"utf-8\"><p>配信を止めました / Unsubscribed</p></html>",
                         headers={"content-security-policy": "default-src 'none'", "cache-control": "no-store"})
 
+
+
+# ---- webhooks (the community's owner, or the operator) ----
+
+class WebhookView(BaseModel):
+    endpoint_id: str
+    url: str
+    event_types: list[str]
+    description: str
+    status: str
+    pending: int
+    failed: int
+
+
+class RegisteredWebhook(WebhookView):
+    secret: str = Field(description="Shown once: verify each delivery's webhook-signature with it (Standard "
+                                    "Webhooks); rotate it with …/secret-rotation")
+
+
+class RotatedSecret(BaseModel):
+    secret: str
+    previous_valid_until: datetime
+
+
+class DeliveryView(BaseModel):
+    delivery_id: str = Field(description="The webhook-id header it was sent with")
+    event_id: str
+    event_type: str
+    status: str = Field(description="pending, delivered or failed")
+    attempts: int
+    next_at: datetime | None
+    delivered_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+
+
+def _owner(who: Principal, community_id: str) -> str:
+    if who.is_operator:
+        who.require_community(community_id)
+        return "operator"
+    who.require_role(community_id, "owner")
+    return "owner"
+
+
+async def _endpoint_view(request: Request, community_id: str, endpoint_id: str) -> dict[str, Any]:
+    async with runtime_of(request).pool.acquire() as conn:
+        views = await webhook_views(conn, community_id, endpoint_id)
+    if not views:
+        raise NotFound("webhook endpoint not found")
+    return views[0]
+
+
+async def webhook_views(conn: Any, community_id: str, endpoint_id: str | None = None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT e.endpoint_id, e.url, e.event_types, e.description, e.status, "
+        "count(d.*) FILTER (WHERE d.status = 'pending') AS pending, "
+        "count(d.*) FILTER (WHERE d.status = 'pending' AND d.attempts > 0) AS failed FROM webhook_endpoints e "
+        "LEFT JOIN webhook_deliveries d ON d.endpoint_id = e.endpoint_id WHERE e.community_id = $1 AND "
+        "e.status <> 'removed' AND ($2::text IS NULL OR e.endpoint_id = $2) GROUP BY e.endpoint_id "
+        "ORDER BY e.endpoint_id", community_id, endpoint_id)
+    return [dict(r) for r in rows]
+
+
+@router.post("/communities/{community_id}/webhooks", status_code=201, response_model=RegisteredWebhook,
+             tags=["webhooks"], summary="Send this community's events of these types to a URL, signed (owner)")
+async def register_webhook(community_id: str, body: RegisterWebhook, request: Request,
+                           who: Principal = Depends(principal)) -> Any:
+    role = _owner(who, community_id)
+    settings = WebhookSettings()
+    try:
+        await AddressGuard(settings.allow_private_addresses).check(body.url)
+    except UnsafeAddress as error:
+        raise Invalid("url", str(error)) from error
+    if urlsplit(body.url).scheme != "https" and not settings.allow_private_addresses:
+        raise Invalid("url", "use https://")
+    endpoint_id, secret = await handlers.register_endpoint(
+        runtime_of(request).store, community_id, body, role, CommandContext.from_request(request, who, community_id))
+    return {**await _endpoint_view(request, community_id, endpoint_id), "secret": secret}
+
+
+@router.get("/communities/{community_id}/webhooks", response_model=list[WebhookView], tags=["webhooks"],
+            summary="The community's webhook endpoints, with what waits for each (owner)")
+async def list_webhooks(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
+    _owner(who, community_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        return await webhook_views(conn, community_id)
+
+
+@router.delete("/communities/{community_id}/webhooks/{endpoint_id}", status_code=204, tags=["webhooks"],
+               summary="Stop and forget an endpoint (owner)")
+async def remove_webhook(community_id: str, endpoint_id: str, request: Request,
+                         who: Principal = Depends(principal)) -> Response:
+    _owner(who, community_id)
+    ctx = CommandContext.from_request(request, who, community_id)
+    await handlers.on_endpoint(runtime_of(request).store, community_id, endpoint_id, ctx,
+                               lambda e: e.remove(community_id, ctx.actor))
+    return Response(status_code=204)
+
+
+@router.post("/communities/{community_id}/webhooks/{endpoint_id}/enable", response_model=WebhookView,
+             tags=["webhooks"], summary="Deliver again to a disabled endpoint: what waited goes first, in order")
+async def enable_webhook(community_id: str, endpoint_id: str, request: Request,
+                         who: Principal = Depends(principal)) -> Any:
+    _owner(who, community_id)
+    ctx = CommandContext.from_request(request, who, community_id)
+    await handlers.on_endpoint(runtime_of(request).store, community_id, endpoint_id, ctx,
+                               lambda e: e.enable(community_id, ctx.actor))
+    return await _endpoint_view(request, community_id, endpoint_id)
+
+
+@router.post("/communities/{community_id}/webhooks/{endpoint_id}/secret-rotation", response_model=RotatedSecret,
+             tags=["webhooks"], summary="A new signing secret; the old one keeps signing beside it for a while")
+async def rotate_webhook_secret(community_id: str, endpoint_id: str, request: Request,
+                                who: Principal = Depends(principal)) -> Any:
+    _owner(who, community_id)
+    secret, until = await handlers.rotate_secret(runtime_of(request).store, community_id, endpoint_id,
+                                                 WebhookSettings().secret_overlap_hours,
+                                                 CommandContext.from_request(request, who, community_id))
+    return {"secret": secret, "previous_valid_until": until}
+
+
+@router.get("/communities/{community_id}/webhooks/{endpoint_id}/deliveries", response_model=list[DeliveryView],
+            tags=["webhooks"], summary="The endpoint's deliveries, newest first (owner)")
+async def webhook_deliveries(community_id: str, endpoint_id: str, request: Request,
+                             limit: int = Query(50, ge=1, le=500), who: Principal = Depends(principal)) -> Any:
+    _owner(who, community_id)
+    await _endpoint_view(request, community_id, endpoint_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT delivery_id, event_id, event_type, status, attempts, CASE WHEN status = 'pending' THEN next_at "
+            "END AS next_at, delivered_at, last_status, last_error FROM webhook_deliveries WHERE endpoint_id = $1 "
+            "ORDER BY seq DESC LIMIT $2", endpoint_id, limit)
+    return [dict(r) for r in rows]
+
+
+@router.post("/communities/{community_id}/webhooks/{endpoint_id}/deliveries/{delivery_id}/redelivery",
+             status_code=201, response_model=DeliveryView, tags=["webhooks"],
+             summary="Send a delivery again (a copy queued after what waits now; its webhook-id is new)")
+async def redeliver(community_id: str, endpoint_id: str, delivery_id: str, request: Request,
+                    who: Principal = Depends(principal)) -> Any:
+    _owner(who, community_id)
+    await _endpoint_view(request, community_id, endpoint_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "INSERT INTO webhook_deliveries (delivery_id, endpoint_id, event_id, event_type, body) SELECT $3, "
+            "endpoint_id, event_id, event_type, body FROM webhook_deliveries WHERE endpoint_id = $1 AND "
+            "delivery_id = $2 RETURNING delivery_id, event_id, event_type, status, attempts, next_at, delivered_at, "
+            "last_status, last_error", endpoint_id, delivery_id, "msg_" + uuid.uuid4().hex)
+    if row is None:
+        raise NotFound("delivery not found")
+    return dict(row)

@@ -8,24 +8,27 @@ from kizuna.service import ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
 from .api import router
-from .consumers import SUBSCRIPTIONS, raising_reaction
+from .consumers import SUBSCRIPTIONS, raising_reaction, webhook_reaction
 from .mailer import send_due_mail
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+from .webhooks import deliver_webhooks
 
 SPEC = ServiceSpec(
     name="notifications",
     title="Kizuna notifications",
     description="What needs a person reaches them: an inbox per member, email in their language and time zone "
-                "(with calendar updates for moved sessions), per-kind preferences and one-click unsubscribe.",
+                "(with calendar updates for moved sessions), per-kind preferences and one-click unsubscribe; "
+                "and what systems asked for: a community's events as signed webhooks (Standard Webhooks).",
     routers=[router],
     migrations=MIGRATIONS,
     inline_projections=INLINE_PROJECTIONS,
     subscriptions=SUBSCRIPTIONS,
-    reactions=[raising_reaction],
+    reactions=[raising_reaction, webhook_reaction],
     read_model_tables=READ_MODEL_TABLES,
-    background=[send_due_mail],
+    background=[send_due_mail, deliver_webhooks],
     public_paths=("/healthz", "/readyz", "/unsubscribe/"),
-    openapi_tags=[{"name": "notifications", "description": "A member's inbox and a person's preferences"}],
+    openapi_tags=[{"name": "notifications", "description": "A member's inbox and a person's preferences"},
+                  {"name": "webhooks", "description": "A community's events, signed, to systems that ask"}],
 )
 
 

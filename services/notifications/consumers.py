@@ -13,6 +13,7 @@ from kizuna.service import Runtime
 
 from . import handlers
 from .causes import causes, remember
+from .webhooks import queue
 
 ROSTER = RosterFollower("roster")
 
@@ -65,3 +66,11 @@ def raising_reaction(runtime: Runtime) -> Subscription:
                 await handlers.raise_notification(store, conn, envelope, cause.kind, member_id, cause.facts, ctx)
 
     return Subscription("notifications-causes", ["*.members.>", "*.referrals.>", "*.sessions.>"], react)
+
+
+def webhook_reaction(runtime: Runtime) -> Subscription:
+    """Every event of a community with webhook endpoints queues its deliveries (webhooks.queue)."""
+    async def react(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        await queue(conn, envelope)
+
+    return Subscription("notifications-webhooks", ["*.>"], react)

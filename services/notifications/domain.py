@@ -29,9 +29,10 @@ KINDS: dict[str, str] = {
     "feedback-received": "someone gave me feedback after a job",
     "session-promoted": "I have a place in a session I was waiting for",
     "session-changed": "a session I registered for was moved or called off",
+    "webhook-disabled": "a webhook of a community I own kept failing and was disabled (owners)",
 }
 Kind = Literal["place-offered", "application-decided", "application-received", "job-offer", "job-assigned",
-               "introduced", "feedback-received", "session-promoted", "session-changed"]
+               "introduced", "feedback-received", "session-promoted", "session-changed", "webhook-disabled"]
 Delivery = Literal["immediately", "off"]
 Language = Literal["ja", "en"]
 
@@ -204,3 +205,112 @@ class Preferences(Aggregate):
 def check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise Invalid("kind", f"unknown kind {kind!r}")
+
+
+# ---- webhooks: systems that want to hear about a community's events ----
+
+def webhook_stream(endpoint_id: str) -> str:
+    return f"webhook-{endpoint_id}"
+
+
+class WebhookEndpointRegistered(DomainEvent):
+    """An owner (or the operator) asked for a community's events of these types at this URL. The endpoint
+    sees what the read policy shows its registrant's role on the event stream (``viewer_role``); its signing
+    secret is never recorded in an event."""
+
+    endpoint_id: str
+    community_id: str
+    url: str
+    event_types: list[str]
+    description: str
+    viewer_role: Literal["owner", "operator"]
+    registered_by: str
+
+
+class WebhookSecretRotated(DomainEvent):
+    """A new signing secret; the previous one still signs until ``previous_valid_until``."""
+
+    endpoint_id: str
+    community_id: str
+    previous_valid_until: datetime
+    rotated_by: str
+
+
+class WebhookEndpointDisabled(DomainEvent):
+    """Deliveries stop: it failed for too long (``reason``), or its owner paused it."""
+
+    endpoint_id: str
+    community_id: str
+    reason: str
+
+
+class WebhookEndpointEnabled(DomainEvent):
+    endpoint_id: str
+    community_id: str
+    enabled_by: str
+
+
+class WebhookEndpointRemoved(DomainEvent):
+    endpoint_id: str
+    community_id: str
+    removed_by: str
+
+
+class RegisterWebhook(StrictModel):
+    model_config = {"json_schema_extra": {"examples": [{
+        "url": "https://dashboard.example.org/kizuna", "event_types": ["MemberJoined", "JobRequestPosted"],
+        "description": "our wall screen"}]}}
+    url: str = Field(min_length=8, max_length=2000, description="https:// (http:// only where the operator allows "
+                                                                  "private addresses)")
+    event_types: list[str] = Field(min_length=1, max_length=200, description="Event types, or [\"*\"] for all "
+                                                                              "the registrant may see")
+    description: str = Field("", max_length=500)
+
+    @field_validator("event_types")
+    @classmethod
+    def _catalogued(cls, types: list[str]) -> list[str]:
+        from kizuna.read_policy import RULES
+
+        unknown = sorted(t for t in set(types) if t != "*" and t not in RULES)
+        if unknown:
+            raise ValueError(f"not event types of the catalogue (docs/asyncapi.yaml): {', '.join(unknown)}")
+        return sorted(set(types))
+
+
+class WebhookEndpoint(Aggregate):
+    def __init__(self) -> None:
+        self.registered: WebhookEndpointRegistered | None = None
+        self.status: Literal["active", "disabled", "removed"] = "active"
+
+    def _on_WebhookEndpointRegistered(self, e: WebhookEndpointRegistered) -> None:
+        self.registered = e
+
+    def _on_WebhookEndpointDisabled(self, e: WebhookEndpointDisabled) -> None:
+        self.status = "disabled"
+
+    def _on_WebhookEndpointEnabled(self, e: WebhookEndpointEnabled) -> None:
+        self.status = "active"
+
+    def _on_WebhookEndpointRemoved(self, e: WebhookEndpointRemoved) -> None:
+        self.status = "removed"
+
+    def existing(self, community_id: str) -> WebhookEndpointRegistered:
+        from kizuna.errors import NotFound
+
+        if self.registered is None or self.registered.community_id != community_id or self.status == "removed":
+            raise NotFound("webhook endpoint not found")
+        return self.registered
+
+    def disable(self, community_id: str, reason: str) -> list[DomainEvent]:
+        e = self.existing(community_id)
+        return [] if self.status == "disabled" else [
+            WebhookEndpointDisabled(endpoint_id=e.endpoint_id, community_id=community_id, reason=reason)]
+
+    def enable(self, community_id: str, by: str) -> list[DomainEvent]:
+        e = self.existing(community_id)
+        return [] if self.status == "active" else [
+            WebhookEndpointEnabled(endpoint_id=e.endpoint_id, community_id=community_id, enabled_by=by)]
+
+    def remove(self, community_id: str, by: str) -> list[DomainEvent]:
+        e = self.existing(community_id)
+        return [WebhookEndpointRemoved(endpoint_id=e.endpoint_id, community_id=community_id, removed_by=by)]

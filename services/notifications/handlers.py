@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,9 +21,15 @@ from .domain import (
     NotificationEmailSkipped,
     NotificationRaised,
     Preferences,
+    RegisterWebhook,
+    WebhookEndpoint,
+    WebhookEndpointRegistered,
+    WebhookSecretRotated,
     notification_stream,
     preferences_stream,
+    webhook_stream,
 )
+from .webhooks import new_secret
 
 
 def _now() -> datetime:
@@ -37,10 +43,14 @@ def notification_id(community_id: str, member_id: str, kind: str, cause_id: str)
 
 async def raise_notification(store: EventStore, conn: asyncpg.Connection, cause: Envelope, kind: str,
                              member_id: str, facts: dict[str, Any], ctx: CommandContext) -> None:
-    cid, cause_id = cause.community_id, str(cause.id)
+    await raise_for(store, conn, cause.community_id, member_id, kind, str(cause.id), cause.time, facts, ctx)
+
+
+async def raise_for(store: EventStore, conn: asyncpg.Connection, cid: str, member_id: str, kind: str, cause_id: str,
+                    raised_at: datetime, facts: dict[str, Any], ctx: CommandContext) -> None:
     event = NotificationRaised(notification_id=notification_id(cid, member_id, kind, cause_id), community_id=cid,
                                member_id=member_id, kind=kind, cause_id=cause_id, facts=facts,
-                               raised_at=cause.time)
+                               raised_at=raised_at)
     await execute(store, notification_stream(cid, member_id, kind, cause_id), Notification,
                   lambda n: n.raise_once(event), ctx, community_id=cid, connection=conn)
 
@@ -83,3 +93,59 @@ async def record_delivery(store: EventStore, conn: asyncpg.Connection, stream: s
     ctx = CommandContext(actor="notifications:mail", community_id=event.community_id)
     await execute(store, stream, Notification, lambda n: [] if n.done else [event], ctx,
                   community_id=event.community_id, connection=conn)
+
+
+# ---- webhooks ----
+
+async def register_endpoint(store: EventStore, community_id: str, cmd: RegisterWebhook, viewer_role: str,
+                            ctx: CommandContext) -> tuple[str, str]:
+    """The endpoint's id and its first secret (shown once; kept only in the secrets table)."""
+    endpoint_id = ctx.new_id("webhook")
+    secret = new_secret()
+    event = WebhookEndpointRegistered(endpoint_id=endpoint_id, community_id=community_id, url=cmd.url,
+                                      event_types=cmd.event_types, description=cmd.description,
+                                      viewer_role=viewer_role, registered_by=ctx.actor)
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret)
+        await execute(store, webhook_stream(endpoint_id), WebhookEndpoint,
+                      lambda e: [] if e.registered else [event], ctx, community_id=community_id, connection=conn)
+    return endpoint_id, secret
+
+
+async def rotate_secret(store: EventStore, community_id: str, endpoint_id: str, overlap_hours: float,
+                        ctx: CommandContext) -> tuple[str, datetime]:
+    state = await load(store, webhook_stream(endpoint_id), WebhookEndpoint)
+    state.existing(community_id)
+    secret, until = new_secret(), _now() + timedelta(hours=overlap_hours)
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE webhook_secrets SET valid_until = $2 WHERE endpoint_id = $1 AND "
+                           "(valid_until IS NULL OR valid_until > $2)", endpoint_id, until)
+        await conn.execute("INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret)
+        await execute(store, webhook_stream(endpoint_id), WebhookEndpoint, lambda e: [WebhookSecretRotated(
+            endpoint_id=endpoint_id, community_id=community_id, previous_valid_until=until, rotated_by=ctx.actor)],
+            ctx, community_id=community_id, connection=conn)
+    return secret, until
+
+
+async def on_endpoint(store: EventStore, community_id: str, endpoint_id: str, ctx: CommandContext,
+                      decide: Any) -> WebhookEndpoint:
+    state, _ = await execute(store, webhook_stream(endpoint_id), WebhookEndpoint, decide, ctx,
+                             community_id=community_id)
+    return state
+
+
+async def disable_endpoint(store: EventStore, conn: asyncpg.Connection, community_id: str, endpoint_id: str,
+                           reason: str) -> None:
+    """Stops an endpoint that failed for too long, and tells the community's owners (once per disabling)."""
+    ctx = CommandContext(actor="notifications:webhooks", community_id=community_id)
+    state, recorded = await execute(store, webhook_stream(endpoint_id), WebhookEndpoint,
+                                    lambda e: e.disable(community_id, reason), ctx, community_id=community_id,
+                                    connection=conn)
+    if not recorded or state.registered is None:
+        return
+    owners = await conn.fetch("SELECT member_id FROM roster WHERE community_id = $1 AND active AND role = 'owner'",
+                              community_id)
+    for owner in owners:
+        await raise_for(store, conn, community_id, owner["member_id"], "webhook-disabled", str(recorded[0].event_id),
+                        _now(), {"url": state.registered.url, "reason": reason, "community_id": community_id,
+                                 "community": "", "path": "/app"}, ctx)

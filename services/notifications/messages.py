@@ -112,9 +112,17 @@ def _session_changed(f: dict[str, Any], t: _Words) -> tuple[str, list[str]]:
              *reason])
 
 
+def _webhook_disabled(f: dict[str, Any], t: _Words) -> tuple[str, list[str]]:
+    return (t("Webhookを停止しました", "A webhook was disabled"),
+            [t(f"{f['url']} への送信が続けて失敗したため停止しました。", f"Deliveries to {f['url']} kept failing, "
+               "so they were stopped."), f.get("reason", ""),
+             t("直ったら、再開するとたまった分から順に届きます。", "Once it is fixed, enable it again: what waited "
+               "is delivered in order.")])
+
+
 WRITERS: dict[str, Writer] = {
     "place-offered": _place_offered, "application-decided": _application_decided,
     "application-received": _application_received, "job-offer": _job_offer, "job-assigned": _job_assigned,
     "introduced": _introduced, "feedback-received": _feedback_received, "session-promoted": _session_promoted,
-    "session-changed": _session_changed,
+    "session-changed": _session_changed, "webhook-disabled": _webhook_disabled,
 }

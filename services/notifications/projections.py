@@ -14,6 +14,7 @@ from kizuna.service import Migration
 
 from .causes import LOOKUPS_SQL
 from .consumers import PEOPLE_SQL, ROSTER
+from .webhooks import WEBHOOKS_SQL, project_endpoint
 
 SQL = """
 CREATE TABLE notifications_view (
@@ -44,8 +45,9 @@ CREATE TABLE unsubscribe_links (
 );
 """ + ROSTER.table_sql()
 
-MIGRATIONS = [Migration("notifications_0001", SQL + LOOKUPS_SQL + PEOPLE_SQL)]
-READ_MODEL_TABLES = ["notifications_view", "mail_queue"]
+MIGRATIONS = [Migration("notifications_0001", SQL + LOOKUPS_SQL + PEOPLE_SQL),
+              Migration("notifications_0002_webhooks", WEBHOOKS_SQL)]
+READ_MODEL_TABLES = ["notifications_view", "mail_queue", "webhook_endpoints"]
 
 
 async def project(conn: asyncpg.Connection, event: RecordedEvent) -> None:
@@ -75,7 +77,7 @@ async def project(conn: asyncpg.Connection, event: RecordedEvent) -> None:
                                d["notification_id"], datetime.fromisoformat(d["retry_at"]), d["attempt"])
 
 
-INLINE_PROJECTIONS = [project]
+INLINE_PROJECTIONS = [project, project_endpoint]
 
 
 async def inbox(conn: asyncpg.Connection, community_id: str, member_id: str, limit: int,

@@ -79,6 +79,19 @@ async def checked(page: Any) -> None:
     assert not serious, (page.url, serious)
 
 
+async def by_keyboard(page: Any, button: str, most_tabs: int = 60) -> None:
+    """Presses a button as someone without a pointer does: Tab from the top of the page until it has the
+    focus, then Enter. Fails when Tab never reaches it (not focusable, or hidden from the keyboard)."""
+    await page.locator("body").focus()
+    for _ in range(most_tabs):
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate("document.activeElement && document.activeElement.innerText || ''")
+        if focused.strip() == button:
+            await page.keyboard.press("Enter")
+            return
+    raise AssertionError(f"{button!r} is not reached by Tab within {most_tabs} presses on {page.url}")
+
+
 async def given_role(eco: Ecosystem, cid: str, member_id: str, role: str) -> None:
     """The operator gives a member a role (or the ownership), then waits until every read model that decides
     on roles — each service's roster and the gateway's directory — knows it, so the pages act on it at once."""

@@ -15,7 +15,7 @@ import pytest
 
 from tests.identity.journey import csrf
 from tests.support import Ecosystem, eventually
-from tests.webapp.phones import FULL_WIDTH, JSON, checked, phones
+from tests.webapp.phones import FULL_WIDTH, JSON, by_keyboard, checked, phones
 
 
 async def test_two_members_ask_offer_and_assign_on_phones_in_japanese_and_english(
@@ -435,7 +435,7 @@ async def test_an_introduction_is_made_answered_and_its_outcome_counts_for_the_i
         await ken_page.goto(f"{gateway}/app/c/{cid}/introductions")
         await ken_page.locator("#to-answer", has_text="Hana would like to introduce you to Yui.").wait_for()
         await checked(ken_page)
-        await ken_page.get_by_role("button", name="Yes, introduce me to Yui").click()
+        await by_keyboard(ken_page, "Yes, introduce me to Yui")  # Tab to it from the top, then Enter
         await ken_page.locator("#introductions", has_text="accepted").wait_for()
         await ken_page.get_by_label("How did it go? (optional)").fill("She bound my first book")
         await ken_page.get_by_role("button", name="It worked").click()
