@@ -11,6 +11,7 @@ from .api import router
 from .consumers import SUBSCRIPTIONS, raising_reaction, webhook_reaction
 from .mailer import send_due_mail
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+from .reminders import send_reminders
 from .webhooks import deliver_webhooks
 
 SPEC = ServiceSpec(
@@ -25,7 +26,7 @@ SPEC = ServiceSpec(
     subscriptions=SUBSCRIPTIONS,
     reactions=[raising_reaction, webhook_reaction],
     read_model_tables=READ_MODEL_TABLES,
-    background=[send_due_mail, deliver_webhooks],
+    background=[send_due_mail, deliver_webhooks, send_reminders],
     public_paths=("/healthz", "/readyz", "/unsubscribe/"),
     openapi_tags=[{"name": "notifications", "description": "A member's inbox and a person's preferences"},
                   {"name": "webhooks", "description": "A community's events, signed, to systems that ask"}],

@@ -20,6 +20,14 @@ CREATE TABLE known_sessions (session_id text PRIMARY KEY, community_id text NOT 
                              starts_at timestamptz NOT NULL, ends_at timestamptz NOT NULL, time_zone text NOT NULL,
                              place text, sequence int NOT NULL DEFAULT 0);
 """
+# What reminders need (the second migration: the first was already applied where the service runs).
+REMINDER_LOOKUPS_SQL = """
+ALTER TABLE known_sessions ADD COLUMN cancelled boolean NOT NULL DEFAULT false;
+CREATE TABLE known_registrations (session_id text NOT NULL, member_id text NOT NULL,
+                                  PRIMARY KEY (session_id, member_id));
+CREATE TABLE known_offers (offer_id text PRIMARY KEY, community_id text NOT NULL, applicant_id text NOT NULL,
+                           expires_at timestamptz NOT NULL, open boolean NOT NULL DEFAULT true);
+"""
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,19 @@ async def remember(conn: asyncpg.Connection, e: Envelope) -> None:
                            "sequence = $6 WHERE session_id = $1", d["session_id"], _moment(d["starts_at"]),
                            _moment(d["ends_at"]), d["time_zone"], d.get("place") or d.get("link"), e.stream_version)
     elif e.type == "SessionCancelled":
-        await conn.execute("UPDATE known_sessions SET sequence = $2 WHERE session_id = $1", d["session_id"],
-                           e.stream_version)
+        await conn.execute("UPDATE known_sessions SET sequence = $2, cancelled = true WHERE session_id = $1",
+                           d["session_id"], e.stream_version)
+    elif e.type in ("MemberRegistered", "WaitlistPromoted"):
+        await conn.execute("INSERT INTO known_registrations VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                           d["session_id"], d["member_id"])
+    elif e.type == "RegistrationCancelled":
+        await conn.execute("DELETE FROM known_registrations WHERE session_id = $1 AND member_id = $2",
+                           d["session_id"], d["member_id"])
+    elif e.type == "PlaceOffered":
+        await conn.execute("INSERT INTO known_offers VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", d["offer_id"],
+                           e.community_id, d["applicant_id"], _moment(d["expires_at"]))
+    elif e.type in ("PlaceOfferAccepted", "PlaceOfferDeclined", "PlaceOfferExpired"):
+        await conn.execute("UPDATE known_offers SET open = false WHERE offer_id = $1", d["offer_id"])
 
 
 async def causes(conn: asyncpg.Connection, e: Envelope) -> list[Cause]:
@@ -122,4 +141,4 @@ def _moment(value: Any) -> Any:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-__all__ = ["LOOKUPS_SQL", "Cause", "causes", "remember"]
+__all__ = ["LOOKUPS_SQL", "REMINDER_LOOKUPS_SQL", "Cause", "causes", "remember"]

@@ -30,9 +30,12 @@ KINDS: dict[str, str] = {
     "session-promoted": "I have a place in a session I was waiting for",
     "session-changed": "a session I registered for was moved or called off",
     "webhook-disabled": "a webhook of a community I own kept failing and was disabled (owners)",
+    "session-reminder": "a session I have a place in starts within a day",
+    "offer-reminder": "a place offered to me lapses within a day and I have not answered",
 }
 Kind = Literal["place-offered", "application-decided", "application-received", "job-offer", "job-assigned",
-               "introduced", "feedback-received", "session-promoted", "session-changed", "webhook-disabled"]
+               "introduced", "feedback-received", "session-promoted", "session-changed", "webhook-disabled",
+               "session-reminder", "offer-reminder"]
 Delivery = Literal["immediately", "off"]
 Language = Literal["ja", "en"]
 

@@ -120,9 +120,26 @@ def _webhook_disabled(f: dict[str, Any], t: _Words) -> tuple[str, list[str]]:
                "is delivered in order.")])
 
 
+def _session_reminder(f: dict[str, Any], t: _Words) -> tuple[str, list[str]]:
+    where = f" · {f['place']}" if f.get("place") else ""
+    return (t(f"もうすぐ「{f['title']}」です", f"“{f['title']}” is coming up"),
+            [t(f"{t.when(f.get('starts_at'))}{where}", f"{t.when(f.get('starts_at'))}{where}"),
+             t("来られなくなったら、キャンセルすると待っている人に席が回ります。",
+               "If you cannot come, cancel: your place goes to the next person waiting.")])
+
+
+def _offer_reminder(f: dict[str, Any], t: _Words) -> tuple[str, list[str]]:
+    until = t.when(f.get("expires_at"))
+    return (t("案内された空きの期限が近づいています", "The place offered to you lapses soon"),
+            [t(f"{f['community']}の空きは{until}まであなたのものです。答えがないと次の人に回ります。",
+               f"The place in {f['community']} is yours until {until}; without an answer it goes to the next "
+               "person.")])
+
+
 WRITERS: dict[str, Writer] = {
     "place-offered": _place_offered, "application-decided": _application_decided,
     "application-received": _application_received, "job-offer": _job_offer, "job-assigned": _job_assigned,
     "introduced": _introduced, "feedback-received": _feedback_received, "session-promoted": _session_promoted,
     "session-changed": _session_changed, "webhook-disabled": _webhook_disabled,
+    "session-reminder": _session_reminder, "offer-reminder": _offer_reminder,
 }

@@ -36,4 +36,5 @@ JOB_STATES = [N_("state:posted"), N_("state:assigned"), N_("state:in-progress"),
 INTRODUCTION_STATES = [N_("introduction:made"), N_("introduction:accepted"), N_("introduction:declined")]
 NOTIFICATION_KINDS = [N_("notify:place-offered"), N_("notify:application-decided"), N_("notify:application-received"),
                       N_("notify:job-offer"), N_("notify:job-assigned"), N_("notify:introduced"),
-                      N_("notify:feedback-received"), N_("notify:session-promoted"), N_("notify:session-changed")]
+                      N_("notify:feedback-received"), N_("notify:session-promoted"), N_("notify:session-changed"),
+                      N_("notify:webhook-disabled"), N_("notify:session-reminder"), N_("notify:offer-reminder")]

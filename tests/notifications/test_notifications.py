@@ -236,3 +236,51 @@ async def _stored_event(eco: Ecosystem, service: str, event_type: str, job_id: s
     finally:
         await pool.close()
     return {"subject": subject_for(eco.prefix, service, recorded), "body": to_cloudevent(service, recorded)}
+
+
+async def test_a_place_offered_and_a_session_coming_up_are_told_and_reminded_once(
+        notify_stack: Ecosystem, inbox: SmtpInbox) -> None:
+    """The community is full; Mio, signed in, waits for a place. Ken leaves: the place is offered to Mio
+    (an hour to answer), who hears of it and is reminded that it lapses. Hana has a place in a session
+    starting in two hours: she is reminded once, however often the reminders are looked for."""
+    from tests.identity.journey import browser, csrf, sign_in_by_email
+
+    async with hikari_makers(notify_stack, inbox) as (cid, hana, ken):
+        async with httpx.AsyncClient(base_url=notify_stack.url("gateway"), headers=notify_stack.operator_headers(),
+                                     timeout=30) as operator:
+            assert (await operator.put(f"/v1/communities/{cid}/cap", json={"member_cap": 3})).status_code == 200
+            admission = await operator.put(f"/v1/communities/{cid}/admission", json={
+                "policy": "open", "offer_ttl_seconds": 3600, "reason": "a small room"})
+            assert admission.status_code == 200, admission.text
+            async with browser(notify_stack) as mio:
+                mio_address = f"mio-{cid[:8]}@app.test"
+                await sign_in_by_email(mio, inbox, mio_address)
+
+                async def waiting() -> bool:
+                    answer = await mio.post(f"/v1/join/{cid}", json={"display_name": "Mio", "waitlist_if_full": True},
+                                            headers={"x-csrf-token": await csrf(mio), "accept": "application/json"})
+                    return answer.status_code in (201, 202) and "waitlist" in answer.text
+
+                await eventually(waiting)
+                as_ken = await _as(ken, cid)
+                left = await ken.post(f"/v1/communities/{cid}/members/{await member_id_of(ken, cid)}/leave",
+                                      headers=as_ken)
+                assert left.status_code == 204, left.text
+                offered = await _mail(inbox, mio_address, "空きが出ました", timeout=30)
+                assert f"/waiting/{cid}" in _text(offered)
+                reminded = await _mail(inbox, mio_address, "期限が近づいています", timeout=30)
+                assert "次の人に回ります" in _text(reminded)
+
+            starts = datetime.now(UTC) + timedelta(hours=2)
+            made = await operator.post(f"/v1/communities/{cid}/sessions", json={
+                "kind": "meal", "title": "Soup night", "starts_at": starts.isoformat(),
+                "ends_at": (starts + timedelta(hours=2)).isoformat(), "time_zone": "Asia/Tokyo", "place": "Kitchen",
+                "capacity": 8})
+            sid = made.json()["session_id"]
+            registered = await operator.post(f"/v1/communities/{cid}/sessions/{sid}/registrations",
+                                             json={"member_id": await member_id_of(hana, cid)})
+            assert registered.status_code in (200, 201), registered.text
+            hana_address = f"hana-{cid[:8]}@app.test"
+            await _mail(inbox, hana_address, "もうすぐ「Soup night」です", timeout=30)
+            await asyncio.sleep(2)  # the reminders are looked for again and again meanwhile
+            assert len([m for m in _mails_to(inbox, hana_address) if "Soup night" in str(m["Subject"])]) == 1
