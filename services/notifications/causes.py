@@ -6,6 +6,7 @@ events in the same ordered consumer (``remember``), so they are there before any
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -136,8 +137,6 @@ async def _session(conn: asyncpg.Connection, session_id: str) -> dict[str, Any]:
 
 
 def _moment(value: Any) -> Any:
-    from datetime import datetime
-
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
-from kizuna.errors import Invalid
+from kizuna.errors import Invalid, NotFound
+from kizuna.read_policy import RULES
 
 # Every kind of notification, with who hears it (docs/notifications.md). The member app's words for them are
 # in messages.py; a person may turn each off (preferences), except none: every kind may be turned off.
@@ -135,8 +137,6 @@ class ChangePreferences(StrictModel):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, zone: str | None) -> str | None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         if zone is not None:
             try:
                 ZoneInfo(zone)
@@ -176,8 +176,6 @@ class Notification(Aggregate):
 
     def mark_read(self, member_id: str, now: datetime) -> list[DomainEvent]:
         if self.raised is None or self.raised.member_id != member_id:
-            from kizuna.errors import NotFound
-
             raise NotFound("notification not found")
         if self.read:
             return []
@@ -272,8 +270,6 @@ class RegisterWebhook(StrictModel):
     @field_validator("event_types")
     @classmethod
     def _catalogued(cls, types: list[str]) -> list[str]:
-        from kizuna.read_policy import RULES
-
         unknown = sorted(t for t in set(types) if t != "*" and t not in RULES)
         if unknown:
             raise ValueError(f"not event types of the catalogue (docs/asyncapi.yaml): {', '.join(unknown)}")
@@ -298,8 +294,6 @@ class WebhookEndpoint(Aggregate):
         self.status = "removed"
 
     def existing(self, community_id: str) -> WebhookEndpointRegistered:
-        from kizuna.errors import NotFound
-
         if self.registered is None or self.registered.community_id != community_id or self.status == "removed":
             raise NotFound("webhook endpoint not found")
         return self.registered

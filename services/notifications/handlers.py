@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from kizuna.envelope import Envelope
+from kizuna.errors import NotFound
 from kizuna.eventstore import EventStore
 from kizuna.handling import CommandContext, execute, load
 
@@ -29,7 +32,11 @@ from .domain import (
     preferences_stream,
     webhook_stream,
 )
-from .webhooks import new_secret
+
+
+def new_secret() -> str:
+    """A webhook signing secret as Standard Webhooks writes it: ``whsec_`` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _now() -> datetime:
@@ -63,8 +70,6 @@ async def stream_of(conn: asyncpg.Connection, notification_id: str) -> str | Non
 
 async def mark_read(store: EventStore, community_id: str, member_id: str, notification_id: str,
                     ctx: CommandContext) -> None:
-    from kizuna.errors import NotFound
-
     async with store.pool.acquire() as conn:
         stream = await stream_of(conn, notification_id)
     if stream is None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from icalendar import Calendar, Event, vCalAddress
@@ -88,8 +90,6 @@ async def _deliver(runtime: Runtime, conn: asyncpg.Connection, row: asyncpg.Reco
     wishes = await handlers.preferences(runtime.store, person["person_id"])
     if not wishes.wants(row["kind"]):
         return NotificationEmailSkipped(**ids, reason="turned-off")
-    import json
-
     facts = json.loads(row["facts"])
     public = runtime.settings.public_url.rstrip("/")
     unsubscribe = await _unsubscribe_link(conn, public, person["person_id"], row["kind"])
@@ -141,8 +141,6 @@ def _message(notification_id: str, kind: str, facts: dict[str, Any], language: s
 def _ics(facts: dict[str, Any], to: str, sender: str) -> str:
     """An iTIP message (RFC 5546) a calendar applies by itself: the same UID and a higher SEQUENCE than the
     sessions feed's event, so the entry already there moves or is removed."""
-    from email.utils import parseaddr
-
     cancelled = bool(facts.get("cancelled"))
     cal = Calendar()
     cal.add("prodid", "-//Kizuna//notifications//EN")
@@ -152,8 +150,6 @@ def _ics(facts: dict[str, Any], to: str, sender: str) -> str:
     event.add("uid", f"{facts['session_id']}@kizuna")
     event.add("summary", facts.get("title") or "Session")
     zone = facts.get("time_zone") or "UTC"
-    from zoneinfo import ZoneInfo
-
     event.add("dtstart", datetime.fromisoformat(facts["starts_at"]).astimezone(ZoneInfo(zone)))
     event.add("dtend", datetime.fromisoformat(facts["ends_at"]).astimezone(ZoneInfo(zone)))
     event.add("dtstamp", datetime.now(UTC))

@@ -15,12 +15,12 @@ its overlap ends.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import logging
-import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +34,8 @@ from kizuna.addresses import AddressGuard, UnsafeAddress
 from kizuna.envelope import Envelope
 from kizuna.read_policy import Viewer, visible_event
 from kizuna.service import Runtime
+
+from .handlers import disable_endpoint
 
 log = logging.getLogger("kizuna.notifications.webhooks")
 
@@ -87,10 +89,6 @@ class WebhookSettings(BaseSettings):
     timeout_seconds: float = Field(10.0, gt=0)
     secret_overlap_hours: float = Field(24.0, ge=0, description="How long a rotated-out secret still signs.")
     poll_seconds: float = Field(0.5, gt=0)
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def signature(secret: str, message_id: str, timestamp: int, body: str) -> str:
@@ -153,8 +151,6 @@ async def signing_secrets(conn: asyncpg.Connection, endpoint_id: str) -> list[st
 
 async def deliver_webhooks(runtime: Runtime) -> None:
     """Background job: sends what is due, one endpoint at a time."""
-    import asyncio
-
     settings = WebhookSettings()
     guard = AddressGuard(settings.allow_private_addresses)
     async with httpx.AsyncClient(timeout=settings.timeout_seconds, follow_redirects=False) as http:
@@ -171,8 +167,6 @@ async def deliver_webhooks(runtime: Runtime) -> None:
 async def deliver_some(runtime: Runtime, http: httpx.AsyncClient, guard: AddressGuard,
                        settings: WebhookSettings, most: int = 20) -> int:
     """Delivers up to ``most`` of one endpoint's pending deliveries, oldest first; stops at its first failure."""
-    from .handlers import disable_endpoint
-
     async with runtime.pool.acquire() as conn, conn.transaction():
         endpoint = await conn.fetchrow(  # an active endpoint whose oldest pending delivery is due
             "SELECT e.endpoint_id, e.community_id, e.url FROM webhook_endpoints e JOIN LATERAL (SELECT next_at "

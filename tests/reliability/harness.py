@@ -169,7 +169,8 @@ def assert_exactly_once(load: JoinLoad, stored: dict[str, list[str]]) -> None:
         assert set(accepted) <= set(ids), f"{len(set(accepted) - set(ids))} accepted (2xx) writes lost in {cid}"
 
 
-ROSTERS = {"gateway": "directory", "referrals": "roster", "sessions": "roster", "identity": "roster"}
+ROSTERS = {"gateway": "directory", "referrals": "roster", "sessions": "roster", "identity": "roster",
+           "notifications": "roster"}
 
 
 async def roster_rows(eco: Ecosystem, service: str, cids: list[str]) -> dict[str, set[str]]:

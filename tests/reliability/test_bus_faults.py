@@ -36,7 +36,7 @@ from tests.support import SERVICES, Ecosystem, eventually
 
 # Every consumer that follows the members service's events, by service.
 MEMBER_FOLLOWERS = {"gateway": "gateway-directory", "referrals": "referrals-roster", "sessions": "sessions-roster",
-                    "identity": "identity-members"}
+                    "identity": "identity-members", "notifications": "notifications-causes"}
 MAX_DELIVER = 3
 
 
