@@ -132,10 +132,19 @@ async def calendar_feed(key: str, request: Request) -> Response:
                             "no calendar answers to this address")
 
 
-@unsubscribe_router.api_route("/unsubscribe/{token}", methods=["GET", "POST"], response_class=Response,
-                              summary="One-click unsubscribe from a kind of email (RFC 8058): GET shows a button, "
-                                      "POST (what mail clients send) turns the kind off; no token",
-                              responses={200: {"content": {"text/html": {}}, "description": "A small page"}})
+_UNSUBSCRIBE_PAGE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "A small page"}}
+
+
+@unsubscribe_router.get("/unsubscribe/{token}", response_class=Response, responses=_UNSUBSCRIBE_PAGE,
+                        summary="The page of an email's unsubscribe link: one button (fetching it changes nothing)")
+async def unsubscribe_page(token: str, request: Request) -> Response:
+    return await _by_secret(request, token, "notifications", f"/unsubscribe/{token}",
+                            "this unsubscribe link is not known")
+
+
+@unsubscribe_router.post("/unsubscribe/{token}", response_class=Response, responses=_UNSUBSCRIBE_PAGE,
+                         summary="One-click unsubscribe (RFC 8058, what mail clients send): that kind of email stops")
 async def unsubscribe(token: str, request: Request) -> Response:
     return await _by_secret(request, token, "notifications", f"/unsubscribe/{token}",
                             "this unsubscribe link is not known")

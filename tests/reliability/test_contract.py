@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.reliability.harness import found
 from tests.support import SERVICES, Ecosystem, eventually
@@ -26,9 +25,12 @@ EXAMPLES = os.environ.get("KIZUNA_FUZZ_EXAMPLES", "4")  # make soak: 100
 EXCLUDED = "positive_data_acceptance,use_after_free,ensure_resource_availability"
 
 
-@pytest.mark.parametrize("caller", ["operator", "member"])
-async def test_the_gateway_keeps_its_openapi_contract(caller: str, ecosystem: Ecosystem) -> None:
-    eco = ecosystem
+async def test_the_gateway_keeps_its_openapi_contract_for_the_operator(ecosystem: Ecosystem) -> None:
+    await keeps_its_contract("operator", ecosystem)
+
+
+async def keeps_its_contract(caller: str, eco: Ecosystem) -> None:
+    """(Each caller's run is a test file of its own, so that ``make test`` runs the two side by side.)"""
     eco.start(*SERVICES, KIZUNA_RATE_LIMIT_PER_SECOND="1000", KIZUNA_RATE_LIMIT_BURST="1000")
     async with httpx.AsyncClient(base_url=eco.url("gateway"), timeout=30) as http:
         cid, _ = await found(http, eco, "Contract")
