@@ -253,10 +253,7 @@ async def list_webhooks(community_id: str, request: Request, who: Principal = De
                summary="Stop and forget an endpoint (owner)")
 async def remove_webhook(community_id: str, endpoint_id: str, request: Request,
                          who: Principal = Depends(principal)) -> Response:
-    _owner(who, community_id)
-    ctx = CommandContext.from_request(request, who, community_id)
-    await handlers.on_endpoint(runtime_of(request).store, community_id, endpoint_id, ctx,
-                               lambda e: e.remove(community_id, ctx.actor))
+    await _on_endpoint(request, who, community_id, endpoint_id, lambda e, actor: e.remove(community_id, actor))
     return Response(status_code=204)
 
 
@@ -264,11 +261,16 @@ async def remove_webhook(community_id: str, endpoint_id: str, request: Request,
              tags=["webhooks"], summary="Deliver again to a disabled endpoint: what waited goes first, in order")
 async def enable_webhook(community_id: str, endpoint_id: str, request: Request,
                          who: Principal = Depends(principal)) -> Any:
+    await _on_endpoint(request, who, community_id, endpoint_id, lambda e, actor: e.enable(community_id, actor))
+    return await _endpoint_view(request, community_id, endpoint_id)
+
+
+async def _on_endpoint(request: Request, who: Principal, community_id: str, endpoint_id: str, decide: Any) -> None:
+    """An owner's decision on one of the community's endpoints."""
     _owner(who, community_id)
     ctx = CommandContext.from_request(request, who, community_id)
     await handlers.on_endpoint(runtime_of(request).store, community_id, endpoint_id, ctx,
-                               lambda e: e.enable(community_id, ctx.actor))
-    return await _endpoint_view(request, community_id, endpoint_id)
+                               lambda endpoint: decide(endpoint, ctx.actor))
 
 
 @router.post("/communities/{community_id}/webhooks/{endpoint_id}/secret-rotation", response_model=RotatedSecret,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,23 @@ def receiver(folder: Path) -> Iterator[Receiver]:
         yield r
     finally:
         r.stop()
+
+
+@asynccontextmanager
+async def an_owner_listening(eco: Ecosystem, inbox: SmtpInbox, folder: Path,
+                             event_types: list[str]) -> AsyncIterator[tuple[str, httpx.AsyncClient, dict[str, str],
+                                                                            Receiver, dict[str, Any]]]:
+    """Hikari Makers with Hana as its owner, a receiver running, and her endpoint for ``event_types``
+    registered; the receiver knows its secret."""
+    async with hikari_makers(eco, inbox) as (cid, hana, _ken):
+        await given_role(eco, cid, await member_id_of(hana, cid), "owner")
+        as_hana = await _headers(hana, cid)
+        with receiver(folder) as r:
+            registered = await hana.post(f"/v1/communities/{cid}/webhooks", headers=as_hana,
+                                         json={"url": r.url, "event_types": event_types})
+            assert registered.status_code == 201, registered.text
+            r.secrets.write_text(registered.json()["secret"] + "\n")
+            yield cid, hana, as_hana, r, registered.json()
 
 
 async def _headers(person: httpx.AsyncClient, cid: str) -> dict[str, str]:
@@ -150,35 +167,30 @@ async def test_deliveries_are_signed_arrive_once_and_in_order_through_an_outage_
 
 async def test_an_endpoint_failing_for_long_is_disabled_its_owner_told_and_enabled_it_catches_up_in_order(
         notify_stack: Ecosystem, inbox: SmtpInbox, tmp_path: Path) -> None:
-    async with hikari_makers(notify_stack, inbox) as (cid, hana, _ken):
-        await given_role(notify_stack, cid, await member_id_of(hana, cid), "owner")
-        as_hana = await _headers(hana, cid)
-        with receiver(tmp_path / "receiver") as r:
-            registered = (await hana.post(f"/v1/communities/{cid}/webhooks", headers=as_hana, json={
-                "url": r.url, "event_types": ["JobRequestPosted"]})).json()
-            r.secrets.write_text(registered["secret"] + "\n")
-            r.stop()
-            for n in (1, 2):
-                await hana.post(f"/v1/communities/{cid}/jobs", headers=as_hana,
-                                json={"title": f"Late {n}", "deadline": "2031-01-01"})
+    async with an_owner_listening(notify_stack, inbox, tmp_path / "receiver", ["JobRequestPosted"]) as (
+            cid, hana, as_hana, r, registered):
+        r.stop()
+        for n in (1, 2):
+            await hana.post(f"/v1/communities/{cid}/jobs", headers=as_hana,
+                            json={"title": f"Late {n}", "deadline": "2031-01-01"})
 
-            async def disabled() -> bool:
-                listed = (await hana.get(f"/v1/communities/{cid}/webhooks", headers=as_hana)).json()
-                return listed[0]["status"] == "disabled"
+        async def disabled() -> bool:
+            listed = (await hana.get(f"/v1/communities/{cid}/webhooks", headers=as_hana)).json()
+            return listed[0]["status"] == "disabled"
 
-            await eventually(disabled, timeout=40)
+        await eventually(disabled, timeout=40)
 
-            async def told() -> bool:
-                box = (await hana.get(f"/v1/communities/{cid}/notifications", headers=as_hana)).json()
-                return any(i["kind"] == "webhook-disabled" and i["facts"]["url"] == r.url for i in box["items"])
+        async def told() -> bool:
+            box = (await hana.get(f"/v1/communities/{cid}/notifications", headers=as_hana)).json()
+            return any(i["kind"] == "webhook-disabled" and i["facts"]["url"] == r.url for i in box["items"])
 
-            await eventually(told)
-            r.start()
-            enabled = await hana.post(f"/v1/communities/{cid}/webhooks/{registered['endpoint_id']}/enable",
-                                      headers=as_hana)
-            assert enabled.status_code == 200 and enabled.json()["status"] == "active", enabled.text
-            jobs = await _titles_arrived(r, ["Late 1", "Late 2"])
-            assert [d["data"]["title"] for d in jobs] == ["Late 1", "Late 2"]
+        await eventually(told)
+        r.start()
+        enabled = await hana.post(f"/v1/communities/{cid}/webhooks/{registered['endpoint_id']}/enable",
+                                  headers=as_hana)
+        assert enabled.status_code == 200 and enabled.json()["status"] == "active", enabled.text
+        jobs = await _titles_arrived(r, ["Late 1", "Late 2"])
+        assert [d["data"]["title"] for d in jobs] == ["Late 1", "Late 2"]
 
 
 async def test_the_documented_node_verifier_accepts_a_real_delivery_and_rejects_a_forged_one(
@@ -191,16 +203,11 @@ async def test_the_documented_node_verifier_accepts_a_real_delivery_and_rejects_
     script = re.search(r"```js\n(.*?)```", (ROOT / "docs" / "notifications.md").read_text(), re.S)
     assert script, "docs/notifications.md has the Node.js verifier"
     (tmp_path / "verify.js").write_text(script.group(1))
-    async with hikari_makers(notify_stack, inbox) as (cid, hana, _ken):
-        await given_role(notify_stack, cid, await member_id_of(hana, cid), "owner")
-        as_hana = await _headers(hana, cid)
-        with receiver(tmp_path / "receiver") as r:
-            registered = (await hana.post(f"/v1/communities/{cid}/webhooks", headers=as_hana, json={
-                "url": r.url, "event_types": ["JobRequestPosted"]})).json()
-            r.secrets.write_text(registered["secret"] + "\n")
-            await hana.post(f"/v1/communities/{cid}/jobs", headers=as_hana,
-                            json={"title": "For the verifier", "deadline": "2031-01-01"})
-            await _titles_arrived(r, ["For the verifier"])
+    async with an_owner_listening(notify_stack, inbox, tmp_path / "receiver", ["JobRequestPosted"]) as (
+            cid, hana, as_hana, r, registered):
+        await hana.post(f"/v1/communities/{cid}/jobs", headers=as_hana,
+                        json={"title": "For the verifier", "deadline": "2031-01-01"})
+        await _titles_arrived(r, ["For the verifier"])
         delivery = (tmp_path / "receiver" / "last-delivery.json").read_text()
         ok = subprocess.run([node, str(tmp_path / "verify.js"), registered["secret"]], input=delivery,
                             capture_output=True, text=True, timeout=30)
