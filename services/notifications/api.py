@@ -213,6 +213,13 @@ async def _endpoint_view(request: Request, community_id: str, endpoint_id: str) 
     return views[0]
 
 
+async def _require_endpoint(conn: Any, community_id: str, endpoint_id: str) -> None:
+    """The same 404 as a missing endpoint for one of another community, or one removed."""
+    if not await conn.fetchval("SELECT true FROM webhook_endpoints WHERE community_id = $1 AND endpoint_id = $2 "
+                               "AND status <> 'removed'", community_id, endpoint_id):
+        raise NotFound("webhook endpoint not found")
+
+
 async def webhook_views(conn: Any, community_id: str, endpoint_id: str | None = None) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT e.endpoint_id, e.url, e.event_types, e.description, e.status, "
@@ -289,8 +296,8 @@ async def rotate_webhook_secret(community_id: str, endpoint_id: str, request: Re
 async def webhook_deliveries(community_id: str, endpoint_id: str, request: Request,
                              limit: int = Query(50, ge=1, le=500), who: Principal = Depends(principal)) -> Any:
     _owner(who, community_id)
-    await _endpoint_view(request, community_id, endpoint_id)
     async with runtime_of(request).pool.acquire() as conn:
+        await _require_endpoint(conn, community_id, endpoint_id)
         rows = await conn.fetch(
             "SELECT delivery_id, event_id, event_type, status, attempts, CASE WHEN status = 'pending' THEN next_at "
             "END AS next_at, delivered_at, last_status, last_error FROM webhook_deliveries WHERE endpoint_id = $1 "
@@ -304,8 +311,8 @@ async def webhook_deliveries(community_id: str, endpoint_id: str, request: Reque
 async def redeliver(community_id: str, endpoint_id: str, delivery_id: str, request: Request,
                     who: Principal = Depends(principal)) -> Any:
     _owner(who, community_id)
-    await _endpoint_view(request, community_id, endpoint_id)
     async with runtime_of(request).pool.acquire() as conn:
+        await _require_endpoint(conn, community_id, endpoint_id)
         row = await conn.fetchrow(
             "INSERT INTO webhook_deliveries (delivery_id, endpoint_id, event_id, event_type, body) SELECT $3, "
             "endpoint_id, event_id, event_type, body FROM webhook_deliveries WHERE endpoint_id = $1 AND "
