@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 from axe_playwright_python.async_playwright import Axe
+from playwright.async_api import Error as PlaywrightError
 
 from tests.identity.journey import browser, csrf, sign_in_by_email
 from tests.identity.smtp import SmtpInbox
@@ -70,8 +71,18 @@ async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, langu
 
 
 async def checked(page: Any) -> None:
-    """The page fits a phone and axe-core finds nothing serious or critical on it."""
-    width = await page.evaluate("document.documentElement.scrollWidth")
+    """The page fits a phone and axe-core finds nothing serious or critical on it. A click on a link just
+    before may still be loading the next page (no document yet): the check waits until one has loaded."""
+    width = None
+    for _ in range(50):
+        await page.wait_for_load_state("load")
+        try:
+            width = await page.evaluate("document.documentElement && document.documentElement.scrollWidth")
+        except PlaywrightError as error:  # the page navigated away while being measured: measure the next one
+            if "context was destroyed" not in str(error):
+                raise
+        if width is not None:
+            break
     assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px screen"
     results = await Axe().run(page)
     serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])

@@ -255,6 +255,7 @@ async def test_a_member_sets_a_goal_from_what_matters_and_checks_in_with_full_wi
         await page.goto(f"{gateway}/app/c/{cid}")
         await page.get_by_role("link", name="私の目標").click()
         await page.get_by_role("link", name="目標を立てる").click()
+        await page.get_by_label("目標をひとことで").wait_for()
         await checked(page)
         await page.get_by_label("大切にしていること(この目標の理由)").fill("子どもたちに絵本を届けたい")
         await page.get_by_label("目標をひとことで").fill("絵本を一冊描き上げる")
@@ -532,8 +533,8 @@ async def test_a_member_reads_her_notifications_opens_one_and_chooses_how_she_he
 
         await eventually(told, timeout=30)
         await page.locator("#unread").click()
-        await checked(page)
         await page.get_by_text("Kenさんが手伝いを申し出ています。").wait_for()
+        await checked(page)
         await page.get_by_role("button", name="開く：[Hikari Makers] 「Zine layout」に申し出がありました").click()
         await page.get_by_role("heading", name="Zine layout").wait_for()
         assert page.url.endswith(job_path)
