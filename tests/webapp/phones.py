@@ -83,6 +83,7 @@ async def checked(page: Any) -> None:
                 raise
         if width is not None:
             break
+    assert width is not None, f"{page.url} never finished loading a document"
     assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px screen"
     results = await Axe().run(page)
     serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
