@@ -218,6 +218,10 @@ RULES: dict[str, Rule] = {
     "NotificationEmailed": _rule("operator", "GET …/notifications (email: sent; the member's own)"),
     "NotificationEmailFailed": _rule("operator", "GET …/notifications (email: failed; the member's own)"),
     "NotificationEmailSkipped": _rule("operator", "GET …/notifications (email: skipped; the member's own)"),
+    "NotificationEmailDeferred": _rule("operator", "GET …/notifications (email: quiet hours; the member's own)"),
+    "NotificationHeldForDigest": _rule("operator", "GET …/notifications (email: digest; the member's own)"),
+    "DigestEmailed": _rule("operator", "GET …/notifications (email: sent in digest; the member's own)"),
+    "DigestEmailFailed": _rule("operator", "GET …/notifications (email: digest; the person only)"),
     "NotificationPreferencesChanged": _rule("operator", "GET …/notification-preferences (the person only)"),
     # Webhook endpoints are the owner's (GET …/webhooks, owner): no stream audience is the owner alone.
     "WebhookEndpointRegistered": _rule("operator", "GET …/webhooks (owner)"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,7 +22,7 @@ from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.service import runtime_of
 
 from . import handlers, projections
-from .domain import KINDS, ChangePreferences, Delivery, Language, Preferences, RegisterWebhook
+from .domain import KINDS, ChangePreferences, Delivery, Language, Preferences, QuietHours, RegisterWebhook
 from .messages import compose
 from .webhooks import WebhookSettings
 
@@ -55,6 +55,8 @@ class PreferencesView(BaseModel):
     descriptions: dict[str, str]
     language: Language
     time_zone: str
+    quiet_hours: QuietHours | None = Field(description="Hours without email in the person's time zone")
+    digest_at: time = Field(description="When the daily digest goes out, in the person's time zone")
     email_verified: bool
 
 
@@ -108,8 +110,9 @@ async def _person(request: Request, community_id: str, member_id: str) -> tuple[
 
 
 def _view(state: Preferences, verified: bool) -> dict[str, Any]:
-    return {"kinds": {kind: state.kinds.get(kind, "immediately") for kind in KINDS}, "descriptions": KINDS,
-            "language": state.language, "time_zone": state.time_zone, "email_verified": verified}
+    return {"kinds": {kind: state.delivery(kind) for kind in KINDS}, "descriptions": KINDS,
+            "language": state.language, "time_zone": state.time_zone, "quiet_hours": state.quiet_hours,
+            "digest_at": state.digest_at, "email_verified": verified}
 
 
 @router.get("/communities/{community_id}/notification-preferences", response_model=PreferencesView,
@@ -131,6 +134,8 @@ async def change_preferences(community_id: str, body: ChangePreferences, request
 
 # ---- one-click unsubscribe, reached through the gateway's /v1/notifications/unsubscribe/{token} ----
 
+DIGEST = "まとめ便（毎日のお知らせのまとめ） / the daily digest"
+
 async def _link(request: Request, token: str) -> tuple[str, str]:
     async with runtime_of(request).pool.acquire() as conn:
         row = await conn.fetchrow("SELECT person_id, kind FROM unsubscribe_links WHERE token_sha256 = $1",
@@ -144,10 +149,11 @@ async def _link(request: Request, token: str) -> tuple[str, str]:
 async def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     """A page with one button: mail clients and scanners fetch links, so a GET changes nothing (RFC 8058)."""
     _, kind = await _link(request, token)
+    what = DIGEST if kind == "digest" else KINDS[kind]
     return HTMLResponse(
         "<!doctype html><html lang=\"ja\"><meta charset=\"utf-8\"><meta name=\"viewport\" "
         "content=\"width=device-width, initial-scale=1\"><title>Kizuna</title>"
-        f"<form method=\"post\"><p>{KINDS[kind]}</p><button type=\"submit\">配信を止める / Stop these emails"
+        f"<form method=\"post\"><p>{what}</p><button type=\"submit\">配信を止める / Stop these emails"
         "</button></form></html>",
         headers={"content-security-policy": "default-src 'none'; form-action 'self'", "cache-control": "no-store"})
 
@@ -155,8 +161,13 @@ async def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
 @router.post("/unsubscribe/{token}", include_in_schema=False)
 async def unsubscribe(token: str, request: Request) -> Response:
     person_id, kind = await _link(request, token)
-    await handlers.change_preferences(runtime_of(request).store, person_id,
-                                      ChangePreferences(kinds={kind: "off"}),
+    store = runtime_of(request).store
+    if kind == "digest":  # the digest's link stops the digest: every kind heard about that way
+        wishes = await handlers.preferences(store, person_id)
+        off: dict[str, Delivery] = {k: "off" for k in KINDS if wishes.delivery(k) == "digest"}
+    else:
+        off = {kind: "off"}
+    await handlers.change_preferences(store, person_id, ChangePreferences(kinds=off),
                                       CommandContext(actor=f"person:{person_id}"))
     return HTMLResponse("<!doctype html><html><meta charset=\"utf-8\"><p>配信を止めました / Unsubscribed</p></html>",
                         headers={"content-security-policy": "default-src 'none'", "cache-control": "no-store"})

@@ -9,6 +9,7 @@ from kizuna.settings import ServiceSettings
 
 from .api import router
 from .consumers import SUBSCRIPTIONS, raising_reaction, webhook_reaction
+from .digest import send_due_digests
 from .mailer import send_due_mail
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
 from .reminders import send_reminders
@@ -26,7 +27,7 @@ SPEC = ServiceSpec(
     subscriptions=SUBSCRIPTIONS,
     reactions=[raising_reaction, webhook_reaction],
     read_model_tables=READ_MODEL_TABLES,
-    background=[send_due_mail, deliver_webhooks, send_reminders],
+    background=[send_due_mail, send_due_digests, deliver_webhooks, send_reminders],
     public_paths=("/healthz", "/readyz", "/unsubscribe/"),
     openapi_tags=[{"name": "notifications", "description": "A member's inbox and a person's preferences"},
                   {"name": "webhooks", "description": "A community's events, signed, to systems that ask"}],

@@ -9,11 +9,11 @@ only when it is sent, so a link made late still reaches them and a person who le
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Invalid, NotFound
@@ -38,8 +38,11 @@ KINDS: dict[str, str] = {
 Kind = Literal["place-offered", "application-decided", "application-received", "job-offer", "job-assigned",
                "introduced", "feedback-received", "session-promoted", "session-changed", "webhook-disabled",
                "session-reminder", "offer-reminder"]
-Delivery = Literal["immediately", "off"]
+Delivery = Literal["immediately", "digest", "off"]
 Language = Literal["ja", "en"]
+# How a kind is heard about until the person says otherwise (kinds not named here: immediately). A kind that
+# writes to many people about something they did not ask for starts off (opt-in).
+DEFAULT_DELIVERY: dict[str, Delivery] = {}
 
 
 def notification_stream(community_id: str, member_id: str, kind: str, cause_id: str) -> str:
@@ -50,6 +53,32 @@ def notification_stream(community_id: str, member_id: str, kind: str, cause_id: 
 
 def preferences_stream(person_id: str) -> str:
     return f"notification-preferences-{person_id}"
+
+
+class QuietHours(StrictModel):
+    """Hours of the person's day when no email is sent: what falls due then waits until they end. ``start``
+    after ``end`` spans midnight (22:00 to 07:00)."""
+
+    model_config = {"json_schema_extra": {"examples": [{"start": "22:00", "end": "07:00"}]}}
+    start: time
+    end: time
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end are the same time: no quiet hours would be left, or all of them")
+        return self
+
+    def holds(self, local: time) -> bool:
+        local = local.replace(tzinfo=None)
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def ends_after(self, local: datetime) -> datetime:
+        """The first moment after ``local`` (an aware local time inside the quiet hours) when they are over."""
+        end = datetime.combine(local.date(), self.end, tzinfo=local.tzinfo)
+        return end if end > local else end + timedelta(days=1)
 
 
 # ---- events ----
@@ -106,25 +135,71 @@ class NotificationEmailSkipped(DomainEvent):
     reason: Literal["turned-off", "no-address", "no-account", "not-a-member", "stale"]
 
 
+class NotificationEmailDeferred(DomainEvent):
+    """Due during the person's quiet hours: the email waits until ``until`` (they end)."""
+
+    notification_id: str
+    community_id: str
+    member_id: str
+    until: datetime
+
+
+class NotificationHeldForDigest(DomainEvent):
+    """The person hears about this kind in their daily digest: no email of its own; the next digest lists it."""
+
+    notification_id: str
+    community_id: str
+    member_id: str
+    person_id: str
+
+
+class DigestEmailed(DomainEvent):
+    """One person's daily digest (``day`` in their time zone) went out, listing these notifications."""
+
+    person_id: str
+    day: str
+    notification_ids: list[str]
+    left_out: list[str] = Field(default_factory=list, description="No longer wanted when it went: the kind "
+                                                                  "turned off, the member left, no address")
+    message_id: str
+
+
+class DigestEmailFailed(DomainEvent):
+    """The SMTP server could not take a digest; it is tried again at ``retry_at``."""
+
+    person_id: str
+    day: str
+    attempt: int
+    error: str
+    retry_at: datetime
+
+
 class NotificationPreferencesChanged(DomainEvent):
-    """How a person wants to hear about each kind, in which language and time zone (for every community)."""
+    """How a person wants to hear about each kind, in which language and time zone (for every community), when
+    their email stays quiet and when their daily digest goes out (fields added later read as their defaults)."""
 
     person_id: str
     kinds: dict[str, Delivery]
     language: Language
     time_zone: str
+    quiet_hours: QuietHours | None = None
+    digest_at: time = time(8, 0)
 
 
 # ---- commands ----
 
 class ChangePreferences(StrictModel):
     model_config = {"json_schema_extra": {"examples": [{
-        "kinds": {"job-offer": "immediately", "feedback-received": "off"}, "language": "ja",
-        "time_zone": "Asia/Tokyo"}]}}
-    kinds: dict[str, Delivery] = Field(default_factory=dict, description="Kind → immediately or off; kinds left "
-                                                                         "out keep what they were")
+        "kinds": {"job-offer": "immediately", "feedback-received": "digest", "session-reminder": "off"},
+        "language": "ja", "time_zone": "Asia/Tokyo", "quiet_hours": {"start": "22:00", "end": "07:00"},
+        "digest_at": "08:00"}]}}
+    kinds: dict[str, Delivery] = Field(default_factory=dict, description="Kind → immediately, digest or off; kinds "
+                                                                         "left out keep what they were")
     language: Language | None = None
     time_zone: str | None = Field(None, max_length=64)
+    quiet_hours: QuietHours | None = Field(None, description="Hours without email, in the person's time zone; "
+                                                             "null turns them off, left out keeps them")
+    digest_at: time | None = Field(None, description="When the daily digest goes out, in the person's time zone")
 
     @field_validator("kinds")
     @classmethod
@@ -171,6 +246,12 @@ class Notification(Aggregate):
     def _on_NotificationEmailSkipped(self, e: NotificationEmailSkipped) -> None:
         self.done = True
 
+    def _on_NotificationEmailDeferred(self, e: NotificationEmailDeferred) -> None:
+        pass  # still to send, later
+
+    def _on_NotificationHeldForDigest(self, e: NotificationHeldForDigest) -> None:
+        self.done = True  # no email of its own: the digest's stream records its sending
+
     def raise_once(self, event: NotificationRaised) -> list[DomainEvent]:
         return [] if self.raised is not None else [event]
 
@@ -188,19 +269,55 @@ class Preferences(Aggregate):
         self.kinds: dict[str, Delivery] = {}
         self.language: Language = "ja"
         self.time_zone = "Asia/Tokyo"
+        self.quiet_hours: QuietHours | None = None
+        self.digest_at = time(8, 0)
 
     def _on_NotificationPreferencesChanged(self, e: NotificationPreferencesChanged) -> None:
         self.kinds, self.language, self.time_zone = dict(e.kinds), e.language, e.time_zone
+        self.quiet_hours, self.digest_at = e.quiet_hours, e.digest_at
 
     def change(self, person_id: str, cmd: ChangePreferences) -> list[DomainEvent]:
         kinds = {**self.kinds, **cmd.kinds}
         language, zone = cmd.language or self.language, cmd.time_zone or self.time_zone
-        if (kinds, language, zone) == (self.kinds, self.language, self.time_zone):
+        quiet = cmd.quiet_hours if "quiet_hours" in cmd.model_fields_set else self.quiet_hours
+        digest_at = cmd.digest_at or self.digest_at
+        if quiet is not None and quiet.holds(digest_at):
+            raise Invalid("digest_at", f"{digest_at:%H:%M} is within the quiet hours ({quiet.start:%H:%M} to "
+                                       f"{quiet.end:%H:%M}): choose a time outside them, or change them")
+        if (kinds, language, zone, quiet, digest_at) == (self.kinds, self.language, self.time_zone,
+                                                          self.quiet_hours, self.digest_at):
             return []
-        return [NotificationPreferencesChanged(person_id=person_id, kinds=kinds, language=language, time_zone=zone)]
+        return [NotificationPreferencesChanged(person_id=person_id, kinds=kinds, language=language, time_zone=zone,
+                                               quiet_hours=quiet, digest_at=digest_at)]
+
+    def delivery(self, kind: str) -> Delivery:
+        return self.kinds.get(kind, DEFAULT_DELIVERY.get(kind, "immediately"))
 
     def wants(self, kind: str) -> bool:
-        return self.kinds.get(kind, "immediately") != "off"
+        return self.delivery(kind) != "off"
+
+    def quiet_until(self, now: datetime) -> datetime | None:
+        """When an email due ``now`` may go: None when now is not within the person's quiet hours."""
+        local = now.astimezone(ZoneInfo(self.time_zone))
+        if self.quiet_hours is None or not self.quiet_hours.holds(local.time()):
+            return None
+        return self.quiet_hours.ends_after(local)
+
+
+def digest_stream(person_id: str, day: str) -> str:
+    """One digest per person per day: a second look on the same day finds it sent."""
+    return f"notification-digest-{person_id}-{day}"
+
+
+class Digest(Aggregate):
+    def __init__(self) -> None:
+        self.sent = False
+
+    def _on_DigestEmailed(self, e: DigestEmailed) -> None:
+        self.sent = True
+
+    def _on_DigestEmailFailed(self, e: DigestEmailFailed) -> None:
+        pass
 
 
 def check_kind(kind: str) -> None:

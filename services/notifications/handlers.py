@@ -19,9 +19,11 @@ from kizuna.handling import CommandContext, execute, load
 from .domain import (
     ChangePreferences,
     Notification,
+    NotificationEmailDeferred,
     NotificationEmailed,
     NotificationEmailFailed,
     NotificationEmailSkipped,
+    NotificationHeldForDigest,
     NotificationRaised,
     Preferences,
     RegisterWebhook,
@@ -92,7 +94,8 @@ async def preferences(store: EventStore, person_id: str) -> Preferences:
 
 
 async def record_delivery(store: EventStore, conn: asyncpg.Connection, stream: str,
-                          event: NotificationEmailed | NotificationEmailFailed | NotificationEmailSkipped) -> None:
+                          event: NotificationEmailed | NotificationEmailFailed | NotificationEmailSkipped
+                          | NotificationEmailDeferred | NotificationHeldForDigest) -> None:
     """What became of one email, appended on the sender's connection (the queue row it holds is released with
     it)."""
     ctx = CommandContext(actor="notifications:mail", community_id=event.community_id)

@@ -30,7 +30,13 @@ from kizuna.mail import MailNotSent, MailSettings, send
 from kizuna.service import Runtime
 
 from . import handlers, projections
-from .domain import NotificationEmailed, NotificationEmailFailed, NotificationEmailSkipped
+from .domain import (
+    NotificationEmailDeferred,
+    NotificationEmailed,
+    NotificationEmailFailed,
+    NotificationEmailSkipped,
+    NotificationHeldForDigest,
+)
 from .messages import compose
 
 log = logging.getLogger("kizuna.notifications.mail")
@@ -74,8 +80,12 @@ async def send_batch(runtime: Runtime, delivery: DeliverySettings, mail: MailSet
         return len(rows)
 
 
+Outcome = (NotificationEmailed | NotificationEmailFailed | NotificationEmailSkipped | NotificationEmailDeferred
+           | NotificationHeldForDigest)
+
+
 async def _deliver(runtime: Runtime, conn: asyncpg.Connection, row: asyncpg.Record, delivery: DeliverySettings,
-                   mail: MailSettings) -> NotificationEmailed | NotificationEmailFailed | NotificationEmailSkipped:
+                   mail: MailSettings) -> Outcome:
     ids = {"notification_id": row["notification_id"], "community_id": row["community_id"],
            "member_id": row["member_id"]}
     if row["raised_at"] < datetime.now(UTC) - timedelta(hours=delivery.fresh_hours):
@@ -88,11 +98,17 @@ async def _deliver(runtime: Runtime, conn: asyncpg.Connection, row: asyncpg.Reco
     if not person["email"]:
         return NotificationEmailSkipped(**ids, reason="no-address")
     wishes = await handlers.preferences(runtime.store, person["person_id"])
-    if not wishes.wants(row["kind"]):
+    how = wishes.delivery(row["kind"])
+    if how == "off":
         return NotificationEmailSkipped(**ids, reason="turned-off")
+    if how == "digest":
+        return NotificationHeldForDigest(**ids, person_id=person["person_id"])
+    quiet_until = wishes.quiet_until(datetime.now(UTC))
+    if quiet_until is not None:
+        return NotificationEmailDeferred(**ids, until=quiet_until)
     facts = json.loads(row["facts"])
     public = runtime.settings.public_url.rstrip("/")
-    unsubscribe = await _unsubscribe_link(conn, public, person["person_id"], row["kind"])
+    unsubscribe = await unsubscribe_link(conn, public, person["person_id"], row["kind"])
     message = _message(row["notification_id"], row["kind"], facts, wishes.language, wishes.time_zone,
                        person["email"], public, unsubscribe, mail.sender)
     attempt = row["attempts"] + 1
@@ -107,7 +123,7 @@ async def _deliver(runtime: Runtime, conn: asyncpg.Connection, row: asyncpg.Reco
     return NotificationEmailed(**ids, person_id=person["person_id"], attempt=attempt, message_id=message["Message-ID"])
 
 
-async def _unsubscribe_link(conn: asyncpg.Connection, public: str, person_id: str, kind: str) -> str:
+async def unsubscribe_link(conn: asyncpg.Connection, public: str, person_id: str, kind: str) -> str:
     """A one-click address that turns this kind off for this person (RFC 8058); only its hash is kept."""
     token = secrets.token_urlsafe(32)
     await conn.execute("INSERT INTO unsubscribe_links (token_sha256, person_id, kind) VALUES ($1, $2, $3)",

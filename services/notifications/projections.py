@@ -45,10 +45,27 @@ CREATE TABLE unsubscribe_links (
 );
 """ + ROSTER.table_sql()
 
+# Notifications a person hears about in their daily digest wait here, per person, until it goes out.
+DIGEST_SQL = """
+CREATE TABLE digest_queue (
+    notification_id text PRIMARY KEY,
+    person_id       text NOT NULL,
+    raised_at       timestamptz NOT NULL
+);
+CREATE INDEX digest_queue_by_person ON digest_queue (person_id);
+CREATE TABLE digest_attempts (
+    person_id text PRIMARY KEY,
+    day       text NOT NULL,
+    attempt   int NOT NULL,
+    retry_at  timestamptz NOT NULL
+);
+"""
+
 MIGRATIONS = [Migration("notifications_0001", SQL + LOOKUPS_SQL + PEOPLE_SQL),
               Migration("notifications_0002_webhooks", WEBHOOKS_SQL),
-              Migration("notifications_0003_reminders", REMINDER_LOOKUPS_SQL)]
-READ_MODEL_TABLES = ["notifications_view", "mail_queue", "webhook_endpoints"]
+              Migration("notifications_0003_reminders", REMINDER_LOOKUPS_SQL),
+              Migration("notifications_0004_digests", DIGEST_SQL)]
+READ_MODEL_TABLES = ["notifications_view", "mail_queue", "webhook_endpoints", "digest_queue", "digest_attempts"]
 
 
 async def project(conn: asyncpg.Connection, event: RecordedEvent) -> None:
@@ -76,6 +93,29 @@ async def project(conn: asyncpg.Connection, event: RecordedEvent) -> None:
         else:
             await conn.execute("UPDATE mail_queue SET due_at = $2, attempts = $3 WHERE notification_id = $1",
                                d["notification_id"], datetime.fromisoformat(d["retry_at"]), d["attempt"])
+    elif event.type == "NotificationEmailDeferred":
+        await conn.execute("UPDATE mail_queue SET due_at = $2 WHERE notification_id = $1", d["notification_id"],
+                           datetime.fromisoformat(d["until"]))
+        await conn.execute("UPDATE notifications_view SET email = 'quiet hours' WHERE notification_id = $1",
+                           d["notification_id"])
+    elif event.type == "NotificationHeldForDigest":
+        await conn.execute("DELETE FROM mail_queue WHERE notification_id = $1", d["notification_id"])
+        await conn.execute("UPDATE notifications_view SET email = 'digest' WHERE notification_id = $1",
+                           d["notification_id"])
+        await conn.execute("INSERT INTO digest_queue SELECT notification_id, $2, raised_at FROM notifications_view "
+                           "WHERE notification_id = $1 ON CONFLICT DO NOTHING", d["notification_id"], d["person_id"])
+    elif event.type == "DigestEmailed":
+        await conn.execute("UPDATE notifications_view SET email = 'sent in digest' WHERE notification_id = ANY($1)",
+                           d["notification_ids"])
+        await conn.execute("UPDATE notifications_view SET email = 'skipped: left out of digest' "
+                           "WHERE notification_id = ANY($1)", d.get("left_out", []))
+        await conn.execute("DELETE FROM digest_queue WHERE notification_id = ANY($1::text[] || $2::text[])",
+                           d["notification_ids"], d.get("left_out", []))
+        await conn.execute("DELETE FROM digest_attempts WHERE person_id = $1", d["person_id"])
+    elif event.type == "DigestEmailFailed":
+        await conn.execute("INSERT INTO digest_attempts VALUES ($1, $2, $3, $4) ON CONFLICT (person_id) DO UPDATE "
+                           "SET day = EXCLUDED.day, attempt = EXCLUDED.attempt, retry_at = EXCLUDED.retry_at",
+                           d["person_id"], d["day"], d["attempt"], datetime.fromisoformat(d["retry_at"]))
 
 
 INLINE_PROJECTIONS = [project, project_endpoint]

@@ -19,7 +19,7 @@ QUICK = {"KIZUNA_NOTIFY_RETRY_BASE_SECONDS": "0.5", "KIZUNA_NOTIFY_RETRY_CAP_SEC
          "KIZUNA_WEBHOOK_RETRY_BASE_SECONDS": "0.3", "KIZUNA_WEBHOOK_RETRY_CAP_SECONDS": "1",
          # An endpoint failing for 12 s is disabled here (three days and more in production).
          "KIZUNA_WEBHOOK_GIVE_UP_HOURS": str(12 / 3600), "KIZUNA_WEBHOOK_POLL_SECONDS": "0.1",
-         "KIZUNA_REMINDER_POLL_SECONDS": "0.5"}
+         "KIZUNA_REMINDER_POLL_SECONDS": "0.5", "KIZUNA_DIGEST_POLL_SECONDS": "0.5"}
 
 
 @pytest.fixture(scope="package")
