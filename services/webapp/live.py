@@ -29,9 +29,17 @@ JOB_EVENTS = ("JobOffered,JobReferred,JobOfferedByPartner,JobAssigned,JobStarted
 HOME_EVENTS = ("JobRequestPosted,JobAssigned,JobCompleted,JobCancelled,MemberJoined,SessionScheduled,"
                "SessionRescheduled,SessionCancelled,OfferingPublished")
 INTRODUCTION_EVENTS = "ReferralMade,ReferralAccepted,ReferralDeclined,ReferralOutcomeRecorded"
+# The stream shows a member only their own notifications (the read policy's subject), so each one concerns me.
+NOTIFICATION_EVENTS = "NotificationRaised,NotificationRead"
 
 
 Concerns = Callable[[dict[str, Any]], bool]
+# What the page is told of a change that concerns it: by default a bare "changed"; some pages get a fact.
+Announce = Callable[[dict[str, Any]], Awaitable[bytes]]
+
+
+async def _changed(event: dict[str, Any]) -> bytes:
+    return f"event: changed\ndata: {json.dumps({'type': event.get('type')})}\n\n".encode()
 
 
 @router.get("/c/{community_id}/jobs/{job_id}/live")
@@ -71,8 +79,33 @@ async def introductions_live(community_id: str, request: Request, since: str = "
     return await _relay(request, community_id, since, INTRODUCTION_EVENTS, mine)
 
 
+@router.get("/c/{community_id}/notifications/live")
+async def unread_live(community_id: str, request: Request, since: str = "") -> Response:
+    """My unread count here, as it changes: a notification raised for me or read by me (in another tab, or by
+    an email's link) sends the new count, in my words, for the page to show in place."""
+    async def mine(_v: Visit, me: str) -> Concerns:
+        return lambda data: data.get("member_id") == me
+
+    async def count(v: Visit) -> Announce:
+        async def announce(_event: dict[str, Any]) -> bytes:
+            box = await v.call(community_id, "GET", "/notifications?limit=1&unread_only=true")
+            unread = int(box["unread"])
+            label = (v.words.gettext("Notifications ({n} unread)", n=unread) if unread
+                     else v.words.gettext("Notifications"))
+            return f"event: unread\ndata: {json.dumps({'unread': unread, 'label': label})}\n\n".encode()
+
+        return announce
+
+    return await _relay(request, community_id, since, NOTIFICATION_EVENTS, mine, count)
+
+
+async def _bare(_v: Visit) -> Announce:
+    return _changed
+
+
 async def _relay(request: Request, community_id: str, since: str, types: str,
-                 concerns_of: Callable[[Visit, str], Awaitable[Concerns]]) -> Response:
+                 concerns_of: Callable[[Visit, str], Awaitable[Concerns]],
+                 announcer: Callable[[Visit], Awaitable[Announce]] = _bare) -> Response:
     found = await visit(request)
     if not isinstance(found, Visit) or (me := found.member_id(community_id)) is None:
         return Response(status_code=204)  # not signed in, or not a member: 204 tells EventSource not to come back
@@ -81,7 +114,8 @@ async def _relay(request: Request, community_id: str, since: str, types: str,
         concerns = await concerns_of(found, me)
     except Problem:
         return Response(status_code=204)
-    return StreamingResponse(_changes(request, community_id, token, since, types, concerns),
+    announce = await announcer(found)
+    return StreamingResponse(_changes(request, community_id, token, since, types, concerns, announce),
                              media_type="text/event-stream", headers={"cache-control": "no-cache",
                                                                       "x-accel-buffering": "no"})
 
@@ -94,7 +128,7 @@ def _moment(text: str) -> datetime:
 
 
 async def _changes(request: Request, community_id: str, token: str, since: str, types: str,
-                   concerns: Concerns) -> AsyncIterator[bytes]:
+                   concerns: Concerns, announce: Announce) -> AsyncIterator[bytes]:
     host, port = request.scope.get("server") or ("127.0.0.1", 80)
     url = f"http://{host}:{port}/v1/communities/{community_id}/events"
     yield b"retry: 5000\n\n"
@@ -112,4 +146,4 @@ async def _changes(request: Request, community_id: str, token: str, since: str, 
                 elif line == "" and data:
                     event, data = json.loads(data), ""
                     if _moment(str(event.get("time", ""))) >= _moment(since) and concerns(event.get("data") or {}):
-                        yield f"event: changed\ndata: {json.dumps({'type': event.get('type')})}\n\n".encode()
+                        yield await announce(event)

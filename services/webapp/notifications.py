@@ -1,6 +1,7 @@
 """My notifications: what needs me in each of my communities, newest first, in my language and time zone;
 opening one marks it read and goes where it can be acted on. And how I hear about each kind — by email
-at once, or only here — the same in every community (the notifications service keeps them per person)."""
+at once, in a daily digest, or only here; quiet hours; the digest's hour, the time zone and the emails'
+language — the same in every community (the notifications service keeps them per person)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from kizuna.errors import Problem
 from .pages import Form, Visit, command, framed, posted_form, show, visit
 
 router = APIRouter()
+# Time zones offered on the preferences page (the person's own, if another, is listed first).
+ZONES = ("Asia/Tokyo", "Asia/Seoul", "Asia/Taipei", "Asia/Shanghai", "Asia/Singapore", "Asia/Kolkata",
+         "Australia/Sydney", "Pacific/Auckland", "Europe/London", "Europe/Berlin", "America/New_York",
+         "America/Los_Angeles", "America/Sao_Paulo", "UTC")
 
 
 @router.get("/notifications")
@@ -36,9 +41,15 @@ async def _notifications(v: Visit, problem: Problem | None = None, saved: bool =
         except Problem:
             preferences = None  # not linked to a person here (a membership made by the operator): no choices yet
     return v.page("notifications.html", status=problem.status if problem else 200, boxes=boxes,
-                  preferences=preferences, saved=saved or v.request.query_params.get("saved"),
+                  preferences=preferences, zones=_zones(preferences),
+                  saved=saved or v.request.query_params.get("saved"),
                   via=memberships[0]["community_id"] if memberships else None,
                   problem=framed(v.words, problem) if problem else None)
+
+
+def _zones(preferences: dict[str, Any] | None) -> list[str]:
+    mine = preferences["time_zone"] if preferences else ZONES[0]
+    return [mine, *(zone for zone in ZONES if zone != mine)]
 
 
 @router.post("/notifications/{community_id}/{notification_id}/opened")
@@ -61,7 +72,11 @@ async def opened(community_id: str, notification_id: str, request: Request) -> R
 async def save_preferences(community_id: str, request: Request) -> Response:
     def body(form: Form) -> dict[str, Any]:
         kinds = {key.removeprefix("kind:"): value for key, value in form.items() if key.startswith("kind:")}
-        return {"kinds": kinds, "language": form.get("language") or None}
+        start, end = form.get("quiet_start") or None, form.get("quiet_end") or None
+        # Both empty: no quiet hours. One alone is sent as it is, so the API names the one missing.
+        quiet = None if start is None and end is None else {"start": start, "end": end}
+        return {"kinds": kinds, "language": form.get("language") or None, "time_zone": form.get("time_zone") or None,
+                "digest_at": form.get("digest_at") or None, "quiet_hours": quiet}
 
     return await command(request, community_id, "PUT", "/notification-preferences", body,
                          redisplay=lambda v, refused, _form: _notifications(v, refused),

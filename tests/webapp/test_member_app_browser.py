@@ -525,13 +525,12 @@ async def test_a_member_reads_her_notifications_opens_one_and_chooses_how_she_he
         answer = await ken.post(f"{job_path}/offers", data={"csrf_token": await csrf(ken), "why_next_step": "zines!"})
         return answer.status_code == 303
 
-    await eventually(ken_offered)
     async with phones(community_stack, (hana, "ja")) as (page,):
-        async def told() -> bool:  # the offer reaches the notifications service over the bus
-            await page.goto(f"{gateway}/app/c/{cid}")
-            return "未読1件" in await page.locator("#unread").inner_text()
-
-        await eventually(told, timeout=30)
+        await page.goto(f"{gateway}/app/c/{cid}")
+        assert await page.locator("#unread").inner_text() == "お知らせ"
+        await eventually(ken_offered)
+        # The count changes in place while her home page is open (the offer reaches notifications over the bus).
+        await page.locator("#unread", has_text="未読1件").wait_for(timeout=30_000)
         await page.locator("#unread").click()
         await page.get_by_text("Kenさんが手伝いを申し出ています。").wait_for()
         await checked(page)
@@ -546,3 +545,21 @@ async def test_a_member_reads_her_notifications_opens_one_and_chooses_how_she_he
         await page.locator("#saved").wait_for()
         await checked(page)
         assert await page.get_by_label("依頼への申し出や紹介").input_value() == "off"
+        # Feedback once a day in a digest at 07:30, and quiet evenings — first with one end of them forgotten:
+        # the page names it in her language and keeps what was saved before.
+        await page.get_by_label("フィードバックが届いたとき").select_option("digest")
+        await page.get_by_label("まとめ便が届く時刻").fill("07:30")
+        await page.get_by_label("静かな時間の始まり").fill("22:00")
+        await page.get_by_role("button", name="受け取り方を保存する").click()
+        assert "静かな時間の終わり" in await page.locator("#problem").inner_text()
+        assert await page.get_by_label("フィードバックが届いたとき").input_value() == "immediately"
+        await page.get_by_label("フィードバックが届いたとき").select_option("digest")
+        await page.get_by_label("まとめ便が届く時刻").fill("07:30")
+        await page.get_by_label("静かな時間の始まり").fill("22:00")
+        await page.get_by_label("静かな時間の終わり").fill("06:30")
+        await page.get_by_role("button", name="受け取り方を保存する").click()
+        await page.locator("#saved").wait_for()
+        assert await page.get_by_label("フィードバックが届いたとき").input_value() == "digest"
+        assert await page.get_by_label("静かな時間の終わり").input_value() == "06:30"
+        assert await page.get_by_label("私のタイムゾーン").input_value() == "Asia/Tokyo"
+        await checked(page)

@@ -6,3 +6,11 @@ if (live && window.EventSource) {
   const source = new EventSource(`${live.dataset.live}?since=${encodeURIComponent(live.dataset.since)}`);
   source.addEventListener("changed", () => { notice.hidden = false; });
 }
+
+// My unread count, kept current in place: the server sends the new count (in my words) when one is raised for
+// me or read, here or elsewhere.
+const unread = document.querySelector("[data-unread-live]");
+if (unread && window.EventSource) {
+  const counts = new EventSource(`${unread.dataset.unreadLive}?since=${encodeURIComponent(unread.dataset.since)}`);
+  counts.addEventListener("unread", (event) => { unread.textContent = JSON.parse(event.data).label; });
+}
