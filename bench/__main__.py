@@ -97,9 +97,9 @@ async def bench_append(s: Servers, size: int) -> list[Result]:
         """Breakdown only: ``kizuna_append`` called directly, without the store's Python around it."""
         for n in range(lo, hi):
             async with pool.acquire() as conn:
-                await conn.fetch("SELECT * FROM kizuna_append($1, -1, $2::uuid[], $3::text[], $4::text[], "
-                                 "$5::text[], false)", f"direct-{w}-{n % 50}", [uuid.uuid4()], ["MemberJoined"],
-                                 [json.dumps(payload(n))], ['{"community_id": "c"}'])
+                await conn.fetch("SELECT * FROM kizuna_append($1, -1, $2::uuid[], $3::text[], $4::int[], "
+                                 "$5::text[], $6::text[], false)", f"direct-{w}-{n % 50}", [uuid.uuid4()],
+                                 ["MemberJoined"], [1], [json.dumps(payload(n))], ['{"community_id": "c"}'])
             progress.advance()
 
     async def theirs(w: int, lo: int, hi: int) -> None:

@@ -1,27 +1,24 @@
 -- One round trip per append: lock the stream, check the expected version, insert, and recognise a
 -- retried append (its ids are stored already), run server-side. The advisory lock comes first, before
--- this function writes anything (the ordering guarantee in eventstore.py's docstring).
+-- this function writes anything (the ordering guarantee in eventstore.py's docstring); a transaction that
+-- wrote before appending and holds an older id than the stream's last writer is refused with 40001
+-- (migration 0003, libs/kizuna/append_0003.sql, whose steps this keeps unchanged).
 --
--- Migration 0003 (replaces 0002's version, libs/kizuna/append_0002.sql): per-stream order holds on
--- every write path. Events are published in (transaction id, position) order, and PostgreSQL gives a
--- transaction its id at its first write. A transaction that wrote something before appending (a
--- reaction's inbox row, a received federation message) may therefore hold an id older than that of the
--- stream's last writer, which took the lock after it wrote and committed first: its event, the next
--- version, would be published before the one it follows. Such an append is refused with SQLSTATE 40001
--- (serialization_failure); the caller rolls back and runs again in a new transaction, which gets a newer
--- id (tests/foundation/test_stream_order.py). An append that is its transaction's first write takes its
--- id after the lock and is never refused.
+-- Migration 0005: every event records the version of its payload's shape (schema_version, kizuna.upcasting);
+-- rows stored before have version 1, the column's default. The function takes one more array, the
+-- versions. Its 0003 form (seven arguments) stays: during a rolling upgrade the replicas still running the
+-- code before this migration call it, and their events are version 1, which the default records. A later
+-- migration may drop it once no such replica can run.
 --
 -- Errors carry their own SQLSTATEs so the caller can turn them into typed exceptions:
 --   KZ409 the stream is not at the expected version (DETAIL: the current version)
 --   KZ410 some event ids are already stored in another append (DETAIL: those ids)
-DROP FUNCTION IF EXISTS kizuna_append(text, bigint, uuid[], text[], text[], text[]);
-DROP TABLE IF EXISTS stream_heads;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS schema_version int NOT NULL DEFAULT 1 CHECK (schema_version > 0);
 
 CREATE OR REPLACE FUNCTION kizuna_append(p_stream text, p_expected bigint, p_ids uuid[], p_types text[],
-                                         p_data text[], p_metadata text[], p_notify boolean)
+                                         p_versions int[], p_data text[], p_metadata text[], p_notify boolean)
 RETURNS TABLE (global_position bigint, transaction_id bigint, stream_version bigint, event_id uuid,
-               recorded_at timestamptz, event_type text, data jsonb, metadata jsonb)
+               recorded_at timestamptz, event_type text, schema_version int, data jsonb, metadata jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -42,14 +39,16 @@ BEGIN
         END IF;
         RETURN QUERY
             WITH inserted AS (
-                INSERT INTO events AS e (stream_id, stream_version, event_id, event_type, data, metadata)
-                SELECT p_stream, v_current + batch.ord, batch.id, batch.type, batch.data::jsonb, batch.metadata::jsonb
-                  FROM unnest(p_ids, p_types, p_data, p_metadata) WITH ORDINALITY
-                       AS batch(id, type, data, metadata, ord)
+                INSERT INTO events AS e (stream_id, stream_version, event_id, event_type, schema_version, data,
+                                         metadata)
+                SELECT p_stream, v_current + batch.ord, batch.id, batch.type, batch.version, batch.data::jsonb,
+                       batch.metadata::jsonb
+                  FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata) WITH ORDINALITY
+                       AS batch(id, type, version, data, metadata, ord)
                 ON CONFLICT (event_id) DO NOTHING
                 RETURNING e.global_position, e.transaction_id::text::bigint, e.stream_version, e.event_id,
                           e.recorded_at)
-            SELECT i.*, NULL::text, NULL::jsonb, NULL::jsonb FROM inserted i ORDER BY i.stream_version;
+            SELECT i.*, NULL::text, NULL::int, NULL::jsonb, NULL::jsonb FROM inserted i ORDER BY i.stream_version;
         GET DIAGNOSTICS v_inserted = ROW_COUNT;
         IF v_inserted = cardinality(p_ids) THEN
             IF p_notify THEN
@@ -68,7 +67,7 @@ BEGIN
     IF (SELECT count(*) FROM events e WHERE e.event_id = ANY(p_ids) AND e.stream_id = p_stream) = cardinality(p_ids) THEN
         RETURN QUERY
             SELECT e.global_position, e.transaction_id::text::bigint, e.stream_version, e.event_id,
-                   e.recorded_at, e.event_type, e.data, e.metadata
+                   e.recorded_at, e.event_type, e.schema_version, e.data, e.metadata
               FROM events e WHERE e.event_id = ANY(p_ids) ORDER BY e.global_position;
         RETURN;
     END IF;

@@ -36,6 +36,9 @@ CLOUDEVENT_ENVELOPE: dict[str, Any] = {
         "communityid": {"type": "string", "description": "Community the event belongs to, or 'ecosystem'."},
         "streamversion": {"type": "integer", "minimum": 1, "description": "Position in its stream."},
         "sequence": {"type": "integer", "description": "Global position in the producer's event store."},
+        "dataversion": {"type": "integer", "minimum": 1, "default": 1,
+                        "description": "Schema version of data; absent (1) on events published before versions "
+                                       "existed. A consumer holds a version newer than it knows."},
         "correlationid": {"type": "string"},
         "causationid": {"type": "string"},
         "actor": {"type": "string", "examples": ["operator", "member:6a1f…"]},
@@ -52,17 +55,23 @@ def events_by_service() -> dict[str, list[type[DomainEvent]]]:
 @functools.cache
 def _events_by_service() -> dict[str, list[type[DomainEvent]]]:
     # Cached: ordering by source line parses each module, about two seconds for the whole catalogue.
-    found: dict[str, list[type[DomainEvent]]] = {}
+    return {service: [event for module in modules for event in _events_of(module)]
+            for service, modules in import_event_modules().items()}
+
+
+@functools.cache
+def import_event_modules() -> dict[str, list[Any]]:
+    """Every service's domain modules, imported (which registers their events and upcasters): the service's
+    own, then its sub-packages' with their own domain (services/<name>/<part>/domain.py), which publish under
+    the service's name too."""
+    found: dict[str, list[Any]] = {}
     for service in SERVICES:
         try:
             module = importlib.import_module(f"services.{service}.domain")
         except ModuleNotFoundError:
             continue
-        found[service] = _events_of(module)
-        # A service's sub-packages with their own domain (services/<name>/<part>/domain.py) publish
-        # under the service's name too; they follow the service's own events.
-        for path in sorted(Path(str(module.__file__)).parent.glob("*/domain.py")):
-            found[service] += _events_of(importlib.import_module(f"services.{service}.{path.parent.name}.domain"))
+        found[service] = [module, *(importlib.import_module(f"services.{service}.{path.parent.name}.domain")
+                                    for path in sorted(Path(str(module.__file__)).parent.glob("*/domain.py")))]
     return found
 
 
@@ -95,6 +104,7 @@ def build_document() -> dict[str, Any]:
                     {"$ref": "#/components/schemas/CloudEvent"},
                     {"type": "object", "properties": {
                         "type": {"const": name}, "source": {"const": f"kizuna/{service}"},
+                        "dataversion": {"const": event.schema_version},
                         "data": {"$ref": f"#/components/schemas/{key}.data"}}},
                 ]},
             }

@@ -20,6 +20,12 @@ predecessors taken as lost, and it is applied anyway: until then they may still 
 replica cut off from NATS, or coming back after ``ack_wait`` — and a clock alone cannot tell (a NATS outage
 once made every replica skip gaps whose events arrived seconds later, losing them from the read model). After
 ``GIVE_UP_AFTER`` times ``order_wait`` it is applied anyway whatever the floor says.
+
+Every envelope is upcast to the current version of its type before a handler sees it (``kizuna.upcasting``).
+One *newer* than this code knows — published by a newer replica during a rolling upgrade — is held the same
+way, for as long as this process runs: it is never applied, nak'ed or dead-lettered here, so it counts
+towards nothing; a replica that knows its version takes it once this one stops (docs/architecture.md,
+"Changing an event"). Its stream's later events wait behind it, as behind any early event.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import asyncpg
@@ -46,6 +53,7 @@ from .grouped import GroupedWrites
 from .handling import run_again_if_refused
 from .ordering import NotYetApplicable, StreamVersions, follows_whole_streams, is_versioned, plan, stream_key
 from .telemetry import context_from, tracer
+from .upcasting import EventVersionTooNew, upcast_envelope
 
 log = logging.getLogger("kizuna.consumer")
 
@@ -74,10 +82,16 @@ class Subscription:
 
 @dataclass
 class Outcome:
-    """What became of a batch: how many events took effect, and the positions of those that came early."""
+    """What became of a batch: how many events took effect, the positions of those that came early, and of
+    those newer than this code knows (both held by the consumer)."""
 
     applied: int
     early: list[int]
+    newer: list[int] = field(default_factory=list)
+
+    @property
+    def held(self) -> list[int]:
+        return sorted([*self.early, *self.newer])
 
 
 @dataclass
@@ -103,6 +117,7 @@ class InboxConsumer:
         # When each early message was first held, kept across its redeliveries (a forced one that fails
         # and is nak'ed comes back overdue, so a poison message among the early is dead-lettered in time).
         self._early_since: dict[int, float] = {}
+        self._newer_seen: set[uuid.UUID] = set()  # events held for a newer replica, told once each
 
     @property
     def durable(self) -> str:
@@ -176,7 +191,8 @@ class InboxConsumer:
                      extra={"consumer": self.durable, "batch": len(messages), "error": repr(error)})
             return False
         self.applied += outcome.applied
-        early = set(outcome.early)
+        self._note_newer(outcome, messages)
+        early = set(outcome.held)
         for index, msg in enumerate(messages):
             if index in early:
                 await self._hold(msg)
@@ -277,10 +293,30 @@ class InboxConsumer:
             outcome = await run_again_if_refused(transaction)
         except NotYetApplicable:
             return False
-        if outcome.early:
+        if outcome.newer:
+            self._note_newer(outcome, [envelope])
+        if outcome.held:
             return False
         self.applied += outcome.applied
         return True
+
+    def _note_newer(self, outcome: Outcome, events: Sequence[Msg] | Sequence[Envelope]) -> None:
+        """Says once per event that this replica holds an event newer than it knows (warning: a rolling upgrade
+        in progress, or a replica left behind)."""
+        for index in outcome.newer:
+            item = events[index]
+            envelope = item if isinstance(item, Envelope) else Envelope.from_bytes(item.data)
+            if envelope.id not in self._newer_seen:
+                self._newer_seen.add(envelope.id)
+                log.warning("event newer than this code knows; held for a newer replica",
+                            extra={"consumer": self.durable, "event_type": envelope.type,
+                                   "event_id": str(envelope.id), "version": envelope.data_version})
+
+    @property
+    def held_for_newer(self) -> int:
+        """How many events this consumer has held because this code does not know their version (it holds
+        them while it runs)."""
+        return len(self._newer_seen)
 
     async def _dead_letter(self, msg: Msg, error: Exception, attempt: int) -> None:
         payload = {
@@ -322,8 +358,9 @@ async def apply_in_order(conn: asyncpg.Connection, subscription: Subscription, e
     instead of holding the event again. ``grouped=False`` hands the handler the connection itself: a
     reaction runs commands, which open savepoints, where a projection's runs of one statement are sent
     together (``GroupedWrites``)."""
-    by_version = [i for i, e in enumerate(envelopes) if subscription.ordered and is_versioned(e)]
-    by_inbox = [i for i, e in enumerate(envelopes) if not (subscription.ordered and is_versioned(e))]
+    envelopes, newer = _upcast(envelopes)
+    by_version = [i for i, e in enumerate(envelopes) if i not in newer and subscription.ordered and is_versioned(e)]
+    by_inbox = [i for i, e in enumerate(envelopes) if i not in newer and not (subscription.ordered and is_versioned(e))]
     sequence: list[int] = []
     early: list[int] = []
     if by_inbox:
@@ -362,7 +399,21 @@ async def apply_in_order(conn: asyncpg.Connection, subscription: Subscription, e
         await target.flush()
     if versions is not None:
         await versions.save(conn)
-    return Outcome(len(sequence), early)
+    return Outcome(len(sequence), early, sorted(newer))
+
+
+def _upcast(envelopes: Sequence[Envelope]) -> tuple[list[Envelope], set[int]]:
+    """The envelopes as their types' current versions, and the positions of those too new to upcast (left
+    as they are: never handled, never in the inbox or the applied versions, so a newer replica applies them)."""
+    current: list[Envelope] = []
+    newer: set[int] = set()
+    for index, envelope in enumerate(envelopes):
+        try:
+            current.append(upcast_envelope(envelope))
+        except EventVersionTooNew:
+            current.append(envelope)
+            newer.add(index)
+    return current, newer
 
 
 def _database_unavailable(error: Exception) -> bool:

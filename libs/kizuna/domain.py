@@ -11,12 +11,19 @@ class DomainEvent(BaseModel):
     """A past-tense fact. Its class name is its event type on the store and on the bus."""
 
     model_config = ConfigDict(frozen=True)
+    # The version of the payload's shape this code writes. Raise it (and register an upcaster from the old
+    # version, kizuna.upcasting) when a field is renamed, restructured or removed; not for a new optional
+    # field (docs/architecture.md, "Changing an event"). Not in the docstring: the catalogue shows that.
+    schema_version: ClassVar[int] = 1
     # Per defining module, so two services may each have an event of the same name in one process.
     registry: ClassVar[dict[str, dict[str, type[DomainEvent]]]] = {}
+    # The highest schema version any class declares per event type (what kizuna.upcasting reads).
+    versions: ClassVar[dict[str, int]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         DomainEvent.registry.setdefault(cls.__module__, {})[cls.__name__] = cls
+        DomainEvent.versions[cls.__name__] = max(DomainEvent.versions.get(cls.__name__, 1), cls.schema_version)
 
     @classmethod
     def event_type(cls) -> str:
@@ -26,10 +33,15 @@ class DomainEvent(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def decode(cls, event_type: str, data: dict[str, Any], module: str) -> DomainEvent | None:
-        """The typed event of ``module`` (a service's domain module) for a stored one, or None."""
+    def decode(cls, event_type: str, data: dict[str, Any], module: str, *, version: int) -> DomainEvent | None:
+        """The typed event of ``module`` (a service's domain module) for a stored one of schema ``version``
+        (upcast first when older; the event store's reads give it current already), or None."""
         model = cls.registry.get(module, {}).get(event_type)
-        return model.model_validate(data) if model else None
+        if model is None:
+            return None
+        from .upcasting import upcast  # imported here: kizuna.upcasting builds on this module
+
+        return model.model_validate(upcast(event_type, version, data)[1])
 
 
 class Aggregate:

@@ -3,6 +3,9 @@
 Subject: ``<prefix>.<community id | ecosystem>.<service>.<EventType>``, e.g.
 ``kizuna.4f0c….members.MemberJoined``. Dashboards subscribe to ``kizuna.<community>.>``;
 a service follows another with ``kizuna.*.members.>``.
+
+The CloudEvents extension ``dataversion`` is the schema version of ``data`` (``kizuna.upcasting``); an
+envelope without it was published before events had versions, and is version 1.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def to_cloudevent(service: str, event: RecordedEvent) -> dict[str, Any]:
         "communityid": event.community_id or ECOSYSTEM,
         "streamversion": event.stream_version,
         "sequence": event.global_position,
+        "dataversion": event.schema_version,
         "data": event.data,
     }
     for key, ext in (("correlation_id", "correlationid"), ("causation_id", "causationid"),
@@ -58,6 +62,7 @@ class Envelope:
     data: dict[str, Any]
     correlation_id: str | None = None
     actor: str | None = None
+    data_version: int = 1  # the schema version of ``data``: as published, or the current one once upcast
 
     @property
     def service(self) -> str:
@@ -76,6 +81,7 @@ class Envelope:
             data=body.get("data") or {},
             correlation_id=body.get("correlationid"),
             actor=body.get("actor"),
+            data_version=int(body.get("dataversion", 1)),
         )
 
     @classmethod

@@ -27,6 +27,7 @@ import asyncpg
 
 from .errors import ConcurrencyConflict, Conflict
 from .telemetry import tracer
+from .upcasting import upcast_recorded
 
 ANY_VERSION = -1
 NO_STREAM = 0
@@ -38,6 +39,7 @@ class NewEvent:
     data: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
     event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    schema_version: int = 1  # the shape of ``data`` (kizuna.upcasting); a DomainEvent's class declares it
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class RecordedEvent:
     data: dict[str, Any]
     metadata: dict[str, Any]
     recorded_at: datetime
+    # The shape of ``data``: as stored for the relay, the current one wherever else the store is read.
+    schema_version: int = 1
 
     @property
     def community_id(self) -> str | None:
@@ -73,7 +77,7 @@ class Checkpoint:
 InlineProjection = Callable[[asyncpg.Connection, RecordedEvent], Awaitable[None]]
 
 _COLUMNS = ("global_position, transaction_id::text::bigint AS transaction_id, stream_id, stream_version, "
-            "event_id, event_type, data, metadata, recorded_at")
+            "event_id, event_type, schema_version, data, metadata, recorded_at")
 
 
 READ_ALL_SQL = f"""
@@ -96,6 +100,7 @@ def _row_to_event(row: asyncpg.Record, stream_id: str | None = None) -> Recorded
         data=json.loads(row["data"]),
         metadata=json.loads(row["metadata"]),
         recorded_at=row["recorded_at"],
+        schema_version=row["schema_version"],
     )
 
 
@@ -108,7 +113,8 @@ def _recorded(row: asyncpg.Record, stream_id: str, sent: dict[uuid.UUID, NewEven
     event = sent[row["event_id"]]
     return RecordedEvent(global_position=row["global_position"], transaction_id=row["transaction_id"],
                          stream_id=stream_id, stream_version=row["stream_version"], event_id=row["event_id"],
-                         type=event.type, data=event.data, metadata=event.metadata, recorded_at=row["recorded_at"])
+                         type=event.type, data=event.data, metadata=event.metadata, recorded_at=row["recorded_at"],
+                         schema_version=event.schema_version)
 
 
 def schema_sql() -> str:
@@ -205,8 +211,9 @@ class EventStore:
         # (asyncpg.SerializationError): the caller runs its transaction again.
         try:
             rows = await conn.fetch(
-                "SELECT * FROM kizuna_append($1, $2, $3::uuid[], $4::text[], $5::text[], $6::text[], $7)",
+                "SELECT * FROM kizuna_append($1, $2, $3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8)",
                 stream_id, expected_version, [event.event_id for event in events], [event.type for event in events],
+                [event.schema_version for event in events],
                 [json.dumps(event.data) for event in events], [json.dumps(event.metadata) for event in events],
                 notify,
             )
@@ -220,7 +227,9 @@ class EventStore:
                 ) from error
             raise
         sent = {event.event_id: event for event in events}
-        recorded = sorted((_recorded(row, stream_id, sent) for row in rows), key=lambda event: event.stream_version)
+        # A retried append returns the stored events, which may be older than this code writes.
+        recorded = sorted((upcast_recorded(_recorded(row, stream_id, sent)) for row in rows),
+                          key=lambda event: event.stream_version)
         for event in recorded:
             for project in self.inline_projections:
                 await project(conn, event)
@@ -233,7 +242,7 @@ class EventStore:
                 "ORDER BY stream_version",
                 stream_id, from_version,
             )
-        return [_row_to_event(row) for row in rows]
+        return [upcast_recorded(_row_to_event(row)) for row in rows]
 
     async def read_events(self, stream_id: str, event_ids: Sequence[uuid.UUID], *,
                           connection: asyncpg.Connection | None = None) -> list[RecordedEvent]:
@@ -246,7 +255,7 @@ class EventStore:
         else:
             async with self.pool.acquire() as conn:
                 rows = await conn.fetch(query, list(event_ids), stream_id)
-        return [_row_to_event(row) for row in rows]
+        return [upcast_recorded(_row_to_event(row)) for row in rows]
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:
@@ -260,17 +269,20 @@ class EventStore:
                 "AND global_position > $2 ORDER BY global_position LIMIT $3",
                 category, after_position, limit,
             )
-        return [_row_to_event(row) for row in rows]
+        return [upcast_recorded(_row_to_event(row)) for row in rows]
 
-    async def read_all(self, after: Checkpoint = Checkpoint(), limit: int = 1000) -> list[RecordedEvent]:
-        """Committed events after ``after`` in commit order, never skipping a late commit.
+    async def read_all(self, after: Checkpoint = Checkpoint(), limit: int = 1000, *,
+                       as_stored: bool = False) -> list[RecordedEvent]:
+        """Committed events after ``after`` in commit order, never skipping a late commit; upcast to their
+        current versions unless ``as_stored`` (the relay publishes what is stored, understood or not).
 
         ORDER BY names the table's columns: a bare ``transaction_id`` there means the selected bigint
         alias, which no index is ordered by, so every read sorted all the events after the checkpoint
         (a replay of 1,000,000 events read at 15k events/s, slowest at the start)."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(READ_ALL_SQL, str(after.transaction_id), after.global_position, limit)
-        return [_row_to_event(row) for row in rows]
+        events = [_row_to_event(row) for row in rows]
+        return events if as_stored else [upcast_recorded(event) for event in events]
 
     async def count(self) -> int:
         async with self.pool.acquire() as conn:

@@ -139,8 +139,10 @@ class CommandContext:
 def to_new_events(events: Sequence[DomainEvent], metadata: dict[str, Any],
                   ids: Sequence[uuid.UUID] | None = None) -> list[NewEvent]:
     if ids is None:
-        return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata)) for e in events]
-    return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata), event_id=event_id)
+        return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata),
+                         schema_version=e.schema_version) for e in events]
+    return [NewEvent(type=e.event_type(), data=e.payload(), metadata=dict(metadata), event_id=event_id,
+                     schema_version=e.schema_version)
             for e, event_id in zip(events, ids, strict=True)]
 
 
@@ -198,7 +200,7 @@ async def load(store: EventStore, stream_id: str, aggregate: type[A]) -> A:
         else:
             recorded = recorded[1:]
     for event in recorded:
-        decoded = DomainEvent.decode(event.type, event.data, aggregate.__module__)
+        decoded = DomainEvent.decode(event.type, event.data, aggregate.__module__, version=event.schema_version)
         if decoded is not None:
             state.apply(decoded)
         state.version = event.stream_version
@@ -213,7 +215,7 @@ async def _state_at(store: EventStore, stream_id: str, aggregate: type[A], versi
     for event in await store.read_stream(stream_id):
         if event.stream_version > version:
             break
-        decoded = DomainEvent.decode(event.type, event.data, aggregate.__module__)
+        decoded = DomainEvent.decode(event.type, event.data, aggregate.__module__, version=event.schema_version)
         if decoded is not None:
             state.apply(decoded)
         state.version = event.stream_version

@@ -3,7 +3,9 @@
 Own events are replayed from the service's event store through its inline projections; events of
 other services are replayed from the JetStream stream through its subscriptions (inbox and applied
 versions cleared first, so each is applied exactly once, each source stream in version order by the same
-rule as the live consumers). Projections are written to be replay-safe.
+rule as the live consumers). Projections are written to be replay-safe. Both replays upcast every event to
+its current version; a rebuild by code older than the stored events refuses before it changes anything, and
+one that meets such an event on the bus stops with its name (run the rebuild from the newest release).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import bus
 from .consumer import apply_new
+from .envelope import Envelope
 from .eventstore import Checkpoint, EventStore, RecordedEvent
 from .grouped import GroupedWrites
 from .progress import Progress
 from .relay import LOCK_HOLDER_NAME
 from .service import ServiceSpec, migrate
 from .settings import ServiceSettings
+from .upcasting import EventVersionTooNew, current_version
 
 ANALYSE_FIRST = 10_000  # events replayed before the first ANALYZE of the read models; then at each doubling
 REPLAY_WORKERS = 8  # connections applying a batch (with the one reading ahead, the pool's size)
@@ -45,6 +49,7 @@ async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 
     try:
         await migrate(pool, spec.migrations)
         await refuse_while_running(pool, spec.name)
+        await refuse_events_newer_than_this_code(pool)
         async with pool.acquire() as conn, conn.transaction():
             if spec.read_model_tables:
                 await conn.execute(f"TRUNCATE {', '.join(spec.read_model_tables)}")
@@ -74,6 +79,15 @@ async def refuse_while_running(pool: asyncpg.Pool, service: str) -> None:
     if running:
         raise ServiceRunning(f"the {service} service is running ({running} process(es) connected to its "
                              f"database); stop every replica first (docs/operations.md, 'Rebuild')")
+
+
+async def refuse_events_newer_than_this_code(pool: asyncpg.Pool) -> None:
+    """The read models would be rebuilt without the events this code cannot read: refuse before truncating."""
+    async with pool.acquire() as conn:
+        stored = await conn.fetch("SELECT event_type, max(schema_version) AS version FROM events GROUP BY event_type")
+    for row in stored:
+        if row["version"] > current_version(row["event_type"]):
+            raise EventVersionTooNew(row["event_type"], row["version"], current_version(row["event_type"]))
 
 
 async def replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers: int = REPLAY_WORKERS) -> int:
@@ -161,6 +175,9 @@ async def replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSet
                     break
                 async with pool.acquire() as conn, conn.transaction():
                     outcome = await apply_new(conn, subscription, batch, overdue=_every_event if last else _no_event)
+                if outcome.newer:
+                    newer = Envelope.from_bytes(batch[outcome.newer[0]].data)
+                    raise EventVersionTooNew(newer.type, newer.data_version, current_version(newer.type))
                 applied += outcome.applied
                 early = [batch[i] for i in outcome.early]
                 progress.advance(len(messages))
@@ -181,7 +198,7 @@ def main() -> None:
     settings = ServiceSettings(service_name=args.service)
     try:
         counts = asyncio.run(rebuild(load_spec(args.service), settings, include_bus=not args.own_only))
-    except ServiceRunning as error:
+    except (ServiceRunning, EventVersionTooNew) as error:
         print(f"kizuna.rebuild: refused: {error}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(counts), file=sys.stdout)

@@ -1,7 +1,8 @@
 """Outbox relay: tails the committed event log and publishes each event to JetStream.
 
 The event table *is* the outbox: the relay reads ``read_all`` from its checkpoint (commit
-order, never skipping a late commit), publishes in that order with ``Nats-Msg-Id`` = event id,
+order, never skipping a late commit), publishes in that order with ``Nats-Msg-Id`` = event id
+(each event as stored, with its stored schema version: a relay passes on what it may not understand),
 waits for every acknowledgement, and only then moves its checkpoint. A crash anywhere means a
 re-publish from the last checkpoint, which JetStream drops as duplicates within its window and
 consumers' inboxes drop after it. One relay is active per database (advisory lock), so several
@@ -75,7 +76,7 @@ class OutboxRelay:
     async def _publish_forever(self, lock: SessionLock) -> None:
         checkpoint = await self.store.load_checkpoint(self.checkpoint_name)
         while True:
-            batch = await self.store.read_all(checkpoint, self.batch_size)
+            batch = await self.store.read_all(checkpoint, self.batch_size, as_stored=True)
             if not batch:
                 self._wake.clear()
                 try:

@@ -118,9 +118,10 @@ async def migrate(pool: asyncpg.Pool, migrations: Sequence[Migration]) -> None:
             store_migrations = [Migration("0000_event_store", schema_sql()),
                                 Migration("0001_event_store_append_function", append_function_sql("0001")),
                                 Migration("0002_event_store_append_lean", append_function_sql("0002")),
-                                Migration("0003_event_store_append_in_order", append_function_sql()),
+                                Migration("0003_event_store_append_in_order", append_function_sql("0003")),
                                 Migration("0003_applied_versions", APPLIED_VERSIONS_SQL),
-                                Migration("0004_inbox_by_age", "CREATE INDEX inbox_by_age ON inbox (processed_at)")]
+                                Migration("0004_inbox_by_age", "CREATE INDEX inbox_by_age ON inbox (processed_at)"),
+                                Migration("0005_event_schema_version", append_function_sql())]
             for migration in [*store_migrations, *migrations]:
                 if migration.name in applied:
                     continue

@@ -67,9 +67,10 @@ READ_MODEL_TABLES = ["sessions_view", "session_attendance", "goals_view", "calen
 
 
 async def _fold(conn: asyncpg.Connection, stream_id: str, aggregate: type[Session] | type[Goal]) -> Any:
-    rows = await conn.fetch("SELECT event_type, data FROM events WHERE stream_id = $1 ORDER BY stream_version",
-                            stream_id)
-    decoded = [DomainEvent.decode(r["event_type"], json.loads(r["data"]), domain.__name__) for r in rows]
+    rows = await conn.fetch("SELECT event_type, schema_version, data FROM events WHERE stream_id = $1 "
+                            "ORDER BY stream_version", stream_id)
+    decoded = [DomainEvent.decode(r["event_type"], json.loads(r["data"]), domain.__name__, version=r["schema_version"])
+               for r in rows]
     state = aggregate.from_events([e for e in decoded if e is not None])
     state.version = len(rows)
     return state

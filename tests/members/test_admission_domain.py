@@ -436,7 +436,7 @@ def test_an_offer_recorded_before_claim_codes_is_answered_only_by_the_operator_o
     # An event stored before claim codes existed: no hash field at all.
     legacy = offer.model_dump(mode="json")
     del legacy["claim_code_sha256"]
-    old = DomainEvent.decode("PlaceOffered", legacy, "services.members.domain")
+    old = DomainEvent.decode("PlaceOffered", legacy, "services.members.domain", version=1)
     assert isinstance(old, PlaceOffered) and old.claim_code_sha256 is None
     apply(c, [left, old])
     for refused_actor in (VISITOR, "member:fac", "member:w1"):

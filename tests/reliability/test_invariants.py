@@ -276,7 +276,7 @@ async def race(url: str, stream: str, kind: type[A], first: Callable[[A], Sequen
         assert state.version == len(versions)
         batches: dict[int, list[DomainEvent]] = {}
         for recorded in await store.read_stream(stream):
-            event = DomainEvent.decode(recorded.type, recorded.data, kind.__module__)
+            event = DomainEvent.decode(recorded.type, recorded.data, kind.__module__, version=recorded.schema_version)
             assert event is not None
             batches.setdefault(int(recorded.transaction_id), []).append(event)
         return list(batches.values()), list(outcomes)

@@ -48,9 +48,10 @@ READ_MODEL_TABLES = ["offerings_view", "offering_commitments", "offering_feedbac
 
 
 async def _fold(conn: asyncpg.Connection, stream_id: str) -> tuple[Offering, int]:
-    rows = await conn.fetch("SELECT event_type, data, global_position FROM events WHERE stream_id = $1 "
-                            "ORDER BY stream_version", stream_id)
-    decoded = [DomainEvent.decode(r["event_type"], json.loads(r["data"]), domain.__name__) for r in rows]
+    rows = await conn.fetch("SELECT event_type, schema_version, data, global_position FROM events "
+                            "WHERE stream_id = $1 ORDER BY stream_version", stream_id)
+    decoded = [DomainEvent.decode(r["event_type"], json.loads(r["data"]), domain.__name__, version=r["schema_version"])
+               for r in rows]
     state = Offering.from_events([e for e in decoded if e is not None])
     state.version = len(rows)
     return state, (rows[0]["global_position"] if rows else 0)
