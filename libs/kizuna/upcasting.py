@@ -82,6 +82,14 @@ def current_version(event_type: str) -> int:
     return max(DomainEvent.versions.get(event_type, 1), _REACHED.get(event_type, 1))
 
 
+def missing_upcasters() -> list[str]:
+    """The version steps an event class's ``schema_version`` promises and no upcaster provides (a bug: stored
+    events of the older version could not be read)."""
+    _import_event_modules()
+    return [f"{event_type} {older}→{older + 1}" for event_type, version in sorted(DomainEvent.versions.items())
+            for older in range(1, version) if (event_type, older) not in _UPCASTERS]
+
+
 def upcast(event_type: str, version: int, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """``data`` of ``version`` as the current version of ``event_type``: (current version, payload). The
     payload given is never changed; it is returned as is when it is current already."""
