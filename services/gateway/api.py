@@ -219,7 +219,7 @@ async def forward_to_service(path: str, request: Request) -> Response:
     parts = [p for p in path.split("/") if p]
     if service is None:
         raise NotFound(f"no route /v1/{path}")
-    if len(parts) >= 2:
+    if parts[0] == "communities" and len(parts) >= 2:
         who.require_community(parts[1])
     if who.scope == "dashboard" and request.method != "GET":
         raise Forbidden("a dashboard token is read-only")

@@ -22,8 +22,11 @@ ROUTES: dict[str, str] = {
 
 
 def service_for(path: str) -> str | None:
-    """The service for a path below /v1 (``communities/…``), or None when no service serves it."""
+    """The service for a path below /v1 (``communities/…``, or the operator's ``webhooks…``), or None when no
+    service serves it."""
     parts = [part for part in path.split("/") if part]
+    if parts and parts[0] == "webhooks":  # the operator's endpoints, for every community
+        return "notifications"
     if not parts or parts[0] != "communities":
         return None
     if len(parts) <= 2:

@@ -5,24 +5,34 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from kizuna.addresses import AddressGuard, UnsafeAddress
 from kizuna.auth import Principal, principal
-from kizuna.errors import Conflict, Invalid, NotFound
+from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
 from kizuna.handling import CommandContext
 from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.service import runtime_of
 
 from . import handlers, projections
-from .domain import KINDS, ChangePreferences, Delivery, Language, Preferences, QuietHours, RegisterWebhook
+from .domain import (
+    EVERY_COMMUNITY,
+    KINDS,
+    ChangePreferences,
+    Delivery,
+    Language,
+    Preferences,
+    QuietHours,
+    RegisterWebhook,
+)
 from .messages import compose
 from .webhooks import WebhookSettings
 
@@ -208,12 +218,49 @@ class DeliveryView(BaseModel):
     last_error: str | None
 
 
-def _owner(who: Principal, community_id: str) -> str:
+@dataclass(frozen=True)
+class Registrant:
+    """Whose endpoints a webhook route acts on: a community's (its owner, or the operator on its behalf), or
+    the operator's own endpoints for every community (routes without a community: ``/webhooks…``)."""
+
+    community_id: str
+    role: str
+    ctx: CommandContext
+
+
+async def registrant(request: Request, who: Principal = Depends(principal)) -> Registrant:
+    community_id = request.path_params.get("community_id")
+    if community_id is None:
+        if not who.is_operator:
+            raise Forbidden("webhooks for every community are the operator's; an owner registers the community's "
+                            "own under /communities/{community_id}/webhooks", slug="operator-only")
+        return Registrant(EVERY_COMMUNITY, "operator", CommandContext.from_request(request, who))
     if who.is_operator:
         who.require_community(community_id)
-        return "operator"
-    who.require_role(community_id, "owner")
-    return "owner"
+        role = "operator"
+    else:
+        who.require_role(community_id, "owner")
+        role = "owner"
+    return Registrant(community_id, role, CommandContext.from_request(request, who, community_id))
+
+
+def _community_in_path(community_id: str = Path(description="The community whose endpoints these are")) -> None:
+    """Declares the path's community (``registrant`` reads it) so that the API's description names it."""
+
+
+def _webhook_route(method: str, path: str, summary: str, **options: Any) -> Any:
+    """Serves one webhook route twice: for a community's endpoints and for the operator's, which see every
+    community (the same code; ``registrant`` tells them apart)."""
+    def register(endpoint: Any) -> Any:
+        router.add_api_route("/communities/{community_id}" + path, endpoint, methods=[method], tags=["webhooks"],
+                             summary=f"{summary} (owner)", responses=PROBLEM_RESPONSES,
+                             dependencies=[Depends(_community_in_path)], **options)
+        router.add_api_route(path, endpoint, methods=[method], tags=["webhooks"],
+                             summary=f"{summary} (operator, every community)", responses=PROBLEM_RESPONSES,
+                             **options)
+        return endpoint
+
+    return register
 
 
 async def _endpoint_view(request: Request, community_id: str, endpoint_id: str) -> dict[str, Any]:
@@ -242,11 +289,9 @@ async def webhook_views(conn: Any, community_id: str, endpoint_id: str | None = 
     return [dict(r) for r in rows]
 
 
-@router.post("/communities/{community_id}/webhooks", status_code=201, response_model=RegisteredWebhook,
-             tags=["webhooks"], summary="Send this community's events of these types to a URL, signed (owner)")
-async def register_webhook(community_id: str, body: RegisterWebhook, request: Request,
-                           who: Principal = Depends(principal)) -> Any:
-    role = _owner(who, community_id)
+@_webhook_route("POST", "/webhooks", "Send events of these types to a URL, signed", status_code=201,
+                response_model=RegisteredWebhook)
+async def register_webhook(body: RegisterWebhook, request: Request, by: Registrant = Depends(registrant)) -> Any:
     settings = WebhookSettings()
     try:
         await AddressGuard(settings.allow_private_addresses).check(body.url)
@@ -254,61 +299,48 @@ async def register_webhook(community_id: str, body: RegisterWebhook, request: Re
         raise Invalid("url", str(error)) from error
     if urlsplit(body.url).scheme != "https" and not settings.allow_private_addresses:
         raise Invalid("url", "use https://")
-    endpoint_id, secret = await handlers.register_endpoint(
-        runtime_of(request).store, community_id, body, role, CommandContext.from_request(request, who, community_id))
-    return {**await _endpoint_view(request, community_id, endpoint_id), "secret": secret}
+    endpoint_id, secret = await handlers.register_endpoint(runtime_of(request).store, by.community_id, body,
+                                                           by.role, by.ctx)
+    return {**await _endpoint_view(request, by.community_id, endpoint_id), "secret": secret}
 
 
-@router.get("/communities/{community_id}/webhooks", response_model=list[WebhookView], tags=["webhooks"],
-            summary="The community's webhook endpoints, with what waits for each (owner)")
-async def list_webhooks(community_id: str, request: Request, who: Principal = Depends(principal)) -> Any:
-    _owner(who, community_id)
+@_webhook_route("GET", "/webhooks", "The webhook endpoints, with what waits for each",
+                response_model=list[WebhookView])
+async def list_webhooks(request: Request, by: Registrant = Depends(registrant)) -> Any:
     async with runtime_of(request).pool.acquire() as conn:
-        return await webhook_views(conn, community_id)
+        return await webhook_views(conn, by.community_id)
 
 
-@router.delete("/communities/{community_id}/webhooks/{endpoint_id}", status_code=204, tags=["webhooks"],
-               summary="Stop and forget an endpoint (owner)")
-async def remove_webhook(community_id: str, endpoint_id: str, request: Request,
-                         who: Principal = Depends(principal)) -> Response:
-    await _on_endpoint(request, who, community_id, endpoint_id, lambda e, actor: e.remove(community_id, actor))
+@_webhook_route("DELETE", "/webhooks/{endpoint_id}", "Stop and forget an endpoint", status_code=204,
+                response_class=Response)
+async def remove_webhook(endpoint_id: str, request: Request, by: Registrant = Depends(registrant)) -> Response:
+    await handlers.on_endpoint(runtime_of(request).store, by.community_id, endpoint_id, by.ctx,
+                               lambda e: e.remove(by.community_id, by.ctx.actor))
     return Response(status_code=204)
 
 
-@router.post("/communities/{community_id}/webhooks/{endpoint_id}/enable", response_model=WebhookView,
-             tags=["webhooks"], summary="Deliver again to a disabled endpoint: what waited goes first, in order")
-async def enable_webhook(community_id: str, endpoint_id: str, request: Request,
-                         who: Principal = Depends(principal)) -> Any:
-    await _on_endpoint(request, who, community_id, endpoint_id, lambda e, actor: e.enable(community_id, actor))
-    return await _endpoint_view(request, community_id, endpoint_id)
+@_webhook_route("POST", "/webhooks/{endpoint_id}/enable", "Deliver again to a disabled endpoint: what waited "
+                "goes first, in order", response_model=WebhookView)
+async def enable_webhook(endpoint_id: str, request: Request, by: Registrant = Depends(registrant)) -> Any:
+    await handlers.on_endpoint(runtime_of(request).store, by.community_id, endpoint_id, by.ctx,
+                               lambda e: e.enable(by.community_id, by.ctx.actor))
+    return await _endpoint_view(request, by.community_id, endpoint_id)
 
 
-async def _on_endpoint(request: Request, who: Principal, community_id: str, endpoint_id: str, decide: Any) -> None:
-    """An owner's decision on one of the community's endpoints."""
-    _owner(who, community_id)
-    ctx = CommandContext.from_request(request, who, community_id)
-    await handlers.on_endpoint(runtime_of(request).store, community_id, endpoint_id, ctx,
-                               lambda endpoint: decide(endpoint, ctx.actor))
-
-
-@router.post("/communities/{community_id}/webhooks/{endpoint_id}/secret-rotation", response_model=RotatedSecret,
-             tags=["webhooks"], summary="A new signing secret; the old one keeps signing beside it for a while")
-async def rotate_webhook_secret(community_id: str, endpoint_id: str, request: Request,
-                                who: Principal = Depends(principal)) -> Any:
-    _owner(who, community_id)
-    secret, until = await handlers.rotate_secret(runtime_of(request).store, community_id, endpoint_id,
-                                                 WebhookSettings().secret_overlap_hours,
-                                                 CommandContext.from_request(request, who, community_id))
+@_webhook_route("POST", "/webhooks/{endpoint_id}/secret-rotation", "A new signing secret; the old one keeps "
+                "signing beside it for a while", response_model=RotatedSecret)
+async def rotate_webhook_secret(endpoint_id: str, request: Request, by: Registrant = Depends(registrant)) -> Any:
+    secret, until = await handlers.rotate_secret(runtime_of(request).store, by.community_id, endpoint_id,
+                                                 WebhookSettings().secret_overlap_hours, by.ctx)
     return {"secret": secret, "previous_valid_until": until}
 
 
-@router.get("/communities/{community_id}/webhooks/{endpoint_id}/deliveries", response_model=list[DeliveryView],
-            tags=["webhooks"], summary="The endpoint's deliveries, newest first (owner)")
-async def webhook_deliveries(community_id: str, endpoint_id: str, request: Request,
-                             limit: int = Query(50, ge=1, le=500), who: Principal = Depends(principal)) -> Any:
-    _owner(who, community_id)
+@_webhook_route("GET", "/webhooks/{endpoint_id}/deliveries", "The endpoint's deliveries, newest first",
+                response_model=list[DeliveryView])
+async def webhook_deliveries(endpoint_id: str, request: Request, limit: int = Query(50, ge=1, le=500),
+                             by: Registrant = Depends(registrant)) -> Any:
     async with runtime_of(request).pool.acquire() as conn:
-        await _require_endpoint(conn, community_id, endpoint_id)
+        await _require_endpoint(conn, by.community_id, endpoint_id)
         rows = await conn.fetch(
             "SELECT delivery_id, event_id, event_type, status, attempts, CASE WHEN status = 'pending' THEN next_at "
             "END AS next_at, delivered_at, last_status, last_error FROM webhook_deliveries WHERE endpoint_id = $1 "
@@ -316,14 +348,13 @@ async def webhook_deliveries(community_id: str, endpoint_id: str, request: Reque
     return [dict(r) for r in rows]
 
 
-@router.post("/communities/{community_id}/webhooks/{endpoint_id}/deliveries/{delivery_id}/redelivery",
-             status_code=201, response_model=DeliveryView, tags=["webhooks"],
-             summary="Send a delivery again (a copy queued after what waits now; its webhook-id is new)")
-async def redeliver(community_id: str, endpoint_id: str, delivery_id: str, request: Request,
-                    who: Principal = Depends(principal)) -> Any:
-    _owner(who, community_id)
+@_webhook_route("POST", "/webhooks/{endpoint_id}/deliveries/{delivery_id}/redelivery", "Send a delivery again "
+                "(a copy queued after what waits now; its webhook-id is new)", status_code=201,
+                response_model=DeliveryView)
+async def redeliver(endpoint_id: str, delivery_id: str, request: Request,
+                    by: Registrant = Depends(registrant)) -> Any:
     async with runtime_of(request).pool.acquire() as conn:
-        await _require_endpoint(conn, community_id, endpoint_id)
+        await _require_endpoint(conn, by.community_id, endpoint_id)
         row = await conn.fetchrow(
             "INSERT INTO webhook_deliveries (delivery_id, endpoint_id, event_id, event_type, body) SELECT $3, "
             "endpoint_id, event_id, event_type, body FROM webhook_deliveries WHERE endpoint_id = $1 AND "

@@ -331,6 +331,15 @@ def webhook_stream(endpoint_id: str) -> str:
     return f"webhook-{endpoint_id}"
 
 
+# The community of the operator's own endpoints: they hear every community's events (and those of none, such
+# as identity's), as the operator sees them. Their events are stored without a community (the ecosystem's).
+EVERY_COMMUNITY = "*"
+
+
+def stored_community(community_id: str) -> str | None:
+    return None if community_id == EVERY_COMMUNITY else community_id
+
+
 class WebhookEndpointRegistered(DomainEvent):
     """An owner (or the operator) asked for a community's events of these types at this URL. The endpoint
     sees what the read policy shows its registrant's role on the event stream (``viewer_role``); its signing

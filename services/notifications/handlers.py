@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -32,8 +33,11 @@ from .domain import (
     WebhookSecretRotated,
     notification_stream,
     preferences_stream,
+    stored_community,
     webhook_stream,
 )
+
+log = logging.getLogger("kizuna.notifications.webhooks")
 
 
 def new_secret() -> str:
@@ -116,7 +120,8 @@ async def register_endpoint(store: EventStore, community_id: str, cmd: RegisterW
     async with store.pool.acquire() as conn, conn.transaction():
         await conn.execute("INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret)
         await execute(store, webhook_stream(endpoint_id), WebhookEndpoint,
-                      lambda e: [] if e.registered else [event], ctx, community_id=community_id, connection=conn)
+                      lambda e: [] if e.registered else [event], ctx, community_id=stored_community(community_id),
+                      connection=conn)
     return endpoint_id, secret
 
 
@@ -131,26 +136,30 @@ async def rotate_secret(store: EventStore, community_id: str, endpoint_id: str, 
         await conn.execute("INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret)
         await execute(store, webhook_stream(endpoint_id), WebhookEndpoint, lambda e: [WebhookSecretRotated(
             endpoint_id=endpoint_id, community_id=community_id, previous_valid_until=until, rotated_by=ctx.actor)],
-            ctx, community_id=community_id, connection=conn)
+            ctx, community_id=stored_community(community_id), connection=conn)
     return secret, until
 
 
 async def on_endpoint(store: EventStore, community_id: str, endpoint_id: str, ctx: CommandContext,
                       decide: Any) -> WebhookEndpoint:
     state, _ = await execute(store, webhook_stream(endpoint_id), WebhookEndpoint, decide, ctx,
-                             community_id=community_id)
+                             community_id=stored_community(community_id))
     return state
 
 
 async def disable_endpoint(store: EventStore, conn: asyncpg.Connection, community_id: str, endpoint_id: str,
                            reason: str) -> None:
-    """Stops an endpoint that failed for too long, and tells the community's owners (once per disabling)."""
-    ctx = CommandContext(actor="notifications:webhooks", community_id=community_id)
+    """Stops an endpoint that failed for too long, and tells the community's owners (once per disabling). The
+    operator's own endpoints have no owners to tell: the log says it (and their listing shows it)."""
+    ctx = CommandContext(actor="notifications:webhooks", community_id=stored_community(community_id))
     state, recorded = await execute(store, webhook_stream(endpoint_id), WebhookEndpoint,
-                                    lambda e: e.disable(community_id, reason), ctx, community_id=community_id,
+                                    lambda e: e.disable(community_id, reason), ctx,
+                                    community_id=stored_community(community_id),
                                     connection=conn)
     if not recorded or state.registered is None:
         return
+    log.warning("webhook endpoint disabled", extra={"endpoint_id": endpoint_id, "community_id": community_id,
+                                                    "url": state.registered.url, "reason": reason})
     owners = await conn.fetch("SELECT member_id FROM roster WHERE community_id = $1 AND active AND role = 'owner'",
                               community_id)
     for owner in owners:

@@ -35,6 +35,7 @@ from kizuna.envelope import Envelope
 from kizuna.read_policy import Viewer, visible_event
 from kizuna.service import Runtime
 
+from .domain import EVERY_COMMUNITY
 from .handlers import disable_endpoint
 
 log = logging.getLogger("kizuna.notifications.webhooks")
@@ -125,10 +126,11 @@ def cloudevent(e: Envelope) -> dict[str, Any]:
 
 
 async def queue(conn: asyncpg.Connection, e: Envelope) -> None:
-    """One delivery per endpoint of the event's community that wants its type and may see it."""
-    endpoints = await conn.fetch(
-        "SELECT endpoint_id, viewer_role FROM webhook_endpoints WHERE community_id = $1 AND status <> 'removed' "
-        "AND ($2 = ANY(event_types) OR '*' = ANY(event_types))", e.community_id, e.type)
+    """One delivery per endpoint of the event's community (or of every community) that wants its type and may
+    see it."""
+    endpoints = await conn.fetch(  # the community's endpoints, and the operator's for every community
+        "SELECT endpoint_id, viewer_role FROM webhook_endpoints WHERE community_id IN ($1, $3) AND status <> "
+        "'removed' AND ($2 = ANY(event_types) OR '*' = ANY(event_types))", e.community_id, e.type, EVERY_COMMUNITY)
     for endpoint in endpoints:
         viewer = Viewer(is_operator=True) if endpoint["viewer_role"] == "operator" else Viewer(
             role=endpoint["viewer_role"], scope="dashboard")

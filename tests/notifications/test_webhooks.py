@@ -217,3 +217,43 @@ async def test_the_documented_node_verifier_accepts_a_real_delivery_and_rejects_
         bad = subprocess.run([node, str(tmp_path / "verify.js"), registered["secret"]], input=json.dumps(forged),
                              capture_output=True, text=True, timeout=30)
         assert bad.returncode == 1 and bad.stdout.strip() == "REJECTED", bad.stdout + bad.stderr
+
+
+async def test_the_operators_endpoint_hears_every_community_and_no_owner_can_reach_it(
+        notify_stack: Ecosystem, inbox: SmtpInbox, tmp_path: Path) -> None:
+    async with httpx.AsyncClient(base_url=notify_stack.url("gateway"), headers=notify_stack.operator_headers(),
+                                 timeout=30) as operator, an_owner_listening(
+            notify_stack, inbox, tmp_path / "owner", ["JobRequestPosted"]) as (cid, hana, as_hana, _r, _own):
+        with receiver(tmp_path / "operator") as r:
+            registered = await operator.post("/v1/webhooks", json={
+                "url": r.url, "event_types": ["CommunityFounded"], "description": "the operator's wall screen"})
+            assert registered.status_code == 201, registered.text
+            r.secrets.write_text(registered.json()["secret"] + "\n")
+            endpoint = registered.json()["endpoint_id"]
+            names = [f"North Circle {endpoint[-6:]}", f"South Circle {endpoint[-6:]}"]
+            for name in names:
+                founded = await operator.post("/v1/communities", json={"name": name, "owner_display_name": "Aya"})
+                assert founded.status_code == 201, founded.text
+
+            async def both() -> bool:
+                return {d["data"]["name"] for d in r.received() if d["verified_with"] == 0} >= set(names)
+
+            await eventually(both, timeout=30)
+            log = (await operator.get(f"/v1/webhooks/{endpoint}/deliveries")).json()
+            assert {d["event_type"] for d in log} == {"CommunityFounded"} and len(log) >= 2
+
+            # An owner neither registers for every community, nor sees or touches the operator's endpoint.
+            refused = await hana.post("/v1/webhooks", headers=as_hana,
+                                      json={"url": r.url, "event_types": ["CommunityFounded"]})
+            assert refused.status_code == 403, refused.text
+            assert (await hana.get("/v1/webhooks", headers=as_hana)).status_code == 403
+            listed = (await hana.get(f"/v1/communities/{cid}/webhooks", headers=as_hana)).json()
+            assert endpoint not in {e["endpoint_id"] for e in listed}
+            for method, path in (("GET", "deliveries"), ("POST", "enable"), ("POST", "secret-rotation")):
+                reached = await hana.request(method, f"/v1/communities/{cid}/webhooks/{endpoint}/{path}",
+                                             headers=as_hana)
+                assert reached.status_code == 404, (path, reached.text)
+            assert (await hana.delete(f"/v1/communities/{cid}/webhooks/{endpoint}", headers=as_hana)).status_code \
+                == 404
+            assert (await operator.delete(f"/v1/webhooks/{endpoint}")).status_code == 204
+            assert endpoint not in {e["endpoint_id"] for e in (await operator.get("/v1/webhooks")).json()}
