@@ -7,6 +7,7 @@ import asyncpg
 
 from kizuna.consumer import Subscription
 from kizuna.envelope import Envelope
+from kizuna.eventstore import EventStore
 from kizuna.handling import CommandContext
 from kizuna.roster import RosterFollower
 from kizuna.service import Runtime
@@ -63,9 +64,23 @@ def raising_reaction(runtime: Runtime) -> Subscription:
             ctx = CommandContext(actor=f"notifications:{envelope.type}", community_id=envelope.community_id,
                                  causation_id=str(envelope.id))
             for member_id in dict.fromkeys(cause.members):
+                if cause.opt_in and not await opted_in(store, conn, envelope.community_id, member_id, cause.kind):
+                    continue
                 await handlers.raise_notification(store, conn, envelope, cause.kind, member_id, cause.facts, ctx)
 
-    return Subscription("notifications-causes", ["*.members.>", "*.referrals.>", "*.sessions.>"], react)
+    # The gateway's events: partnerships proposed to a community, partners' job requests received (federation).
+    return Subscription("notifications-causes", ["*.members.>", "*.referrals.>", "*.sessions.>", "*.gateway.>"],
+                        react)
+
+
+async def opted_in(store: EventStore, conn: asyncpg.Connection, community_id: str, member_id: str,
+                   kind: str) -> bool:
+    """Whether the person behind a member asked for a kind that starts off: their wishes as they are when the
+    cause arrives (a member with no signed-in person linked has none, so hears nothing of it)."""
+    person_id = await conn.fetchval(
+        "SELECT c.person_id FROM member_accounts m JOIN community_accounts c ON c.community_id = m.community_id "
+        "AND c.account = m.account WHERE m.community_id = $1 AND m.member_id = $2", community_id, member_id)
+    return person_id is not None and (await handlers.preferences(store, str(person_id))).wants(kind)
 
 
 def webhook_reaction(runtime: Runtime) -> Subscription:

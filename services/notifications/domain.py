@@ -34,15 +34,31 @@ KINDS: dict[str, str] = {
     "webhook-disabled": "a webhook of a community I own kept failing and was disabled (owners)",
     "session-reminder": "a session I have a place in starts within a day",
     "offer-reminder": "a place offered to me lapses within a day and I have not answered",
+    "session-registered": "someone gave me a place in a session, or put me on its waitlist",
+    "job-status": "a job I was asked to do (or offered on, if called off) was started, completed or called off",
+    "introduction-outcome": "someone I introduced accepted or declined, or how it went was recorded",
+    "goal-checkin-due": "a goal of mine has had no check-in for a while",
+    "offering-deadline": "commitments to an offering I committed to (or produce) close within a day",
+    "offering-decided": "an offering I committed to (or produce) went ahead or lapsed",
+    "offering-coming": "a delivery day or a help shift of mine is tomorrow",
+    "partner-job-match": "a partner community shared a job request that needs my skills (I ask for it)",
+    "community-near-cap": "a community I run is at 90 % of its member cap (owners and facilitators)",
+    "partnership-proposed": "a link with another community was proposed to, or by, a community I own (owners)",
 }
 Kind = Literal["place-offered", "application-decided", "application-received", "job-offer", "job-assigned",
                "introduced", "feedback-received", "session-promoted", "session-changed", "webhook-disabled",
-               "session-reminder", "offer-reminder"]
+               "session-reminder", "offer-reminder", "session-registered", "job-status", "introduction-outcome",
+               "goal-checkin-due", "offering-deadline", "offering-decided", "offering-coming", "partner-job-match",
+               "community-near-cap", "partnership-proposed"]
 Delivery = Literal["immediately", "digest", "off"]
 Language = Literal["ja", "en"]
 # How a kind is heard about until the person says otherwise (kinds not named here: immediately). A kind that
 # writes to many people about something they did not ask for starts off (opt-in).
-DEFAULT_DELIVERY: dict[str, Delivery] = {}
+DEFAULT_DELIVERY: dict[str, Delivery] = {
+    # Every partner's job request matching someone's skills would be a stream of mail nobody asked for: only
+    # those who turn it on hear of it — and only they get it in their inbox too (causes.Cause.opt_in).
+    "partner-job-match": "off",
+}
 
 
 def notification_stream(community_id: str, member_id: str, kind: str, cause_id: str) -> str:

@@ -12,7 +12,7 @@ import asyncpg
 from kizuna.eventstore import RecordedEvent
 from kizuna.service import Migration
 
-from .causes import LOOKUPS_SQL, REMINDER_LOOKUPS_SQL
+from .causes import LOOKUPS_SQL, MORE_LOOKUPS_SQL, REMINDER_LOOKUPS_SQL
 from .consumers import PEOPLE_SQL, ROSTER
 from .webhooks import WEBHOOKS_SQL, project_endpoint
 
@@ -64,7 +64,8 @@ CREATE TABLE digest_attempts (
 MIGRATIONS = [Migration("notifications_0001", SQL + LOOKUPS_SQL + PEOPLE_SQL),
               Migration("notifications_0002_webhooks", WEBHOOKS_SQL),
               Migration("notifications_0003_reminders", REMINDER_LOOKUPS_SQL),
-              Migration("notifications_0004_digests", DIGEST_SQL)]
+              Migration("notifications_0004_digests", DIGEST_SQL),
+              Migration("notifications_0005_more_kinds", MORE_LOOKUPS_SQL)]
 READ_MODEL_TABLES = ["notifications_view", "mail_queue", "webhook_endpoints", "digest_queue", "digest_attempts"]
 
 
