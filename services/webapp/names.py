@@ -38,4 +38,8 @@ INTRODUCTION_STATES = [N_("introduction:made"), N_("introduction:accepted"), N_(
 NOTIFICATION_KINDS = [N_("notify:place-offered"), N_("notify:application-decided"), N_("notify:application-received"),
                       N_("notify:job-offer"), N_("notify:job-assigned"), N_("notify:introduced"),
                       N_("notify:feedback-received"), N_("notify:session-promoted"), N_("notify:session-changed"),
-                      N_("notify:webhook-disabled"), N_("notify:session-reminder"), N_("notify:offer-reminder")]
+                      N_("notify:webhook-disabled"), N_("notify:session-reminder"), N_("notify:offer-reminder"),
+                      N_("notify:session-registered"), N_("notify:job-status"), N_("notify:introduction-outcome"),
+                      N_("notify:goal-checkin-due"), N_("notify:offering-deadline"), N_("notify:offering-decided"),
+                      N_("notify:offering-coming"), N_("notify:partner-job-match"), N_("notify:community-near-cap"),
+                      N_("notify:partnership-proposed")]
