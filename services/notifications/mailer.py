@@ -76,7 +76,8 @@ async def send_batch(runtime: Runtime, delivery: DeliverySettings, mail: MailSet
             await handlers.record_delivery(runtime.store, conn, row["stream_id"], outcome)
             if isinstance(outcome, NotificationEmailFailed):
                 break  # the server refuses: the rest wait for their turn rather than for its timeout each
-            await asyncio.sleep(1 / delivery.per_second)
+            if isinstance(outcome, NotificationEmailed):  # the sending rate is the SMTP server's: only sends count
+                await asyncio.sleep(1 / delivery.per_second)
         return len(rows)
 
 

@@ -51,31 +51,49 @@ async def remind(runtime: Runtime, ahead: timedelta, checkin: timedelta = timede
     async with runtime.pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
             return
-        sessions = await conn.fetch(
-            "SELECT s.session_id, s.community_id, s.title, s.starts_at, s.ends_at, s.time_zone, s.place, "
-            "r.member_id, c.name FROM known_sessions s JOIN known_registrations r USING (session_id) "
-            "LEFT JOIN known_communities c USING (community_id) WHERE NOT s.cancelled AND s.starts_at > $1 "
-            "AND s.starts_at <= $2", now, now + ahead)
-        for row in sessions:
-            cid = row["community_id"]
-            await raise_for(runtime.store, conn, cid, row["member_id"], "session-reminder",
-                            f"reminder:{row['session_id']}:{row['starts_at'].isoformat()}", now, {
-                                "community": row["name"] or "", "community_id": cid, "session_id": row["session_id"],
-                                "title": row["title"], "starts_at": row["starts_at"].isoformat(),
-                                "ends_at": row["ends_at"].isoformat(), "time_zone": row["time_zone"],
-                                "place": row["place"], "path": f"/app/c/{cid}/sessions"}, ctx)
-        offers = await conn.fetch(
-            "SELECT o.offer_id, o.community_id, o.applicant_id, o.expires_at, c.name FROM known_offers o "
-            "LEFT JOIN known_communities c USING (community_id) WHERE o.open AND o.expires_at > $1 "
-            "AND o.expires_at <= $2", now, now + ahead)
-        for row in offers:
-            cid = row["community_id"]
-            await raise_for(runtime.store, conn, cid, row["applicant_id"], "offer-reminder",
-                            f"reminder:{row['offer_id']}", now, {
-                                "community": row["name"] or "", "community_id": cid,
-                                "expires_at": row["expires_at"].isoformat(), "path": f"/waiting/{cid}"}, ctx)
-        await _remind_of_goals(runtime, conn, now, checkin, ctx)
-        await _remind_of_offerings(runtime, conn, now, ahead, ctx)
+        looks = [("sessions", _remind_of_sessions(runtime, conn, now, ahead, ctx)),
+                 ("offers", _remind_of_offers(runtime, conn, now, ahead, ctx)),
+                 ("goals", _remind_of_goals(runtime, conn, now, checkin, ctx)),
+                 ("offerings", _remind_of_offerings(runtime, conn, now, ahead, ctx))]
+        for what, look in looks:
+            try:  # each kind in a savepoint of its own: one failing does not keep the others from going out
+                async with conn.transaction():
+                    await look
+            except asyncpg.PostgresError as error:
+                log.error("reminders of one kind not looked for", extra={"kind": what, "error": repr(error)})
+
+
+async def _remind_of_sessions(runtime: Runtime, conn: asyncpg.Connection, now: datetime, ahead: timedelta,
+                              ctx: CommandContext) -> None:
+    """A session starting within ``ahead``: each member with a place is reminded once per start time."""
+    sessions = await conn.fetch(
+        "SELECT s.session_id, s.community_id, s.title, s.starts_at, s.ends_at, s.time_zone, s.place, "
+        "r.member_id, c.name FROM known_sessions s JOIN known_registrations r USING (session_id) "
+        "LEFT JOIN known_communities c USING (community_id) WHERE NOT s.cancelled AND s.starts_at > $1 "
+        "AND s.starts_at <= $2", now, now + ahead)
+    for row in sessions:
+        cid = row["community_id"]
+        await raise_for(runtime.store, conn, cid, row["member_id"], "session-reminder",
+                        f"reminder:{row['session_id']}:{row['starts_at'].isoformat()}", now, {
+                            "community": row["name"] or "", "community_id": cid, "session_id": row["session_id"],
+                            "title": row["title"], "starts_at": row["starts_at"].isoformat(),
+                            "ends_at": row["ends_at"].isoformat(), "time_zone": row["time_zone"],
+                            "place": row["place"], "path": f"/app/c/{cid}/sessions"}, ctx)
+
+
+async def _remind_of_offers(runtime: Runtime, conn: asyncpg.Connection, now: datetime, ahead: timedelta,
+                            ctx: CommandContext) -> None:
+    """A place offered and not answered, lapsing within ``ahead``: its applicant is reminded once."""
+    offers = await conn.fetch(
+        "SELECT o.offer_id, o.community_id, o.applicant_id, o.expires_at, c.name FROM known_offers o "
+        "LEFT JOIN known_communities c USING (community_id) WHERE o.open AND o.expires_at > $1 "
+        "AND o.expires_at <= $2", now, now + ahead)
+    for row in offers:
+        cid = row["community_id"]
+        await raise_for(runtime.store, conn, cid, row["applicant_id"], "offer-reminder",
+                        f"reminder:{row['offer_id']}", now, {
+                            "community": row["name"] or "", "community_id": cid,
+                            "expires_at": row["expires_at"].isoformat(), "path": f"/waiting/{cid}"}, ctx)
 
 
 async def _remind_of_goals(runtime: Runtime, conn: asyncpg.Connection, now: datetime, checkin: timedelta,
