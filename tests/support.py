@@ -115,6 +115,7 @@ class Ecosystem:
             **os.environ,
             "KIZUNA_SERVICE_NAME": service,
             "KIZUNA_DATABASE_URL": self.database_url(service),
+            "KIZUNA_KEYS_DATABASE_URL": self.database_url("keys"),  # the deployment's one key vault
             "KIZUNA_NATS_URL": self.nats.url,
             "KIZUNA_SUBJECT_PREFIX": self.prefix,
             "KIZUNA_STREAM_NAME": self.prefix.upper(),

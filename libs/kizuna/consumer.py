@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -52,8 +53,10 @@ from .envelope import Envelope
 from .grouped import GroupedWrites
 from .handling import run_again_if_refused
 from .ordering import NotYetApplicable, StreamVersions, follows_whole_streams, is_versioned, plan, stream_key
+from .personal import reveal
 from .telemetry import context_from, tracer
 from .upcasting import EventVersionTooNew, upcast_envelope
+from .vault import KeyVault
 
 log = logging.getLogger("kizuna.consumer")
 
@@ -104,8 +107,10 @@ class _Held:
 class InboxConsumer:
     def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, subscription: Subscription, *,
                  stream: str, prefix: str, max_deliver: int = 5, ack_wait: float = 30.0,
-                 batch: int = 100, together: bool = True, order_wait: float | None = None) -> None:
+                 batch: int = 100, together: bool = True, order_wait: float | None = None,
+                 vault: KeyVault | None = None) -> None:
         self.js, self.pool, self.subscription = js, pool, subscription
+        self.vault = vault  # opens the personal fields of every envelope before a handler sees it
         self.together = together
         self.stream, self.prefix = stream, prefix
         self.max_deliver, self.ack_wait, self.batch = max_deliver, ack_wait, batch
@@ -185,7 +190,7 @@ class InboxConsumer:
         """Applies a fetched batch in one transaction; False (nothing applied) sends it one at a time."""
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                outcome = await apply_new(conn, self.subscription, messages)
+                outcome = await apply_new(conn, self.subscription, messages, vault=self.vault)
         except Exception as error:
             log.info("batch rolled back; applying its messages one at a time",
                      extra={"consumer": self.durable, "batch": len(messages), "error": repr(error)})
@@ -284,7 +289,7 @@ class InboxConsumer:
         async def transaction() -> Outcome:
             async with self.pool.acquire() as conn, conn.transaction():
                 return await apply_in_order(conn, self.subscription, [envelope], overdue=lambda _: overdue,
-                                            tolerate_missing=overdue, grouped=self.together)
+                                            tolerate_missing=overdue, grouped=self.together, vault=self.vault)
 
         try:
             # A reaction writes its inbox row before it appends, so PostgreSQL may refuse the append to keep
@@ -337,18 +342,18 @@ class InboxConsumer:
 
 
 async def apply_new(conn: asyncpg.Connection, subscription: Subscription, messages: Sequence[Msg],
-                    overdue: Callable[[int], bool] = lambda _: False) -> Outcome:
+                    overdue: Callable[[int], bool] = lambda _: False, *, vault: KeyVault | None = None) -> Outcome:
     """Applies, inside the caller's transaction, the messages ``subscription`` has not applied before, each
     source stream in version order (``apply_in_order``); runs of one statement are sent together."""
     envelopes = [Envelope.from_bytes(msg.data) for msg in messages]
     return await apply_in_order(conn, subscription, envelopes, overdue=overdue,
-                                trace_headers=[msg.headers for msg in messages])
+                                trace_headers=[msg.headers for msg in messages], vault=vault)
 
 
 async def apply_in_order(conn: asyncpg.Connection, subscription: Subscription, envelopes: Sequence[Envelope], *,
                          overdue: Callable[[int], bool] = lambda _: False, tolerate_missing: bool = False,
                          trace_headers: Sequence[dict[str, str] | None] | None = None,
-                         grouped: bool = True) -> Outcome:
+                         grouped: bool = True, vault: KeyVault | None = None) -> Outcome:
     """The one rule every bus-fed read model applies events by, inside the caller's transaction.
 
     An ordered subscription's versioned events go by their stream's applied version (``kizuna.ordering``):
@@ -357,8 +362,9 @@ async def apply_in_order(conn: asyncpg.Connection, subscription: Subscription, e
     order given. ``tolerate_missing`` (one overdue event at a time) logs a handler's ``NotYetApplicable``
     instead of holding the event again. ``grouped=False`` hands the handler the connection itself: a
     reaction runs commands, which open savepoints, where a projection's runs of one statement are sent
-    together (``GroupedWrites``)."""
-    envelopes, newer = _upcast(envelopes)
+    together (``GroupedWrites``). Personal fields are opened with ``vault`` first (their placeholders without
+    one, or once their subject is erased)."""
+    envelopes, newer = _upcast(await opened(envelopes, vault))
     by_version = [i for i, e in enumerate(envelopes) if i not in newer and subscription.ordered and is_versioned(e)]
     by_inbox = [i for i, e in enumerate(envelopes) if i not in newer and not (subscription.ordered and is_versioned(e))]
     sequence: list[int] = []
@@ -400,6 +406,14 @@ async def apply_in_order(conn: asyncpg.Connection, subscription: Subscription, e
     if versions is not None:
         await versions.save(conn)
     return Outcome(len(sequence), early, sorted(newer))
+
+
+async def opened(envelopes: Sequence[Envelope], vault: KeyVault | None) -> list[Envelope]:
+    """The envelopes with their personal fields opened (``kizuna.personal``), before anything upcasts them."""
+    datas = [envelope.data for envelope in envelopes]
+    revealed = await vault.reveal_all(datas) if vault is not None else [reveal(data, {}) for data in datas]
+    return [envelope if data is envelope.data else dataclasses.replace(envelope, data=data)
+            for envelope, data in zip(envelopes, revealed, strict=True)]
 
 
 def _upcast(envelopes: Sequence[Envelope]) -> tuple[list[Envelope], set[int]]:

@@ -6,6 +6,8 @@ from typing import Any, ClassVar, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+from .personal import DECLARED, Personal
+
 
 class DomainEvent(BaseModel):
     """A past-tense fact. Its class name is its event type on the store and on the bus."""
@@ -19,9 +21,13 @@ class DomainEvent(BaseModel):
     registry: ClassVar[dict[str, dict[str, type[DomainEvent]]]] = {}
     # The highest schema version any class declares per event type (what kizuna.upcasting reads).
     versions: ClassVar[dict[str, int]] = {}
+    # Which fields are someone's personal data, and whose (kizuna.personal): sealed when stored, erasable.
+    personal: ClassVar[Personal | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.personal is not None:
+            DECLARED[cls.__name__] = cls.personal
         DomainEvent.registry.setdefault(cls.__module__, {})[cls.__name__] = cls
         DomainEvent.versions[cls.__name__] = max(DomainEvent.versions.get(cls.__name__, 1), cls.schema_version)
 

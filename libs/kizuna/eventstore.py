@@ -14,6 +14,8 @@ higher — commit order, version order and read order agree within a stream.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -21,13 +23,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from .errors import ConcurrencyConflict, Conflict
+from .personal import reveal
 from .telemetry import tracer
 from .upcasting import upcast_recorded
+
+if TYPE_CHECKING:  # the vault opens a pool the way services do (kizuna.service builds on this module)
+    from .vault import KeyVault
 
 ANY_VERSION = -1
 NO_STREAM = 0
@@ -75,6 +81,10 @@ class Checkpoint:
 
 
 InlineProjection = Callable[[asyncpg.Connection, RecordedEvent], Awaitable[None]]
+
+# The store whose inline projections are running (an append, or a rebuild's replay): a projection that folds a
+# stream on its transaction's connection (``read_stream_on``) opens personal fields with that store's vault.
+PROJECTING: contextvars.ContextVar[EventStore | None] = contextvars.ContextVar("kizuna_projecting", default=None)
 
 _COLUMNS = ("global_position, transaction_id::text::bigint AS transaction_id, stream_id, stream_version, "
             "event_id, event_type, schema_version, data, metadata, recorded_at")
@@ -127,10 +137,15 @@ def append_function_sql(version: str = "") -> str:
 
 
 class EventStore:
-    """One service's event store. ``inline_projections`` run inside each append's transaction."""
+    """One service's event store. ``inline_projections`` run inside each append's transaction.
 
-    def __init__(self, pool: asyncpg.Pool, inline_projections: Sequence[InlineProjection] = ()) -> None:
+    With a ``vault``, personal fields (``kizuna.personal``) are sealed before they are stored and opened on every
+    read; without one (tests of the store itself), events are stored as given and sealed fields read as erased."""
+
+    def __init__(self, pool: asyncpg.Pool, inline_projections: Sequence[InlineProjection] = (), *,
+                 vault: KeyVault | None = None) -> None:
         self.pool = pool
+        self.vault = vault
         self.inline_projections = list(inline_projections)
         self._commit_listeners: list[Callable[[], None]] = []
         self._notify_wanted = False
@@ -209,12 +224,15 @@ class EventStore:
         # previous writer of this stream committed (see module docstring). One inside a transaction that
         # wrote earlier, with an id older than that writer's, is refused with SQLSTATE 40001
         # (asyncpg.SerializationError): the caller runs its transaction again.
+        stored = [event.data for event in events]
+        if self.vault is not None:  # the plaintext never reaches the events table, nor the bus after it
+            stored = await self.vault.seal_all([(event.type, event.data) for event in events])
         try:
             rows = await conn.fetch(
                 "SELECT * FROM kizuna_append($1, $2, $3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8)",
                 stream_id, expected_version, [event.event_id for event in events], [event.type for event in events],
                 [event.schema_version for event in events],
-                [json.dumps(event.data) for event in events], [json.dumps(event.metadata) for event in events],
+                [json.dumps(data) for data in stored], [json.dumps(event.metadata) for event in events],
                 notify,
             )
         except asyncpg.PostgresError as error:
@@ -228,11 +246,15 @@ class EventStore:
             raise
         sent = {event.event_id: event for event in events}
         # A retried append returns the stored events, which may be older than this code writes.
-        recorded = sorted((upcast_recorded(_recorded(row, stream_id, sent)) for row in rows),
+        recorded = sorted(await self.readable([_recorded(row, stream_id, sent) for row in rows]),
                           key=lambda event: event.stream_version)
-        for event in recorded:
-            for project in self.inline_projections:
-                await project(conn, event)
+        token = PROJECTING.set(self)
+        try:
+            for event in recorded:
+                for project in self.inline_projections:
+                    await project(conn, event)
+        finally:
+            PROJECTING.reset(token)
         return recorded
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
@@ -242,7 +264,7 @@ class EventStore:
                 "ORDER BY stream_version",
                 stream_id, from_version,
             )
-        return [upcast_recorded(_row_to_event(row)) for row in rows]
+        return await self.readable([_row_to_event(row) for row in rows])
 
     async def read_events(self, stream_id: str, event_ids: Sequence[uuid.UUID], *,
                           connection: asyncpg.Connection | None = None) -> list[RecordedEvent]:
@@ -255,7 +277,7 @@ class EventStore:
         else:
             async with self.pool.acquire() as conn:
                 rows = await conn.fetch(query, list(event_ids), stream_id)
-        return [upcast_recorded(_row_to_event(row)) for row in rows]
+        return await self.readable([_row_to_event(row) for row in rows])
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:
@@ -269,7 +291,7 @@ class EventStore:
                 "AND global_position > $2 ORDER BY global_position LIMIT $3",
                 category, after_position, limit,
             )
-        return [upcast_recorded(_row_to_event(row)) for row in rows]
+        return await self.readable([_row_to_event(row) for row in rows])
 
     async def read_all(self, after: Checkpoint = Checkpoint(), limit: int = 1000, *,
                        as_stored: bool = False) -> list[RecordedEvent]:
@@ -282,7 +304,17 @@ class EventStore:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(READ_ALL_SQL, str(after.transaction_id), after.global_position, limit)
         events = [_row_to_event(row) for row in rows]
-        return events if as_stored else [upcast_recorded(event) for event in events]
+        return events if as_stored else await self.readable(events)
+
+    async def readable(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Stored events as code reads them: personal fields opened (their placeholders where the subject was
+        erased), then upcast to their current versions."""
+        if self.vault is not None:
+            opened = await self.vault.reveal_all([event.data for event in events])
+        else:
+            opened = [reveal(event.data, {}) for event in events]
+        return [upcast_recorded(event if data is event.data else dataclasses.replace(event, data=data))
+                for event, data in zip(events, opened, strict=True)]
 
     async def count(self) -> int:
         async with self.pool.acquire() as conn:
@@ -313,3 +345,15 @@ class EventStore:
 
 def new_events(items: Iterable[tuple[str, dict[str, Any]]], metadata: dict[str, Any]) -> list[NewEvent]:
     return [NewEvent(type=kind, data=data, metadata=dict(metadata)) for kind, data in items]
+
+
+async def read_stream_on(conn: asyncpg.Connection, stream_id: str) -> list[RecordedEvent]:
+    """A stream's events read on ``conn`` (an inline projection's transaction, which sees the append being
+    projected), opened and upcast as the store's reads are."""
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version",  # noqa: S608 - the column list is a module constant
+                            stream_id)
+    store = PROJECTING.get()
+    events = [_row_to_event(row) for row in rows]
+    if store is not None:
+        return await store.readable(events)
+    return [upcast_recorded(dataclasses.replace(event, data=reveal(event.data, {}))) for event in events]

@@ -26,13 +26,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from . import bus
 from .consumer import apply_new
 from .envelope import Envelope
-from .eventstore import Checkpoint, EventStore, RecordedEvent
+from .eventstore import PROJECTING, Checkpoint, EventStore, RecordedEvent
 from .grouped import GroupedWrites
 from .progress import Progress
 from .relay import LOCK_HOLDER_NAME
 from .service import ServiceSpec, migrate
 from .settings import ServiceSettings
 from .upcasting import EventVersionTooNew, current_version
+from .vault import KeyVault
 
 ANALYSE_FIRST = 10_000  # events replayed before the first ANALYZE of the read models; then at each doubling
 REPLAY_WORKERS = 8  # connections applying a batch (with the one reading ahead, the pool's size)
@@ -46,6 +47,7 @@ def load_spec(service: str) -> ServiceSpec:
 async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 5000,
                   include_bus: bool = True) -> dict[str, int]:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=REPLAY_WORKERS + 1)
+    vault = await KeyVault.open(settings.keys_url(), max_size=REPLAY_WORKERS + 1)
     try:
         await migrate(pool, spec.migrations)
         await refuse_while_running(pool, spec.name)
@@ -57,11 +59,12 @@ async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 
                                [s.name for s in spec.subscriptions])
             await conn.execute("DELETE FROM applied_versions WHERE projection = ANY($1::text[])",
                                [s.name for s in spec.subscriptions])
-        counts = {"own_events": await replay_own(pool, spec, batch)}
+        counts = {"own_events": await replay_own(pool, spec, batch, vault=vault)}
         if include_bus and spec.subscriptions:
-            counts["bus_events"] = await replay_bus(pool, spec, settings)
+            counts["bus_events"] = await replay_bus(pool, spec, settings, vault=vault)
         return counts
     finally:
+        await vault.close()
         await pool.close()
 
 
@@ -90,12 +93,15 @@ async def refuse_events_newer_than_this_code(pool: asyncpg.Pool) -> None:
             raise EventVersionTooNew(row["event_type"], row["version"], current_version(row["event_type"]))
 
 
-async def replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers: int = REPLAY_WORKERS) -> int:
+async def replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers: int = REPLAY_WORKERS, *,
+                     vault: KeyVault | None = None) -> int:
     """Own events in commit order, a transaction per batch; the next batch is read while this one is
     applied. A service whose read-model rows are keyed by community (``spec.replay_partition``) applies
     each batch on several connections, one per share of the communities: each community's events stay in
-    order on one connection, while Python prepares one share's statements as PostgreSQL runs another's."""
-    store = EventStore(pool)
+    order on one connection, while Python prepares one share's statements as PostgreSQL runs another's.
+    Personal fields are opened with ``vault``: an erased subject's come back as placeholders, so a rebuild
+    after an erasure shows "erased member" wherever the name was."""
+    store = EventStore(pool, vault=vault)
     progress = Progress(f"replaying {spec.name} events", await store.count())
     applied, analysed = 0, 0
     partition = spec.replay_partition
@@ -105,12 +111,12 @@ async def replay_own(pool: asyncpg.Pool, spec: ServiceSpec, batch: int, workers:
         reading = asyncio.ensure_future(store.read_all(
             Checkpoint(events[-1].transaction_id, events[-1].global_position), batch))
         if partition is None:
-            await _project(pool, spec, events)
+            await _project(pool, spec, events, store)
         else:
             shares: list[list[RecordedEvent]] = [[] for _ in range(workers)]
             for event in events:
                 shares[zlib.crc32(partition(event).encode()) % workers].append(event)
-            await asyncio.gather(*(_project(pool, spec, share) for share in shares if share))
+            await asyncio.gather(*(_project(pool, spec, share, store) for share in shares if share))
         applied += len(events)
         progress.advance(len(events))
         if spec.read_model_tables and applied >= analysed * 2 + ANALYSE_FIRST:
@@ -128,7 +134,8 @@ async def _analyse(pool: asyncpg.Pool, spec: ServiceSpec) -> None:
         await conn.execute(f"ANALYZE {', '.join(spec.read_model_tables)}")
 
 
-async def _project(pool: asyncpg.Pool, spec: ServiceSpec, events: list[RecordedEvent]) -> None:
+async def _project(pool: asyncpg.Pool, spec: ServiceSpec, events: list[RecordedEvent], store: EventStore) -> None:
+    PROJECTING.set(store)  # a projection that folds its stream opens it with the store's vault (this task only)
     async with pool.acquire() as conn, conn.transaction():
         grouped = GroupedWrites(conn)
         for event in events:
@@ -145,7 +152,8 @@ def _no_event(_: int) -> bool:
     return False
 
 
-async def replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSettings) -> int:
+async def replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSettings, *,
+                     vault: KeyVault | None = None) -> int:
     nc = await bus.connect(settings.nats_url, f"kizuna-rebuild-{spec.name}", wait_seconds=10)
     applied = 0
     try:
@@ -174,7 +182,8 @@ async def replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSet
                 if not batch:
                     break
                 async with pool.acquire() as conn, conn.transaction():
-                    outcome = await apply_new(conn, subscription, batch, overdue=_every_event if last else _no_event)
+                    outcome = await apply_new(conn, subscription, batch, overdue=_every_event if last else _no_event,
+                                              vault=vault)
                 if outcome.newer:
                     newer = Envelope.from_bytes(batch[outcome.newer[0]].data)
                     raise EventVersionTooNew(newer.type, newer.data_version, current_version(newer.type))

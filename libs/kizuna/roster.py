@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from .envelope import Envelope
+from .erasure import Scrub
 from .ordering import NotYetApplicable
+from .personal import ERASED_NAME
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,13 @@ class RosterFollower:
     def __post_init__(self) -> None:
         if not self.table.isidentifier():
             raise ValueError(f"not a table name: {self.table!r}")
+
+    def erasure(self) -> Scrub:
+        """What erasing a member sets in this roster (kizuna.erasure): the row stays, the name and profile go."""
+        columns: dict[str, object] = {"display_name": ERASED_NAME}
+        if self.profile:
+            columns |= {"skills": [], "vector": ""}
+        return Scrub(self.table, "member_id", columns)
 
     def table_sql(self) -> str:
         """The roster table this follower writes, for a service's first migration (one definition for all)."""

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import bus, contract
 from .auth import Authenticator, load_public_keys
 from .consumer import InboxConsumer, Subscription
+from .erasure import Scrub, erasure_subscription
 from .eventstore import EventStore, InlineProjection, RecordedEvent, append_function_sql, schema_sql
 from .logs import configure_logging
 from .metrics import Metrics, MetricsMiddleware, metrics_router
@@ -36,6 +37,7 @@ from .relay import OutboxRelay
 from .retention import INBOX, Retention, trim_forever
 from .settings import ServiceSettings
 from .telemetry import configure_tracing, context_from, tracer
+from .vault import KeyVault
 
 log = logging.getLogger("kizuna.service")
 MIGRATION_LOCK_KEY = 0x4B5A4D4947  # one migrator at a time per database
@@ -72,6 +74,8 @@ class ServiceSpec:
     metric_samplers: Sequence[Callable[[Runtime, Metrics], Awaitable[None]]] = ()
     # Paths served without a token (a trailing "/" means everything below); the OpenAPI says so.
     public_paths: Sequence[str] = contract.PUBLIC_PATHS
+    # The read-model copies of people's personal data, scrubbed when they are erased (kizuna.erasure).
+    erasure: Sequence[Scrub] = ()
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Runtime:
     settings: ServiceSettings
     pool: asyncpg.Pool
     store: EventStore
+    vault: KeyVault | None = None
     nc: NATS | None = None
     js: JetStreamContext | None = None
     relay: OutboxRelay | None = None
@@ -212,8 +217,11 @@ def _document_the_real_contract(app: FastAPI, spec: ServiceSpec) -> None:
 async def start_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
     pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
     await migrate(pool, spec.migrations)
-    store = EventStore(pool, spec.inline_projections)
-    runtime = Runtime(settings=settings, pool=pool, store=store)
+    if not settings.keys_database_url:
+        log.warning("no KIZUNA_KEYS_DATABASE_URL: keys kept in this service's own database (tests only)")
+    vault = await KeyVault.open(settings.keys_url())
+    store = EventStore(pool, spec.inline_projections, vault=vault)
+    runtime = Runtime(settings=settings, pool=pool, store=store, vault=vault)
     runtime.tasks.append(asyncio.create_task(_connect_bus(runtime, spec)))
     runtime.tasks.append(asyncio.create_task(trim_forever(runtime, spec.retention)))
     return runtime
@@ -241,11 +249,13 @@ async def _connect_bus(runtime: Runtime, spec: ServiceSpec) -> None:
     # Reactions load aggregates through the pool, which cannot see a batch transaction's earlier appends,
     # so they take one message per transaction.
     followers = [(subscription, True) for subscription in spec.subscriptions]
-    for subscription, together in [*followers, *((react(runtime), False) for react in spec.reactions)]:
+    reactions = [(react(runtime), False) for react in spec.reactions]
+    erasure = (erasure_subscription(spec.name, spec.erasure), False)  # every service scrubs its copies
+    for subscription, together in [*followers, *reactions, erasure]:
         consumer = InboxConsumer(
             runtime.js, runtime.pool, subscription, stream=settings.stream_name, prefix=settings.subject_prefix,
             max_deliver=settings.consumer_max_deliver, ack_wait=settings.consumer_ack_wait_seconds,
-            together=together,
+            together=together, vault=runtime.vault,
         )
         runtime.consumers.append(consumer)
         runtime.tasks.append(asyncio.create_task(consumer.run()))
@@ -277,6 +287,9 @@ async def stop_runtime(runtime: Runtime) -> None:
             await asyncio.wait_for(runtime.nc.close(), 3)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(runtime.pool.close(), 5)
+    if runtime.vault is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(runtime.vault.close(), 5)
 
 
 def health_router() -> APIRouter:

@@ -142,6 +142,7 @@ def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secr
         **os.environ,
         "KIZUNA_SERVICE_NAME": name,
         "KIZUNA_DATABASE_URL": pg.create_database(f"kizuna_{name}"),
+        "KIZUNA_KEYS_DATABASE_URL": pg.create_database("kizuna_keys"),  # one key vault for every service
         "KIZUNA_NATS_URL": nats.url,
         "KIZUNA_HTTP_PORT": str(port),
         "KIZUNA_OPERATOR_TOKEN": secrets["operator_token"],

@@ -1,0 +1,175 @@
+"""Personal fields of events, sealed with their subject's key so that deleting the key erases them everywhere.
+
+An event class says which of its fields are someone's personal data, and whose (one line next to the class):
+
+    class MemberJoined(DomainEvent):
+        personal: ClassVar[Personal] = member_data("member_id", names=["display_name"])
+        ...
+
+The *subject* is whose data it is: a member of one community (``member:<member id>``, so leaving a community can
+erase that membership alone) or a person (``person:<person id>``, identity's data). Each subject has one key in
+the deployment's key vault (``kizuna.vault``). When the event is stored, each personal field is replaced by an
+envelope ``{"$personal": "<subject>", "c": "<base64 nonce+AES-GCM ciphertext>", "e": <placeholder>}``: the event
+table, the bus (the relay publishes what is stored) and every copy of the stream hold ciphertext only. Every read
+path opens the envelopes before upcasting (``reveal``); a subject whose key is gone gets the field's placeholder
+— "erased member" for a name, "" for free text, an empty list or map — never an error. The placeholder travels in
+the envelope, so an event reads the same whatever version of the code (and field names) reads it.
+
+Events stored before sealing existed hold plaintext: they read as they are, and erasure rewrites their personal
+fields in place to the erased envelope (``erased_in_place``, docs/data-rights.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+ERASED_NAME = "erased member"
+ERASED_TEXT = ""
+MARK = "$personal"
+NONCE_BYTES = 12
+
+
+@dataclass(frozen=True)
+class Personal:
+    """Which fields of an event are personal data (each with what it reads as once erased), and whose: the
+    subject is ``<kind>:<value of the subject field>``."""
+
+    subject_field: str
+    kind: str
+    placeholders: Mapping[str, Any]
+
+    def subject_of(self, data: Mapping[str, Any]) -> str | None:
+        value = data.get(self.subject_field)
+        return f"{self.kind}:{value}" if value else None
+
+
+def _placeholders(names: Sequence[str], texts: Sequence[str], lists: Sequence[str],
+                  maps: Sequence[str]) -> dict[str, Any]:
+    return {**{f: ERASED_NAME for f in names}, **{f: ERASED_TEXT for f in texts},
+            **{f: [] for f in lists}, **{f: {} for f in maps}}
+
+
+def member_data(subject_field: str, *, names: Sequence[str] = (), texts: Sequence[str] = (),
+                lists: Sequence[str] = (), maps: Sequence[str] = ()) -> Personal:
+    """Fields that are the data of the member whose id is in ``subject_field``."""
+    return Personal(subject_field, "member", _placeholders(names, texts, lists, maps))
+
+
+def person_data(subject_field: str, *, names: Sequence[str] = (), texts: Sequence[str] = (),
+                lists: Sequence[str] = (), maps: Sequence[str] = ()) -> Personal:
+    """Fields that are the data of the person (identity's account holder) whose id is in ``subject_field``."""
+    return Personal(subject_field, "person", _placeholders(names, texts, lists, maps))
+
+
+@dataclass(frozen=True)
+class Erases:
+    """On an erasure event's class: the kind of subject it erases and the field holding the subject's id
+    (``kizuna.erasure``: every service scrubs its copies when it receives one)."""
+
+    kind: str
+    subject_field: str
+
+    def subject_of(self, data: Mapping[str, Any]) -> tuple[str, str] | None:
+        value = data.get(self.subject_field)
+        return (self.kind, str(value)) if value else None
+
+
+# Every event type's declaration, by type name (filled by DomainEvent.__init_subclass__).
+DECLARED: dict[str, Personal] = {}
+
+
+def declared(event_type: str) -> Personal | None:
+    from .upcasting import current_version  # imports every service's events, so their declarations are known
+
+    current_version(event_type)
+    return DECLARED.get(event_type)
+
+
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, dict) and MARK in value
+
+
+def subjects_to_seal(event_type: str, data: Mapping[str, Any]) -> set[str]:
+    spec = declared(event_type)
+    if spec is None:
+        return set()
+    subject = spec.subject_of(data)
+    fields = [f for f in spec.placeholders if data.get(f) not in (None, "", [], {}) and not is_sealed(data.get(f))]
+    return {subject} if subject and fields else set()
+
+
+def seal(event_type: str, data: dict[str, Any], keys: Mapping[str, bytes | None]) -> dict[str, Any]:
+    """``data`` as stored: each declared personal field replaced by its envelope (sealed with the subject's key;
+    already erased when the subject has none). Empty values stay as they are: there is nothing to hide."""
+    spec = declared(event_type)
+    subject = spec.subject_of(data) if spec else None
+    if spec is None or subject is None:
+        return data
+    sealed = dict(data)
+    for name, placeholder in spec.placeholders.items():
+        value = data.get(name)
+        if value in (None, "", [], {}) or is_sealed(value):
+            continue
+        envelope: dict[str, Any] = {MARK: subject, "e": placeholder}
+        key = keys.get(subject)
+        if key is not None:
+            nonce = os.urandom(NONCE_BYTES)
+            secret = AESGCM(key).encrypt(nonce, json.dumps(value).encode(), _bound_to(subject, name))
+            envelope["c"] = base64.b64encode(nonce + secret).decode()
+        sealed[name] = envelope
+    return sealed
+
+
+def sealed_subjects(data: Mapping[str, Any]) -> set[str]:
+    """The subjects whose keys ``reveal`` needs for ``data``."""
+    return {value[MARK] for value in data.values() if is_sealed(value) and "c" in value}
+
+
+def reveal(data: dict[str, Any], keys: Mapping[str, bytes | None]) -> dict[str, Any]:
+    """``data`` with each envelope opened: the value when its subject's key is there, else the placeholder.
+    Returned as given when it holds none."""
+    if not any(is_sealed(value) for value in data.values()):
+        return data
+    opened = dict(data)
+    for name, value in data.items():
+        if not is_sealed(value):
+            continue
+        key = keys.get(value[MARK])
+        opened[name] = value.get("e")
+        if key is None or "c" not in value:
+            continue
+        raw = base64.b64decode(value["c"])
+        try:
+            opened[name] = json.loads(AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
+                                                          _bound_to(value[MARK], name)))
+        except InvalidTag:  # not this subject's key for this field: treated as erased, never shown wrong
+            pass
+    return opened
+
+
+def erased_in_place(event_type: str, data: dict[str, Any], subjects: Iterable[str]) -> dict[str, Any] | None:
+    """A stored event's data with the plaintext personal fields of ``subjects`` replaced by the erased envelope
+    (events stored before sealing existed); None when there is nothing to rewrite."""
+    spec = declared(event_type)
+    subject = spec.subject_of(data) if spec else None
+    if spec is None or subject not in set(subjects):
+        return None
+    rewritten = seal(event_type, data, {})
+    return rewritten if rewritten != data else None
+
+
+def _bound_to(subject: str, field_name: str) -> bytes:
+    # The ciphertext only opens as this subject's value of this field: one cannot be moved onto another.
+    return f"{subject}\x00{field_name}".encode()
