@@ -26,6 +26,7 @@ from bench import peer
 from bench.app import bench_app
 from bench.core import Result, Servers, payload
 from bench.federation import bench_federation
+from bench.notify import bench_notify
 from bench.profiling import Sampler, py_spy
 from bench.scale import bench_scale
 from bench.stack import bench_e2e, bench_gateway
@@ -289,10 +290,12 @@ async def bench_rebuild(s: Servers, size: int) -> list[Result]:
 
 BENCHES: dict[str, Callable[[Servers, int], Awaitable[list[Result]]]] = {
     "append": bench_append, "relay": bench_relay, "rebuild": bench_rebuild, "e2e": bench_e2e,
-    "gateway": bench_gateway, "app": bench_app, "federation": bench_federation, "scale": bench_scale}
+    "gateway": bench_gateway, "app": bench_app, "federation": bench_federation, "notify": bench_notify,
+    "scale": bench_scale}
 # The size each benchmark runs at (--quick, full): events, or seconds per load level, or jobs.
 SIZES = {"append": (4_000, 24_000), "relay": (5_000, 100_000), "rebuild": (20_000, 1_000_000), "e2e": (1, 6),
-         "gateway": (2, 10), "app": (2, 10), "federation": (5, 30), "scale": (30_000, 1_000_000)}
+         "gateway": (2, 10), "app": (2, 10), "federation": (5, 30), "notify": (30, 150),
+         "scale": (30_000, 1_000_000)}
 NOT_YET: list[str] = []
 
 
@@ -419,6 +422,21 @@ FINDINGS = {
 
 
 METHODS = {
+    "notifications: a session reminder": (
+        "the notifications service alone on the run's servers, fed by the bus as in a deployment (communities, "
+        "members, their accounts and verified addresses, a session and its registrations, published as the "
+        "other services' relays publish them); the session starts a day and 75 s from now, so every reminder "
+        "falls due at one moment once the service knows the cohort; each mail's delay runs from that moment to "
+        "the SMTP server's writing it (its Maildir file). Sending unthrottled (`KIZUNA_NOTIFY_PER_SECOND=1000`; "
+        "the default 20/s is an operator's courtesy to their relay), reminders looked for every 2 s (30 s by "
+        "default). **Baseline**: the same SMTP server (aiosmtpd, `kizuna.devstack.MailServer`) taking 300 "
+        "messages from one sequential client through `kizuna.mail.send`, the sender the service uses. Code: "
+        "bench/notify.py."),
+    "notifications: the daily digest": (
+        "the same service and servers; 1,000 communities (with `--quick`, 200) of one person each who chose the "
+        "digest for feedback; three `FeedbackGiven` each wait in the digest queue; then everyone's digest hour "
+        "is set to the same second, 45 s ahead; each mail's delay runs from that second to the SMTP server's "
+        "writing it. Digests looked for every 2 s (60 s by default). Same baseline."),
     "append, single events": (
         "16 writers in one process, each appending one event at a time to its own set of 50 streams (no "
         "expected version), through `EventStore.append` on a store with no inline projections (so the append is "

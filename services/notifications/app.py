@@ -8,7 +8,7 @@ from kizuna.service import ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
 from .api import router
-from .consumers import SUBSCRIPTIONS, raising_reaction, webhook_reaction
+from .consumers import SUBSCRIPTIONS, raising_reaction
 from .digest import send_due_digests
 from .mailer import send_due_mail
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
@@ -25,7 +25,7 @@ SPEC = ServiceSpec(
     migrations=MIGRATIONS,
     inline_projections=INLINE_PROJECTIONS,
     subscriptions=SUBSCRIPTIONS,
-    reactions=[raising_reaction, webhook_reaction],
+    reactions=[raising_reaction],
     read_model_tables=READ_MODEL_TABLES,
     background=[send_due_mail, send_due_digests, deliver_webhooks, send_reminders],
     public_paths=("/healthz", "/readyz", "/unsubscribe/"),

@@ -47,7 +47,12 @@ async def apply_directory_event(conn: asyncpg.Connection, e: Envelope) -> None:
 DIRECTORY = Subscription("notifications-directory", [
     "*.identity.EmailAddressVerified", "*.identity.CommunityAccountOpened", "*.members.MemberAccountLinked"],
     apply_directory_event)
-SUBSCRIPTIONS = [DIRECTORY]
+# Every event of a community with webhook endpoints queues its deliveries (webhooks.queue). It only writes
+# rows on the connection it is given, so it follows the bus like a read model: a fetched batch in one
+# transaction (a reaction takes one event per transaction, for the aggregates it loads) — the whole bus
+# passes through it. The durable name is the one it had as a reaction: a running deployment carries on.
+WEBHOOK_QUEUE = Subscription("notifications-webhooks", ["*.>"], queue)
+SUBSCRIPTIONS = [DIRECTORY, WEBHOOK_QUEUE]
 
 
 def raising_reaction(runtime: Runtime) -> Subscription:
@@ -81,11 +86,3 @@ async def opted_in(store: EventStore, conn: asyncpg.Connection, community_id: st
         "SELECT c.person_id FROM member_accounts m JOIN community_accounts c ON c.community_id = m.community_id "
         "AND c.account = m.account WHERE m.community_id = $1 AND m.member_id = $2", community_id, member_id)
     return person_id is not None and (await handlers.preferences(store, str(person_id))).wants(kind)
-
-
-def webhook_reaction(runtime: Runtime) -> Subscription:
-    """Every event of a community with webhook endpoints queues its deliveries (webhooks.queue)."""
-    async def react(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        await queue(conn, envelope)
-
-    return Subscription("notifications-webhooks", ["*.>"], react)
