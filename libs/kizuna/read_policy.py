@@ -278,6 +278,10 @@ RULES: dict[str, Rule] = {
     "OperatorRightsGranted": _rule("operator", "GET /v1/me (operator: the person only)"),
     "OperatorRightsWithdrawn": _rule("operator", "GET /v1/me (operator: the person only)"),
     "SessionTokensRevoked": _rule("operator", "no REST view (tokens of an ended sign-in are refused)"),
+    # ---- gateway: a person's exports (ids only; the document itself is never an event) ----
+    "ExportRequested": _rule("operator", "GET /v1/me/exports/{id} (the person only)"),
+    "ExportCompleted": _rule("operator", "GET /v1/me/exports/{id} (the person only)"),
+    "ExportDeleted": _rule("operator", "GET /v1/me/exports (the person only; gone after 7 days)"),
 }
 
 HIDDEN = Rule("operator", "no rule: an event type nobody has decided on is shown to no community token")

@@ -19,6 +19,10 @@ from services.webapp.api import router as webapp_router
 
 from .api import TokenBucket, forwarding_router, make_http_client, router
 from .consumers import SUBSCRIPTIONS
+from .exports import projections as export_projections
+from .exports.api import internal_operator_token
+from .exports.api import router as exports_router
+from .exports.job import fetcher, run_exports
 from .federation import projections as federation_projections
 from .federation.api import router as federation_router
 from .federation.consumers import federation_reactions
@@ -46,8 +50,8 @@ SPEC = ServiceSpec(
     # The member app (services/webapp) is its own package; it holds nothing and calls this gateway's public
     # API as the signed-in person, so it is served from this process (docs/member-app.md).
     routers=[router, stream_router, front_door_router, calendar_router, unsubscribe_router, people_router,
-             federation_router, webapp_router, forwarding_router],
-    migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS],
+             exports_router, federation_router, webapp_router, forwarding_router],
+    migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS, *export_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,
     reactions=[federation_reactions],
@@ -60,6 +64,8 @@ SPEC = ServiceSpec(
     openapi_tags=[
         {"name": "tokens", "description": "Community tokens: issue, revoke, verify"},
         {"name": "dashboards", "description": "Health figures and the live event stream"},
+        {"name": "exports", "description": "Everything Kizuna holds about a person, as JSON and as a readable "
+                                           "document, gathered in the background (docs/data-rights.md)"},
         {"name": "federation", "description": "Partnerships with communities on other deployments, signed "
                                               "messages between gateways, and delivery (docs/federation.md)"},
     ],
@@ -94,7 +100,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         await Deliverer(runtime.pool, http, identity, policy, deliver_locally, guard=address_guard,
                         database_url=runtime.settings.database_url).run()
 
-    spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown, deliver_federation]})
+    async def gather_exports(runtime: Runtime) -> None:
+        fetch = fetcher(runtime, http, settings.service_replicas(), settings.identity_replicas(),
+                        lambda: internal_operator_token(app.state), settings.upstream_timeout_seconds)
+        await run_exports(runtime, fetch)
+
+    spec = ServiceSpec(**{**SPEC.__dict__, "background": [close_http_on_shutdown, deliver_federation,
+                                                          gather_exports]})
     app = create_service(spec, settings)
     merged = MergedOpenAPI(app, settings.service_url_map(), http)
     _serve_merged_openapi(app, merged)

@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, ValidationError
 
+from kizuna.auth import Principal, principal
 from kizuna.domain import StrictModel
 from kizuna.errors import Forbidden, NotFound, Problem, Unauthorized
 from kizuna.handling import execute
+from kizuna.personal_data import events_naming
 from kizuna.service import Runtime
 
 from . import handlers, passkeys, projections
@@ -534,3 +536,46 @@ async def grant(body: AccountRequest, request: Request) -> dict[str, Any]:
     ends_at = session.ends_at(config_of(request).timeouts)
     return {"member_id": held["member_id"], "role": held["role"], "session_id": session.session_id,
             "session_seconds_left": max(0, int(ends_at - time.time()))}
+
+
+# ---- a person's export (docs/data-rights.md): asked by the gateway's export job ----
+
+@router.get("/internal/whoami", summary="Which person the session cookie belongs to")
+async def whoami(request: Request) -> dict[str, str]:
+    session, _ = await _signed_in(request)
+    return {"person_id": session.person_id}
+
+
+@router.post("/internal/whoami", summary="Which person the session cookie belongs to, for a change they ask for "
+                                         "(the session's CSRF token, from this site)")
+async def whoami_to_act(request: Request) -> dict[str, str]:
+    session, _ = await _signed_in(request, check_csrf=True)
+    return {"person_id": session.person_id}
+
+
+@router.get("/internal/people/{person_id}/personal-data",
+            summary="Everything identity holds about a person, for their export (the operator only)")
+async def person_data(person_id: str, request: Request, who: Principal = Depends(principal)) -> dict[str, Any]:
+    if not who.is_operator:
+        raise NotFound("person not found")
+    runtime = runtime_of(request)
+    async with runtime.pool.acquire() as conn:
+        emails = await projections.emails_of(conn, person_id)
+        memberships = await projections.memberships(conn, person_id)
+        accounts = [dict(row) for row in await conn.fetch(
+            "SELECT community_id, account FROM community_accounts WHERE person_id = $1 ORDER BY community_id",
+            person_id)]
+        identities = await projections.identities_of(conn, person_id)
+        keys = await projections.passkeys_of(conn, person_id)
+        operator = await projections.is_operator(conn, person_id)
+    events = await events_naming(runtime.store, None, person_id)
+    if not emails and not events:
+        raise NotFound("person not found")
+    # Sessions as the person's own list shows them: no secret's hash; ended ones are not kept beyond the audit
+    # events (PersonSignedIn, BrowserSessionEnded), which are below.
+    sessions = await handlers.sessions_of(runtime.pool, person_id, config_of(request).timeouts)
+    return {"person_id": person_id, "emails": emails, "identities": identities, "passkeys": keys,
+            "operator": operator, "sessions": sessions, "community_accounts": accounts, "memberships": memberships,
+            "events": [{"event_id": str(e.event_id), "type": e.type, "stream_id": e.stream_id,
+                        "stream_version": e.stream_version, "recorded_at": e.recorded_at.isoformat(), "data": e.data}
+                       for e in events]}

@@ -10,12 +10,13 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kizuna.handling import CommandContext
+from kizuna.personal_data import personal_data_router
 from kizuna.service import Runtime, ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
 from . import handlers, projections
 from .api import router
-from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES, replay_partition
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, PERSONAL_DATA, READ_MODEL_TABLES, replay_partition
 
 log = logging.getLogger("kizuna.members")
 
@@ -47,7 +48,7 @@ SPEC = ServiceSpec(
     title="Kizuna members",
     description="Communities, their members, roles and profiles, and the member cap that keeps a community "
                 "small enough for everyone to know everyone.",
-    routers=[router],
+    routers=[router, personal_data_router("members", PERSONAL_DATA)],
     migrations=MIGRATIONS,
     inline_projections=INLINE_PROJECTIONS,
     replay_partition=replay_partition,

@@ -10,6 +10,7 @@ import asyncpg
 
 from kizuna.errors import Invalid
 from kizuna.eventstore import RecordedEvent
+from kizuna.personal_data import Section
 from kizuna.service import Migration
 
 SQL = """
@@ -349,3 +350,18 @@ async def ecosystem(conn: asyncpg.Connection) -> dict[str, Any]:
     every = await communities(conn)
     return {"communities": every,
             "links": [link for link in await links(conn) if link["community_id"] < link["partner_community_id"]]}
+
+
+# What the members service holds about one member (kizuna.personal_data; docs/data-rights.md). Applications,
+# waitlist places and place offers are the member's own when they were the applicant; invitations, when they
+# issued or accepted them (their code is shown to no one, so its hash is not here).
+PERSONAL_DATA = [
+    Section("membership", "SELECT to_jsonb(t) AS row FROM members t WHERE community_id = $1 AND member_id = $2"),
+    Section("applications", "SELECT to_jsonb(t) AS row FROM applications t "
+                            "WHERE community_id = $1 AND applicant_id = $2 ORDER BY submitted_at"),
+    Section("waitlist", "SELECT to_jsonb(t) AS row FROM waitlist t WHERE community_id = $1 AND applicant_id = $2"),
+    Section("place_offers", "SELECT to_jsonb(t) AS row FROM place_offers t "
+                            "WHERE community_id = $1 AND applicant_id = $2 ORDER BY offered_at"),
+    Section("invitations", "SELECT to_jsonb(t) AS row FROM invitations t "
+                           "WHERE community_id = $1 AND (issued_by = $2 OR member_id = $2) ORDER BY issued_at"),
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from kizuna.personal_data import personal_data_router
 from kizuna.service import ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
@@ -11,7 +12,7 @@ from .api import router
 from .consumers import SUBSCRIPTIONS, raising_reaction
 from .digest import send_due_digests
 from .mailer import send_due_mail
-from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, PERSONAL_DATA, READ_MODEL_TABLES
 from .reminders import send_reminders
 from .webhooks import deliver_webhooks
 
@@ -21,7 +22,7 @@ SPEC = ServiceSpec(
     description="What needs a person reaches them: an inbox per member, email in their language and time zone "
                 "(with calendar updates for moved sessions), per-kind preferences and one-click unsubscribe; "
                 "and what systems asked for: a community's events as signed webhooks (Standard Webhooks).",
-    routers=[router],
+    routers=[router, personal_data_router("notifications", PERSONAL_DATA)],
     migrations=MIGRATIONS,
     inline_projections=INLINE_PROJECTIONS,
     subscriptions=SUBSCRIPTIONS,

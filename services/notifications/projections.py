@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from kizuna.eventstore import RecordedEvent
+from kizuna.personal_data import Section, roster_section
 from kizuna.service import Migration
 
 from .causes import LOOKUPS_SQL, MORE_LOOKUPS_SQL, REMINDER_LOOKUPS_SQL
@@ -147,3 +148,15 @@ async def is_member(conn: asyncpg.Connection, community_id: str, member_id: str)
     row = await conn.fetchrow("SELECT active FROM roster WHERE community_id = $1 AND member_id = $2",
                               community_id, member_id)
     return row is None or bool(row["active"])
+
+
+# What notifications holds about one member (kizuna.personal_data; docs/data-rights.md): their inbox, and the
+# address it mails them at (kept per person, reached through their account in this community).
+PERSONAL_DATA = [
+    Section("notifications", "SELECT to_jsonb(t) AS row FROM notifications_view t "
+                             "WHERE community_id = $1 AND member_id = $2 ORDER BY seq"),
+    Section("email_address", "SELECT jsonb_build_object('email', p.email, 'verified_at', p.verified_at) AS row "
+                             "FROM member_accounts m JOIN community_accounts a USING (community_id, account) "
+                             "JOIN people p USING (person_id) WHERE m.community_id = $1 AND m.member_id = $2"),
+    roster_section(),
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from kizuna.personal_data import personal_data_router
 from kizuna.service import ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
@@ -15,14 +16,14 @@ from .offerings import projections as offerings_projections
 from .partners import api as partners_api
 from .partners import consumers as partners_consumers
 from .partners import projections as partners_projections
-from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, PERSONAL_DATA, READ_MODEL_TABLES
 
 SPEC = ServiceSpec(
     name="referrals",
     title="Kizuna referrals",
     description="Members introduce people they trust, post job requests to their own community first, and give "
                 "one another 360° feedback that builds each member's reputation inside the community.",
-    routers=[router, offerings_api.router, partners_api.router],
+    routers=[router, offerings_api.router, partners_api.router, personal_data_router("referrals", PERSONAL_DATA)],
     migrations=[*MIGRATIONS, *offerings_projections.MIGRATIONS, *partners_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, *offerings_projections.INLINE_PROJECTIONS,
                         partners_projections.apply_job_event],

@@ -10,6 +10,7 @@ import asyncpg
 
 from kizuna.errors import Invalid
 from kizuna.eventstore import RecordedEvent
+from kizuna.personal_data import Section, roster_section
 from kizuna.service import Migration
 
 from .consumers import ROSTER
@@ -166,3 +167,30 @@ async def active_jobs_by_member(conn: asyncpg.Connection, community_id: str) -> 
     rows = await conn.fetch("SELECT unnest(workers) AS m, count(*) AS n FROM jobs WHERE community_id = $1 AND "
                             "state IN ('assigned', 'in-progress') GROUP BY m", community_id)
     return {r["m"]: r["n"] for r in rows}
+
+
+# What referrals holds about one member (kizuna.personal_data; docs/data-rights.md). Feedback they received
+# comes without its giver, as the read policy shows it to them; jobs are those they asked for, offered on,
+# were referred to or worked on (a job's row is what every member of the community reads).
+PERSONAL_DATA = [
+    Section("jobs", "SELECT to_jsonb(t) AS row FROM jobs t WHERE community_id = $1 AND (requester_id = $2 "
+                    "OR $2 = ANY(workers) OR $2 = ANY(referred) OR offers @> jsonb_build_array("
+                    "jsonb_build_object('member_id', $2::text))) ORDER BY seq"),
+    Section("feedback_given", "SELECT to_jsonb(t) AS row FROM feedback t "
+                              "WHERE community_id = $1 AND giver_id = $2 ORDER BY given_at"),
+    Section("feedback_received", "SELECT to_jsonb(t) - 'giver_id' AS row FROM feedback t "
+                                 "WHERE community_id = $1 AND subject_id = $2 ORDER BY given_at"),
+    Section("introductions", "SELECT to_jsonb(t) AS row FROM referrals t WHERE community_id = $1 "
+                             "AND $2 IN (referrer_id, referred_id, to_member_id) ORDER BY seq"),
+    Section("offerings_published", "SELECT to_jsonb(t) AS row FROM offerings_view t "
+                                   "WHERE community_id = $1 AND producer_id = $2 ORDER BY seq"),
+    Section("commitments", "SELECT to_jsonb(t) AS row FROM offering_commitments t "
+                           "WHERE community_id = $1 AND member_id = $2"),
+    Section("offering_feedback", "SELECT to_jsonb(t) AS row FROM offering_feedback t "
+                                 "WHERE community_id = $1 AND $2 IN (member_id, producer_id) ORDER BY given_at"),
+    Section("partner_job_offers", "SELECT to_jsonb(t) AS row FROM partner_job_offers t "
+                                  "WHERE community_id = $1 AND member_id = $2"),
+    Section("partner_pledges", "SELECT to_jsonb(t) AS row FROM partner_pledges t "
+                               "WHERE community_id = $1 AND member_id = $2"),
+    roster_section(),
+]

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from kizuna.personal_data import personal_data_router
 from kizuna.service import ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
 from .api import router
 from .consumers import SUBSCRIPTIONS
-from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES
+from .projections import INLINE_PROJECTIONS, MIGRATIONS, PERSONAL_DATA, READ_MODEL_TABLES
 
 SPEC = ServiceSpec(
     name="sessions",
     title="Kizuna sessions",
     description="Group coaching and shared experiences: sessions with capacity and waitlist, attendance and the "
                 "ties it builds, iCalendar export, and personal goals with KPI check-ins.",
-    routers=[router],
+    routers=[router, personal_data_router("sessions", PERSONAL_DATA)],
     migrations=MIGRATIONS,
     inline_projections=INLINE_PROJECTIONS,
     subscriptions=SUBSCRIPTIONS,

@@ -15,6 +15,7 @@ import asyncpg
 from kizuna.domain import DomainEvent
 from kizuna.errors import Invalid
 from kizuna.eventstore import RecordedEvent
+from kizuna.personal_data import Section, roster_section
 from kizuna.service import Migration
 
 from . import domain
@@ -227,3 +228,19 @@ async def roster_entry(conn: asyncpg.Connection, community_id: str, member_id: s
         "SELECT role, active, display_name FROM roster WHERE community_id = $1 AND member_id = $2",
         community_id, member_id)
     return row
+
+
+# What sessions holds about one member (kizuna.personal_data; docs/data-rights.md): the sessions they hold a
+# place in, wait for or came to (a session's row is what every member reads), their goals, and that they made a
+# calendar address (its key's hash left out).
+PERSONAL_DATA = [
+    Section("sessions", "SELECT to_jsonb(t) AS row FROM sessions_view t WHERE community_id = $1 "
+                        "AND strpos(state::text, $2) > 0 ORDER BY starts_at"),
+    Section("attendance", "SELECT to_jsonb(t) AS row FROM session_attendance t "
+                          "WHERE community_id = $1 AND member_id = $2"),
+    Section("goals", "SELECT to_jsonb(t) AS row FROM goals_view t WHERE community_id = $1 AND member_id = $2 "
+                     "ORDER BY set_at"),
+    Section("calendar_links", "SELECT to_jsonb(t) - 'key_sha256' AS row FROM calendar_links t "
+                              "WHERE community_id = $1 AND member_id = $2"),
+    roster_section(),
+]
