@@ -20,6 +20,7 @@ from . import (
     introductions,
     jobs,
     live,
+    my_data,
     notifications,
     offerings,
     partners,
@@ -30,5 +31,5 @@ from . import (
 
 router = APIRouter(include_in_schema=False)
 for part in (home, jobs, introductions, profile, sessions, goals, offerings, directory, stewarding, health,
-             partners, notifications, live, assets):
+             partners, notifications, my_data, live, assets):
     router.include_router(part.router, prefix="/app")

@@ -82,6 +82,14 @@ class PersonApi:
         _tokens[key] = (str(body["token"]), time.monotonic() + 14 * 60)
         return str(body["token"])
 
+    async def own(self, person: Person, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A route of the person's own (``/v1/me/…``): the session cookie, and for a change its CSRF token."""
+        async with self._client() as client:
+            answer = await client.request(method, f"/v1/me{path}", json=body,
+                                          headers={"x-csrf-token": person.csrf} if method != "GET" else {})
+        _raise_for_problem(answer)
+        return answer.json() if answer.content else None
+
     async def call(self, person: Person, community_id: str, method: str, path: str,
                    body: dict[str, Any] | None = None) -> Any:
         token = await self.token(person, community_id)

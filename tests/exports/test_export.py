@@ -7,6 +7,7 @@ her behalf. And the member app's "My data" page on a phone."""
 from __future__ import annotations
 
 import html
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ import httpx
 from tests.identity.journey import csrf
 from tests.identity.smtp import SmtpInbox
 from tests.support import Ecosystem, eventually
-from tests.webapp.phones import JSON, hikari_makers, member_id_of
+from tests.webapp.phones import JSON, checked, hikari_makers, member_id_of, phones
 
 KEN_TO_YUI = "Yui's private note from Ken 7c1f"
 KEN_TO_HANA = "Hana explained everything twice, gladly 3b2e"
@@ -209,3 +210,20 @@ async def test_who_may_ask_and_what_is_refused(export_stack: Ecosystem, inbox: S
         async with httpx.AsyncClient(base_url=export_stack.url("gateway"), timeout=30) as edge:
             assert (await edge.get(path, headers=export_stack.headers(cid, hana_id))).status_code == 404
 
+
+async def test_my_data_page_on_a_phone_asks_shows_progress_and_links_the_downloads(
+        export_stack: Ecosystem, inbox: SmtpInbox) -> None:
+    async with hikari_makers(export_stack, inbox) as (_cid, hana, _ken), phones(export_stack, (hana, "ja")) as (page,):
+        await page.goto(f"{export_stack.url('gateway')}/app/my-data")
+        await checked(page)
+        await page.get_by_role("button", name="データのエクスポートを依頼する").click()
+        await page.wait_for_selector("progress")
+        await checked(page)
+        link = page.get_by_role("link", name="読みやすい文書（HTML）")
+        await link.wait_for(timeout=60_000)  # the page refreshes itself while the export runs
+        await checked(page)
+        json_link = page.get_by_role("link", name="JSON ファイル")
+        href = await json_link.get_attribute("href")
+        assert href is not None and href.endswith("/export.json")
+        downloaded = json.loads((await hana.get(href)).text)
+        assert downloaded["language"] == "ja"
