@@ -146,6 +146,7 @@ RULES: dict[str, Rule] = {
     "SisterCommunityFounded": _rule("member", "GET …/sisters (members)", reason=FACILITATORS),
     "MemberProfileUpdated": _rule("member", "GET …/members/{id} (name, vector, skills, values)"),
     "SharingConsentChanged": _rule("member", "GET …/members/{id} (shared_fields)"),
+    "MemberErased": _rule("member", "GET …/members/{id} (\"erased member\" where the name was)"),
     # ---- referrals: jobs, feedback, introductions ----
     "JobRequestPosted": _rule("member", "GET …/jobs"),
     "JobOffered": _rule("member", "GET …/jobs/{id} (offers with why_next_step)"),

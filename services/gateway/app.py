@@ -18,7 +18,7 @@ from kizuna.settings import ServiceSettings
 from services.webapp.api import router as webapp_router
 
 from .api import TokenBucket, forwarding_router, make_http_client, router
-from .consumers import SUBSCRIPTIONS
+from .consumers import ERASURE, SUBSCRIPTIONS
 from .exports import projections as export_projections
 from .exports.api import internal_operator_token
 from .exports.api import router as exports_router
@@ -58,6 +58,7 @@ SPEC = ServiceSpec(
     read_model_tables=[*READ_MODEL_TABLES, *federation_projections.READ_MODEL_TABLES],
     metric_samplers=[federation_outbox],
     retention=RETENTION,
+    erasure=ERASURE,
     # /v1/me and the sign-in routes are authenticated by the browser session cookie (services/gateway/people.py).
     public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox", "/v1/me", "/v1/me/",
                   "/v1/sign-in/"],

@@ -14,6 +14,7 @@ _ITEM = ("INSERT INTO health_items (kind, item_id, community_id, status) VALUES 
 
 
 _DIRECTORY = RosterFollower("directory", profile=True, joined_at=True)  # profiles make partner cards
+ERASURE = [_DIRECTORY.erasure()]  # an erased member's name and profile leave the directory (kizuna.erasure)
 
 
 async def apply_member_event(conn: asyncpg.Connection, envelope: Envelope) -> None:

@@ -26,6 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from kizuna.auth import Principal
 from kizuna.errors import Forbidden, Invalid, Problem
+from kizuna.personal import reveal
 from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.read_policy import READING_SCOPES, Viewer, visible_event
 from kizuna.service import runtime_of
@@ -137,10 +138,14 @@ async def _events(request: Request, subscription: Any, authority: Authority, typ
                 log.warning("event stream ended: the bus failed", extra={"error": repr(error)})
                 yield f"event: stream-closed\ndata: {json.dumps({'reason': 'bus-unavailable'})}\n\n".encode()
                 return
+            runtime = runtime_of(request)
             for msg in messages:
                 body = json.loads(msg.data)
                 if types and body.get("type") not in types:
                     continue
+                if isinstance(body.get("data"), dict):  # personal fields as every reader sees them (kizuna.personal)
+                    body["data"] = (await runtime.vault.reveal_all([body["data"]]))[0] if runtime.vault \
+                        else reveal(body["data"], {})
                 shown = visible_event(body, authority.viewer)
                 if shown is None:
                     continue

@@ -21,6 +21,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kizuna.retention import INBOX
+from kizuna.roster import RosterFollower
 from kizuna.service import Runtime, ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
@@ -58,6 +59,7 @@ SPEC = ServiceSpec(
     subscriptions=SUBSCRIPTIONS,
     read_model_tables=READ_MODEL_TABLES,
     retention=(INBOX, *RETENTION),
+    erasure=[RosterFollower("roster").erasure()],  # an erased member's name leaves the roster (kizuna.erasure)
     public_paths=PUBLIC_PATHS,
 )
 

@@ -201,8 +201,23 @@ async def leave(community_id: str, member_id: str, request: Request, body: Leave
                 who: Principal = Depends(principal)) -> Response:
     who.require_community(community_id)
     handlers.require_self_or_operator(who, member_id)
-    await handlers.leave(runtime_of(request).store, community_id, member_id, body or LeaveCommunity(),
-                         _ctx(request, who, community_id))
+    body, ctx = body or LeaveCommunity(), _ctx(request, who, community_id)
+    await handlers.leave(runtime_of(request).store, community_id, member_id, body, ctx)
+    if body.erase:  # erased from this community alone, as the member chose on leaving (one context: its ids)
+        await handlers.erase(runtime_of(request).store, community_id, member_id, ctx)
+    return Response(status_code=204)
+
+
+@router.post("/communities/{community_id}/members/{member_id}/erasure", status_code=204, tags=["members"],
+             summary="Erase a former member's personal data from this community (the member themselves, or the "
+                     "operator on their behalf)",
+             description="Their key is deleted: their name, profile and what they wrote read as \"erased member\" "
+                         "or empty in every service, the bus and every rebuild; the community's figures and history "
+                         "stay. An active member is erased on leaving (`erase` on leave). docs/data-rights.md.")
+async def erase(community_id: str, member_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
+    who.require_community(community_id)
+    handlers.require_self_or_operator(who, member_id)
+    await handlers.erase(runtime_of(request).store, community_id, member_id, _ctx(request, who, community_id))
     return Response(status_code=204)
 
 

@@ -16,7 +16,7 @@ from kizuna.settings import ServiceSettings
 
 from . import handlers, projections
 from .api import router
-from .projections import INLINE_PROJECTIONS, MIGRATIONS, PERSONAL_DATA, READ_MODEL_TABLES, replay_partition
+from .projections import ERASURE, INLINE_PROJECTIONS, MIGRATIONS, PERSONAL_DATA, READ_MODEL_TABLES, replay_partition
 
 log = logging.getLogger("kizuna.members")
 
@@ -63,6 +63,7 @@ SPEC = ServiceSpec(
         {"name": "linking", "description": "Sister communities and the ecosystem view"},
     ],
     background=[expire_due_offers],
+    erasure=ERASURE,
 )
 
 

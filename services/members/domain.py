@@ -21,12 +21,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Gone, Invalid, NotFound
+from kizuna.personal import ERASED_NAME, Erases, Personal, member_data
 
 Role = Literal["owner", "facilitator", "member"]
 JoinedVia = Literal["founder", "invitation", "referral", "application", "open", "operator", "sister-community"]
@@ -75,6 +76,7 @@ class AdmissionQuestion(StrictModel):
 # ---- events (the public contract: other services read these payloads from the bus) ----
 
 class CommunityFounded(DomainEvent):
+    personal: ClassVar[Personal] = member_data("owner_member_id", names=["owner_display_name"])
     community_id: str
     name: str
     purpose: str
@@ -94,6 +96,7 @@ class CommunityCapChanged(DomainEvent):
 
 
 class MemberJoined(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", names=["display_name"])
     community_id: str
     member_id: str
     display_name: str
@@ -124,6 +127,7 @@ class AccountClaimCodeIssued(DomainEvent):
 
 
 class MemberWaitlisted(DomainEvent):
+    personal: ClassVar[Personal] = member_data("applicant_id", names=["display_name"])
     community_id: str
     applicant_id: str
     display_name: str
@@ -133,6 +137,7 @@ class MemberWaitlisted(DomainEvent):
 
 
 class MemberLeft(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["reason"])
     community_id: str
     member_id: str
     reason: str = ""
@@ -174,6 +179,7 @@ class AdmissionPolicyChanged(DomainEvent):
 
 
 class ApplicationSubmitted(DomainEvent):
+    personal: ClassVar[Personal] = member_data("applicant_id", names=["display_name"], maps=["answers"])
     community_id: str
     application_id: str
     applicant_id: str
@@ -221,6 +227,7 @@ class PlaceOffered(DomainEvent):
     person offered answers it, with the claim code whose SHA-256 this records (the code itself is never
     recorded). Offers recorded before claim codes existed have none: see ``Community.accept_offer``."""
 
+    personal: ClassVar[Personal] = member_data("applicant_id", names=["display_name"])
     community_id: str
     offer_id: str
     applicant_id: str
@@ -249,6 +256,7 @@ class PlaceOfferAccepted(DomainEvent):
 
 
 class PlaceOfferDeclined(DomainEvent):
+    personal: ClassVar[Personal] = member_data("applicant_id", texts=["reason"])
     community_id: str
     offer_id: str
     applicant_id: str
@@ -278,6 +286,8 @@ class SisterCommunityFounded(DomainEvent):
 
 
 class MemberProfileUpdated(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", names=["display_name"], texts=["vector"],
+                                               lists=["skills", "values"])
     community_id: str
     member_id: str
     display_name: str
@@ -290,6 +300,18 @@ class SharingConsentChanged(DomainEvent):
     community_id: str
     member_id: str
     shared_fields: list[str]
+
+
+class MemberErased(DomainEvent):
+    """A former member's (or applicant's) personal data in this community was erased, at their request or the
+    operator's on their behalf: their key is deleted, so every name, profile and free text of theirs reads as
+    "erased member" or empty from now on, and every service scrubs its copies (docs/data-rights.md). That
+    they were a member stays: the community's figures and history do not change."""
+
+    erases: ClassVar[Erases] = Erases("member", "member_id")
+    community_id: str
+    member_id: str
+    erased_by: str = Field(description="`operator`, or `member:<id>` for the member themselves")
 
 
 # ---- commands ----
@@ -420,6 +442,8 @@ class FoundSisterCommunity(StrictModel):
 
 class LeaveCommunity(StrictModel):
     reason: str = Field("", max_length=500)
+    erase: bool = Field(False, description="Also erase my personal data from this community (and only this one): "
+                        "my name, profile and what I wrote read as \"erased member\" or empty everywhere, for good")
 
 
 class RemoveMember(StrictModel):
@@ -513,6 +537,8 @@ class Community(Aggregate):
         self.invitations: dict[str, Invitation] = {}  # by code hash
         self.sisters: list[str] = []
         self.accounts: dict[str, str] = {}  # a person's account → their member (or applicant) id
+        self.former: set[str] = set()  # members who left or were removed
+        self.erased: set[str] = set()
         self.account_claims: dict[str, tuple[str, datetime]] = {}  # code hash → (member id, expiry)
 
     @property
@@ -557,9 +583,20 @@ class Community(Aggregate):
 
     def _on_MemberLeft(self, e: MemberLeft) -> None:
         self.roles.pop(e.member_id, None)
+        self.former.add(e.member_id)
 
     def _on_MemberRemoved(self, e: MemberRemoved) -> None:
         self.roles.pop(e.member_id, None)
+        self.former.add(e.member_id)
+
+    def _on_MemberErased(self, e: MemberErased) -> None:
+        # A state folded before the erasure (kept in memory between commands) must not keep the name either.
+        self.erased.add(e.member_id)
+        if e.member_id in self.waiting:
+            self.waiting[e.member_id].display_name = ERASED_NAME
+        for application in self.applications.values():
+            if application.applicant_id == e.member_id:
+                application.display_name = ERASED_NAME
 
     def _on_MemberRoleChanged(self, e: MemberRoleChanged) -> None:
         self.roles[e.member_id] = e.new_role
@@ -824,6 +861,23 @@ class Community(Aggregate):
         if member_id not in self.roles:
             raise NotFound("member not found")
         return self.roles[member_id]
+
+    def erase(self, member_id: str, actor: str) -> list[DomainEvent]:
+        """The member themselves or the operator erases a former member's (or applicant's) data from this
+        community. An active member leaves first (``LeaveCommunity.erase`` does both): erasing someone who stays
+        would leave a nameless member whose every later word is stored erased."""
+        if actor != OPERATOR and actor != f"member:{member_id}":
+            raise Forbidden("only the member themselves or the operator may erase a member's data")
+        if member_id in self.erased:
+            return []
+        if member_id in self.roles:
+            raise Conflict("an active member is erased on leaving (or after being removed)", slug="erase-after-leaving")
+        known = (member_id in self.former or member_id in self.waiting
+                 or any(a.applicant_id == member_id for a in self.applications.values())
+                 or any(o.applicant_id == member_id for o in self.offers.values()))
+        if not known:
+            raise NotFound("member not found")
+        return [MemberErased(community_id=self.community_id, member_id=member_id, erased_by=actor)]
 
     def leave(self, member_id: str, cmd: LeaveCommunity, now: datetime | None = None,
               codes: ClaimCodes | None = None) -> list[DomainEvent]:

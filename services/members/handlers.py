@@ -119,6 +119,20 @@ async def leave(store: EventStore, community_id: str, member_id: str, cmd: Leave
                   lambda c: c.leave(member_id, cmd, now(), ClaimCodes()), ctx, community_id=community_id)
 
 
+async def erase(store: EventStore, community_id: str, member_id: str, ctx: CommandContext) -> None:
+    """Erases a former member's personal data from this community: decided first (who may, and whom), then
+    their key is deleted — from that moment nothing of theirs opens anywhere — and ``MemberErased`` recorded so
+    that every service scrubs its copies. A retry after a failure in between finds the key gone and records
+    the event; an erasure already recorded is not recorded twice."""
+    if not (await community(store, community_id)).erase(member_id, ctx.actor):
+        return
+    if store.vault is None:
+        raise RuntimeError("erasure needs the key vault")
+    await store.vault.erase([f"member:{member_id}"])
+    await execute(store, community_stream(community_id), Community, lambda c: c.erase(member_id, ctx.actor), ctx,
+                  community_id=community_id)
+
+
 async def remove(store: EventStore, community_id: str, member_id: str, cmd: RemoveMember,
                  ctx: CommandContext) -> None:
     await community(store, community_id)

@@ -8,8 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from kizuna.erasure import Scrub
 from kizuna.errors import Invalid
 from kizuna.eventstore import RecordedEvent
+from kizuna.personal import ERASED_NAME
 from kizuna.personal_data import Section
 from kizuna.service import Migration
 
@@ -364,4 +366,14 @@ PERSONAL_DATA = [
                             "WHERE community_id = $1 AND applicant_id = $2 ORDER BY offered_at"),
     Section("invitations", "SELECT to_jsonb(t) AS row FROM invitations t "
                            "WHERE community_id = $1 AND (issued_by = $2 OR member_id = $2) ORDER BY issued_at"),
+]
+
+
+# The copies of a member's (or applicant's) personal data these read models take, set to their placeholders
+# when the member is erased (kizuna.erasure): the rows stay, so sizes, waitlists and histories do not change.
+ERASURE = [
+    Scrub("members", "member_id", {"display_name": ERASED_NAME, "vector": "", "skills": [], "values": []}),
+    Scrub("waitlist", "applicant_id", {"display_name": ERASED_NAME}),
+    Scrub("applications", "applicant_id", {"display_name": ERASED_NAME, "answers": "{}"}),
+    Scrub("place_offers", "applicant_id", {"display_name": ERASED_NAME, "reason": None}),
 ]

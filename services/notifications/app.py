@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from kizuna.erasure import Scrub
 from kizuna.personal_data import personal_data_router
 from kizuna.service import ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
 from .api import router
-from .consumers import SUBSCRIPTIONS, raising_reaction
+from .consumers import ROSTER, SUBSCRIPTIONS, raising_reaction
 from .digest import send_due_digests
 from .mailer import send_due_mail
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, PERSONAL_DATA, READ_MODEL_TABLES
@@ -29,6 +30,8 @@ SPEC = ServiceSpec(
     reactions=[raising_reaction],
     read_model_tables=READ_MODEL_TABLES,
     background=[send_due_mail, send_due_digests, deliver_webhooks, send_reminders],
+    # An erased member's name and goal words leave the roster and the goals it watches (kizuna.erasure).
+    erasure=[ROSTER.erasure(), Scrub("known_goals", "member_id", {"statement": ""})],
     public_paths=("/healthz", "/readyz", "/unsubscribe/"),
     openapi_tags=[{"name": "notifications", "description": "A member's inbox and a person's preferences"},
                   {"name": "webhooks", "description": "A community's events, signed, to systems that ask"}],

@@ -9,7 +9,7 @@ from kizuna.service import ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
 from .api import router
-from .consumers import SUBSCRIPTIONS
+from .consumers import ERASURE, SUBSCRIPTIONS
 from .offerings import api as offerings_api
 from .offerings import handlers as offerings_handlers
 from .offerings import projections as offerings_projections
@@ -32,6 +32,7 @@ SPEC = ServiceSpec(
     read_model_tables=[*READ_MODEL_TABLES, *offerings_projections.READ_MODEL_TABLES,
                        *partners_projections.READ_MODEL_TABLES],
     background=[offerings_handlers.settle_due_offerings],
+    erasure=ERASURE,
     openapi_tags=[
         {"name": "jobs", "description": "Community-sourced job requests and matching"},
         {"name": "feedback", "description": "360° feedback and reputation"},

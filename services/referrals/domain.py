@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Invalid
+from kizuna.personal import Personal, member_data
 
 JobState = Literal["posted", "assigned", "in-progress", "completed", "cancelled"]
 Visibility = Literal["community", "partners"]
@@ -29,6 +30,7 @@ def normalise_skill(skill: str) -> str:
 # ---- events ----
 
 class JobRequestPosted(DomainEvent):
+    personal: ClassVar[Personal] = member_data("requester_id", texts=["description"])
     community_id: str
     job_id: str
     requester_id: str
@@ -41,6 +43,7 @@ class JobRequestPosted(DomainEvent):
 
 
 class JobOffered(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["why_next_step"])
     community_id: str
     job_id: str
     member_id: str
@@ -48,6 +51,7 @@ class JobOffered(DomainEvent):
 
 
 class JobReferred(DomainEvent):
+    personal: ClassVar[Personal] = member_data("referred_by", texts=["note"])
     community_id: str
     job_id: str
     member_id: str
@@ -93,6 +97,7 @@ class JobCancelled(DomainEvent):
 
 
 class FeedbackGiven(DomainEvent):
+    personal: ClassVar[Personal] = member_data("giver_id", texts=["comment"])
     community_id: str
     job_id: str
     giver_id: str
@@ -106,6 +111,7 @@ class FeedbackGiven(DomainEvent):
 
 
 class ReferralMade(DomainEvent):
+    personal: ClassVar[Personal] = member_data("referrer_id", texts=["note"])
     community_id: str
     referral_id: str
     referrer_id: str
@@ -129,6 +135,7 @@ class ReferralDeclined(DomainEvent):
 
 
 class ReferralOutcomeRecorded(DomainEvent):
+    personal: ClassVar[Personal] = member_data("referrer_id", texts=["note"])
     community_id: str
     referral_id: str
     referrer_id: str

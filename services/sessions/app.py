@@ -9,7 +9,7 @@ from kizuna.service import ServiceSpec, create_service
 from kizuna.settings import ServiceSettings
 
 from .api import router
-from .consumers import SUBSCRIPTIONS
+from .consumers import ERASURE, SUBSCRIPTIONS
 from .projections import INLINE_PROJECTIONS, MIGRATIONS, PERSONAL_DATA, READ_MODEL_TABLES
 
 SPEC = ServiceSpec(
@@ -22,6 +22,7 @@ SPEC = ServiceSpec(
     inline_projections=INLINE_PROJECTIONS,
     subscriptions=SUBSCRIPTIONS,
     read_model_tables=READ_MODEL_TABLES,
+    erasure=ERASURE,
     openapi_tags=[
         {"name": "sessions", "description": "Scheduling, registration, waitlist and attendance"},
         {"name": "calendar", "description": "iCalendar export"},

@@ -8,13 +8,14 @@ stream and the capacity invariant holds under concurrency; ``goal-<goal_id>`` ho
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Invalid, NotFound
+from kizuna.personal import Personal, member_data
 
 SessionKind = Literal["group-coaching", "share-meeting", "meal", "retreat", "online"]
 Direction = Literal["increase", "decrease"]
@@ -115,6 +116,7 @@ class Kpi(StrictModel):
 
 
 class GoalSet(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["statement", "motivation"])
     goal_id: str
     community_id: str
     member_id: str
@@ -128,6 +130,10 @@ class GoalSet(DomainEvent):
 
 
 class GoalRevised(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["statement", "motivation", "reason"])
+    # Whose goal: what the personal fields belong to (kizuna.personal). Empty in events recorded before it was
+    # carried, which were stored in plaintext and are rewritten on erasure by the goal's GoalSet member.
+    member_id: str = ""
     goal_id: str
     community_id: str
     revision: int
@@ -141,6 +147,10 @@ class GoalRevised(DomainEvent):
 
 
 class ProgressCheckedIn(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["note"])
+    # Whose goal: what the personal fields belong to (kizuna.personal). Empty in events recorded before it was
+    # carried, which were stored in plaintext and are rewritten on erasure by the goal's GoalSet member.
+    member_id: str = ""
     goal_id: str
     community_id: str
     values: dict[str, float]
@@ -150,6 +160,10 @@ class ProgressCheckedIn(DomainEvent):
 
 
 class GoalAchieved(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["note"])
+    # Whose goal: what the personal fields belong to (kizuna.personal). Empty in events recorded before it was
+    # carried, which were stored in plaintext and are rewritten on erasure by the goal's GoalSet member.
+    member_id: str = ""
     goal_id: str
     community_id: str
     note: str
@@ -158,6 +172,10 @@ class GoalAchieved(DomainEvent):
 
 
 class GoalAbandoned(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["reason"])
+    # Whose goal: what the personal fields belong to (kizuna.personal). Empty in events recorded before it was
+    # carried, which were stored in plaintext and are rewritten on erasure by the goal's GoalSet member.
+    member_id: str = ""
     goal_id: str
     community_id: str
     reason: str
@@ -507,7 +525,8 @@ class Goal(Aggregate):
         validate_kpis(kpis)
         if cmd.due_date is not None:
             validate_due(cmd.due_date, now)
-        return [GoalRevised(goal_id=s.goal_id, community_id=s.community_id, revision=len(self.revisions) + 1,
+        return [GoalRevised(goal_id=s.goal_id, community_id=s.community_id, member_id=s.member_id,
+                            revision=len(self.revisions) + 1,
                             statement=cmd.statement or self.statement, motivation=cmd.motivation or self.motivation,
                             kpis=kpis, due_date=due, reason=cmd.reason, revised_by=by, revised_at=now)]
 
@@ -519,17 +538,20 @@ class Goal(Aggregate):
         for name in cmd.values:
             if name not in known:
                 raise Invalid(f"values.{name}", f"no KPI named {name!r} on this goal")
-        return [ProgressCheckedIn(goal_id=s.goal_id, community_id=s.community_id, values=cmd.values, note=cmd.note,
+        return [ProgressCheckedIn(goal_id=s.goal_id, community_id=s.community_id, member_id=s.member_id,
+                                  values=cmd.values, note=cmd.note,
                                   checked_in_by=by, checked_in_at=now)]
 
     def achieve(self, cmd: AchieveGoal, by: str, now: datetime) -> list[DomainEvent]:
         s = self._require_active()
-        return [GoalAchieved(goal_id=s.goal_id, community_id=s.community_id, note=cmd.note, achieved_by=by,
+        return [GoalAchieved(goal_id=s.goal_id, community_id=s.community_id, member_id=s.member_id,
+                             note=cmd.note, achieved_by=by,
                              achieved_at=now)]
 
     def abandon(self, cmd: AbandonGoal, by: str, now: datetime) -> list[DomainEvent]:
         s = self._require_active()
-        return [GoalAbandoned(goal_id=s.goal_id, community_id=s.community_id, reason=cmd.reason, abandoned_by=by,
+        return [GoalAbandoned(goal_id=s.goal_id, community_id=s.community_id, member_id=s.member_id,
+                              reason=cmd.reason, abandoned_by=by,
                               abandoned_at=now)]
 
 

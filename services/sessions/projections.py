@@ -14,7 +14,7 @@ import asyncpg
 
 from kizuna.domain import DomainEvent
 from kizuna.errors import Invalid
-from kizuna.eventstore import RecordedEvent
+from kizuna.eventstore import RecordedEvent, read_stream_on
 from kizuna.personal_data import Section, roster_section
 from kizuna.service import Migration
 
@@ -68,12 +68,10 @@ READ_MODEL_TABLES = ["sessions_view", "session_attendance", "goals_view", "calen
 
 
 async def _fold(conn: asyncpg.Connection, stream_id: str, aggregate: type[Session] | type[Goal]) -> Any:
-    rows = await conn.fetch("SELECT event_type, schema_version, data FROM events WHERE stream_id = $1 "
-                            "ORDER BY stream_version", stream_id)
-    decoded = [DomainEvent.decode(r["event_type"], json.loads(r["data"]), domain.__name__, version=r["schema_version"])
-               for r in rows]
+    events = await read_stream_on(conn, stream_id)  # personal fields opened, as the store reads them
+    decoded = [DomainEvent.decode(e.type, e.data, domain.__name__, version=e.schema_version) for e in events]
     state = aggregate.from_events([e for e in decoded if e is not None])
-    state.version = len(rows)
+    state.version = len(events)
     return state
 
 

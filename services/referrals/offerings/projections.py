@@ -15,7 +15,7 @@ import asyncpg
 
 from kizuna.domain import DomainEvent
 from kizuna.errors import Invalid
-from kizuna.eventstore import RecordedEvent
+from kizuna.eventstore import RecordedEvent, read_stream_on
 from kizuna.service import Migration
 
 from . import domain
@@ -48,13 +48,11 @@ READ_MODEL_TABLES = ["offerings_view", "offering_commitments", "offering_feedbac
 
 
 async def _fold(conn: asyncpg.Connection, stream_id: str) -> tuple[Offering, int]:
-    rows = await conn.fetch("SELECT event_type, schema_version, data, global_position FROM events "
-                            "WHERE stream_id = $1 ORDER BY stream_version", stream_id)
-    decoded = [DomainEvent.decode(r["event_type"], json.loads(r["data"]), domain.__name__, version=r["schema_version"])
-               for r in rows]
+    events = await read_stream_on(conn, stream_id)  # personal fields opened, as the store reads them
+    decoded = [DomainEvent.decode(e.type, e.data, domain.__name__, version=e.schema_version) for e in events]
     state = Offering.from_events([e for e in decoded if e is not None])
-    state.version = len(rows)
-    return state, (rows[0]["global_position"] if rows else 0)
+    state.version = len(events)
+    return state, (events[0].global_position if events else 0)
 
 
 async def project_offering(conn: asyncpg.Connection, event: RecordedEvent) -> None:
