@@ -47,7 +47,8 @@ def load_spec(service: str) -> ServiceSpec:
 async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 5000,
                   include_bus: bool = True) -> dict[str, int]:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=REPLAY_WORKERS + 1)
-    vault = await KeyVault.open(settings.keys_url(), max_size=REPLAY_WORKERS + 1)
+    vault = (await KeyVault.open(settings.keys_database_url, max_size=REPLAY_WORKERS + 1)
+             if settings.keys_database_url else None)
     try:
         await migrate(pool, spec.migrations)
         await refuse_while_running(pool, spec.name)
@@ -64,7 +65,8 @@ async def rebuild(spec: ServiceSpec, settings: ServiceSettings, *, batch: int = 
             counts["bus_events"] = await replay_bus(pool, spec, settings, vault=vault)
         return counts
     finally:
-        await vault.close()
+        if vault is not None:
+            await vault.close()
         await pool.close()
 
 

@@ -217,9 +217,9 @@ def _document_the_real_contract(app: FastAPI, spec: ServiceSpec) -> None:
 async def start_runtime(spec: ServiceSpec, settings: ServiceSettings) -> Runtime:
     pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
     await migrate(pool, spec.migrations)
-    if not settings.keys_database_url:
-        log.warning("no KIZUNA_KEYS_DATABASE_URL: keys kept in this service's own database (tests only)")
-    vault = await KeyVault.open(settings.keys_url())
+    vault = await KeyVault.open(settings.keys_database_url) if settings.keys_database_url else None
+    if vault is None:  # every service of a deployment must share one vault, so none is guessed for it
+        log.warning("no KIZUNA_KEYS_DATABASE_URL: personal fields are stored unsealed and nobody can be erased")
     store = EventStore(pool, spec.inline_projections, vault=vault)
     runtime = Runtime(settings=settings, pool=pool, store=store, vault=vault)
     runtime.tasks.append(asyncio.create_task(_connect_bus(runtime, spec)))

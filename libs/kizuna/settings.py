@@ -21,8 +21,8 @@ class ServiceSettings(BaseSettings):
     )
     keys_database_url: str = Field(
         "", description="The deployment's key vault (one database for every service, e.g. kizuna_keys): the keys "
-        "personal fields of events are sealed with; erasing a person deletes theirs (docs/data-rights.md). Empty: "
-        "this service's own database (a single service's tests only; a deployment sets it).")
+        "personal fields of events are sealed with; erasing a member deletes theirs (docs/data-rights.md). Empty: "
+        "no vault — events are stored as they come and nobody can be erased (a warning says so at start).")
     database_pool_size: int = Field(
         10, ge=1, description="Most connections this process's pool opens; the relay and the gateway's listener "
         "hold one more each (docs/operations.md budgets them against PostgreSQL's max_connections).")
@@ -100,9 +100,6 @@ class ServiceSettings(BaseSettings):
         "days), after which the token has expired anyway.")
     metrics_token: str = Field(
         "", description="Bearer token GET /metrics wants (Prometheus' `authorization` setting); empty: open.")
-
-    def keys_url(self) -> str:
-        return self.keys_database_url or self.database_url
 
     def service_replicas(self) -> dict[str, list[str]]:
         """Every address of each service: ``members=http://a:8101|http://b:8101`` lists two replicas, which

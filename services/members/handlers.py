@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from kizuna.auth import Principal
 from kizuna.domain import DomainEvent
-from kizuna.errors import Conflict, Forbidden, NotFound
+from kizuna.errors import Conflict, Forbidden, NotFound, Problem
 from kizuna.eventstore import NO_STREAM, EventStore, RecordedEvent
 from kizuna.handling import CommandContext, execute, load_existing
 
@@ -127,7 +127,8 @@ async def erase(store: EventStore, community_id: str, member_id: str, ctx: Comma
     if not (await community(store, community_id)).erase(member_id, ctx.actor):
         return
     if store.vault is None:
-        raise RuntimeError("erasure needs the key vault")
+        raise Problem("erasure needs the deployment's key vault (KIZUNA_KEYS_DATABASE_URL), which is not set",
+                      status=503, slug="no-key-vault", title="Erasure unavailable")
     await store.vault.erase([f"member:{member_id}"])
     await execute(store, community_stream(community_id), Community, lambda c: c.erase(member_id, ctx.actor), ctx,
                   community_id=community_id)

@@ -69,6 +69,9 @@ def test_every_kizuna_variable_is_a_real_setting_and_secrets_come_from_the_env_f
         # Its own database (deploy/postgres/init-databases.sh makes it) and the port `make up` gives it.
         assert service["environment"]["KIZUNA_DATABASE_URL"].endswith(f"@postgres:5432/kizuna_{name}"), name
         assert f"'kizuna_{name}'" in (ROOT / "deploy" / "postgres" / "init-databases.sh").read_text(), name
+        # One key vault for the whole deployment (docs/data-rights.md), made by the same script.
+        assert service["environment"]["KIZUNA_KEYS_DATABASE_URL"].endswith("@postgres:5432/kizuna_keys"), name
+        assert "'kizuna_keys'" in (ROOT / "deploy" / "postgres" / "init-databases.sh").read_text()
         assert service["environment"]["KIZUNA_HTTP_PORT"] == str(up.SERVICES[name]), name
     assert shared | gateway_only <= known and senders_only <= identity_known
     assert {"KIZUNA_OPERATOR_TOKEN", "KIZUNA_JWT_PUBLIC_KEYS"} <= shared
@@ -128,6 +131,8 @@ def _compose_env(name: str, eco: Ecosystem) -> dict[str, str]:
         value = value.replace("nats://nats:4222", eco.nats.url)
         if key == "KIZUNA_DATABASE_URL":
             value = eco.database_url(name)
+        if key == "KIZUNA_KEYS_DATABASE_URL":
+            value = eco.database_url("keys")
         for other in APP_SERVICES:
             value = value.replace(f"http://{other}:", "http://127.0.0.1:")
         replaced[key] = value

@@ -200,8 +200,8 @@ def test_the_init_script_made_every_database_and_runs_again_harmlessly(deploymen
     assert again.returncode == 0, again.stderr
     databases = _psql(deployment.postgres, "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "
                                            "WHERE datname LIKE 'kizuna%'")
-    assert databases == ("kizuna_gateway,kizuna_identity,kizuna_members,kizuna_notifications,kizuna_referrals,"
-                         "kizuna_sessions")
+    assert databases == ("kizuna_gateway,kizuna_identity,kizuna_keys,kizuna_members,kizuna_notifications,"
+                         "kizuna_referrals,kizuna_sessions")
 
 
 def test_every_healthcheck_passes_as_written(deployment: Deployment) -> None:
