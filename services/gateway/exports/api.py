@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response
+import httpx
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
@@ -26,6 +28,8 @@ from .domain import KEPT_DAYS, ExportRequested, Language, plan
 from .readable import CONTENT_SECURITY_POLICY
 
 router = APIRouter(responses=PROBLEM_RESPONSES, tags=["exports"])
+# A person id as identity makes them; anything else is named in a 422 before a request is built from it.
+PersonId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The person's id (GET /v1/me)")]
 INTERNAL_TOKEN_SECONDS = 120
 
 
@@ -115,9 +119,12 @@ async def _memberships(request: Request, person_id: str) -> list[dict[str, Any]]
     """The person's communities as identity knows them (a person identity does not know is a 404)."""
     state = request.app.state
     for base in state.settings.identity_replicas():
-        answer = await state.http.get(f"{base}/internal/people/{person_id}/personal-data",
-                                      headers={"authorization": f"Bearer {internal_operator_token(state)}"},
-                                      timeout=state.upstream_timeout)
+        try:
+            answer = await state.http.get(f"{base}/internal/people/{quote(person_id, safe='')}/personal-data",
+                                          headers={"authorization": f"Bearer {internal_operator_token(state)}"},
+                                          timeout=state.upstream_timeout)
+        except httpx.HTTPError:
+            continue
         if answer.status_code == 404:
             raise NotFound("person not found")
         if answer.status_code == 200:
@@ -200,7 +207,7 @@ async def my_export_html(export_id: str, request: Request) -> Response:
 
 @router.post("/v1/people/{person_id}/exports", status_code=202, responses=STARTED, response_model=ExportProgress,
              summary="Ask for everything Kizuna holds about a person, on their behalf (operator)")
-async def start_export_for(person_id: str, body: ExportRequest, request: Request,
+async def start_export_for(person_id: PersonId, body: ExportRequest, request: Request,
                            who: Principal = Depends(principal)) -> Response:
     _operator(who)
     return await _start(request, person_id, "operator", body.language)
@@ -208,7 +215,7 @@ async def start_export_for(person_id: str, body: ExportRequest, request: Request
 
 @router.get("/v1/people/{person_id}/exports/{export_id}", response_model=ExportProgress,
             summary="How far a person's export has come (operator)")
-async def export_for(person_id: str, export_id: str, request: Request,
+async def export_for(person_id: PersonId, export_id: str, request: Request,
                      who: Principal = Depends(principal)) -> dict[str, Any]:
     _operator(who)
     return await _view(runtime_of(request), export_id, person_id, f"/v1/people/{person_id}/exports/{export_id}")
@@ -216,7 +223,7 @@ async def export_for(person_id: str, export_id: str, request: Request,
 
 @router.get("/v1/people/{person_id}/exports/{export_id}/export.json", responses=JSON_DOCUMENT,
             response_class=Response, summary="A person's export as JSON (operator)")
-async def export_json_for(person_id: str, export_id: str, request: Request,
+async def export_json_for(person_id: PersonId, export_id: str, request: Request,
                           who: Principal = Depends(principal)) -> Response:
     _operator(who)
     return await _document(runtime_of(request), export_id, person_id, "json")
@@ -224,7 +231,7 @@ async def export_json_for(person_id: str, export_id: str, request: Request,
 
 @router.get("/v1/people/{person_id}/exports/{export_id}/export.html", responses=HTML_DOCUMENT,
             response_class=HTMLResponse, summary="A person's export as a readable document (operator)")
-async def export_html_for(person_id: str, export_id: str, request: Request,
+async def export_html_for(person_id: PersonId, export_id: str, request: Request,
                           who: Principal = Depends(principal)) -> Response:
     _operator(who)
     return await _document(runtime_of(request), export_id, person_id, "html")
