@@ -140,9 +140,10 @@ async def rewrite_plaintext(conn: asyncpg.Connection, subject: str) -> int:
     for event_type, spec in DECLARED.items():
         if spec.kind != kind:
             continue
+        fields = sorted({spec.subject_field, *spec.field_subjects.values()})
         rows = await conn.fetch("SELECT global_position, data::text AS data FROM events "
-                                "WHERE event_type = $1 AND data ->> $2 = $3",
-                                event_type, spec.subject_field, subject_id)
+                                "WHERE event_type = $1 AND EXISTS (SELECT 1 FROM unnest($2::text[]) f "
+                                "WHERE data ->> f = $3)", event_type, fields, subject_id)
         for row in rows:
             data = erased_in_place(event_type, json.loads(row["data"]), [subject])
             if data is not None:

@@ -25,7 +25,7 @@ import base64
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -40,15 +40,21 @@ NONCE_BYTES = 12
 @dataclass(frozen=True)
 class Personal:
     """Which fields of an event are personal data (each with what it reads as once erased), and whose: the
-    subject is ``<kind>:<value of the subject field>``."""
+    subject is ``<kind>:<value of the subject field>`` — or, for a field named in ``field_subjects``, of the
+    field named there (an event that quotes two people: a notification to one of what another said)."""
 
     subject_field: str
     kind: str
     placeholders: Mapping[str, Any]
+    field_subjects: Mapping[str, str] = field(default_factory=dict)
 
-    def subject_of(self, data: Mapping[str, Any]) -> str | None:
-        value = data.get(self.subject_field)
+    def subject_of(self, data: Mapping[str, Any], field_name: str | None = None) -> str | None:
+        value = data.get(self.field_subjects.get(field_name, self.subject_field) if field_name else
+                         self.subject_field)
         return f"{self.kind}:{value}" if value else None
+
+    def subjects_of(self, data: Mapping[str, Any]) -> set[str]:
+        return {s for name in self.placeholders if (s := self.subject_of(data, name)) is not None}
 
 
 def _placeholders(names: Sequence[str], texts: Sequence[str], lists: Sequence[str],
@@ -58,9 +64,11 @@ def _placeholders(names: Sequence[str], texts: Sequence[str], lists: Sequence[st
 
 
 def member_data(subject_field: str, *, names: Sequence[str] = (), texts: Sequence[str] = (),
-                lists: Sequence[str] = (), maps: Sequence[str] = ()) -> Personal:
-    """Fields that are the data of the member whose id is in ``subject_field``."""
-    return Personal(subject_field, "member", _placeholders(names, texts, lists, maps))
+                lists: Sequence[str] = (), maps: Sequence[str] = (),
+                field_subjects: Mapping[str, str] | None = None) -> Personal:
+    """Fields that are the data of the member whose id is in ``subject_field`` (or, for a field named in
+    ``field_subjects``, of the member whose id is in the field named there)."""
+    return Personal(subject_field, "member", _placeholders(names, texts, lists, maps), dict(field_subjects or {}))
 
 
 def person_data(subject_field: str, *, names: Sequence[str] = (), texts: Sequence[str] = (),
@@ -105,22 +113,22 @@ def subjects_to_seal(event_type: str, data: Mapping[str, Any]) -> set[str]:
     spec = declared(event_type)
     if spec is None:
         return set()
-    subject = spec.subject_of(data)
-    fields = [f for f in spec.placeholders if data.get(f) not in (None, "", [], {}) and not is_sealed(data.get(f))]
-    return {subject} if subject and fields else set()
+    return {subject for f in spec.placeholders
+            if data.get(f) not in (None, "", [], {}) and not is_sealed(data.get(f))
+            and (subject := spec.subject_of(data, f)) is not None}
 
 
 def seal(event_type: str, data: dict[str, Any], keys: Mapping[str, bytes | None]) -> dict[str, Any]:
     """``data`` as stored: each declared personal field replaced by its envelope (sealed with the subject's key;
     already erased when the subject has none). Empty values stay as they are: there is nothing to hide."""
     spec = declared(event_type)
-    subject = spec.subject_of(data) if spec else None
-    if spec is None or subject is None:
+    if spec is None:
         return data
     sealed = dict(data)
     for name, placeholder in spec.placeholders.items():
         value = data.get(name)
-        if value in (None, "", [], {}) or is_sealed(value):
+        subject = spec.subject_of(data, name)
+        if value in (None, "", [], {}) or is_sealed(value) or subject is None:
             continue
         envelope: dict[str, Any] = {MARK: subject, "e": placeholder}
         key = keys.get(subject)
@@ -163,10 +171,13 @@ def erased_in_place(event_type: str, data: dict[str, Any], subjects: Iterable[st
     """A stored event's data with the plaintext personal fields of ``subjects`` replaced by the erased envelope
     (events stored before sealing existed); None when there is nothing to rewrite."""
     spec = declared(event_type)
-    subject = spec.subject_of(data) if spec else None
-    if spec is None or subject not in set(subjects):
+    erased = set(subjects)
+    if spec is None or not spec.subjects_of(data) & erased:
         return None
-    rewritten = seal(event_type, data, {})
+    # Sealed with no keys, each field becomes its erased envelope: kept only for the fields of ``subjects``.
+    blank = seal(event_type, data, {})
+    rewritten = {name: blank[name] if spec.subject_of(data, name) in erased else value
+                 for name, value in data.items()}
     return rewritten if rewritten != data else None
 
 

@@ -30,8 +30,13 @@ SPEC = ServiceSpec(
     reactions=[raising_reaction],
     read_model_tables=READ_MODEL_TABLES,
     background=[send_due_mail, send_due_digests, deliver_webhooks, send_reminders],
-    # An erased member's name and goal words leave the roster and the goals it watches (kizuna.erasure).
-    erasure=[ROSTER.erasure(), Scrub("known_goals", "member_id", {"statement": ""})],
+    # An erased member's name, goal words and skills leave the tables kept for messages, their inbox's words
+    # leave with them, and what notifications to others quoted of them goes (names are put in from the
+    # roster when composed, so they read "erased member"; kizuna.erasure).
+    erasure=[ROSTER.erasure(), Scrub("known_goals", "member_id", {"statement": ""}),
+             Scrub("known_member_skills", "member_id", {"skills": []}),
+             Scrub("notifications_view", "member_id", {"facts": "{}"}),
+             Scrub("notifications_view", "quoted_from", {"quoted": "{}"})],
     public_paths=("/healthz", "/readyz", "/unsubscribe/"),
     openapi_tags=[{"name": "notifications", "description": "A member's inbox and a person's preferences"},
                   {"name": "webhooks", "description": "A community's events, signed, to systems that ask"}],

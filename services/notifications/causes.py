@@ -6,7 +6,7 @@ events in the same ordered consumer (``remember``), so they are there before any
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -76,6 +76,11 @@ class Cause:
     # Raised only for members whose person asked for this kind (a kind that starts "off", DEFAULT_DELIVERY):
     # nobody hears of it in their inbox either until they opt in.
     opt_in: bool = False
+    # Other members: named by id (their names put in when composed), and what is quoted of one of them — kept
+    # apart from the recipient's facts so that erasing them reaches every notification (NotificationRaised).
+    names: dict[str, str] = field(default_factory=dict)
+    quoted: dict[str, str] = field(default_factory=dict)
+    quoted_from: str | None = None
 
 
 async def remember(conn: asyncpg.Connection, e: Envelope) -> None:
@@ -230,24 +235,24 @@ async def causes(conn: asyncpg.Connection, e: Envelope) -> list[Cause]:
         stewards = await conn.fetch("SELECT member_id FROM roster WHERE community_id = $1 AND active "
                                     "AND role IN ('owner', 'facilitator') ORDER BY member_id", cid)
         return [Cause("application-received", [r["member_id"] for r in stewards],
-                      {**base, "name": d["display_name"], "path": f"/app/c/{cid}/stewarding"})]
+                      {**base, "path": f"/app/c/{cid}/stewarding"}, quoted={"name": d["display_name"]},
+                      quoted_from=d["applicant_id"])]
     if e.type in ("JobOffered", "JobReferred"):
         job = await conn.fetchrow("SELECT requester_id, title FROM known_jobs WHERE job_id = $1", d["job_id"])
         if job is None or job["requester_id"] == d["member_id"]:
             return []
         return [Cause("job-offer", [job["requester_id"]],
-                      {**base, "title": job["title"], "name": await _name(conn, cid, d["member_id"]),
-                       "referred_by": await _name(conn, cid, d["referred_by"]) if e.type == "JobReferred" else None,
-                       "path": f"/app/c/{cid}/jobs/{d['job_id']}"})]
+                      {**base, "title": job["title"], "path": f"/app/c/{cid}/jobs/{d['job_id']}"},
+                      names={"name": d["member_id"], **({"referred_by": d["referred_by"]}
+                                                        if e.type == "JobReferred" else {})})]
     if e.type == "JobAssigned":
         job = await conn.fetchrow("SELECT title FROM known_jobs WHERE job_id = $1", d["job_id"])
         return [Cause("job-assigned", list(d["member_ids"]),
                       {**base, "title": job["title"] if job else "", "path": f"/app/c/{cid}/jobs/{d['job_id']}"})]
     if e.type == "ReferralMade" and d.get("to_member_id"):
-        return [Cause("introduced", [d["referred_id"]],
-                      {**base, "referrer": await _name(conn, cid, d["referrer_id"]),
-                       "to": await _name(conn, cid, d["to_member_id"]), "note": d.get("note", ""),
-                       "path": f"/app/c/{cid}/introductions"})]
+        return [Cause("introduced", [d["referred_id"]], {**base, "path": f"/app/c/{cid}/introductions"},
+                      names={"referrer": d["referrer_id"], "to": d["to_member_id"]},
+                      quoted={"note": d.get("note", "")}, quoted_from=d["referrer_id"])]
     if e.type == "FeedbackGiven":
         job = await conn.fetchrow("SELECT title FROM known_jobs WHERE job_id = $1", d["job_id"])
         return [Cause("feedback-received", [d["subject_id"]],
@@ -293,9 +298,10 @@ async def _more_causes(conn: asyncpg.Connection, e: Envelope, base: dict[str, An
         outcome = {"ReferralAccepted": "accepted", "ReferralDeclined": "declined"}.get(
             e.type, "worked" if d.get("worked") else "did-not-work")
         return [Cause("introduction-outcome", [referral["referrer_id"]],
-                      {**base, "outcome": outcome, "name": await _name(conn, cid, referral["referred_id"]),
-                       "to": await _name(conn, cid, referral["to_member_id"]) if referral["to_member_id"] else "",
-                       "note": d.get("reason") or d.get("note") or "", "path": f"/app/c/{cid}/introductions"})]
+                      {**base, "outcome": outcome, "path": f"/app/c/{cid}/introductions"},
+                      names={"name": referral["referred_id"], "to": referral["to_member_id"] or ""},
+                      quoted={"note": d.get("reason") or d.get("note") or ""},
+                      quoted_from=d.get("recorded_by") or actor or referral["referred_id"])]
     if e.type in ("OfferingConfirmed", "OfferingLapsed"):
         offering = await conn.fetchrow("SELECT title, producer_id FROM known_offerings WHERE offering_id = $1",
                                        d["offering_id"])
@@ -358,12 +364,6 @@ def _starts_within_reminder(session: dict[str, Any]) -> bool:
     """A place taken in a session about to start is told by its reminder, raised at once: one message, not two."""
     starts = session.get("starts_at")
     return starts is not None and datetime.fromisoformat(starts) <= datetime.now(UTC) + _reminder_ahead()
-
-
-async def _name(conn: asyncpg.Connection, community_id: str, member_id: str) -> str:
-    name = await conn.fetchval("SELECT display_name FROM roster WHERE community_id = $1 AND member_id = $2",
-                               community_id, member_id)
-    return str(name) if name else ""
 
 
 async def _session(conn: asyncpg.Connection, session_id: str) -> dict[str, Any]:

@@ -71,7 +71,9 @@ def raising_reaction(runtime: Runtime) -> Subscription:
             for member_id in dict.fromkeys(cause.members):
                 if cause.opt_in and not await opted_in(store, conn, envelope.community_id, member_id, cause.kind):
                     continue
-                await handlers.raise_notification(store, conn, envelope, cause.kind, member_id, cause.facts, ctx)
+                await handlers.raise_notification(store, conn, envelope, cause.kind, member_id, cause.facts, ctx,
+                                                  names=cause.names, quoted=cause.quoted,
+                                                  quoted_from=cause.quoted_from)
 
     # The gateway's events: partnerships proposed to a community, partners' job requests received (federation).
     return Subscription("notifications-causes", ["*.members.>", "*.referrals.>", "*.sessions.>", "*.gateway.>"],

@@ -10,7 +10,6 @@ the time it goes (the kind turned off, or they left the community) is left out o
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -83,7 +82,8 @@ def _due_day(wishes: Preferences, now: datetime) -> str | None:
 async def _send_one(runtime: Runtime, conn: asyncpg.Connection, person_id: str, day: str, wishes: Preferences,
                     delivery: DeliverySettings, mail: MailSettings, now: datetime) -> int:
     rows = await conn.fetch(
-        "SELECT v.notification_id, v.community_id, v.member_id, v.kind, v.raised_at, v.facts::text AS facts "
+        "SELECT v.notification_id, v.community_id, v.member_id, v.kind, v.raised_at, v.facts::text AS facts, "
+        "v.names::text AS names, v.quoted::text AS quoted "
         "FROM digest_queue q JOIN notifications_view v USING (notification_id) WHERE q.person_id = $1 "
         "AND q.raised_at <= $2 ORDER BY v.raised_at, v.seq", person_id, now)
     listed: list[asyncpg.Record] = []
@@ -103,7 +103,8 @@ async def _send_one(runtime: Runtime, conn: asyncpg.Connection, person_id: str, 
                                                            message_id=""), ctx)
         return 0
     public = runtime.settings.public_url.rstrip("/")
-    message = _message(person_id, day, listed, wishes, str(address), public,
+    facts = [await projections.facts_of(conn, row) for row in listed]
+    message = _message(person_id, day, list(zip(listed, facts, strict=True)), wishes, str(address), public,
                        await unsubscribe_link(conn, public, person_id, "digest"))
     attempt = int(await conn.fetchval("SELECT attempt FROM digest_attempts WHERE person_id = $1 AND day = $2",
                                       person_id, day) or 0) + 1
@@ -127,11 +128,11 @@ async def _record(runtime: Runtime, conn: asyncpg.Connection, stream: str, event
     await execute(runtime.store, stream, Digest, lambda d: [] if d.sent else [event], ctx, connection=conn)
 
 
-def _message(person_id: str, day: str, rows: list[asyncpg.Record], wishes: Preferences, to: str, public: str,
-             unsubscribe: str) -> EmailMessage:
+def _message(person_id: str, day: str, rows: list[tuple[asyncpg.Record, dict[str, Any]]], wishes: Preferences,
+             to: str, public: str, unsubscribe: str) -> EmailMessage:
     items: list[dict[str, Any]] = []
-    for row in rows:
-        words = compose(row["kind"], json.loads(row["facts"]), wishes.language, wishes.time_zone)
+    for row, facts in rows:
+        words = compose(row["kind"], facts, wishes.language, wishes.time_zone)
         items.append({"subject": words.subject, "lines": words.lines, "link": f"{public}{words.path}"})
     text = _digest_words(wishes.language, day, items, f"{public}/app/notifications", unsubscribe)
     message = EmailMessage()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Invalid, NotFound
+from kizuna.personal import Personal, member_data
 from kizuna.read_policy import RULES
 
 # Every kind of notification, with who hears it (docs/notifications.md). The member app's words for them are
@@ -100,14 +101,28 @@ class QuietHours(StrictModel):
 # ---- events ----
 
 class NotificationRaised(DomainEvent):
-    """Something needs a member: it is in their inbox, and goes out by email unless they said otherwise."""
+    """Something needs a member: it is in their inbox, and goes out by email unless they said otherwise.
 
+    Whose data is in it decides where it is kept: ``facts`` (titles, times, the link; the recipient's own goal
+    words) are the recipient's, sealed with their key; what the message quotes of another member (a note or a
+    reason they wrote, the name they applied with) is in ``quoted``, sealed with the key of ``quoted_from``;
+    and other members are named only by id (``names``: fact → member id), their names put in from the roster
+    when the message is composed. Erasing any of them takes
+    their part out of every notification (docs/data-rights.md)."""
+
+    personal: ClassVar[Personal] = member_data("member_id", maps=["facts", "quoted"],
+                                                  field_subjects={"quoted": "quoted_from"})
     notification_id: str
     community_id: str
     member_id: str
     kind: Kind
     cause_id: str = Field(description="The id of the event that caused it")
-    facts: dict[str, Any] = Field(description="What the message says: names, titles, times, the link's path")
+    facts: dict[str, Any] = Field(description="What the message says: titles, times, the link's path")
+    names: dict[str, str] = Field(default_factory=dict, description="Fact → the member id whose name it is (put "
+                                                                    "in when composed)")
+    quoted: dict[str, str] = Field(default_factory=dict, description="Fact → what the message quotes of another "
+                                                                     "member (a note, a reason)")
+    quoted_from: str | None = Field(None, description="The member ``quoted`` is from")
     raised_at: datetime
 
 

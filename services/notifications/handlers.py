@@ -55,15 +55,21 @@ def notification_id(community_id: str, member_id: str, kind: str, cause_id: str)
 
 
 async def raise_notification(store: EventStore, conn: asyncpg.Connection, cause: Envelope, kind: str,
-                             member_id: str, facts: dict[str, Any], ctx: CommandContext) -> None:
-    await raise_for(store, conn, cause.community_id, member_id, kind, str(cause.id), cause.time, facts, ctx)
+                             member_id: str, facts: dict[str, Any], ctx: CommandContext, *,
+                             names: dict[str, str] | None = None, quoted: dict[str, str] | None = None,
+                             quoted_from: str | None = None) -> None:
+    await raise_for(store, conn, cause.community_id, member_id, kind, str(cause.id), cause.time, facts, ctx,
+                    names=names, quoted=quoted, quoted_from=quoted_from)
 
 
 async def raise_for(store: EventStore, conn: asyncpg.Connection, cid: str, member_id: str, kind: str, cause_id: str,
-                    raised_at: datetime, facts: dict[str, Any], ctx: CommandContext) -> None:
+                    raised_at: datetime, facts: dict[str, Any], ctx: CommandContext, *,
+                    names: dict[str, str] | None = None, quoted: dict[str, str] | None = None,
+                    quoted_from: str | None = None) -> None:
     event = NotificationRaised(notification_id=notification_id(cid, member_id, kind, cause_id), community_id=cid,
                                member_id=member_id, kind=kind, cause_id=cause_id, facts=facts,
-                               raised_at=raised_at)
+                               names=names or {}, quoted={k: v for k, v in (quoted or {}).items() if v},
+                               quoted_from=quoted_from if quoted else None, raised_at=raised_at)
     await execute(store, notification_stream(cid, member_id, kind, cause_id), Notification,
                   lambda n: n.raise_once(event), ctx, community_id=cid, connection=conn)
 

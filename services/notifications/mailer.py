@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -69,7 +68,8 @@ async def send_batch(runtime: Runtime, delivery: DeliverySettings, mail: MailSet
     async with runtime.pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             "SELECT q.notification_id, q.stream_id, q.attempts, v.community_id, v.member_id, v.kind, "
-            "v.raised_at, v.facts::text AS facts FROM mail_queue q JOIN notifications_view v USING (notification_id) "
+            "v.raised_at, v.facts::text AS facts, v.names::text AS names, v.quoted::text AS quoted "
+            "FROM mail_queue q JOIN notifications_view v USING (notification_id) "
             "WHERE q.due_at <= now() ORDER BY q.due_at LIMIT $1 FOR UPDATE OF q SKIP LOCKED", size)
         for row in rows:
             outcome = await _deliver(runtime, conn, row, delivery, mail)
@@ -107,7 +107,7 @@ async def _deliver(runtime: Runtime, conn: asyncpg.Connection, row: asyncpg.Reco
     quiet_until = wishes.quiet_until(datetime.now(UTC))
     if quiet_until is not None:
         return NotificationEmailDeferred(**ids, until=quiet_until)
-    facts = json.loads(row["facts"])
+    facts = await projections.facts_of(conn, row)
     public = runtime.settings.public_url.rstrip("/")
     unsubscribe = await unsubscribe_link(conn, public, person["person_id"], row["kind"])
     message = _message(row["notification_id"], row["kind"], facts, wishes.language, wishes.time_zone,

@@ -62,11 +62,21 @@ CREATE TABLE digest_attempts (
 );
 """
 
+# Other members in a notification: named by id (their names put in when it is composed), and what it quotes of
+# one of them kept apart, with whom it is from — so that erasing them reaches it (NotificationRaised).
+WHOSE_WORDS_SQL = """
+ALTER TABLE notifications_view ADD COLUMN names jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE notifications_view ADD COLUMN quoted jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE notifications_view ADD COLUMN quoted_from text;
+CREATE INDEX notifications_quoting ON notifications_view (quoted_from) WHERE quoted_from IS NOT NULL;
+"""
+
 MIGRATIONS = [Migration("notifications_0001", SQL + LOOKUPS_SQL + PEOPLE_SQL),
               Migration("notifications_0002_webhooks", WEBHOOKS_SQL),
               Migration("notifications_0003_reminders", REMINDER_LOOKUPS_SQL),
               Migration("notifications_0004_digests", DIGEST_SQL),
-              Migration("notifications_0005_more_kinds", MORE_LOOKUPS_SQL)]
+              Migration("notifications_0005_more_kinds", MORE_LOOKUPS_SQL),
+              Migration("notifications_0006_whose_words", WHOSE_WORDS_SQL)]
 READ_MODEL_TABLES = ["notifications_view", "mail_queue", "webhook_endpoints", "digest_queue", "digest_attempts"]
 
 
@@ -75,9 +85,10 @@ async def project(conn: asyncpg.Connection, event: RecordedEvent) -> None:
     if event.type == "NotificationRaised":
         await conn.execute(
             "INSERT INTO notifications_view (notification_id, stream_id, community_id, member_id, kind, facts, "
-            "raised_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            d["notification_id"], event.stream_id, d["community_id"], d["member_id"], d["kind"],
-            json.dumps(d["facts"]), datetime.fromisoformat(d["raised_at"]))
+            "raised_at, names, quoted, quoted_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "ON CONFLICT DO NOTHING", d["notification_id"], event.stream_id, d["community_id"], d["member_id"],
+            d["kind"], json.dumps(d["facts"]), datetime.fromisoformat(d["raised_at"]),
+            json.dumps(d.get("names") or {}), json.dumps(d.get("quoted") or {}), d.get("quoted_from"))
         await conn.execute("INSERT INTO mail_queue (notification_id, stream_id, due_at) VALUES ($1, $2, now()) "
                            "ON CONFLICT DO NOTHING", d["notification_id"], event.stream_id)
     elif event.type == "NotificationRead":
@@ -126,12 +137,28 @@ INLINE_PROJECTIONS = [project, project_endpoint]
 async def inbox(conn: asyncpg.Connection, community_id: str, member_id: str, limit: int,
                 unread_only: bool) -> dict[str, Any]:
     rows = await conn.fetch(
-        "SELECT notification_id, kind, facts::text AS facts, raised_at, read_at, email FROM notifications_view "
-        "WHERE community_id = $1 AND member_id = $2 AND ($3::bool IS FALSE OR read_at IS NULL) "
-        "ORDER BY raised_at DESC, seq DESC LIMIT $4", community_id, member_id, unread_only, limit)
+        "SELECT notification_id, community_id, kind, facts::text AS facts, names::text AS names, quoted::text AS "
+        "quoted, raised_at, read_at, email FROM notifications_view WHERE community_id = $1 AND member_id = $2 "
+        "AND ($3::bool IS FALSE OR read_at IS NULL) ORDER BY raised_at DESC, seq DESC LIMIT $4",
+        community_id, member_id, unread_only, limit)
     unread = await conn.fetchval("SELECT count(*) FROM notifications_view WHERE community_id = $1 AND member_id = $2 "
                                  "AND read_at IS NULL", community_id, member_id)
-    return {"unread": unread, "items": [{**dict(r), "facts": json.loads(r["facts"])} for r in rows]}
+    items = [{"notification_id": r["notification_id"], "kind": r["kind"], "facts": await facts_of(conn, r),
+              "raised_at": r["raised_at"], "read_at": r["read_at"], "email": r["email"]} for r in rows]
+    return {"unread": unread, "items": items}
+
+
+async def facts_of(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
+    """What a notification's message says, whole: the recipient's facts, what it quotes of another member, and
+    the names of the members it names, as the roster has them now ("erased member" once erased). ``row`` has
+    ``community_id`` and the ``facts``, ``names`` and ``quoted`` columns as text."""
+    named: dict[str, str] = json.loads(row["names"])
+    names = {}
+    for fact, member_id in named.items():
+        name = await conn.fetchval("SELECT display_name FROM roster WHERE community_id = $1 AND member_id = $2",
+                                   row["community_id"], member_id) if member_id else ""
+        names[fact] = str(name) if name else ""
+    return {**json.loads(row["facts"]), **json.loads(row["quoted"]), **names}
 
 
 async def person_of(conn: asyncpg.Connection, community_id: str, member_id: str) -> asyncpg.Record | None:
