@@ -4,8 +4,8 @@ kustomize renders it (the real kubectl); every resource is validated against the
 (kubernetes-validate, offline) and CloudNativePG's CRD schemas (deploy/kubernetes/schemas); then what no
 schema says: a numeric user wherever runAsNonRoot is set, every Secret and ConfigMap defined or created by the
 commands of docs/operations.md (which this runs, dry-run), probes on routes the services serve, a connection
-budget within max_connections, backups, an Ingress, synchronous replication, and a lock file that holds
-pyproject.toml's pins."""
+budget within max_connections, backups, an Ingress, synchronous replication, the key vault every kizuna container
+reads (with backups kept 7 days at most), and a lock file that holds pyproject.toml's pins."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ SERVICE_PORTS = {"members": 8101, "referrals": 8102, "sessions": 8103, "identity
 BEHIND_GATEWAY = ("members", "referrals", "sessions", "notifications")  # KIZUNA_SERVICE_URLS, in this order
 # The services that write to people (sign-in links, notifications): only they get the SMTP settings.
 MAIL_SENDERS = ("identity", "notifications")
+VAULT = "kizuna-keys"  # the key vault's own Cluster (keys-cnpg.yaml), with its database and pooler
+VAULT_DATABASE = "kizuna_keys"
+VAULT_BACKUP_DAYS = 7  # docs/data-rights.md, "Keys, backups and retention": an erased key is in no backup after
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
 
@@ -251,10 +254,12 @@ def test_acknowledged_writes_survive_a_failover_and_backups_are_scheduled() -> N
     assert plugin["name"] == "barman-cloud.cloudnative-pg.io" and plugin["isWALArchiver"]
     store = named("ObjectStore", plugin["parameters"]["barmanObjectName"])["spec"]
     assert store["configuration"]["destinationPath"].startswith("s3://") and store["retentionPolicy"]
-    [scheduled] = by_kind("ScheduledBackup")
-    assert scheduled["spec"]["cluster"]["name"] == "kizuna-pg" and scheduled["spec"]["method"] == "plugin"
-    assert scheduled["spec"]["pluginConfiguration"]["name"] == plugin["name"]
-    assert len(scheduled["spec"]["schedule"].split()) == 6  # CloudNativePG's cron has seconds first
+    scheduled = {doc["spec"]["cluster"]["name"]: doc for doc in by_kind("ScheduledBackup")}
+    assert set(scheduled) == {"kizuna-pg", VAULT}  # each cluster has its nightly backup
+    for nightly in scheduled.values():
+        assert nightly["spec"]["method"] == "plugin"
+        assert nightly["spec"]["pluginConfiguration"]["name"] == plugin["name"]
+        assert len(nightly["spec"]["schedule"].split()) == 6  # CloudNativePG's cron has seconds first
 
 
 # ---------------------------------------------------------------- the connection budget
@@ -284,12 +289,43 @@ def test_the_connection_budget_fits_max_connections_through_the_pooler() -> None
     max_connections = int(cluster["postgresql"]["parameters"]["max_connections"])
     assert total <= max_connections - SUPERUSER_RESERVED_CONNECTIONS - 20, (total, per_database)
     assert f"**{total}**" in OPERATIONS.read_text(), "docs/operations.md's table must show this total"
-    [pooler] = by_kind("Pooler")
+    pooler = named("Pooler", "kizuna-pg-pooler-rw")
     assert pooler["spec"]["cluster"]["name"] == "kizuna-pg" and pooler["spec"]["type"] == "rw"
     bouncer = pooler["spec"]["pgbouncer"]
     # Session mode (advisory locks, LISTEN): a client never waits when one instance can take a database's all.
     assert bouncer["poolMode"] == "session"
     assert int(bouncer["parameters"]["default_pool_size"]) >= max(per_database.values())
+    assert int(bouncer["parameters"]["max_client_conn"]) >= total
+
+
+def vault_pool_size() -> int:
+    """The most connections a process's key vault pool opens (KeyVault.open's default, which services use)."""
+    import inspect
+
+    from kizuna.vault import KeyVault
+
+    return int(inspect.signature(KeyVault.open).parameters["max_size"].default)
+
+
+@needs_kubectl
+def test_the_key_vault_budget_fits_its_own_cluster_through_its_pooler() -> None:
+    """Every pod of every service holds a vault pool besides its own database's: at the autoscalers' maxima that
+    is the vault's total, and a rebuild's vault pool (its replay workers and one) comes on top."""
+    from kizuna.rebuild import REPLAY_WORKERS
+
+    maxima = {hpa["spec"]["scaleTargetRef"]["name"]: hpa["spec"]["maxReplicas"]
+              for hpa in by_kind("HorizontalPodAutoscaler")}
+    assert set(maxima) == set(SERVICE_PORTS)
+    total = sum(maxima.values()) * vault_pool_size()
+    cluster = named("Cluster", VAULT)["spec"]
+    max_connections = int(cluster["postgresql"]["parameters"]["max_connections"])
+    assert total + REPLAY_WORKERS + 1 <= max_connections - SUPERUSER_RESERVED_CONNECTIONS - 20, total
+    assert f"**{total}**" in OPERATIONS.read_text(), "docs/operations.md's vault row must show this total"
+    pooler = named("Pooler", f"{VAULT}-pooler-rw")
+    assert pooler["spec"]["cluster"]["name"] == VAULT and pooler["spec"]["type"] == "rw"
+    bouncer = pooler["spec"]["pgbouncer"]
+    assert bouncer["poolMode"] == "session"  # the vault's advisory lock while it creates its table
+    assert int(bouncer["parameters"]["default_pool_size"]) >= total  # one database: every client on one instance
     assert int(bouncer["parameters"]["max_client_conn"]) >= total
 
 
@@ -301,20 +337,98 @@ def test_a_pod_opens_no_more_than_its_budget(ecosystem: Ecosystem) -> None:
     pool = pool_size(container)
     [members] = ecosystem.start("members", KIZUNA_DATABASE_POOL_SIZE=str(pool)).values()
     database = ecosystem.env("members")["KIZUNA_DATABASE_URL"].rsplit("/", 1)[1]
+    vault = ecosystem.env("members")["KIZUNA_KEYS_DATABASE_URL"].rsplit("/", 1)[1]
 
-    async def load_and_count() -> int:
+    async def load_and_count() -> tuple[int, int]:
         async with httpx.AsyncClient(base_url=members.url, timeout=10) as http:
             for _ in range(5):
                 await asyncio.gather(*(http.get("/readyz") for _ in range(40)))
         conn = await asyncpg.connect(ecosystem.postgres.create_database("postgres"))
         try:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", database))
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+            return int(await conn.fetchval(query, database)), int(await conn.fetchval(query, vault))
         finally:
             await conn.close()
 
-    opened = asyncio.run(load_and_count())
+    opened, vault_opened = asyncio.run(load_and_count())
     assert 1 < opened <= connections_per_pod("members", pool), opened
+    assert 1 <= vault_opened <= vault_pool_size(), vault_opened  # the vault's budget counts this pool
+
+
+# ---------------------------------------------------------------- the key vault
+
+
+def kizuna_containers(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(name, container) for name, spec in pod_specs(docs) for container in spec["containers"]
+            if container["image"] == "kizuna" or "/kizuna:" in container["image"]]
+
+
+@needs_kubectl
+def test_every_kizuna_container_reads_the_one_key_vault_from_the_secret() -> None:
+    """Every service (and the rebuild Job, which opens sealed fields as it replays) reads KIZUNA_KEYS_DATABASE_URL
+    from the `keys` entry of kizuna-database-urls, key by key like its own database's URL: one left out would store
+    its events unsealed and read everyone else's as erased."""
+    containers = kizuna_containers([*rendered(), *examples()])
+    deployments = {name for name, _ in kizuna_containers(by_kind("Deployment"))}
+    assert deployments == set(SERVICE_PORTS) and "rebuild-members" in {name for name, _ in containers}
+    for name, container in containers:
+        env = {item["name"]: item for item in container.get("env", [])}
+        assert "KIZUNA_KEYS_DATABASE_URL" in env, f"{name} has no key vault: it would run unsealed"
+        assert env["KIZUNA_KEYS_DATABASE_URL"] == {
+            "name": "KIZUNA_KEYS_DATABASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "kizuna-database-urls", "key": "keys"}}}, name
+    for config_map in by_kind("ConfigMap"):  # not a second source that could say otherwise
+        assert "KIZUNA_KEYS_DATABASE_URL" not in config_map.get("data", {}), config_map["metadata"]["name"]
+
+
+def retention_days(policy: str) -> int:
+    amount, unit = re.fullmatch(r"(\d+)([dwm])", policy).groups()  # type: ignore[union-attr]
+    return int(amount) * {"d": 1, "w": 7, "m": 31}[unit]
+
+
+@needs_kubectl
+def test_the_vault_is_a_durable_cluster_of_its_own_whose_backups_last_7_days_at_most() -> None:
+    """kizuna_keys is not in kizuna-pg (whose 30 days of backups would keep erased keys), replicates synchronously
+    (a lost key is lost data), and its own store forgets a backup within 7 days: Barman keeps the recovery window
+    plus the base backup before it, at most one nightly interval older."""
+    pg_initdb = named("Cluster", "kizuna-pg")["spec"]["bootstrap"]["initdb"]
+    assert VAULT_DATABASE not in {pg_initdb["database"], *" ".join(pg_initdb.get("postInitSQL", [])).split()}
+    cluster = named("Cluster", VAULT)["spec"]
+    assert cluster["bootstrap"]["initdb"]["database"] == VAULT_DATABASE
+    assert cluster["bootstrap"]["initdb"]["owner"] == pg_initdb["owner"]
+    synchronous = cluster["postgresql"]["synchronous"]
+    assert cluster["instances"] >= 3 and synchronous["number"] >= 1 and synchronous["dataDurability"] == "required"
+    [plugin] = cluster["plugins"]
+    assert plugin["isWALArchiver"]
+    store = named("ObjectStore", plugin["parameters"]["barmanObjectName"])["spec"]
+    services_store = named("ObjectStore", "kizuna-backups")["spec"]
+    path, services_path = (s["configuration"]["destinationPath"].rstrip("/") + "/" for s in (store, services_store))
+    assert not path.startswith(services_path) and not services_path.startswith(path), "the vault's backups apart"
+    nightly = [doc["spec"] for doc in by_kind("ScheduledBackup") if doc["spec"]["cluster"]["name"] == VAULT]
+    assert [spec["schedule"].split()[3:] for spec in nightly] == [["*", "*", "*"]], "one base backup a day"
+    assert retention_days(store["retentionPolicy"]) + 1 <= VAULT_BACKUP_DAYS, store["retentionPolicy"]
+    assert retention_days(services_store["retentionPolicy"]) > VAULT_BACKUP_DAYS  # why the vault is apart
+    for example in examples():  # no example restores or backs up the vault into the services' store
+        if example["kind"] in ("Cluster", "Backup") and VAULT in json.dumps(example):
+            assert "kizuna-backups\"" not in json.dumps(example), example["metadata"]
+
+
+@needs_kubectl
+def test_the_documented_upgrade_adds_the_vault_url_the_deploy_gives_and_rolls_every_service() -> None:
+    """A running deployment gets the vault by the section's commands: the `keys` entry patched into
+    kizuna-database-urls is the URL a new deployment is created with (the password read back from the cluster)."""
+    secrets = created_secrets()
+    deploy_url = secret_values(secrets["kizuna-database-urls"])["keys"]
+    owner = secret_values(secrets["kizuna-pg-owner"])["password"]
+    _, calls = run_documented_commands()
+    patched = [json.loads(call[call.index("-p") + 1]) for call in calls
+               if call[2:5] == ["patch", "secret", "kizuna-database-urls"]]
+    keys = [patch["stringData"]["keys"] for patch in patched if "keys" in patch.get("stringData", {})]
+    # Without a cluster the password read back is empty; with one it is the owner's.
+    assert keys == [deploy_url.replace(f":{owner}@", ":@")], keys
+    section = OPERATIONS.read_text().split("### Adding the key vault to a running deployment", 1)[1].split("\n### ")[0]
+    for name in SERVICE_PORTS:
+        assert f"deployment/{name}" in section, name
 
 
 # ---------------------------------------------------------------- the documented commands
@@ -416,8 +530,10 @@ def test_every_referenced_secret_and_config_map_is_defined_or_created_by_the_doc
                 wanted.append(("Secret", volume["secret"]["secretName"], None))
     cluster = named("Cluster", "kizuna-pg")["spec"]
     wanted.append(("Secret", cluster["bootstrap"]["initdb"]["secret"]["name"], "password"))
-    for credential in named("ObjectStore", "kizuna-backups")["spec"]["configuration"]["s3Credentials"].values():
-        wanted.append(("Secret", credential["name"], credential["key"]))
+    wanted.append(("Secret", named("Cluster", VAULT)["spec"]["bootstrap"]["initdb"]["secret"]["name"], "password"))
+    for store in by_kind("ObjectStore"):
+        for credential in store["spec"]["configuration"]["s3Credentials"].values():
+            wanted.append(("Secret", credential["name"], credential["key"]))
     for tls in by_kind("Ingress")[0]["spec"]["tls"]:
         wanted.append(("Secret", tls["secretName"], "tls.crt"))
     for kind, name, key in wanted:
@@ -442,10 +558,14 @@ def test_the_documented_secrets_hold_what_the_services_read() -> None:
     owner = secret_values(secrets["kizuna-pg-owner"])
     assert secrets["kizuna-pg-owner"]["type"] == "kubernetes.io/basic-auth" and owner["username"] == "kizuna"
     urls = secret_values(secrets["kizuna-database-urls"])
-    [pooler] = by_kind("Pooler")
+    pooler = named("Pooler", "kizuna-pg-pooler-rw")
     initdb = named("Cluster", "kizuna-pg")["spec"]["bootstrap"]["initdb"]
     databases = {initdb["database"], *re.findall(r"CREATE DATABASE (\w+)", " ".join(initdb["postInitSQL"]))}
-    assert set(urls) == set(SERVICE_PORTS)
+    assert set(urls) == {*SERVICE_PORTS, "keys"}
+    # The key vault: its own cluster's database, through its own pooler, as the same owner (keys-cnpg.yaml).
+    vault_pooler = named("Pooler", f"{VAULT}-pooler-rw")
+    assert urls.pop("keys") == (f"postgresql://kizuna:{owner['password']}@{vault_pooler['metadata']['name']}:5432/"
+                                f"{VAULT_DATABASE}")
     for service, url in urls.items():
         # Through the pooler, as the owner with the owner's password, each service to its own database.
         assert url == (f"postgresql://kizuna:{owner['password']}@{pooler['metadata']['name']}:5432/kizuna_{service}")
