@@ -30,6 +30,8 @@ from kizuna.personal import reveal
 from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.read_policy import READING_SCOPES, Viewer, visible_event
 from kizuna.service import runtime_of
+from kizuna.upcasting import EventVersionTooNew, upcast
+from kizuna.vault import KeyVault
 
 from . import projections
 from .api import gateway_principal
@@ -112,13 +114,15 @@ async def community_events(community_id: str, request: Request, type: str | None
     subscription = await runtime.js.pull_subscribe(subject, stream=runtime.settings.stream_name, config=config)
     heartbeat = runtime.settings.stream_heartbeat_seconds
     authority = Authority(request, who, Viewer.of(who))
-    return StreamingResponse(_events(request, subscription, authority, types, heartbeat),
+    return StreamingResponse(_events(request, subscription, authority, types, heartbeat,
+                                     runtime_of(request).vault),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def _events(request: Request, subscription: Any, authority: Authority, types: set[str] | None,
-                  heartbeat: float) -> AsyncIterator[bytes]:
+                  heartbeat: float, vault: KeyVault | None = None) -> AsyncIterator[bytes]:
+    """The stream's body. Personal fields are opened with ``vault`` (placeholders without one)."""
     fetch_seconds = min(FETCH_SECONDS, heartbeat)
     last_sent = time.monotonic()
     try:
@@ -138,14 +142,14 @@ async def _events(request: Request, subscription: Any, authority: Authority, typ
                 log.warning("event stream ended: the bus failed", extra={"error": repr(error)})
                 yield f"event: stream-closed\ndata: {json.dumps({'reason': 'bus-unavailable'})}\n\n".encode()
                 return
-            runtime = runtime_of(request)
             for msg in messages:
                 body = json.loads(msg.data)
                 if types and body.get("type") not in types:
                     continue
                 if isinstance(body.get("data"), dict):  # personal fields as every reader sees them (kizuna.personal)
-                    body["data"] = (await runtime.vault.reveal_all([body["data"]]))[0] if runtime.vault \
+                    body["data"] = (await vault.reveal_all([body["data"]]))[0] if vault \
                         else reveal(body["data"], {})
+                    body = current_form(body)
                 shown = visible_event(body, authority.viewer)
                 if shown is None:
                     continue
@@ -157,6 +161,17 @@ async def _events(request: Request, subscription: Any, authority: Authority, typ
                 last_sent = time.monotonic()
     finally:
         await asyncio.shield(_unsubscribe(subscription))
+
+
+def current_form(body: dict[str, Any]) -> dict[str, Any]:
+    """An event as dashboards read it: in the current version of its type, as every reader in Kizuna sees it
+    (``kizuna.upcasting``), its ``dataversion`` saying which. One newer than this gateway knows (published by
+    a newer replica during a rolling upgrade) goes as published: its ``dataversion`` says so."""
+    try:
+        version, data = upcast(str(body.get("type")), int(body.get("dataversion") or 1), body["data"])
+    except EventVersionTooNew:
+        return body
+    return body if data is body["data"] else {**body, "data": data, "dataversion": version}
 
 
 async def _unsubscribe(subscription: Any) -> None:

@@ -119,7 +119,8 @@ async def project_endpoint(conn: asyncpg.Connection, event: Any) -> None:
 def cloudevent(e: Envelope) -> dict[str, Any]:
     body: dict[str, Any] = {"specversion": "1.0", "id": str(e.id), "source": e.source, "type": e.type,
                             "subject": e.subject, "time": e.time.isoformat(), "datacontenttype": "application/json",
-                            "communityid": e.community_id, "streamversion": e.stream_version, "data": e.data}
+                            "communityid": e.community_id, "streamversion": e.stream_version,
+                            "dataversion": e.data_version, "data": e.data}
     if e.actor:
         body["actor"] = e.actor
     return body

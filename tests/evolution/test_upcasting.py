@@ -29,6 +29,20 @@ def test_an_old_payload_is_upcast_step_by_step_and_a_current_one_is_left_alone()
     assert current_version("NeverHeardOf") == 1
 
 
+def test_the_live_event_stream_sends_the_current_form_and_a_newer_one_as_published() -> None:
+    """Dashboards read the gateway's stream (GET /v1/communities/{cid}/events) as every reader in Kizuna does."""
+    from services.gateway.stream import current_form
+
+    old = {"type": "ProbeNoted", "dataversion": 1, "id": "e1", "data": {"text": "hello"}}
+    assert current_form(old) == {**old, "dataversion": 2, "data": {"note": "hello", "language": "ja"}}
+    unversioned = {"type": "ProbeNoted", "id": "e0", "data": {"text": "before versions"}}
+    assert current_form(unversioned)["dataversion"] == 2
+    newer = {"type": "ProbeNoted", "dataversion": 3, "id": "e2", "data": {"note": "from the future"}}
+    assert current_form(newer) is newer
+    current = {"type": "MemberJoined", "dataversion": 1, "id": "e3", "data": {"member_id": "m"}}
+    assert current_form(current) is current
+
+
 def test_a_newer_version_than_this_code_knows_is_refused_by_name() -> None:
     with pytest.raises(EventVersionTooNew) as refused:
         upcast("ProbeNoted", 3, {"note": "from the future"})
