@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ERASED_NAME = "erased member"
 ERASED_TEXT = ""
+# A member's card (what they consented to show partner communities) once erased: it still has a name to show.
+ERASED_CARD: dict[str, Any] = {"display_name": ERASED_NAME}
 MARK = "$personal"
 NONCE_BYTES = 12
 
@@ -58,17 +60,36 @@ class Personal:
 
 
 def _placeholders(names: Sequence[str], texts: Sequence[str], lists: Sequence[str],
-                  maps: Sequence[str]) -> dict[str, Any]:
+                  maps: Sequence[str], cards: Sequence[str] = ()) -> dict[str, Any]:
     return {**{f: ERASED_NAME for f in names}, **{f: ERASED_TEXT for f in texts},
-            **{f: [] for f in lists}, **{f: {} for f in maps}}
+            **{f: [] for f in lists}, **{f: {} for f in maps}, **{f: dict(ERASED_CARD) for f in cards}}
 
 
 def member_data(subject_field: str, *, names: Sequence[str] = (), texts: Sequence[str] = (),
-                lists: Sequence[str] = (), maps: Sequence[str] = (),
+                lists: Sequence[str] = (), maps: Sequence[str] = (), cards: Sequence[str] = (),
                 field_subjects: Mapping[str, str] | None = None) -> Personal:
     """Fields that are the data of the member whose id is in ``subject_field`` (or, for a field named in
-    ``field_subjects``, of the member whose id is in the field named there)."""
-    return Personal(subject_field, "member", _placeholders(names, texts, lists, maps), dict(field_subjects or {}))
+    ``field_subjects``, of the member whose id is in the field named there). ``cards``: a member's consented
+    card, read as ``{"display_name": "erased member"}`` once erased."""
+    return Personal(subject_field, "member", _placeholders(names, texts, lists, maps, cards),
+                    dict(field_subjects or {}))
+
+
+PARTNER_MEMBER = "partner-member"
+
+
+def partner_member_data(subject_field: str, *, names: Sequence[str] = (), texts: Sequence[str] = (),
+                        cards: Sequence[str] = (), field_subjects: Mapping[str, str] | None = None) -> Personal:
+    """Fields that are the data of a member of a *partner deployment* (docs/federation.md §8): the subject is
+    ``partner-member:<origin>/<member ref>``, ``subject_field`` holding ``<origin>/<member ref>`` (the
+    partnership's reference to that member, never their id). The partner's erasure notice deletes that key here."""
+    return Personal(subject_field, PARTNER_MEMBER, _placeholders(names, texts, (), (), cards),
+                    dict(field_subjects or {}))
+
+
+def partner_member(origin: str, member_ref: str) -> str:
+    """The value of a ``partner_member`` field: whose (which deployment's) member, by the partnership's ref."""
+    return f"{origin.rstrip('/')}/{member_ref}"
 
 
 def person_data(subject_field: str, *, names: Sequence[str] = (), texts: Sequence[str] = (),

@@ -262,6 +262,8 @@ RULES: dict[str, Rule] = {
     "PartnerIntroductionReceived": _rule("facilitator", "GET …/partner-introductions (facilitator)"),
     "IntroductionOutcomeSentToPartner": _rule("reader", "GET …/partnerships"),
     "PartnerIntroductionOutcomeReceived": _rule("facilitator", "GET …/partner-introductions (facilitator)"),
+    "MemberErasureSentToPartner": _rule("reader", "GET /v1/federation/deliveries (operator: member.erased)"),
+    "PartnerMemberErased": _rule("reader", "GET …/jobs/{id}, …/partner-introductions (\"erased member\" cards)"),
     # ---- identity: a person's own; no community sees who its members are elsewhere ----
     "AccountClaimCodeIssued": _rule("operator", "no REST view: the owner is given the code once"),
     "MemberAccountLinked": _rule("operator", "no REST view: the account is the person's, read through GET /v1/me"),

@@ -205,8 +205,9 @@ class ApplicationDeclined(DomainEvent):
 
 
 class InvitationIssued(DomainEvent):
-    """A single-use invitation; the code itself is never recorded, only its SHA-256."""
+    """A single-use invitation; the code itself is never recorded, only its SHA-256. The note is the issuer's."""
 
+    personal: ClassVar[Personal] = member_data("issued_by", texts=["note"])
     community_id: str
     invitation_id: str
     code_sha256: str

@@ -376,4 +376,5 @@ ERASURE = [
     Scrub("waitlist", "applicant_id", {"display_name": ERASED_NAME}),
     Scrub("applications", "applicant_id", {"display_name": ERASED_NAME, "answers": "{}"}),
     Scrub("place_offers", "applicant_id", {"display_name": ERASED_NAME, "reason": None}),
+    Scrub("invitations", "issued_by", {"note": ""}),
 ]

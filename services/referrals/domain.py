@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Invalid
-from kizuna.personal import Personal, member_data
+from kizuna.personal import Personal, member_data, partner_member_data
 
 JobState = Literal["posted", "assigned", "in-progress", "completed", "cancelled"]
 Visibility = Literal["community", "partners"]
@@ -60,8 +60,13 @@ class JobReferred(DomainEvent):
 
 
 class JobOfferedByPartner(DomainEvent):
-    """A member of a partner community offered (or was referred); only the card they consented to share."""
+    """A member of a partner community offered (or was referred); only the card they consented to share.
+    ``partner_member`` (whose card) and ``partner_author`` (who wrote the note) are ``<origin>/<member ref>``:
+    the partner's erasure notice deletes their keys here (docs/federation.md §8)."""
 
+    personal: ClassVar[Personal] = partner_member_data(
+        "partner_member", cards=["card"], texts=["note"], names=["referred_by_name"],
+        field_subjects={"note": "partner_author", "referred_by_name": "partner_author"})
     community_id: str
     job_id: str
     offer_id: str
@@ -71,6 +76,8 @@ class JobOfferedByPartner(DomainEvent):
     card: dict[str, Any]
     note: str
     referred_by_name: str | None = None
+    partner_member: str = ""
+    partner_author: str = ""
 
 
 class JobAssigned(DomainEvent):
@@ -91,9 +98,13 @@ class JobCompleted(DomainEvent):
 
 
 class JobCancelled(DomainEvent):
+    """``reason`` is the requester's words (``requester_id``; events from before it was recorded have none)."""
+
+    personal: ClassVar[Personal] = member_data("requester_id", texts=["reason"])
     community_id: str
     job_id: str
     reason: str
+    requester_id: str = ""
 
 
 class FeedbackGiven(DomainEvent):
@@ -357,7 +368,8 @@ class Job(Aggregate):
         if actor != self.requester:
             raise Forbidden("only the requester cancels the job")
         self._require("posted", "assigned", "in-progress")
-        return [JobCancelled(community_id=self.community_id, job_id=self.job_id, reason=cmd.reason)]
+        return [JobCancelled(community_id=self.community_id, job_id=self.job_id, reason=cmd.reason,
+                             requester_id=self.requester)]
 
     def give_feedback(self, giver: str, cmd: GiveFeedback) -> list[DomainEvent]:
         self._require("completed")

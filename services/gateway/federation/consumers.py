@@ -15,7 +15,8 @@ from kizuna.eventstore import EventStore
 from kizuna.handling import CommandContext, execute
 from kizuna.service import Runtime
 
-from .domain import Partnership
+from . import projections
+from .domain import Partnership, member_ref
 from .handlers import consented_card, job_card, offering_card, stream_of
 
 _STATES = {"JobAssigned": "assigned", "JobStarted": "in-progress", "JobCompleted": "completed",
@@ -51,11 +52,13 @@ def federation_reactions(runtime: Runtime) -> Subscription:
             await _introduce(store, conn, envelope, ctx)
         elif envelope.type == "SisterCommunityFounded":
             await _link_sisters(store, conn, envelope, ctx, own_origin)
+        elif envelope.type == "MemberErased":
+            await _notify_erasure(store, conn, envelope, ctx)
 
     # Only the event types acted on: the members' and referrals' busiest events (joins, profiles, offers)
     # never concern a partner, and a reaction takes a transaction per message.
     return Subscription("gateway-federation", [*(f"*.referrals.{kind}" for kind in _REFERRALS_EVENTS),
-                                               "*.members.SisterCommunityFounded"], react)
+                                               "*.members.SisterCommunityFounded", "*.members.MemberErased"], react)
 
 
 async def _share_job(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:
@@ -128,8 +131,22 @@ async def _introduce(store: EventStore, conn: asyncpg.Connection, envelope: Enve
         offering = None
     await execute(store, stream_of(pid, cid), Partnership,
                   lambda p: p.send_introduction(str(d["referral_id"]), card, str(d.get("note", "")),
-                                                str(referrer or ""), offering),
+                                                str(referrer or ""), offering, str(d["referred_id"]),
+                                                str(d["referrer_id"])),
                   ctx, community_id=cid, connection=conn)
+
+
+async def _notify_erasure(store: EventStore, conn: asyncpg.Connection, envelope: Envelope,
+                          ctx: CommandContext) -> None:
+    """A member erased here: every partnership side of the community (whatever its state, ended included) that
+    carried their card or words sends the partner an erasure notice, and its outbox keeps nothing of theirs."""
+    d = envelope.data
+    cid, member_id = str(d["community_id"]), str(d["member_id"])
+    for row in await conn.fetch("SELECT partnership_id FROM partnerships WHERE community_id = $1", cid):
+        pid = str(row["partnership_id"])
+        await execute(store, stream_of(pid, cid), Partnership, lambda p: p.send_erasure_notice(member_id), ctx,
+                      community_id=cid, connection=conn)
+        await projections.scrub_outbox(conn, pid, cid, member_ref(pid, member_id))
 
 
 async def _send_status(store: EventStore, conn: asyncpg.Connection, envelope: Envelope, ctx: CommandContext) -> None:

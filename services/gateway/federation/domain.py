@@ -9,13 +9,15 @@ same transaction that decided to send it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, HttpUrl
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
+from kizuna.personal import Erases, Personal, member_data, partner_member, partner_member_data
 
 Shared = Literal["job_requests", "referrals", "offerings"]
 Side = Literal["local", "partner"]
@@ -158,8 +160,14 @@ class PartnerJobStatusReceived(DomainEvent):
 
 
 class PartnerOfferSent(DomainEvent):
-    """A member here offered (or was referred) to a partner's job; only their consented card leaves."""
+    """A member here offered (or was referred) to a partner's job; only their consented card leaves.
 
+    ``note_by`` wrote the note (the member offering, or the fellow member referring them); ``member_ref`` and
+    ``author_ref`` are how the partner knows the two (``member_ref``), never their ids."""
+
+    personal: ClassVar[Personal] = member_data("member_id", cards=["card"], texts=["note"],
+                                               names=["referred_by_name"],
+                                               field_subjects={"note": "note_by", "referred_by_name": "note_by"})
     partnership_id: str
     community_id: str
     job_id: str
@@ -169,9 +177,18 @@ class PartnerOfferSent(DomainEvent):
     card: dict[str, Any]
     note: str
     referred_by_name: str | None = None
+    note_by: str = ""
+    member_ref: str = ""
+    author_ref: str = ""
 
 
 class PartnerOfferReceived(DomainEvent):
+    """``partner_member`` (whose card) and ``partner_author`` (who wrote the note and referred them) are
+    ``<origin>/<member ref>``: their fields are sealed with a key per partner member, deleted by an erasure notice."""
+
+    personal: ClassVar[Personal] = partner_member_data(
+        "partner_member", cards=["card"], texts=["note"], names=["referred_by_name"],
+        field_subjects={"note": "partner_author", "referred_by_name": "partner_author"})
     partnership_id: str
     community_id: str
     job_id: str
@@ -181,6 +198,8 @@ class PartnerOfferReceived(DomainEvent):
     note: str
     referred_by_name: str | None = None
     from_community_name: str
+    partner_member: str = ""
+    partner_author: str = ""
 
 
 class OfferingSharedWithPartner(DomainEvent):
@@ -217,6 +236,7 @@ class PartnerOfferingStatusReceived(DomainEvent):
 class PartnerPledgeSent(DomainEvent):
     """A member here pledged shares of a partner's offering; only their consented card leaves."""
 
+    personal: ClassVar[Personal] = member_data("member_id", cards=["card"])
     partnership_id: str
     community_id: str
     offering_id: str
@@ -224,9 +244,11 @@ class PartnerPledgeSent(DomainEvent):
     member_id: str
     shares: int
     card: dict[str, Any]
+    member_ref: str = ""
 
 
 class PartnerPledgeReceived(DomainEvent):
+    personal: ClassVar[Personal] = partner_member_data("partner_member", cards=["card"])
     partnership_id: str
     community_id: str
     offering_id: str
@@ -234,6 +256,7 @@ class PartnerPledgeReceived(DomainEvent):
     shares: int
     card: dict[str, Any]
     from_community_name: str
+    partner_member: str = ""
 
 
 class PledgeResultSentToPartner(DomainEvent):
@@ -255,8 +278,12 @@ class PartnerPledgeResultReceived(DomainEvent):
 
 
 class IntroductionSentToPartner(DomainEvent):
-    """A member introduced a fellow member (or a producer's offering) to the partner community."""
+    """A member (``referrer_id``) introduced a fellow member (``member_id``; or a producer's offering) to the
+    partner community."""
 
+    personal: ClassVar[Personal] = member_data(
+        "member_id", cards=["card"], texts=["note"], names=["introduced_by_name"],
+        field_subjects={"note": "referrer_id", "introduced_by_name": "referrer_id"})
     partnership_id: str
     community_id: str
     referral_id: str
@@ -264,9 +291,16 @@ class IntroductionSentToPartner(DomainEvent):
     note: str
     introduced_by_name: str
     offering_id: str | None = None
+    member_id: str = ""
+    referrer_id: str = ""
+    member_ref: str = ""
+    author_ref: str = ""
 
 
 class PartnerIntroductionReceived(DomainEvent):
+    personal: ClassVar[Personal] = partner_member_data(
+        "partner_member", cards=["card"], texts=["note"], names=["introduced_by_name"],
+        field_subjects={"note": "partner_author", "introduced_by_name": "partner_author"})
     partnership_id: str
     community_id: str
     referral_id: str
@@ -275,6 +309,27 @@ class PartnerIntroductionReceived(DomainEvent):
     introduced_by_name: str
     offering_id: str | None = None
     from_community_name: str
+    partner_member: str = ""
+    partner_author: str = ""
+
+
+class MemberErasureSentToPartner(DomainEvent):
+    """A member here whose data crossed this partnership (a card, a note) was erased: the partner is told to
+    erase its copies (message ``member.erased``), whatever the partnership's state. Ids only."""
+
+    partnership_id: str
+    community_id: str
+    member_ref: str
+
+
+class PartnerMemberErased(DomainEvent):
+    """The partner erased one of its members whose data crossed to this community: the key of
+    ``partner-member:<partner_member>`` is deleted, and every service here scrubs its copies. Ids only."""
+
+    erases: ClassVar[Erases] = Erases("partner-member", "partner_member")
+    partnership_id: str
+    community_id: str
+    partner_member: str
 
 
 class IntroductionOutcomeSentToPartner(DomainEvent):
@@ -367,6 +422,9 @@ class Partnership(Aggregate):
         self.introductions_received: dict[str, bool | None] = {}
         self.proposer_key_id = ""
         self.proposer_public_key = ""
+        self.members_sent: set[str] = set()  # members here whose card or words crossed (for erasure notices)
+        self.erasures_sent: set[str] = set()
+        self.partner_members_erased: set[str] = set()
 
     def _on_PartnershipProposed(self, e: PartnershipProposed) -> None:
         self._link(e.partnership_id, e.community_id, e.partner_origin, e.partner_community_id,
@@ -409,6 +467,7 @@ class Partnership(Aggregate):
 
     def _on_PartnerOfferSent(self, e: PartnerOfferSent) -> None:
         self.offers_sent[e.offer_id] = e.member_id
+        self.members_sent.update(m for m in (e.member_id, e.note_by) if m)
 
     def _on_OfferingSharedWithPartner(self, e: OfferingSharedWithPartner) -> None:
         self.shared_offerings.add(e.offering_id)
@@ -421,12 +480,20 @@ class Partnership(Aggregate):
 
     def _on_PartnerPledgeSent(self, e: PartnerPledgeSent) -> None:
         self.pledges_sent.add(e.pledge_id)
+        self.members_sent.add(e.member_id)
 
     def _on_PartnerPledgeReceived(self, e: PartnerPledgeReceived) -> None:
         self.pledges_received.add(e.pledge_id)
 
     def _on_IntroductionSentToPartner(self, e: IntroductionSentToPartner) -> None:
         self.introductions_sent.add(e.referral_id)
+        self.members_sent.update(m for m in (e.member_id, e.referrer_id) if m)
+
+    def _on_MemberErasureSentToPartner(self, e: MemberErasureSentToPartner) -> None:
+        self.erasures_sent.add(e.member_ref)
+
+    def _on_PartnerMemberErased(self, e: PartnerMemberErased) -> None:
+        self.partner_members_erased.add(e.partner_member)
 
     def _on_PartnerIntroductionReceived(self, e: PartnerIntroductionReceived) -> None:
         self.introductions_received[e.referral_id] = None
@@ -536,7 +603,8 @@ class Partnership(Aggregate):
                                          job_id=job_id, state=state, assigned_offer_ids=mine)]
 
     def send_offer(self, job_id: str, offer_id: str, member_id: str, card: dict[str, Any], note: str,
-                   kind: Literal["offer", "referral"], referred_by_name: str | None) -> list[DomainEvent]:
+                   kind: Literal["offer", "referral"], referred_by_name: str | None,
+                   note_by: str = "") -> list[DomainEvent]:
         if not self.active:
             raise self._conflict("offer to a partner's job")
         if "referrals" not in self.sends and kind == "referral":
@@ -551,15 +619,19 @@ class Partnership(Aggregate):
             raise Conflict("this member has already offered", slug="already-offered")
         return [PartnerOfferSent(partnership_id=self.partnership_id, community_id=self.community_id,
                                  job_id=job_id, offer_id=offer_id, member_id=member_id, kind=kind, card=card,
-                                 note=note, referred_by_name=referred_by_name)]
+                                 note=note, referred_by_name=referred_by_name, note_by=note_by or member_id,
+                                 member_ref=self.ref(member_id), author_ref=self.ref(note_by or member_id))]
 
     def receive_offer(self, job_id: str, offer_id: str, kind: Literal["offer", "referral"], card: dict[str, Any],
-                      note: str, referred_by_name: str | None) -> list[DomainEvent]:
+                      note: str, referred_by_name: str | None, member_ref: str = "",
+                      author_ref: str = "") -> list[DomainEvent]:
         self._require_inbound("referrals" if kind == "referral" else "job_requests", outbound_job=job_id)
         return [PartnerOfferReceived(partnership_id=self.partnership_id, community_id=self.community_id,
                                      job_id=job_id, offer_id=offer_id, kind=kind, card=card, note=note,
                                      referred_by_name=referred_by_name,
-                                     from_community_name=self.partner_community_name)]
+                                     from_community_name=self.partner_community_name,
+                                     partner_member=self.partner_ref(member_ref),
+                                     partner_author=self.partner_ref(author_ref or member_ref))]
 
     # -- offerings --
 
@@ -602,10 +674,10 @@ class Partnership(Aggregate):
             raise Conflict(f"the partner's offering is {status}", slug="offering-settled", current_state=status)
         return [PartnerPledgeSent(partnership_id=self.partnership_id, community_id=self.community_id,
                                   offering_id=offering_id, pledge_id=pledge_id, member_id=member_id, shares=shares,
-                                  card=card)]
+                                  card=card, member_ref=self.ref(member_id))]
 
     def receive_pledge(self, offering_id: str, pledge_id: str, shares: int,
-                       card: dict[str, Any]) -> list[DomainEvent]:
+                       card: dict[str, Any], member_ref: str = "") -> list[DomainEvent]:
         if not self.active:
             raise Forbidden(f"no active partnership covers this message (it is {self.status})", slug="no-partnership")
         if offering_id not in self.shared_offerings:
@@ -614,7 +686,8 @@ class Partnership(Aggregate):
             return []
         return [PartnerPledgeReceived(partnership_id=self.partnership_id, community_id=self.community_id,
                                       offering_id=offering_id, pledge_id=pledge_id, shares=shares, card=card,
-                                      from_community_name=self.partner_community_name)]
+                                      from_community_name=self.partner_community_name,
+                                      partner_member=self.partner_ref(member_ref))]
 
     def send_pledge_result(self, pledge_id: str, accepted: bool, reason: str, shares_left: int) -> list[DomainEvent]:
         if pledge_id not in self.pledges_received or self.status in ("declined",):
@@ -634,22 +707,60 @@ class Partnership(Aggregate):
     # -- introductions to the partner community --
 
     def send_introduction(self, referral_id: str, card: dict[str, Any], note: str, introduced_by_name: str,
-                          offering_id: str | None) -> list[DomainEvent]:
+                          offering_id: str | None, member_id: str = "", referrer_id: str = "") -> list[DomainEvent]:
         if not self.active or "referrals" not in self.sends or referral_id in self.introductions_sent:
             return []
         return [IntroductionSentToPartner(partnership_id=self.partnership_id, community_id=self.community_id,
                                           referral_id=referral_id, card=card, note=note,
-                                          introduced_by_name=introduced_by_name, offering_id=offering_id)]
+                                          introduced_by_name=introduced_by_name, offering_id=offering_id,
+                                          member_id=member_id, referrer_id=referrer_id,
+                                          member_ref=self.ref(member_id) if member_id else "",
+                                          author_ref=self.ref(referrer_id) if referrer_id else "")]
 
     def receive_introduction(self, referral_id: str, card: dict[str, Any], note: str, introduced_by_name: str,
-                             offering_id: str | None) -> list[DomainEvent]:
+                             offering_id: str | None, member_ref: str = "",
+                             author_ref: str = "") -> list[DomainEvent]:
         self._require_inbound("referrals")
         if referral_id in self.introductions_received:
             return []
         return [PartnerIntroductionReceived(partnership_id=self.partnership_id, community_id=self.community_id,
                                             referral_id=referral_id, card=card, note=note,
                                             introduced_by_name=introduced_by_name, offering_id=offering_id,
-                                            from_community_name=self.partner_community_name)]
+                                            from_community_name=self.partner_community_name,
+                                            partner_member=self.partner_ref(member_ref),
+                                            partner_author=self.partner_ref(author_ref))]
+
+    # -- erasure (docs/federation.md §8) --
+
+    def ref(self, member_id: str) -> str:
+        """How the partner knows a member of this side: a reference per partnership, not their id (which
+        never crosses). The same on every call, so the erasure notice names what the card was sent with."""
+        return member_ref(self.partnership_id, member_id)
+
+    def partner_ref(self, ref: str) -> str:
+        """A partner's member reference as the subject of their fields here: ``<partner origin>/<ref>``."""
+        return partner_member(self.partner_origin, ref) if ref else ""
+
+    def send_erasure_notice(self, member_id: str) -> list[DomainEvent]:
+        """Sent whatever the partnership's state, ended included: what crossed is still held there, and
+        data protection outlives the partnership."""
+        ref = self.ref(member_id)
+        if member_id not in self.members_sent or ref in self.erasures_sent:
+            return []
+        return [MemberErasureSentToPartner(partnership_id=self.partnership_id, community_id=self.community_id,
+                                           member_ref=ref)]
+
+    def receive_erasure_notice(self, ref: str) -> list[DomainEvent]:
+        """Accepted in any state (an ended partnership's copies are erased too); a repeat changes nothing."""
+        try:
+            uuid.UUID(ref)
+        except ValueError as error:
+            raise Invalid("payload.member_ref", "is a member reference this deployment was sent") from error
+        subject = self.partner_ref(ref)
+        if subject in self.partner_members_erased:
+            return []
+        return [PartnerMemberErased(partnership_id=self.partnership_id, community_id=self.community_id,
+                                    partner_member=subject)]
 
     def record_introduction_outcome(self, referral_id: str, cmd: IntroductionOutcome,
                                     actor: str) -> list[DomainEvent]:
@@ -682,6 +793,16 @@ class Partnership(Aggregate):
             return
         if what not in self.receives:
             raise Forbidden(f"this partnership does not share {what} in this direction", slug="not-shared")
+
+
+MEMBER_REFS = uuid.UUID("6b1d0c9e-3f5a-5d2b-9c41-7e8f0a2b4c6d")
+
+
+def member_ref(partnership_id: str, member_id: str) -> str:
+    """A member's reference on one partnership (a name-based UUID of the partnership and the member): stable, so
+    the erasure notice names the member as every card did; different on each partnership, so partners cannot
+    link one member across links; and no member id crosses (docs/federation.md §8)."""
+    return str(uuid.uuid5(MEMBER_REFS, f"{partnership_id}/{member_id}"))
 
 
 def member_card(display_name: str, shared_fields: list[str], profile: dict[str, Any]) -> dict[str, Any]:

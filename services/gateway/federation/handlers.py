@@ -18,6 +18,7 @@ from kizuna.domain import DomainEvent
 from kizuna.errors import Forbidden, Invalid, NotFound, Problem
 from kizuna.eventstore import EventStore
 from kizuna.handling import CommandContext, execute, load, run_again_if_refused
+from kizuna.personal import PARTNER_MEMBER
 
 from .. import projections as gateway_projections
 from . import projections
@@ -185,7 +186,8 @@ async def offer_to_partner_job(store: EventStore, who: Principal, community_id: 
         raise NotFound("partnership not found")
     await execute(store, stream, Partnership,
                   lambda p: p.send_offer(job_id, offer_id, subject_id, card, body.note, kind,
-                                         actor["display_name"] if kind == "referral" else None),
+                                         actor["display_name"] if kind == "referral" else None,
+                                         note_by=actor["member_id"]),
                   ctx, community_id=community_id)
     return offer_id
 
@@ -255,8 +257,18 @@ async def _receive_once(store: EventStore, message: FederationMessage, origin: s
                 state.partner_community_id != message.sender.community_id:
             raise Forbidden("no partnership between these communities covers this message", slug="no-partnership")
         decide = _inbound(message.type, p, origin)
+        if message.type == "member.erased":
+            await _erase_partner_member(store, state, str(uuid.UUID(str(p["member_ref"]))))
         await execute(store, stream, Partnership, decide, ctx, community_id=community_id, connection=conn)
     return "accepted"
+
+
+async def _erase_partner_member(store: EventStore, state: Partnership, ref: str) -> None:
+    """Key first (as for a member here): from now on nothing of theirs opens in any service of this deployment;
+    ``PartnerMemberErased`` then makes every service scrub its read-model copies. A retry repeats it harmlessly."""
+    subject = state.partner_ref(ref)
+    if store.vault is not None and subject:
+        await store.vault.erase([f"{PARTNER_MEMBER}:{subject}"])
 
 
 def _requested(message: FederationMessage, origin: str, proposer_key: tuple[str, str]) -> DomainEvent:
@@ -298,9 +310,10 @@ def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership
             offer_kind: Literal["offer", "referral"] = "referral" if p.get("kind") == "referral" else "offer"
             card = {k: p["card"][k] for k in ("display_name", "skills", "vector", "values") if k in p["card"]}
             referred_by = p.get("referred_by_name")
+            refs = _refs(p)
             return lambda s: s.receive_offer(str(p["job_id"]), str(p["offer_id"]), offer_kind, card,
                                              str(p.get("note", ""))[:2000],
-                                             str(referred_by) if referred_by else None)
+                                             str(referred_by) if referred_by else None, *refs)
         if kind == "offering.shared":
             offering, offering_id = _shared_offering(p["offering"]), str(p["offering_id"])
             return lambda s: s.receive_offering(offering_id, offering)
@@ -312,12 +325,19 @@ def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership
             shares = int(p["shares"])
             if not 1 <= shares <= 1000:
                 raise Invalid("payload.shares", "must be between 1 and 1000")
-            return lambda s: s.receive_pledge(str(p["offering_id"]), str(p["pledge_id"]), shares, card)
+            ref = _refs(p)[0]
+            return lambda s: s.receive_pledge(str(p["offering_id"]), str(p["pledge_id"]), shares, card, ref)
         if kind == "referral.introduced":
             card = {k: p["card"][k] for k in ("display_name", "skills", "vector", "values") if k in p["card"]}
             note, by = str(p.get("note", ""))[:1000], str(p.get("introduced_by_name", ""))[:120]
             subject = str(p["offering_id"]) if p.get("offering_id") else None
-            return lambda s: s.receive_introduction(str(p["referral_id"]), card, note, by, subject)
+            refs = _refs(p)
+            return lambda s: s.receive_introduction(str(p["referral_id"]), card, note, by, subject, *refs)
+        if kind == "member.erased":
+            erased = _refs({"member_ref": p["member_ref"]})[0]
+            if not erased:
+                raise Invalid("payload.member_ref", "names the erased member's reference")
+            return lambda s: s.receive_erasure_notice(erased)
         if kind == "referral.outcome":
             referral_id, worked, note = str(p["referral_id"]), bool(p["worked"]), str(p.get("note", ""))[:1000]
             return lambda s: s.receive_introduction_outcome(referral_id, worked, note)
@@ -328,6 +348,22 @@ def _inbound(kind: str, p: dict[str, Any], origin: str) -> Callable[[Partnership
     except (KeyError, TypeError, ValueError) as error:
         raise Invalid(f"payload.{error}", f"is required by a {kind} message") from error
     raise Invalid("type", f"unknown message type {kind!r}")
+
+
+def _refs(p: dict[str, Any]) -> tuple[str, str]:
+    """The member references a message carries (``member_ref``: whose card; ``author_ref``: who wrote its note),
+    each a UUID or none: a partner that sends none has its members' fields kept unsealed, as before."""
+    refs = []
+    for name in ("member_ref", "author_ref"):
+        value = p.get(name)
+        if value in (None, ""):
+            refs.append("")
+            continue
+        try:
+            refs.append(str(uuid.UUID(str(value))))
+        except ValueError as error:
+            raise Invalid(f"payload.{name}", "must be a member reference (a UUID)") from error
+    return refs[0], refs[1]
 
 
 def _shared_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from kizuna.eventstore import RecordedEvent
+from kizuna.personal import ERASED_CARD, ERASED_NAME, ERASED_TEXT
 from kizuna.service import Migration
 
 SQL = """
@@ -95,8 +96,10 @@ MESSAGE_TYPES = {"PartnershipProposed": "partnership.proposed", "PartnershipAcce
                  "OfferingStatusSentToPartner": "offering.status", "PartnerPledgeSent": "offering.pledge",
                  "PledgeResultSentToPartner": "offering.pledge_result",
                  "IntroductionSentToPartner": "referral.introduced",
-                 "IntroductionOutcomeSentToPartner": "referral.outcome"}
-_NOT_SENT = {"partnership_id", "community_id", "by", "actor", "member_id", "proposed_by"}
+                 "IntroductionOutcomeSentToPartner": "referral.outcome",
+                 "MemberErasureSentToPartner": "member.erased"}
+# Member ids never cross (the partner knows members by ``member_ref``/``author_ref``).
+_NOT_SENT = {"partnership_id", "community_id", "by", "actor", "member_id", "proposed_by", "note_by", "referrer_id"}
 
 
 async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
@@ -178,7 +181,7 @@ async def partnership(conn: asyncpg.Connection, partnership_id: str, community_i
 
 
 # What a message carries, read from its body: the thing it is about, named by the protocol's own ids.
-CARRIED_IDS = ("job_id", "offer_id", "offering_id", "pledge_id", "referral_id")
+CARRIED_IDS = ("job_id", "offer_id", "offering_id", "pledge_id", "referral_id", "member_ref")
 
 
 async def deliveries(conn: asyncpg.Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
@@ -202,6 +205,29 @@ async def listed_communities(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 
 async def is_listed(conn: asyncpg.Connection, community_id: str) -> bool:
     return bool(await conn.fetchval("SELECT listed FROM federation_listings WHERE community_id = $1", community_id))
+
+
+async def scrub_outbox(conn: asyncpg.Connection, partnership_id: str, community_id: str, ref: str) -> int:
+    """An erased member's card and words in the messages of one partnership side (delivered or not): what they
+    wrote becomes "", their card and name "erased member". A message not yet delivered then carries the
+    placeholders; the erasure notice follows it in the same queue."""
+    rows = await conn.fetch(
+        "SELECT message_id, body::text AS body FROM federation_outbox WHERE partnership_id = $1 AND "
+        "community_id = $2 AND (body->'payload'->>'member_ref' = $3 OR body->'payload'->>'author_ref' = $3) "
+        "AND type <> 'member.erased'", partnership_id, community_id, ref)
+    for row in rows:
+        body = json.loads(row["body"])
+        payload = body["payload"]
+        if payload.get("member_ref") == ref and "card" in payload:
+            payload["card"] = dict(ERASED_CARD)
+        if payload.get("author_ref") == ref:
+            payload["note"] = ERASED_TEXT
+            for name in ("referred_by_name", "introduced_by_name"):
+                if payload.get(name):
+                    payload[name] = ERASED_NAME
+        await conn.execute("UPDATE federation_outbox SET body = $2::jsonb WHERE message_id = $1", row["message_id"],
+                           json.dumps(body))
+    return len(rows)
 
 
 async def delivery_counts(conn: asyncpg.Connection) -> dict[str, int]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime, time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
 from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
+from kizuna.personal import Personal, member_data, partner_member_data
 
 Visibility = Literal["community", "partners"]
 OfferingStatus = Literal["open", "confirmed", "lapsed"]
@@ -140,6 +141,7 @@ class TermsChangeConsented(DomainEvent):
 
 
 class TermsChangeDeclined(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["reason"])
     community_id: str
     offering_id: str
     proposal_id: str
@@ -182,8 +184,10 @@ class SharesCommitted(DomainEvent):
 
 class PartnerPledgeRecorded(DomainEvent):
     """A member of a partner community pledged shares (through the partnership); their commitment follows as
-    SharesCommitted with member id ``partner:<pledge id>``. Only the card they consented to share is kept."""
+    SharesCommitted with member id ``partner:<pledge id>``. Only the card they consented to share is kept, sealed
+    with the key of ``partner_member`` (``<origin>/<member ref>``, docs/federation.md §8)."""
 
+    personal: ClassVar[Personal] = partner_member_data("partner_member", cards=["card"])
     community_id: str
     offering_id: str
     pledge_id: str
@@ -191,6 +195,7 @@ class PartnerPledgeRecorded(DomainEvent):
     from_community_name: str
     card: dict[str, Any]
     shares: int
+    partner_member: str = ""
 
 
 class PartnerPledgeRefused(DomainEvent):
@@ -205,6 +210,7 @@ class PartnerPledgeRefused(DomainEvent):
 
 
 class CommitmentWithdrawn(DomainEvent):
+    personal: ClassVar[Personal] = member_data("member_id", texts=["reason"])
     community_id: str
     offering_id: str
     member_id: str
@@ -277,6 +283,7 @@ class LeadUserFeedbackGiven(DomainEvent):
     """A committed member, as a lead user, says what was good, what to improve and whether they would
     commit again; it counts toward the producer's reputation."""
 
+    personal: ClassVar[Personal] = member_data("member_id", texts=["good", "improve"])
     community_id: str
     offering_id: str
     producer_id: str
@@ -690,7 +697,8 @@ class Offering(Aggregate):
         pledge = self.partner_pledges.get(member)
         if pledge is None:
             return {}
-        return {"display_name": str(pledge.card.get("display_name", "")), "from_community": pledge.from_community_name}
+        return {"display_name": str(pledge.card.get("display_name", "")), "from_community": pledge.from_community_name,
+                "partner_member": pledge.partner_member}
 
     def snapshot(self) -> dict[str, Any]:
         terms = self.current

@@ -40,7 +40,8 @@ def partner_offer_reaction(runtime: Runtime) -> Subscription:
         offer = JobOfferedByPartner(
             community_id=d["community_id"], job_id=d["job_id"], offer_id=d["offer_id"],
             partnership_id=d["partnership_id"], from_community_name=d["from_community_name"], kind=d["kind"],
-            card=d["card"], note=d["note"], referred_by_name=d.get("referred_by_name"))
+            card=d["card"], note=d["note"], referred_by_name=d.get("referred_by_name"),
+            partner_member=d.get("partner_member", ""), partner_author=d.get("partner_author", ""))
         ctx = CommandContext(actor=envelope.actor or "gateway", community_id=d["community_id"],
                              causation_id=str(envelope.id))
         await execute(store, f"job-{d['job_id']}", Job, lambda job: job.receive_partner_offer(offer), ctx,
@@ -56,7 +57,7 @@ async def _pledge(store: EventStore, conn: asyncpg.Connection, envelope: Envelop
     pledge = PartnerPledgeRecorded(
         community_id=d["community_id"], offering_id=d["offering_id"], pledge_id=d["pledge_id"],
         partnership_id=d["partnership_id"], from_community_name=d["from_community_name"], card=d["card"],
-        shares=d["shares"])
+        shares=d["shares"], partner_member=d.get("partner_member", ""))
     ctx = CommandContext(actor=envelope.actor or "gateway", community_id=d["community_id"],
                          causation_id=str(envelope.id))
     if (await load(store, offering_stream(d["offering_id"]), Offering)).version == 0:

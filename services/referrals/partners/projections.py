@@ -83,9 +83,15 @@ UPDATE partner_offerings p SET seq = top.seq + twice.n
 INSERT INTO partner_arrivals SELECT 'partner_offerings', coalesce(max(seq), 0) FROM partner_offerings;
 CREATE UNIQUE INDEX partner_offerings_seq ON partner_offerings (seq);
 """
+# Whose card and words an introduction holds (``<origin>/<member ref>``), so a partner's erasure notice finds them.
+INTRODUCTION_SUBJECTS_SQL = """
+ALTER TABLE partner_introductions ADD COLUMN partner_member text NOT NULL DEFAULT '',
+    ADD COLUMN partner_author text NOT NULL DEFAULT '';
+"""
 MIGRATIONS = [Migration("referrals_partners_0001", SQL), Migration("referrals_partners_0002_offerings", OFFERINGS_SQL),
               Migration("referrals_partners_0003_introductions", INTRODUCTIONS_SQL),
-              Migration("referrals_partners_0004_arrival_order", ARRIVAL_ORDER_SQL)]
+              Migration("referrals_partners_0004_arrival_order", ARRIVAL_ORDER_SQL),
+              Migration("referrals_partners_0005_introduction_subjects", INTRODUCTION_SUBJECTS_SQL)]
 READ_MODEL_TABLES = ["partner_jobs", "partner_job_offers", "partner_offerings", "partner_pledges",
                      "partner_introductions", "partnerships"]
 _STATUS_AFTER = {"PartnershipProposed": "proposed", "PartnershipRequested": "requested",
@@ -98,7 +104,7 @@ async def apply_job_event(conn: asyncpg.Connection, event: RecordedEvent) -> Non
     d = event.data
     if event.type == "JobOfferedByPartner":
         offer = {k: d.get(k) for k in ("offer_id", "partnership_id", "from_community_name", "kind", "card", "note",
-                                       "referred_by_name")}
+                                       "referred_by_name", "partner_member", "partner_author") if d.get(k) is not None}
         await conn.execute("UPDATE jobs SET partner_offers = partner_offers || $2::jsonb WHERE job_id = $1 "
                            "AND NOT partner_offers @> $3::jsonb", d["job_id"], json.dumps([{**offer,
                                                                                              "assigned": False}]),
@@ -164,10 +170,11 @@ async def apply_gateway_event(conn: asyncpg.Connection, envelope: Envelope) -> N
     elif kind == "PartnerIntroductionReceived":
         await conn.execute(
             "INSERT INTO partner_introductions (community_id, partnership_id, referral_id, from_community_name, card, "
-            "note, introduced_by_name, offering_id, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-            "ON CONFLICT DO NOTHING", d["community_id"], d["partnership_id"], d["referral_id"],
-            d["from_community_name"], json.dumps(d["card"]), d["note"], d["introduced_by_name"], d.get("offering_id"),
-            envelope.time)
+            "note, introduced_by_name, offering_id, received_at, partner_member, partner_author) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING", d["community_id"],
+            d["partnership_id"], d["referral_id"], d["from_community_name"], json.dumps(d["card"]), d["note"],
+            d["introduced_by_name"], d.get("offering_id"), envelope.time, d.get("partner_member", ""),
+            d.get("partner_author", ""))
     elif kind == "IntroductionOutcomeSentToPartner":
         await conn.execute("UPDATE partner_introductions SET worked = $4, outcome_note = $5 WHERE community_id = $1 "
                            "AND partnership_id = $2 AND referral_id = $3", d["community_id"], d["partnership_id"],
