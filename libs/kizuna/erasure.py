@@ -44,7 +44,8 @@ class Scrub:
     """A read-model table's copy of a subject's personal data: in ``table``, the rows whose ``subject_column``
     holds the erased id (of ``kind``) get ``columns`` set to the values given (the placeholders). A JSON column
     holding a member's name under a key is scrubbed with ``json_keys`` (column → keys set to "erased member"
-    in the rows' document, top level and in its lists of objects whose ``subject_key`` is the id)."""
+    in the rows' document, top level and in its lists of objects whose ``subject_key`` is the id). With ``delete``
+    the rows go: state that exists only for the subject (a person's unsubscribe links, digests waiting, exports)."""
 
     table: str
     subject_column: str
@@ -53,6 +54,7 @@ class Scrub:
     json_column: str | None = None
     json_subject_key: str = "member_id"
     json_values: Mapping[str, Any] = field(default_factory=dict)
+    delete: bool = False  # the subject's rows are deleted instead (state kept only for them: links, queues)
 
 
 def erasure_events() -> dict[str, Erases]:
@@ -91,6 +93,11 @@ async def scrub(conn: asyncpg.Connection, scrubs: Sequence[Scrub], kind: str, su
     changed = 0
     for item in scrubs:
         if item.kind != kind:
+            continue
+        if item.delete:
+            result = await conn.execute(f"DELETE FROM {item.table} WHERE {item.subject_column} = $1",  # noqa: S608 - names from the service's own declarations
+                                        subject_id)
+            changed += int(result.split()[-1])
             continue
         if item.columns:
             assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(item.columns, start=2))

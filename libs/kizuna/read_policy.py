@@ -280,6 +280,7 @@ RULES: dict[str, Rule] = {
                                            "invitations in GET /v1/communities/{cid}/invitations)"),
     "OperatorRightsGranted": _rule("operator", "GET /v1/me (operator: the person only)"),
     "OperatorRightsWithdrawn": _rule("operator", "GET /v1/me (operator: the person only)"),
+    "PersonErased": _rule("operator", "no REST view (ids only; the person is gone from GET /v1/me)"),
     "SessionTokensRevoked": _rule("operator", "no REST view (tokens of an ended sign-in are refused)"),
     # ---- gateway: a person's exports (ids only; the document itself is never an event) ----
     "ExportRequested": _rule("operator", "GET /v1/me/exports/{id} (the person only)"),

@@ -19,6 +19,7 @@ from services.webapp.api import router as webapp_router
 
 from .api import TokenBucket, forwarding_router, make_http_client, router
 from .consumers import ERASURE, SUBSCRIPTIONS
+from .erasure import router as erasure_router
 from .exports import projections as export_projections
 from .exports.api import internal_operator_token
 from .exports.api import router as exports_router
@@ -50,7 +51,7 @@ SPEC = ServiceSpec(
     # The member app (services/webapp) is its own package; it holds nothing and calls this gateway's public
     # API as the signed-in person, so it is served from this process (docs/member-app.md).
     routers=[router, stream_router, front_door_router, calendar_router, unsubscribe_router, people_router,
-             exports_router, federation_router, webapp_router, forwarding_router],
+             exports_router, erasure_router, federation_router, webapp_router, forwarding_router],
     migrations=[*MIGRATIONS, *federation_projections.MIGRATIONS, *export_projections.MIGRATIONS],
     inline_projections=[*INLINE_PROJECTIONS, federation_projections.apply],
     subscriptions=SUBSCRIPTIONS,
@@ -58,7 +59,7 @@ SPEC = ServiceSpec(
     read_model_tables=[*READ_MODEL_TABLES, *federation_projections.READ_MODEL_TABLES],
     metric_samplers=[federation_outbox],
     retention=RETENTION,
-    erasure=ERASURE,
+    erasure=[*ERASURE, *export_projections.ERASURE],
     # /v1/me and the sign-in routes are authenticated by the browser session cookie (services/gateway/people.py).
     public_paths=[*PUBLIC_PATHS, "/.well-known/", "/v1/join/", "/federation/inbox", "/v1/me", "/v1/me/",
                   "/v1/sign-in/"],

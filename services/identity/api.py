@@ -579,3 +579,19 @@ async def person_data(person_id: str, request: Request, who: Principal = Depends
             "events": [{"event_id": str(e.event_id), "type": e.type, "stream_id": e.stream_id,
                         "stream_version": e.stream_version, "recorded_at": e.recorded_at.isoformat(), "data": e.data}
                        for e in events]}
+
+
+# ---- a person's erasure (docs/data-rights.md): asked by the gateway, which erased their memberships first ----
+
+class PersonErasure(StrictModel):
+    erased_by: Literal["person", "operator"]
+
+
+@router.post("/internal/people/{person_id}/erasure",
+             summary="Erase a person: their key, and everything identity keeps under them (the operator only)")
+async def erase_person(person_id: str, body: PersonErasure, request: Request,
+                       who: Principal = Depends(principal)) -> dict[str, Any]:
+    if not who.is_operator:
+        raise NotFound("person not found")
+    ended = await handlers.erase_person(runtime_of(request).store, person_id, body.erased_by)
+    return {"person_id": person_id, "sessions_ended": ended}

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from kizuna.domain import Aggregate, DomainEvent
 from kizuna.errors import Conflict, Invalid, NotFound
+from kizuna.personal import Erases, Personal, person_data
 
 SignInMethod = Literal["email", "oidc", "passkey"]
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
@@ -36,6 +37,7 @@ class PersonRegistered(DomainEvent):
 class EmailAddressVerified(DomainEvent):
     """The person proved they read this address (they followed a link sent to it, or a provider vouched)."""
 
+    personal: ClassVar[Personal] = person_data("person_id", texts=["email"])
     person_id: str
     email: str
     verified_by: SignInMethod
@@ -44,6 +46,8 @@ class EmailAddressVerified(DomainEvent):
 class OpenIdIdentityLinked(DomainEvent):
     """An OpenID Provider's account (issuer + subject) signs this person in from now on."""
 
+    # The subject names the person at the provider (the issuer is the deployment's configuration, not theirs).
+    personal: ClassVar[Personal] = person_data("person_id", texts=["subject"])
     person_id: str
     issuer: str
     subject: str
@@ -60,6 +64,8 @@ class CommunityAccountOpened(DomainEvent):
 class PasskeyRegistered(DomainEvent):
     """The person added a passkey (a WebAuthn credential): it signs them in from now on."""
 
+    # Its name is the person's words ("Hana's iPhone"); the credential id and public key identify a key, not them.
+    personal: ClassVar[Personal] = person_data("person_id", texts=["name"])
     person_id: str
     credential_id: str  # base64url
     public_key: str  # base64url COSE key
@@ -118,6 +124,16 @@ class SignInRefused(DomainEvent):
     reason: str
 
 
+class PersonErased(DomainEvent):
+    """The person's data was erased, at their request or by the operator on their behalf: their key is gone, so
+    their addresses, provider subjects and passkey names read as empty everywhere, and every service forgets
+    what it kept under the person (docs/data-rights.md). Ids only. Their memberships were erased before it."""
+
+    erases: ClassVar[Erases] = Erases("person", "person_id")
+    person_id: str
+    erased_by: str  # "operator", or "person" (themselves, signed in)
+
+
 def refusals_stream(day: str) -> str:
     return f"sign-in-refusals-{day}"
 
@@ -131,6 +147,7 @@ class Person(Aggregate):
         self.passkeys: set[str] = set()
         self.operator = False
         self.operator_granted_by = ""
+        self.erased = False
 
     def _on_PersonRegistered(self, e: PersonRegistered) -> None:
         self.person_id = e.person_id
@@ -155,6 +172,16 @@ class Person(Aggregate):
 
     def _on_OperatorRightsWithdrawn(self, _: OperatorRightsWithdrawn) -> None:
         self.operator = False
+
+    def _on_PersonErased(self, _: PersonErased) -> None:
+        self.erased, self.operator = True, False
+        self.emails, self.identities, self.passkeys, self.accounts = [], [], set(), {}
+
+    def erase(self, by: str) -> list[DomainEvent]:
+        """Erases the person (once; a repeat records nothing). Someone identity never knew is not found."""
+        if not self.version:
+            raise NotFound("person not found")
+        return [] if self.erased else [PersonErased(person_id=self.person_id, erased_by=by)]
 
     def grant_operator(self, by: str) -> list[DomainEvent]:
         return [] if self.operator else [OperatorRightsGranted(person_id=self.person_id, granted_by=by)]

@@ -17,7 +17,7 @@ import asyncpg
 from kizuna.domain import DomainEvent
 from kizuna.errors import Conflict, Forbidden, Gone, Problem
 from kizuna.eventstore import ANY_VERSION, EventStore
-from kizuna.handling import CommandContext, execute, run_again_if_refused, to_new_events
+from kizuna.handling import CommandContext, execute, load, run_again_if_refused, to_new_events
 
 from . import projections
 from .domain import (
@@ -302,6 +302,30 @@ async def end_session(pool: asyncpg.Pool, person_id: str, session_id: str, reaso
             "AND ended_at IS NULL RETURNING session_id", session_id, person_id, reason)
     return ended is not None
 
+
+
+# ---- erasure (docs/data-rights.md) ----
+
+async def erase_person(store: EventStore, person_id: str, by: str) -> list[str]:
+    """Erases a person: decided first (someone identity knows; once), then their key deleted — from that moment
+    their addresses, provider subjects and passkey names open nowhere — and ``PersonErased`` recorded, whose
+    projection forgets everything identity keeps under them, browser sessions included (projections.forget),
+    and which every service follows to scrub its own copies. Returns the sessions that were live, whose
+    community tokens the gateway then refuses. A retry after a failure in between finds the key gone and records
+    the event; a repeat records nothing."""
+    person = await load(store, f"person-{person_id}", Person)
+    if not person.erase(by):
+        return []
+    if store.vault is None:
+        raise Problem("erasure needs the deployment's key vault (KIZUNA_KEYS_DATABASE_URL), which is not set",
+                      status=503, slug="no-key-vault", title="Erasure unavailable")
+    async with store.pool.acquire() as conn:
+        live = [str(r["session_id"]) for r in await conn.fetch(
+            "SELECT session_id FROM browser_sessions WHERE person_id = $1 AND ended_at IS NULL", person_id)]
+    await store.vault.erase([f"person:{person_id}"])
+    actor = "operator" if by == "operator" else f"person:{person_id}"
+    await execute(store, f"person-{person_id}", Person, lambda p: p.erase(by), CommandContext(actor=actor))
+    return live
 
 
 # ---- audit ----

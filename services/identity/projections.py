@@ -141,9 +141,12 @@ async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
     provider account), so two people can never both claim it — the append fails instead."""
     data = event.data
     if event.type == "EmailAddressVerified":
-        await conn.execute("INSERT INTO person_emails (email, person_id) VALUES ($1, $2)", data["email"],
-                           data["person_id"])
+        if data["email"]:  # empty once the person is erased (a rebuild after erasure): nobody's address
+            await conn.execute("INSERT INTO person_emails (email, person_id) VALUES ($1, $2)", data["email"],
+                               data["person_id"])
     elif event.type == "OpenIdIdentityLinked":
+        if not data["subject"]:
+            return
         await conn.execute("INSERT INTO person_identities (issuer, subject, person_id) VALUES ($1, $2, $3)",
                            data["issuer"], data["subject"], data["person_id"])
     elif event.type == "PasskeyRegistered":
@@ -162,6 +165,22 @@ async def apply(conn: asyncpg.Connection, event: RecordedEvent) -> None:
     elif event.type == "CommunityAccountOpened":
         await conn.execute("INSERT INTO community_accounts (person_id, community_id, account) VALUES ($1, $2, $3)",
                            data["person_id"], data["community_id"], data["account"])
+    elif event.type == "PersonErased":
+        await forget(conn, data["person_id"])
+
+
+async def forget(conn: asyncpg.Connection, person_id: str) -> None:
+    """What identity keeps under an erased person, gone (in PersonErased's own append, and again in a rebuild):
+    their addresses (and sign-in links still held for them), provider accounts, passkeys, operator rights,
+    community accounts (and what the members service linked to them), invitations they emailed, browser
+    sessions. Nothing is kept to refuse the address later: signing in with it again makes a new person."""
+    await conn.execute("DELETE FROM email_links WHERE email IN (SELECT email FROM person_emails WHERE person_id = $1)",
+                       person_id)
+    await conn.execute("DELETE FROM account_links WHERE account IN "
+                       "(SELECT account FROM community_accounts WHERE person_id = $1)", person_id)
+    for table in ("person_emails", "person_identities", "passkeys", "operators", "community_accounts",
+                  "emailed_invitations", "browser_sessions"):
+        await conn.execute(f"DELETE FROM {table} WHERE person_id = $1", person_id)  # noqa: S608 - fixed names
 
 
 INLINE_PROJECTIONS = [apply]

@@ -36,7 +36,15 @@ SPEC = ServiceSpec(
     erasure=[ROSTER.erasure(), Scrub("known_goals", "member_id", {"statement": ""}),
              Scrub("known_member_skills", "member_id", {"skills": []}),
              Scrub("notifications_view", "member_id", {"facts": "{}"}),
-             Scrub("notifications_view", "quoted_from", {"quoted": "{}"})],
+             Scrub("notifications_view", "quoted_from", {"quoted": "{}"}),
+             # An erased person's address leaves the directory (so nothing is mailed to them again), and what was
+             # kept only for them goes: unsubscribe links, digests waiting and their retries. Their preferences
+             # stream stays, unsealed: kinds, a language, a zone and hours say nothing of who they were once
+             # identity has forgotten the person id (docs/data-rights.md).
+             Scrub("people", "person_id", {"email": ""}, kind="person"),
+             Scrub("unsubscribe_links", "person_id", kind="person", delete=True),
+             Scrub("digest_queue", "person_id", kind="person", delete=True),
+             Scrub("digest_attempts", "person_id", kind="person", delete=True)],
     public_paths=("/healthz", "/readyz", "/unsubscribe/"),
     openapi_tags=[{"name": "notifications", "description": "A member's inbox and a person's preferences"},
                   {"name": "webhooks", "description": "A community's events, signed, to systems that ask"}],

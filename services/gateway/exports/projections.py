@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from kizuna.erasure import Scrub
 from kizuna.service import Migration
 
 from .domain import Step
@@ -38,6 +39,8 @@ CREATE TABLE export_parts (
 );
 """
 MIGRATIONS = [Migration("gateway_exports_0001", SQL)]
+# An erased person's exports (every personal datum about them, by design) go with their parts (kizuna.erasure).
+ERASURE = [Scrub("exports", "person_id", kind="person", delete=True)]
 # Not read models (nothing rebuilds them from events): the rebuild leaves them alone.
 
 
