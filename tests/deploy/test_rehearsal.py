@@ -21,6 +21,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,6 +323,18 @@ async def test_backup_then_restore_into_fresh_databases_equals_a_fresh_replay(de
     deployment.run(sh_blocks(OPERATIONS, "Back up")[0])
     for service in APP_SERVICES:
         assert (deployment.project / "backups" / f"{service}.dump").stat().st_size > 0
+    # The key vault's own dump, and none kept past its 7 days (one from 6 days ago goes, one from 5 stays).
+    keys = deployment.project / "backups" / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    for days in (5, 6):
+        old = keys / f"kizuna_keys-{days}-days-ago.dump"
+        old.write_bytes(b"old")
+        os.utime(old, (time.time() - days * 86400 - 60,) * 2)
+    deployment.run(sh_blocks(OPERATIONS, "Back up the key vault")[0])
+    kept = sorted(path.name for path in keys.iterdir())
+    assert "kizuna_keys-5-days-ago.dump" in kept and "kizuna_keys-6-days-ago.dump" not in kept, kept
+    [new] = [path for path in keys.iterdir() if "days-ago" not in path.name]
+    assert new.stat().st_size > 0
     # Something after the backup, which the restore must take away.
     deployment.run(sh_blocks(README, "3. Found the first community")[0])
     assert (await _events(deployment))["members"] > backed_up["members"]
