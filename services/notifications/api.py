@@ -4,6 +4,7 @@ same in every community they belong to), and one-click unsubscribe from an email
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -19,6 +20,7 @@ from kizuna.addresses import AddressGuard, UnsafeAddress
 from kizuna.auth import Principal, principal
 from kizuna.errors import Conflict, Forbidden, Invalid, NotFound
 from kizuna.handling import CommandContext
+from kizuna.personal_data import events_naming
 from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.service import runtime_of
 
@@ -140,6 +142,35 @@ async def change_preferences(community_id: str, body: ChangePreferences, request
     state = await handlers.change_preferences(runtime_of(request).store, person_id, body,
                                               CommandContext.from_request(request, who, community_id))
     return _view(state, verified)
+
+
+# ---- what is kept about a person (their export's person-level part; docs/data-rights.md) ----
+
+@router.get("/internal/people/{person_id}/personal-data", include_in_schema=False)
+async def person_data(person_id: str, request: Request, who: Principal = Depends(principal)) -> dict[str, Any]:
+    """The person's preferences (as they apply now, and whether they ever chose them), the address mails go to,
+    the unsubscribe links made for them (kind and date, no token), digests waiting and sent, and the events that
+    name them. For the operator (the gateway's export job) alone: a person is nobody's community token."""
+    if not who.is_operator:
+        raise NotFound("person not found")
+    runtime = runtime_of(request)
+    records: dict[str, list[Any]] = {}
+    async with runtime.pool.acquire() as conn:
+        for section in projections.PERSON_DATA:
+            records[section.name] = [json.loads(row["row"]) for row in await conn.fetch(section.sql, person_id)]
+    wishes = await handlers.preferences(runtime.store, person_id)
+    view = _view(wishes, bool(records["email_address"]))
+    preferences = {"kinds": view["kinds"], "language": wishes.language, "time_zone": wishes.time_zone,
+                   "quiet_hours": wishes.quiet_hours.model_dump(mode="json") if wishes.quiet_hours else None,
+                   "digest_at": wishes.digest_at.strftime("%H:%M"), "chosen": wishes.version > 0}
+    events = await events_naming(runtime.store, None, person_id)
+    digests = [{"day": e.data["day"], "notifications": len(e.data["notification_ids"]),
+                "sent_at": e.recorded_at.isoformat()} for e in events if e.type == "DigestEmailed"]
+    return {"service": "notifications", "person_id": person_id,
+            "records": {"preferences": [preferences], **records, "digests_sent": digests},
+            "events": [{"event_id": str(e.event_id), "type": e.type, "stream_id": e.stream_id,
+                        "stream_version": e.stream_version, "recorded_at": e.recorded_at.isoformat(),
+                        "data": e.data} for e in events]}
 
 
 # ---- one-click unsubscribe, reached through the gateway's /v1/notifications/unsubscribe/{token} ----

@@ -187,3 +187,16 @@ PERSONAL_DATA = [
                              "JOIN people p USING (person_id) WHERE m.community_id = $1 AND m.member_id = $2"),
     roster_section(),
 ]
+
+
+# What notifications holds about a person rather than a member (docs/data-rights.md, "Export"): the address it
+# mails them at, the one-click unsubscribe links it made for them (which kind and when; never the token's hash),
+# digests waiting for them. Their preferences and the digests sent are read from their events (api.py).
+PERSON_DATA = [
+    Section("email_address", "SELECT jsonb_build_object('email', email, 'verified_at', verified_at) AS row "
+                             "FROM people WHERE person_id = $1 AND email <> ''"),
+    Section("unsubscribe_links", "SELECT jsonb_build_object('kind', kind, 'created_at', created_at) AS row "
+                                 "FROM unsubscribe_links WHERE person_id = $1 ORDER BY created_at"),
+    Section("digest_waiting", "SELECT jsonb_build_object('notification_id', notification_id, 'raised_at', "
+                              "raised_at) AS row FROM digest_queue WHERE person_id = $1 ORDER BY raised_at"),
+]

@@ -112,16 +112,25 @@ async def test_a_member_gets_everything_held_about_her_and_nothing_of_anyone_els
     async with hikari_makers(export_stack, inbox) as (cid, hana, ken):
         hana_id, ken_id = await member_id_of(hana, cid), await member_id_of(ken, cid)
         life = await _hanas_life(export_stack, cid, hana_id, ken_id)
+        async with httpx.AsyncClient(base_url=export_stack.url("gateway"), timeout=30) as http:
+            chosen = await http.put(f"/v1/communities/{cid}/notification-preferences",
+                                    headers=export_stack.headers(cid, hana_id),
+                                    json={"time_zone": "Europe/Lisbon", "kinds": {"feedback-received": "digest"},
+                                          "quiet_hours": {"start": "22:00", "end": "06:30"}})
+            assert chosen.status_code == 200, chosen.text
 
         location, started = await _requested(hana, "en")
         assert started["status"] == "running" and started["steps_done"] < started["steps_total"]
-        # identity, then members, referrals, sessions, notifications and the gateway in her one community
-        assert started["steps_total"] == 6
-        assert {(s["service"], s["community_id"]) for s in started["steps"][1:]} == {
+        # identity, notifications' part about her as a person, then members, referrals, sessions, notifications
+        # and the gateway in her one community
+        assert started["steps_total"] == 7
+        assert [(s["service"], s["community_id"]) for s in started["steps"][:2]] == [("identity", None),
+                                                                                   ("notifications", None)]
+        assert {(s["service"], s["community_id"]) for s in started["steps"][2:]} == {
             (service, cid) for service in ("members", "referrals", "sessions", "notifications", "gateway")}
         view, seen = await _ready(hana, location)
         assert any(0 < done < total for done, total in seen), seen  # progress seen while it ran
-        assert view["steps_done"] == view["steps_total"] == 6
+        assert view["steps_done"] == view["steps_total"] == 7
         assert view["links"]["json"].endswith("/export.json")
 
         # Ken cannot see it, nor download it: the same 404 as for no export at all.
@@ -148,6 +157,18 @@ async def test_a_member_gets_everything_held_about_her_and_nothing_of_anyone_els
         assert parts["members"]["records"]["membership"][0]["display_name"] == "Hana"
         assert parts["notifications"]["records"]["email_address"] == [
             {"email": hana_email, "verified_at": parts["notifications"]["records"]["email_address"][0]["verified_at"]}]
+
+        # Notifications' part about her as a person: her preferences as they apply, where mail goes, the
+        # unsubscribe links made for her (kind and date, never the token), digests; the events that name her.
+        person = document["person"]["notifications"]
+        [wishes] = person["records"]["preferences"]
+        assert wishes["time_zone"] == "Europe/Lisbon" and wishes["kinds"]["feedback-received"] == "digest"
+        assert wishes["quiet_hours"] == {"start": "22:00:00", "end": "06:30:00"} and wishes["chosen"] is True
+        assert person["records"]["email_address"][0]["email"] == hana_email
+        assert all(set(link) == {"kind", "created_at"} for link in person["records"]["unsubscribe_links"])
+        assert person["records"]["digests_sent"] == []
+        assert "NotificationPreferencesChanged" in {event["type"] for event in person["events"]}
+        assert "token_sha256" not in text
 
         events = [event for found in _everywhere(document, "events") for event in found]
         kinds = {event["type"] for event in events}
@@ -176,6 +197,7 @@ async def test_a_member_gets_everything_held_about_her_and_nothing_of_anyone_els
         assert "'unsafe-inline'" not in page.headers["content-security-policy"]
         assert '<html lang="ja">' in page.text and "絆があなたについて保存しているデータ" in page.text
         assert "受け取ったフィードバック" in page.text and KEN_TO_HANA in page.text
+        assert "お知らせの受け取り方" in page.text and "Europe/Lisbon" in page.text
         readable = html.unescape(page.text)
         assert "Hana's shelf" in readable and KEN_TO_YUI not in readable and ken_email not in readable
         # An export the operator asked for is the person's too: she sees it among hers.

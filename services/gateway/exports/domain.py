@@ -58,9 +58,15 @@ class Step:
                    data.get("standing"))
 
 
+# Services that keep something about the person themself, not one of their members: each answers
+# ``GET /internal/people/{person_id}/personal-data`` (notifications: preferences, address, unsubscribe links, digests).
+PERSON_SERVICES = ("notifications",)
+
+
 def plan(memberships: list[dict[str, Any]], services: list[str]) -> list[Step]:
-    """Identity first, then every service for every community the person has (or had) a member in."""
-    steps = [Step("identity")]
+    """Identity first, then each service's part about the person (``PERSON_SERVICES``), then every service for
+    every community the person has (or had) a member in."""
+    steps = [Step("identity"), *(Step(service) for service in PERSON_SERVICES if service in services)]
     for membership in memberships:
         if not membership.get("member_id"):
             continue
@@ -72,11 +78,15 @@ def plan(memberships: list[dict[str, Any]], services: list[str]) -> list[Step]:
 
 def document(export_id: str, person_id: str, language: str, generated_at: str, steps: list[Step],
              parts: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """The export as one JSON document: the identity part, then one entry per community with each service's
-    part."""
+    """The export as one JSON document: the identity part, each service's part about the person, then one entry
+    per community with each service's part."""
     communities: dict[str, dict[str, Any]] = {}
+    person: dict[str, Any] = {}
     for number, step in enumerate(steps):
         if step.community_id is None:
+            if number:
+                person[step.service] = {k: v for k, v in (parts.get(number) or {}).items()
+                                        if k not in ("service", "person_id")}
             continue
         community = communities.setdefault(step.community_id, {
             "community_id": step.community_id, "community_name": step.community_name,
@@ -86,4 +96,5 @@ def document(export_id: str, person_id: str, language: str, generated_at: str, s
             part.pop(echoed, None)
         community["services"][step.service] = part
     return {"format": "kizuna-export/1", "export_id": export_id, "person_id": person_id, "language": language,
-            "generated_at": generated_at, "identity": parts.get(0, {}), "communities": list(communities.values())}
+            "generated_at": generated_at, "identity": parts.get(0, {}), "person": person,
+            "communities": list(communities.values())}

@@ -150,6 +150,9 @@ def fetcher(runtime: Runtime, http: httpx.AsyncClient, services: dict[str, list[
     async def fetch(step: Step, person_id: str) -> dict[str, Any]:
         if step.service == "identity":
             return await ask(identity, f"/internal/people/{person_id}/personal-data", "identity")
+        if step.community_id is None:  # a service's part about the person themself (domain.PERSON_SERVICES)
+            return await ask(services.get(step.service, []), f"/internal/people/{person_id}/personal-data",
+                             step.service)
         assert step.community_id is not None and step.member_id is not None  # noqa: S101 - planned that way
         if step.service == "gateway":
             return await personal_data(runtime.pool, runtime.store, "gateway", GATEWAY_SECTIONS,

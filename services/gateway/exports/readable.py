@@ -38,6 +38,9 @@ WORDS: dict[str, dict[str, str]] = {
         "Jobs, introductions, feedback and offerings", "service:sessions": "Sessions and goals",
         "service:notifications": "Notifications", "service:gateway": "Tokens and partner communities",
         "active": "member", "left": "left", "waiting": "waiting for a place",
+        "person_parts": "About you (in every community)", "preferences": "How you hear about things",
+        "unsubscribe_links": "Unsubscribe links", "digest_waiting": "Waiting for your daily digest",
+        "digests_sent": "Daily digests sent",
     },
     "ja": {
         "title": "絆があなたについて保存しているデータ", "generated": "作成日時", "export": "エクスポート",
@@ -66,6 +69,9 @@ WORDS: dict[str, dict[str, str]] = {
         "roster": "名簿の写し", "sessions": "セッション",
         "attendance": "出席", "goals": "目標", "calendar_links": "カレンダーのアドレス", "notifications": "お知らせ",
         "email_address": "メールアドレス", "directory": "名簿の写し",
+        "person_parts": "あなた個人について（コミュニティを問わず）", "preferences": "お知らせの受け取り方",
+        "unsubscribe_links": "配信停止リンク", "digest_waiting": "まとめ便を待っているお知らせ",
+        "digests_sent": "送ったまとめ便",
     },
 }
 
