@@ -343,6 +343,8 @@ class Delivery(BaseModel):
     offering_id: str | None = Field(description="The offering it is about (offering.*, referral.introduced)")
     pledge_id: str | None = Field(description="The pledge it carries (offering.pledge, offering.pledge_result)")
     referral_id: str | None = Field(description="The introduction it carries (referral.*)")
+    member_ref: str | None = Field(None, description="The member it is about, by the partnership's reference "
+                                   "(member.erased; job.offer, offering.pledge, referral.introduced)")
     status: DeliveryStatus
     attempts: int
     next_attempt_at: str
