@@ -177,7 +177,7 @@ async def replay_bus(pool: asyncpg.Pool, spec: ServiceSpec, settings: ServiceSet
             while True:
                 try:
                     messages = await sub.fetch(500, timeout=1)
-                except NatsTimeout:
+                except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing arrived in time
                     messages = []
                 last = not messages or messages[-1].metadata.num_pending == 0
                 batch = [*early, *messages]

@@ -285,8 +285,9 @@ async def _more_causes(conn: asyncpg.Connection, e: Envelope, base: dict[str, An
                                   "($2 AND offered)) ORDER BY member_id", d["job_id"], cancelled)
         state = {"JobStarted": "started", "JobCompleted": "completed", "JobCancelled": "cancelled"}[e.type]
         return [Cause("job-status", [p["member_id"] for p in people if p["member_id"] != actor],
-                      {**base, "title": job["title"] if job else "", "state": state, "reason": d.get("reason", ""),
-                       "job_id": d["job_id"], "path": f"/app/c/{cid}/jobs/{d['job_id']}"})]
+                      {**base, "title": job["title"] if job else "", "state": state,
+                       "job_id": d["job_id"], "path": f"/app/c/{cid}/jobs/{d['job_id']}"},
+                      quoted={"reason": d.get("reason", "")}, quoted_from=d.get("requester_id") or actor)]
     if e.type in ("ReferralAccepted", "ReferralDeclined", "ReferralOutcomeRecorded"):
         referral = await conn.fetchrow("SELECT * FROM known_referrals WHERE referral_id = $1", d["referral_id"])
         if referral is None or referral["referrer_id"] == actor:

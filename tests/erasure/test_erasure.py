@@ -18,6 +18,7 @@ import nats
 
 from kizuna.personal import ERASED_NAME
 from tests.support import ROOT, SERVICES, Ecosystem, eventually
+from tests.webapp.phones import everyone_knows
 
 NAME = "Zephyrine Quillfeather"
 WORDS = {
@@ -117,6 +118,8 @@ async def test_an_erased_member_is_found_nowhere_and_the_community_keeps_its_fig
             answer = await http.get(f"/v1/communities/{cid}/members/{mid}", headers=me)
             return answer.status_code == 200
         await eventually(known_to_gateway)
+        # Every service decides on its own roster (a 403 not-a-member until it has her): wait for all of them.
+        await eventually(lambda: everyone_knows(eco, cid, 3), timeout=30)
         profile = await http.put(f"/v1/communities/{cid}/members/{mid}/profile", headers=me,
                                  json={"display_name": NAME, "vector": WORDS["profile"], "skills": ["bellows"]})
         assert profile.status_code == 200, profile.text

@@ -11,6 +11,7 @@ import httpx
 import nats
 import pytest
 
+from kizuna.vault import KeyVault
 from tests.support import Ecosystem, eventually
 
 
@@ -168,4 +169,14 @@ async def test_events_reach_a_consumer_in_another_process(http: httpx.AsyncClien
     assert [e["type"] for e in received] == ["CommunityFounded", "MemberJoined"]
     joined = received[1]
     assert joined["specversion"] == "1.0" and joined["communityid"] == cid and joined["source"] == "kizuna/members"
-    assert joined["data"]["display_name"] == "Ken" and joined["data"]["vouched_by"] == owner
+    assert joined["data"]["vouched_by"] == owner
+    # A name is personal data: on the bus it is sealed with the member's key (docs/data-rights.md), and opens
+    # with the deployment's key vault — as every Kizuna consumer opens it.
+    sealed = joined["data"]["display_name"]
+    assert isinstance(sealed, dict) and "Ken" not in json.dumps(sealed)
+    vault = await KeyVault.open(ecosystem.database_url("keys"))
+    try:
+        [opened] = await vault.reveal_all([joined["data"]])
+    finally:
+        await vault.close()
+    assert opened["display_name"] == "Ken"

@@ -181,7 +181,9 @@ async def test_an_offering_reminds_of_its_deadline_tells_how_it_was_decided_and_
     async with hikari_makers(eco, inbox) as (cid, hana, ken):
         as_hana, as_ken = await _as(hana, cid), await _as(ken, cid)
         hana_address, ken_address = f"hana-{cid[:8]}@app.test", f"ken-{cid[:8]}@app.test"
-        deadline = (datetime.now(UTC) + timedelta(seconds=25)).replace(microsecond=0)
+        # Far enough ahead that both offerings, the commitments and the sign-up reach the notifications
+        # service (and a reminder look finds them) before it passes, on a loaded machine too.
+        deadline = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
         tomorrow = (deadline + timedelta(days=1)).date().isoformat()
 
         async def publish(title: str, minimum: int) -> str:
