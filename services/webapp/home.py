@@ -19,7 +19,8 @@ async def my_communities(request: Request) -> Response:
 
 
 async def _communities(v: Visit) -> Response:
-    return v.page("communities.html", memberships=[m for m in v.person.me["memberships"] if m["status"] == "active"])
+    return v.page("communities.html", memberships=[m for m in v.person.me["memberships"] if m["status"] == "active"],
+                  left=bool(v.request.query_params.get("left")))
 
 
 @router.get("/c/{community_id}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from kizuna.errors import Problem
+from kizuna.errors import Invalid, Problem
 
-from .pages import Visit, framed, posted_form, show, visit
+from .client import SESSION_COOKIES
+from .i18n import words_for
+from .pages import Visit, framed, page, posted_form, show, visit
 
 router = APIRouter()
 
@@ -26,7 +28,7 @@ async def _my_data(v: Visit, problem: Problem | None = None) -> Response:
     latest = exports[0] if exports else None
     running = latest is not None and latest["status"] == "running"
     return v.page("my_data.html", status=problem.status if problem else 200, latest=latest, running=running,
-                  earlier=exports[1:],
+                  earlier=exports[1:], active=[m for m in v.person.me["memberships"] if m["status"] == "active"],
                   problem=framed(v.words, problem) if problem else None)
 
 
@@ -41,3 +43,29 @@ async def request_export(request: Request) -> Response:
     except Problem as refused:
         return await _my_data(found, refused)
     return RedirectResponse("/app/my-data", status_code=303)
+
+
+@router.post("/my-data/erasure")
+async def erase_me(request: Request) -> Response:
+    """Erases the person (docs/data-rights.md, "A person's erasure"): refused while they are still in a
+    community (they leave each first, and can be erased from it as they leave). Afterwards nobody is signed
+    in: a page that needs no sign-in says it is done."""
+    found = await visit(request)
+    if isinstance(found, Response):
+        return found
+    form = await posted_form(request, found.person)
+    if form.get("confirm") != "yes":
+        return await _my_data(found, Invalid("confirm", "tick the box to say you understand it cannot be undone"))
+    try:
+        await found.api.own(found.person, "POST", "/erasure")
+    except Problem as refused:
+        return await _my_data(found, refused)
+    done = RedirectResponse("/app/erased", status_code=303)
+    for name in SESSION_COOKIES:
+        done.delete_cookie(name, path="/")
+    return done
+
+
+@router.get("/erased")
+async def erased_page(request: Request) -> Response:
+    return page(request, "erased.html", words_for(request))

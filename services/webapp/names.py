@@ -24,7 +24,7 @@ FIELDS = [N_("field:title"), N_("field:description"), N_("field:skills"), N_("fi
           N_("field:commitment_deadline"), N_("field:delivery_dates"), N_("field:help_shifts"), N_("field:date"),
           N_("field:hands"), N_("field:what"), N_("field:stage"), N_("field:portion_per_share"),
           N_("field:delivery_date"), N_("field:good"), N_("field:improve"), N_("field:digest_at"),
-          N_("field:start"), N_("field:end")]
+          N_("field:start"), N_("field:end"), N_("field:confirm")]
 ROLES = [N_("role:owner"), N_("role:facilitator"), N_("role:member")]
 FEEDBACK_SCALES = [N_("scale:quality"), N_("scale:reliability"), N_("scale:beyond"), N_("scale:collaboration")]
 OFFERING_STATES = [N_("offering:open"), N_("offering:confirmed"), N_("offering:lapsed")]

@@ -50,3 +50,13 @@ async def save_sharing(community_id: str, request: Request) -> Response:
     # The name always travels with a card (partners must call the person something).
     return await _saving(request, community_id, "consent", lambda form: {
         "shared_fields": ["display_name", *[f for f in form.all("shared_fields") if f != "display_name"]]})
+
+
+@router.post("/c/{community_id}/leave")
+async def leave(community_id: str, request: Request) -> Response:
+    """Leaves the community — and, if asked, erases the member from it alone (docs/data-rights.md): the
+    members service deletes their key before anything else, so nothing of theirs can be read again."""
+    return await command(request, community_id, "POST", "/members/{me}/leave", lambda form: {
+        "reason": form.get("reason", "").strip(), "erase": form.get("erase") == "yes"},
+        redisplay=lambda v, refused, form: _profile(v, community_id, refused, form),
+        then="/app?left=" + community_id)

@@ -32,7 +32,7 @@ def _mails_to(inbox: SmtpInbox, address: str) -> list[EmailMessage]:
     return [m for m in found if address in str(m["To"])]
 
 
-async def _mail(inbox: SmtpInbox, address: str, subject_has: str, timeout: float = 20) -> EmailMessage:
+async def _mail(inbox: SmtpInbox, address: str, subject_has: str, timeout: float = 45) -> EmailMessage:
     async def arrived() -> EmailMessage | None:
         return next((m for m in _mails_to(inbox, address) if subject_has in str(m["Subject"])), None)
 

@@ -245,7 +245,9 @@ async def test_a_confirmed_offering_through_progress_shifts_deliveries_and_feedb
 
     live = await read_models()
     community.eco.processes["referrals"].stop()  # a rebuild refuses while the service runs
-    await rebuild(SPEC, ServiceSettings(service_name="referrals", database_url=url), include_bus=False)
+    # With the deployment's key vault, as the service itself reads (without it, personal fields read erased).
+    await rebuild(SPEC, ServiceSettings(service_name="referrals", database_url=url,
+                                        keys_database_url=community.eco.database_url("keys")), include_bus=False)
     assert await read_models() == live and live[2] and live[3][0]["offering_id"] == oid
 
 
