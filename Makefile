@@ -49,11 +49,12 @@ browser:
 	  echo "chromium or a Japanese font is missing: the browser tests will fail or show boxes for Japanese"; }
 
 ## Installs what it needs, then runs lint, types and the whole suite against real NATS and PostgreSQL — two
-## test files at a time (each test starts its own databases, subjects and ports; most of the time is waiting).
+## test files at a time (each test starts its own databases, subjects and ports; most of the time is waiting,
+## so three at once on two cores); the slowest tests are listed at the end.
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/mypy libs services bench tests
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 3 --dist loadfile --durations=25
 
 ## Starts NATS JetStream, PostgreSQL and every service; seeds a demo; prints the URLs. Ctrl-C stops all.
 up: $(STAMP)
