@@ -48,9 +48,9 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) || \
 	  echo "chromium or a Japanese font is missing: the browser tests will fail or show boxes for Japanese"; }
 
-## Installs what it needs, then runs lint, types and the whole suite against real NATS and PostgreSQL — two
-## test files at a time (each test starts its own databases, subjects and ports; most of the time is waiting,
-## so three at once on two cores); the slowest tests are listed at the end.
+## Installs what it needs, then runs lint, types and the whole suite against real NATS and PostgreSQL — three
+## test files at a time (each test starts its own databases, subjects and ports, and most of its time is
+## waiting, so three run well on two cores); the slowest tests are listed at the end.
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/mypy libs services bench tests
