@@ -73,25 +73,6 @@ def pytest_report_header() -> str:
     return f"kizuna: real PostgreSQL + NATS JetStream from wheels (pid {os.getpid()})"
 
 
-# The longest test files (make test's --durations), started first: `make test` hands files to its workers in
-# collection order, so one of these started last would run alone at the end while the other workers idle.
-LONGEST_FIRST = (
-    "tests/reliability/test_contract_as_member.py", "tests/reliability/test_contract.py",
-    "tests/reliability/test_fuzz.py", "tests/deploy/test_rehearsal.py", "tests/reliability/test_bus_faults.py",
-    "tests/notifications/test_more_kinds.py", "tests/foundation/test_make_up_partners.py",
-    "tests/erasure/test_partner_erasure.py", "tests/notifications/test_digest.py",
-    "tests/reliability/test_nats_outage.py", "tests/erasure/test_person_erasure.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: every file keeps its tests together and in order
-
-
 @pytest.fixture(scope="package")
 def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpInbox]:
     """A real SMTP server (the developer stack's) whose Maildir the tests read as a person reads their inbox."""
