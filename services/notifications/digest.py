@@ -13,7 +13,6 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import formatdate
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,7 +26,7 @@ from kizuna.service import Runtime
 
 from . import handlers, projections
 from .domain import Digest, DigestEmailed, DigestEmailFailed, Preferences, digest_stream
-from .mailer import DeliverySettings, unsubscribe_link
+from .mailer import DeliverySettings, addressed, unsubscribe_link
 from .messages import Message, compose
 
 log = logging.getLogger("kizuna.notifications.digest")
@@ -135,15 +134,7 @@ def _message(person_id: str, day: str, rows: list[tuple[asyncpg.Record, dict[str
         words = compose(row["kind"], facts, wishes.language, wishes.time_zone)
         items.append({"subject": words.subject, "lines": words.lines, "link": f"{public}{words.path}"})
     text = _digest_words(wishes.language, day, items, f"{public}/app/notifications", unsubscribe)
-    message = EmailMessage()
-    message["To"] = to
-    message["Subject"] = text.subject
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = f"<digest-{person_id}-{day}@kizuna>"
-    message["Auto-Submitted"] = "auto-generated"
-    message["Content-Language"] = wishes.language
-    message["List-Unsubscribe"] = f"<{unsubscribe}>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message = addressed(to, text.subject, f"<digest-{person_id}-{day}@kizuna>", wishes.language, unsubscribe)
     message.set_content("\n".join(text.lines) + "\n")
     return message
 

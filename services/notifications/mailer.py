@@ -132,19 +132,26 @@ async def unsubscribe_link(conn: asyncpg.Connection, public: str, person_id: str
     return f"{public}/v1/notifications/unsubscribe/{token}"
 
 
-def _message(notification_id: str, kind: str, facts: dict[str, Any], language: str, zone: str, to: str,
-             public: str, unsubscribe: str, sender: str) -> EmailMessage:
-    words = compose(kind, facts, language, zone)
-    ja = language == "ja"
+def addressed(to: str, subject: str, message_id: str, language: str, unsubscribe: str) -> EmailMessage:
+    """A message's headers as every notification email has them: automatic (RFC 3834), its language, a stable
+    Message-ID (a repeat after a crash shows once) and one-click unsubscribe (RFC 8058)."""
     message = EmailMessage()
     message["To"] = to
-    message["Subject"] = words.subject
+    message["Subject"] = subject
     message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = f"<{notification_id}@kizuna>"
+    message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"
     message["Content-Language"] = language
     message["List-Unsubscribe"] = f"<{unsubscribe}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return message
+
+
+def _message(notification_id: str, kind: str, facts: dict[str, Any], language: str, zone: str, to: str,
+             public: str, unsubscribe: str, sender: str) -> EmailMessage:
+    words = compose(kind, facts, language, zone)
+    ja = language == "ja"
+    message = addressed(to, words.subject, f"<{notification_id}@kizuna>", language, unsubscribe)
     settings_line = ("通知の設定：" if ja else "What you hear about: ") + f"{public}/app/notifications"
     stop_line = ("この種類のお知らせを止める：" if ja else "Stop this kind of message: ") + unsubscribe
     message.set_content("\n\n".join([*words.lines, f"{public}{words.path}", "—", settings_line, stop_line]) + "\n")

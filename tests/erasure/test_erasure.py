@@ -9,14 +9,13 @@ import asyncio
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-import nats
 
 from kizuna.personal import ERASED_NAME
+from tests.erasure.search import database_hits, log_hits, stream_hits
 from tests.support import ROOT, SERVICES, Ecosystem, eventually
 from tests.webapp.phones import everyone_knows
 
@@ -32,59 +31,6 @@ WORDS = {
 }
 SECRETS = [NAME, *WORDS.values()]
 
-
-
-def hits_in(text: str) -> list[str]:
-    return [secret for secret in SECRETS if secret in text or secret.encode().hex() in text]
-
-
-async def database_hits(eco: Ecosystem) -> dict[str, list[str]]:
-    """Every text form of every row of every table of every database of the deployment (bytea as hex)."""
-    found: dict[str, list[str]] = {}
-    for name in [*SERVICES, "keys"]:
-        conn = await asyncpg.connect(eco.database_url(name))
-        try:
-            tables = await conn.fetch("SELECT schemaname, tablename FROM pg_tables "
-                                      "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
-            for table in tables:
-                rows = await conn.fetch(f'SELECT t::text AS row FROM "{table["schemaname"]}"."{table["tablename"]}" t')
-                for row in rows:
-                    if hits := hits_in(row["row"]):
-                        found.setdefault(f"{name}.{table['tablename']}", []).extend(hits)
-        finally:
-            await conn.close()
-    return found
-
-
-async def stream_hits(eco: Ecosystem) -> dict[str, list[str]]:
-    """The bytes of every message of every JetStream stream of the deployment (the events and dead letters)."""
-    nc = await nats.connect(eco.nats.url)
-    found: dict[str, list[str]] = {}
-    try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            name = info.config.name or ""
-            if not name.startswith(eco.prefix.upper()):
-                continue
-            for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-                try:
-                    message = await js.get_msg(name, sequence)
-                except Exception:  # noqa: S112 - a deleted message holds nothing
-                    continue
-                text = (message.data or b"").decode(errors="replace") + str(message.headers or {})
-                if hits := hits_in(text):
-                    found.setdefault(f"{name} {message.subject}", []).extend(hits)
-    finally:
-        await nc.close()
-    return found
-
-
-def log_hits(eco: Ecosystem) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for path in Path(eco.workdir).glob("*.log"):
-        if hits := hits_in(path.read_text(errors="replace")):
-            found[path.name] = hits
-    return found
 
 
 async def figures(http: httpx.AsyncClient, eco: Ecosystem, cid: str) -> dict[str, Any]:
@@ -162,20 +108,20 @@ async def test_an_erased_member_is_found_nowhere_and_the_community_keeps_its_fig
         await asyncio.sleep(1.5)  # every read model has taken the leaving in
         before = await figures(http, eco, cid)
         assert before["jobs"] and before["size"] == 2, before
-        assert await database_hits(eco), "the search finds the member before erasure"
+        assert await database_hits(eco, SECRETS), "the search finds the member before erasure"
 
         # Gone from the community, the member asks the operator to erase them (leaving with "erase" does both).
         erased = await http.post(f"/v1/communities/{cid}/members/{mid}/erasure", headers=op)
         assert erased.status_code == 204, erased.text
 
         async def nothing_left_in_databases() -> bool:
-            return not await database_hits(eco)
+            return not await database_hits(eco, SECRETS)
         try:
             await eventually(nothing_left_in_databases, timeout=20, interval=0.5)
         except AssertionError:
-            raise AssertionError(f"still held: {await database_hits(eco)}") from None
-        assert await stream_hits(eco) == {}
-        assert log_hits(eco) == {}
+            raise AssertionError(f"still held: {await database_hits(eco, SECRETS)}") from None
+        assert await stream_hits(eco, SECRETS) == {}
+        assert log_hits(eco, SECRETS) == {}
 
         shown = (await http.get(f"/v1/communities/{cid}/members/{mid}", headers=op)).json()
         assert shown["display_name"] == ERASED_NAME and shown.get("vector", "") == ""
@@ -195,9 +141,9 @@ async def test_an_erased_member_is_found_nowhere_and_the_community_keeps_its_fig
                                      cwd=ROOT, capture_output=True, text=True, timeout=120)
             assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
             eco.start(service)
-        assert not await database_hits(eco)
+        assert not await database_hits(eco, SECRETS)
         assert await figures(http, eco, cid) == before
         shown = (await http.get(f"/v1/communities/{cid}/members/{mid}", headers=op)).json()
         assert shown["display_name"] == ERASED_NAME
-        assert log_hits(eco) == {}
+        assert log_hits(eco, SECRETS) == {}
     assert os.environ.get("KIZUNA_KEYS_DATABASE_URL") is None  # each process was given the vault by Ecosystem

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import pytest
 
 from kizuna.personal import ERASED_NAME
-from tests.erasure import test_erasure as search
+from tests.erasure import search
+from tests.erasure.test_erasure import figures
 from tests.federation.test_two_deployments import (  # noqa: F401 - the fixtures are used by name
     FAST_RETRIES,
     JOB,
@@ -35,8 +35,8 @@ SECRETS = [NAME, *WORDS.values()]
 
 async def _hits(deployment: Deployment) -> dict[str, Any]:
     eco = deployment.eco
-    return {"databases": await search.database_hits(eco), "streams": await search.stream_hits(eco),
-            "logs": search.log_hits(eco)}
+    return {"databases": await search.database_hits(eco, SECRETS), "streams": await search.stream_hits(eco, SECRETS),
+            "logs": search.log_hits(eco, SECRETS)}
 
 
 async def _in_gateway_directory(deployment: Deployment, member_id: str) -> bool:
@@ -49,8 +49,7 @@ async def _in_gateway_directory(deployment: Deployment, member_id: str) -> bool:
 
 
 async def test_an_erased_members_card_is_erased_at_the_partner_even_if_it_was_away(
-        deployments: tuple[Deployment, Deployment], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    monkeypatch.setattr(search, "SECRETS", SECRETS)  # the search helpers look for this member's words
+        deployments: tuple[Deployment, Deployment]) -> None:  # noqa: F811
     a, b = deployments
     await a.found("Ringo makers")
     await b.found("Nagano weavers")
@@ -112,7 +111,7 @@ async def test_an_erased_members_card_is_erased_at_the_partner_even_if_it_was_aw
     assert card["card"]["display_name"] == NAME and card["note"] == WORDS["offer"], card
     assert (await introductions_at_b())[0]["card"]["vector"] == WORDS["profile"]
     assert (await _hits(b))["databases"], "the search finds her card at B before the erasure"
-    before = await search.figures(b.http, b.eco, b.cid)
+    before = await figures(b.http, b.eco, b.cid)
 
     # B's gateway is away when A erases her: the notice waits in A's outbox, retried.
     b.eco.processes["gateway"].stop()
@@ -137,7 +136,7 @@ async def test_an_erased_members_card_is_erased_at_the_partner_even_if_it_was_aw
     await _explained(eventually(delivered, timeout=30), a, b)
 
     async def nothing_left() -> bool:
-        return not (await search.database_hits(a.eco)) and not (await search.database_hits(b.eco))
+        return not (await search.database_hits(a.eco, SECRETS)) and not (await search.database_hits(b.eco, SECRETS))
 
     try:
         await eventually(nothing_left, timeout=30, interval=0.5)
@@ -152,7 +151,7 @@ async def test_an_erased_members_card_is_erased_at_the_partner_even_if_it_was_aw
     assert offers[0]["card"] == {"display_name": ERASED_NAME} and offers[0]["note"] == "", offers
     introduction = (await introductions_at_b())[0]
     assert introduction["card"] == {"display_name": ERASED_NAME}, introduction
-    assert await search.figures(b.http, b.eco, b.cid) == before
+    assert await figures(b.http, b.eco, b.cid) == before
     # A repeat of the notice changes nothing (idempotent): B recorded one erasure.
     conn = await asyncpg.connect(b.eco.database_url("gateway"))
     try:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import asyncpg
 import httpx
-import nats
 
+from tests.erasure.search import database_hits, log_hits, stream_hits
 from tests.identity.conftest import THROUGH_A_PROXY
 from tests.identity.journey import browser, csrf, sign_in_by_email
 from tests.identity.smtp import SmtpInbox
@@ -23,54 +22,6 @@ from tests.support import ROOT, SERVICES, Ecosystem, eventually
 JSON = {"accept": "application/json"}
 NAME = "Ottoline Wrexhamshire"
 JOB = "Rebind the Wrexhamshire family's tide almanacs"
-
-
-def _hits(text: str, secrets: list[str]) -> list[str]:
-    return [secret for secret in secrets if secret in text or secret.encode().hex() in text]
-
-
-async def database_hits(eco: Ecosystem, secrets: list[str]) -> dict[str, list[str]]:
-    """Every row of every table of every database of the deployment, the key vault's included (bytea as hex)."""
-    found: dict[str, list[str]] = {}
-    for name in [*SERVICES, "keys"]:
-        conn = await asyncpg.connect(eco.database_url(name))
-        try:
-            for table in await conn.fetch("SELECT schemaname, tablename FROM pg_tables "
-                                          "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"):
-                for row in await conn.fetch(
-                        f'SELECT t::text AS row FROM "{table["schemaname"]}"."{table["tablename"]}" t'):
-                    if hits := _hits(row["row"], secrets):
-                        found.setdefault(f"{name}.{table['tablename']}", []).extend(hits)
-        finally:
-            await conn.close()
-    return found
-
-
-async def stream_hits(eco: Ecosystem, secrets: list[str]) -> dict[str, list[str]]:
-    nc = await nats.connect(eco.nats.url)
-    found: dict[str, list[str]] = {}
-    try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            name = info.config.name or ""
-            if not name.startswith(eco.prefix.upper()):
-                continue
-            for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-                try:
-                    message = await js.get_msg(name, sequence)
-                except Exception:  # noqa: S112 - a deleted message holds nothing
-                    continue
-                text = (message.data or b"").decode(errors="replace") + str(message.headers or {})
-                if hits := _hits(text, secrets):
-                    found.setdefault(f"{name} {message.subject}", []).extend(hits)
-    finally:
-        await nc.close()
-    return found
-
-
-def log_hits(eco: Ecosystem, secrets: list[str]) -> dict[str, list[str]]:
-    return {path.name: hits for path in Path(eco.workdir).glob("*.log")
-            if (hits := _hits(path.read_text(errors="replace"), secrets))}
 
 
 async def _rows(eco: Ecosystem, service: str, sql: str, *args: str) -> list[asyncpg.Record]:

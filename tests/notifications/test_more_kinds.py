@@ -57,6 +57,17 @@ async def _inbox(http: httpx.AsyncClient, cid: str, headers: dict[str, str], kin
     return [i for i in answer.json()["items"] if i["kind"] == kind]
 
 
+async def _preferring(person: httpx.AsyncClient, cid: str, headers: dict[str, str], wishes: dict[str, Any]) -> None:
+    """Sets a person's wishes once the notifications service knows who the member is (its account link comes
+    over the bus: until then the answer is 409 no-account)."""
+    async def set_() -> bool:
+        answer = await person.put(f"/v1/communities/{cid}/notification-preferences", headers=headers, json=wishes)
+        assert answer.status_code in (200, 409), answer.text
+        return answer.status_code == 200
+
+    await eventually(set_, timeout=30)
+
+
 async def _ok(answer: Any, *codes: int) -> httpx.Response:
     response: httpx.Response = await answer
     assert response.status_code in (codes or (200, 201, 204)), response.text
@@ -71,7 +82,7 @@ async def test_a_place_given_a_job_moving_on_and_an_introduction_answered_are_to
         hana_id, ken_id, yui_id = await member_id_of(hana, cid), await member_id_of(ken, cid), await _owner_of(eco, cid)
         as_yui = eco.headers(cid, yui_id, "owner")
         hana_address, ken_address = f"hana-{cid[:8]}@app.test", f"ken-{cid[:8]}@app.test"
-        await _ok(ken.put(f"/v1/communities/{cid}/notification-preferences", headers=as_ken, json={"language": "en"}))
+        await _preferring(ken, cid, as_ken, {"language": "en"})
 
         # session-registered: a facilitator's registration is told, with the waitlist position past capacity;
         # a member's own registration is not (the app showed the answer).
@@ -270,8 +281,7 @@ async def test_owners_hear_of_a_partnership_proposed_and_the_community_near_its_
             await _ok(person.put(f"/v1/communities/{cid}/members/{member}/profile", headers=headers,
                                  json={"display_name": "Ken" if member == ken_id else "Hana",
                                        "skills": ["Pottery", "glazing"]}))
-        await _ok(ken.put(f"/v1/communities/{cid}/notification-preferences", headers=as_ken,
-                          json={"kinds": {"partner-job-match": "immediately"}}))
+        await _preferring(ken, cid, as_ken, {"kinds": {"partner-job-match": "immediately"}})
         prefs = (await hana.get(f"/v1/communities/{cid}/notification-preferences", headers=as_hana)).json()
         assert prefs["kinds"].get("partner-job-match", "off") == "off"
 
