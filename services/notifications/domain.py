@@ -167,12 +167,14 @@ class NotificationEmailSkipped(DomainEvent):
 
 
 class NotificationEmailDeferred(DomainEvent):
-    """Due during the person's quiet hours: the email waits until ``until`` (they end)."""
+    """The email waits until ``until``: it fell due in the person's quiet hours (until they end), or the member's
+    account link or verified address has not reached this service over the bus yet (a moment later)."""
 
     notification_id: str
     community_id: str
     member_id: str
     until: datetime
+    reason: Literal["quiet-hours", "not-known-yet"] = "quiet-hours"
 
 
 class NotificationHeldForDigest(DomainEvent):

@@ -48,6 +48,9 @@ class DeliverySettings(BaseSettings):
     give_up_after: int = Field(30, ge=1, description="Tries before a message is given up on (in its inbox still).")
     per_second: float = Field(20.0, gt=0, description="At most this many messages a second to the SMTP server.")
     poll_seconds: float = Field(1.0, gt=0, description="How often the queue is looked at when it was empty.")
+    wait_for_address_seconds: float = Field(600.0, ge=0, description="How long a new notification waits for its "
+                                            "member's account link and address to arrive over the bus before it "
+                                            "stays in the inbox only.")
     fresh_hours: float = Field(24.0, gt=0, description="A cause older than this reaches the inbox but no email "
                                                        "(old news, e.g. when the service joins a running deployment).")
 
@@ -94,10 +97,15 @@ async def _deliver(runtime: Runtime, conn: asyncpg.Connection, row: asyncpg.Reco
     if not await projections.is_member(conn, row["community_id"], row["member_id"]):
         return NotificationEmailSkipped(**ids, reason="not-a-member")
     person = await projections.person_of(conn, row["community_id"], row["member_id"])
-    if person is None:
-        return NotificationEmailSkipped(**ids, reason="no-account")
-    if not person["email"]:
-        return NotificationEmailSkipped(**ids, reason="no-address")
+    if person is None or not person["email"]:
+        # The account link and the verified address come over the bus from other services, on consumers of
+        # their own: a cause can arrive first. A fresh one waits a moment for them; an old one is let go.
+        now = datetime.now(UTC)
+        age = (now - row["raised_at"]).total_seconds()
+        if age < delivery.wait_for_address_seconds:  # looked at again after as long as it has waited (≤ 1 min)
+            return NotificationEmailDeferred(**ids, until=now + timedelta(seconds=min(60.0, max(1.0, age))),
+                                             reason="not-known-yet")
+        return NotificationEmailSkipped(**ids, reason="no-account" if person is None else "no-address")
     wishes = await handlers.preferences(runtime.store, person["person_id"])
     how = wishes.delivery(row["kind"])
     if how == "off":

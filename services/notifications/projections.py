@@ -109,8 +109,9 @@ async def project(conn: asyncpg.Connection, event: RecordedEvent) -> None:
     elif event.type == "NotificationEmailDeferred":
         await conn.execute("UPDATE mail_queue SET due_at = $2 WHERE notification_id = $1", d["notification_id"],
                            datetime.fromisoformat(d["until"]))
-        await conn.execute("UPDATE notifications_view SET email = 'quiet hours' WHERE notification_id = $1",
-                           d["notification_id"])
+        waiting = "quiet hours" if d.get("reason", "quiet-hours") == "quiet-hours" else "waiting for the address"
+        await conn.execute("UPDATE notifications_view SET email = $2 WHERE notification_id = $1", d["notification_id"],
+                           waiting)
     elif event.type == "NotificationHeldForDigest":
         await conn.execute("DELETE FROM mail_queue WHERE notification_id = $1", d["notification_id"])
         await conn.execute("UPDATE notifications_view SET email = 'digest' WHERE notification_id = $1",
