@@ -427,26 +427,8 @@ def _ended(request: Request, session_id: str, then: str, *, clear: bool) -> Resp
     return response
 
 
-# ---- joining with a join link, signed in ----
-
-@router.get("/join/{community_id}", response_class=HTMLResponse, summary="A community's join page")
-async def join_page(community_id: str, request: Request) -> Response:
-    found = await _session(request)
-    if found is None:
-        return RedirectResponse(f"/sign-in?next={quote(f'/join/{community_id}', safe='/')}", status_code=303)
-    _, secret = found
-    async with runtime_of(request).pool.acquire() as conn:
-        name = await conn.fetchval("SELECT name FROM community_names WHERE community_id = $1", community_id)
-    return _page(request, "join.html", community_id=community_id, community_name=name, csrf=csrf_of(secret))
-
-
-@router.get("/claim/{community_id}", response_class=HTMLResponse,
-            summary="Where an existing member, given a code by their owner, becomes themselves when signed in")
-async def claim_page(community_id: str, request: Request, code: str = "") -> Response:
-    return await _front_door_page(request, community_id, "claim.html", f"/claim/{community_id}", code=code)
-
-
-# ---- invitations by email, and waiting for a place ----
+# ---- invitations by email ----
+# (the pages a join link, an invitation or a claim code opens are the member app's: services/webapp/front_door.py)
 
 class InvitationByEmail(StrictModel):
     model_config = {"json_schema_extra": {"examples": [{
@@ -473,32 +455,6 @@ async def email_invitation(body: InvitationByEmail, request: Request) -> dict[st
                                    expires_at=body.expires_at),
         public_url=config.public_url, language=body.language or language_of(request))
     return {"sent_to": email, "invitation_id": body.invitation_id}
-
-
-@router.get("/invite/{community_id}", response_class=HTMLResponse,
-            summary="Where an invitation's link leads: sign in, then accept with your name")
-async def invitation_page(community_id: str, request: Request, code: str = "") -> Response:
-    return await _front_door_page(request, community_id, "invite.html", f"/invite/{community_id}", code=code)
-
-
-@router.get("/waiting/{community_id}", response_class=HTMLResponse,
-            summary="My place in a community's queue, and the place offered to me (to take or decline)")
-async def waiting_page(community_id: str, request: Request) -> Response:
-    return await _front_door_page(request, community_id, "waiting.html", f"/waiting/{community_id}")
-
-
-async def _front_door_page(request: Request, community_id: str, template: str, here: str,
-                           code: str | None = None) -> Response:
-    """A page a signed-in person acts on a community from before being its member; sign-in first."""
-    found = await _session(request)
-    if found is None:
-        back = here if code is None else f"{here}?code={quote(code, safe='')}"
-        return RedirectResponse(f"/sign-in?next={quote(back, safe='')}", status_code=303)
-    _, secret = found
-    async with runtime_of(request).pool.acquire() as conn:
-        name = await conn.fetchval("SELECT name FROM community_names WHERE community_id = $1", community_id)
-    return _page(request, template, community_id=community_id, community_name=name, code=code or "",
-                 csrf=csrf_of(secret))
 
 
 # ---- asked by the gateway on a signed-in person's behalf ----

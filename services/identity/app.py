@@ -34,7 +34,7 @@ from .projections import INLINE_PROJECTIONS, MIGRATIONS, READ_MODEL_TABLES, RETE
 
 # Served without a bearer token: the session cookie (or nothing, before signing in) authenticates here.
 PUBLIC_PATHS = ("/healthz", "/readyz", "/sign-in", "/sign-in/", "/v1/sign-in/", "/sign-out", "/me", "/me/", "/v1/me",
-                "/join/", "/claim/", "/internal/", "/static/identity/")
+                "/internal/", "/static/identity/")
 
 
 class IdentitySettings(BaseSettings):

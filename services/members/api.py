@@ -284,6 +284,10 @@ async def waitlist(community_id: str, request: Request, who: Principal = Depends
 # ---- admission ----
 
 class AdmissionView(BaseModel):
+    name: str
+    purpose: str
+    values: list[str]
+    places_left: int = Field(description="Places free now (the cap less members and open offers)")
     policy: Literal["open", "application", "invitation"]
     questions: list[AdmissionQuestion]
     max_open_invitations: int | None
@@ -572,7 +576,10 @@ async def decline_offer(community_id: str, offer_id: str, request: Request, body
 class PlaceView(BaseModel):
     community_id: str
     applicant_id: str = Field(description="Becomes the member id on joining")
-    status: Literal["waiting", "offered", "member"]
+    status: Literal["applied", "declined", "waiting", "offered", "member"] = Field(
+        description="applied: an application waits for a decision; declined: it was declined (see its reason "
+                    "at …/applications/{application_id})")
+    application_id: str | None = Field(None, description="My latest application here, if I applied")
     display_name: str | None
     position: int | None = Field(description="1 = next to be offered a place; none once a place is offered")
     waiting: int = Field(description="How many are waiting without an offer")

@@ -752,8 +752,17 @@ class Community(Aggregate):
         """Where the person signed in with ``account`` stands: their place in the queue, or the place offered
         to them and until when. Only the person sees this (their account names them)."""
         applicant = self.accounts.get(account)
-        if applicant is None or (applicant not in self.waiting and applicant not in self.roles):
+        applied = next((application_id for application_id, a in reversed(self.applications.items())
+                        if applicant is not None and a.applicant_id == applicant), None)
+        undecided = applied is not None and self.applications[applied].status != "approved"
+        if applicant is None or (applicant not in self.waiting and applicant not in self.roles and not undecided):
             raise NotFound("you are not waiting for a place in this community")
+        if applied is not None and undecided:
+            application = self.applications[applied]
+            return {"community_id": self.community_id, "applicant_id": applicant,
+                    "status": "declined" if application.status == "declined" else "applied",
+                    "application_id": applied, "display_name": application.display_name, "position": None,
+                    "waiting": len(self.waitlist), "offer_id": None, "offer_expires_at": None}
         offer = next(((offer_id, o) for offer_id, o in self.offers.items()
                       if o.applicant_id == applicant and o.status == "open" and o.expires_at > now), None)
         if applicant in self.roles:
@@ -764,6 +773,7 @@ class Community(Aggregate):
             status = "waiting"
         position = self.waitlist.index(applicant) + 1 if applicant in self.waitlist else None
         return {"community_id": self.community_id, "applicant_id": applicant, "status": status,
+                "application_id": applied,
                 "display_name": self.waiting[applicant].display_name if applicant in self.waiting else None,
                 "position": position, "waiting": len(self.waitlist),
                 "offer_id": offer[0] if offer else None, "offer_expires_at": offer[1].expires_at if offer else None}

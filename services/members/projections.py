@@ -257,11 +257,16 @@ async def waitlist(conn: asyncpg.Connection, community_id: str) -> list[dict[str
 
 async def admission(conn: asyncpg.Connection, community_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
-        "SELECT admission_policy, questions, max_open_invitations, offer_ttl_seconds FROM communities "
-        "WHERE community_id = $1", community_id)
+        'SELECT name, purpose, "values", member_cap, size, admission_policy, questions, max_open_invitations, '
+        "offer_ttl_seconds, (SELECT count(*) FROM place_offers o WHERE o.community_id = c.community_id "
+        "AND o.status = 'open') AS offered FROM communities c WHERE community_id = $1", community_id)
     if row is None:
         return None
-    return {"policy": row["admission_policy"], "questions": json.loads(row["questions"]),
+    # What someone holding the join link reads before deciding: the community's own words about itself and
+    # whether there is room — nothing about its members.
+    return {"name": row["name"], "purpose": row["purpose"], "values": list(row["values"]),
+            "places_left": max(row["member_cap"] - row["size"] - row["offered"], 0),
+            "policy": row["admission_policy"], "questions": json.loads(row["questions"]),
             "max_open_invitations": row["max_open_invitations"], "offer_ttl_seconds": row["offer_ttl_seconds"]}
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from . import (
     assets,
     directory,
+    front_door,
     goals,
     health,
     home,
@@ -33,3 +34,5 @@ router = APIRouter(include_in_schema=False)
 for part in (home, jobs, introductions, profile, sessions, goals, offerings, directory, stewarding, health,
              partners, notifications, my_data, live, assets):
     router.include_router(part.router, prefix="/app")
+# The front door keeps the addresses people were given in join links, invitations and claim codes.
+router.include_router(front_door.router)

@@ -1,4 +1,4 @@
-"""The app's few files of its own — one stylesheet and two small scripts — served from /app/static/ (the
+"""The app's few files of its own — one stylesheet and three small scripts — served from /app/static/ (the
 pages' Content-Security-Policy allows styles and scripts from this site only, none inline)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from kizuna.errors import NotFound
 
 router = APIRouter()
 STATIC = Path(__file__).parent / "static"
-FILES = {"live.js": "text/javascript", "progress.js": "text/javascript", "app.css": "text/css"}
+FILES = {"live.js": "text/javascript", "progress.js": "text/javascript", "standing.js": "text/javascript",
+         "app.css": "text/css"}
 
 
 @router.get("/static/{name}")

@@ -90,6 +90,16 @@ class PersonApi:
         _raise_for_problem(answer)
         return answer.json() if answer.content else None
 
+    async def front_door(self, person: Person, community_id: str, method: str, path: str = "",
+                         body: dict[str, Any] | None = None) -> Any:
+        """The front door (``/v1/join/{community}…``), for someone not yet a member: the session cookie names
+        them, so what they do there is linked to their account; a change carries the session's CSRF token."""
+        async with self._client() as client:
+            answer = await client.request(method, f"/v1/join/{community_id}{path}", json=body,
+                                          headers={"x-csrf-token": person.csrf})
+        _raise_for_problem(answer)
+        return answer.json() if answer.content else None
+
     async def call(self, person: Person, community_id: str, method: str, path: str,
                    body: dict[str, Any] | None = None) -> Any:
         token = await self.token(person, community_id)

@@ -146,13 +146,15 @@ def whole_number(typed: str) -> int | str:
     return int(number) if number.isdigit() else number
 
 
-def framed(words: Words, problem: Problem) -> dict[str, Any]:
-    """A refusal as the page shows it: a sentence in the person's language, and the fields it names. One
-    without a sentence of its own is framed by its status (the API's English detail inside the frame)."""
+def framed(words: Words, problem: Problem, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A refusal as the page shows it: a sentence in the person's language, and the fields it names (by the
+    page's own ``labels`` where it has them, e.g. a community's questions). One without a sentence of its own
+    is framed by its status (the API's English detail inside the frame)."""
     fields = [str(e.get("field", "")).rsplit(".", 1)[-1] for e in problem.extensions.get("errors") or []]
+    labels = labels or {}
     sentences = {
         "validation-error": words.gettext("Please check: {fields}.", fields=", ".join(
-            words.gettext(f"field:{f}") for f in fields) or "—"),
+            labels.get(f) or words.gettext(f"field:{f}") for f in fields) or "—"),
         "not-a-member": words.gettext("You are not a member of this community."),
         "forbidden": words.gettext("You may not do that here."),
         "not-found": words.gettext("That is not here any more."),

@@ -164,7 +164,8 @@ async def test_a_waiting_person_sees_their_place_and_takes_the_place_offered_wit
                                           headers={"x-csrf-token": await csrf(ren), **JSON})
             assert taken_by_ren.status_code == 404, taken_by_ren.text
             await page.get_by_role("button", name="参加枠を受ける").click()
-            await page.get_by_text("参加しました。").wait_for()
+            # Taken: the page says so, then opens the community's home once the account page knows her there.
+            await page.wait_for_url(f"**/app/c/{cid}", timeout=30_000)
             assert await page.evaluate("document.documentElement.scrollWidth") <= 390
         assert (await place(aoi))["status"] == "member"
         await eventually(lambda: _membership(aoi, cid, "active"))

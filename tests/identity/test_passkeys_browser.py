@@ -72,14 +72,16 @@ async def test_a_person_adds_a_passkey_and_signs_in_with_it_on_a_phone(
             await page.wait_for_url(f"{origin}/me")
             await _no_sideways_scroll(page)
 
-            # The join link, in the browser: the page's form joins through the front door as this person.
+            # The join link, in the browser: the page's form joins through the front door as this person, and
+            # opens the community's home.
             async with httpx.AsyncClient(base_url=origin, headers=eco.operator_headers()) as operator:
                 cid = (await operator.post("/v1/communities", json={"name": "Hikari", "owner_display_name": "Yui"}
                                            )).json()["community_id"]
             await page.goto(f"{origin}/join/{cid}")
             await page.fill("#display_name", "Mei")
             await page.click("#join button[type=submit]")
-            await page.wait_for_url(f"{origin}/me")
+            await page.wait_for_url(f"{origin}/app/c/{cid}", timeout=30_000)  # the community's home, once in
+            await page.goto(f"{origin}/me")
             for _ in range(50):  # the membership reaches the account page over the bus
                 if "Hikari" in await page.inner_text("#communities, main"):
                     break
@@ -98,7 +100,8 @@ async def test_a_person_adds_a_passkey_and_signs_in_with_it_on_a_phone(
                     json={})).json()
             await page.goto(f"{origin}{claim['claim_path']}")
             await page.click("#claim button[type=submit]")
-            await page.wait_for_url(f"{origin}/me")
+            await page.wait_for_url(f"{origin}/app/c/{sora['community_id']}", timeout=30_000)
+            await page.goto(f"{origin}/me")
             for _ in range(50):
                 if "Sora" in await page.inner_text("main"):
                     break

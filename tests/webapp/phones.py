@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ PHONE = {"width": 390, "height": 844}
 # Numbers as a Japanese keyboard often types them: full-width digits (U+FF10…).
 FULL_WIDTH = {n: "".join(chr(0xFF10 + int(d)) for d in n) for n in ("0", "2", "8", "32", "48")}
 JSON = {"accept": "application/json"}
+WITHOUT_SCRIPTS: weakref.WeakSet[Any] = weakref.WeakSet()  # phones with JavaScript turned off
 
 
 async def everyone_knows(eco: Ecosystem, cid: str, members: int) -> bool:
@@ -32,8 +34,10 @@ async def everyone_knows(eco: Ecosystem, cid: str, members: int) -> bool:
 
 
 @asynccontextmanager
-async def phones(eco: Ecosystem, *people: tuple[httpx.AsyncClient, str]) -> AsyncIterator[tuple[Any, ...]]:
-    """One Chromium, and a phone-sized page for each (signed-in person, language) — one browser context each.
+async def phones(eco: Ecosystem, *people: tuple[httpx.AsyncClient, str],
+                 scripts: bool = True) -> AsyncIterator[tuple[Any, ...]]:
+    """One Chromium, and a phone-sized page for each (signed-in person, language) — one browser context each;
+    ``scripts=False`` turns JavaScript off in them, to show a flow needs none.
     No request may leave the deployment and nothing may break the Content-Security-Policy: either fails the
     test when the phones are put away (such a request is stopped, not sent)."""
     from playwright.async_api import async_playwright
@@ -42,16 +46,18 @@ async def phones(eco: Ecosystem, *people: tuple[httpx.AsyncClient, str]) -> Asyn
     async with async_playwright() as pw:
         chromium = await launch_chromium(pw)
         try:
-            yield tuple([await _phone(chromium, eco, person, language, trouble) for person, language in people])
+            yield tuple([await _phone(chromium, eco, person, language, trouble, scripts)
+                         for person, language in people])
         finally:
             await chromium.close()
     assert not trouble, trouble
 
 
 async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, language: str,
-                 trouble: list[str]) -> Any:
+                 trouble: list[str], scripts: bool = True) -> Any:
     context = await chromium.new_context(viewport=PHONE, locale="ja-JP" if language == "ja" else "en-GB",
-                                         extra_http_headers={"accept-language": language})
+                                         extra_http_headers={"accept-language": language},
+                                         java_script_enabled=scripts)
     await context.add_cookies([{"name": name, "value": str(value), "url": eco.url("gateway")}
                                for name, value in person.cookies.items()])
     home = urlsplit(eco.url("gateway")).netloc
@@ -65,6 +71,8 @@ async def _phone(chromium: Any, eco: Ecosystem, person: httpx.AsyncClient, langu
 
     await context.route("**/*", only_this_deployment)
     page = await context.new_page()
+    if not scripts:
+        WITHOUT_SCRIPTS.add(page)
     page.on("console", lambda message: trouble.append(f"{page.url}: {message.text}")
             if "Content Security Policy" in message.text else None)
     return page
@@ -85,10 +93,28 @@ async def checked(page: Any) -> None:
             break
     assert width is not None, f"{page.url} never finished loading a document"
     assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px screen"
-    results = await Axe().run(page)
+    results = await _axe(page)
     serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
                for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
     assert not serious, (page.url, serious)
+
+
+async def _axe(page: Any) -> Any:
+    """axe-core's findings on the page. axe is a script, so on a phone with scripts off it looks at the same
+    document in a twin page that may run scripts: the page's HTML as it is now, at its address, with the
+    stylesheets it loads (a server-rendered page without scripts is exactly its HTML)."""
+    if page not in WITHOUT_SCRIPTS:
+        return await Axe().run(page)
+    html, here = await page.content(), page.url
+    twin_context = await page.context.browser.new_context(viewport=PHONE)
+    try:
+        twin = await twin_context.new_page()
+        await twin.route(lambda url: url == here,
+                         lambda route: route.fulfill(body=html, content_type="text/html; charset=utf-8"))
+        await twin.goto(here)
+        return await Axe().run(twin)
+    finally:
+        await twin_context.close()
 
 
 async def by_keyboard(page: Any, button: str, most_tabs: int = 60) -> None:
