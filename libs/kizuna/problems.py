@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -46,6 +46,18 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _field_error(err: Any) -> dict[str, Any]:
+    """One field's error: its name, pydantic's sentence, and — for a client that says it in its own words — the
+    error's stable ``type`` and its limits (``ctx``: the scalars only, e.g. ``{"max_length": 120}``)."""
+    error: dict[str, Any] = {"field": _field_name(err.get("loc", ())), "message": err.get("msg", "invalid"),
+                             "type": err.get("type", "invalid")}
+    limits = {key: value for key, value in (err.get("ctx") or {}).items()
+              if isinstance(value, str | int | float | bool) and key != "error"}
+    if limits:
+        error["ctx"] = limits
+    return error
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -53,8 +65,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field_name(err.get("loc", ())), "message": err.get("msg", "invalid")}
-                  for err in exc.errors()]
+        errors = [_field_error(err) for err in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         return problem_response(422, "validation-error", "Invalid input", detail, request.url.path, errors=errors)
 
@@ -109,6 +120,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 class FieldError(BaseModel):
     field: str
     message: str
+    type: str | None = Field(None, description="For input the schema refused: pydantic's error type "
+                                                "(missing, string_too_long, extra_forbidden…)")
+    ctx: dict[str, Any] | None = Field(None, description="That error's limits, e.g. {\"max_length\": 120}")
 
 
 class ProblemDetails(BaseModel):

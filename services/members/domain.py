@@ -959,7 +959,7 @@ class Community(Aggregate):
                 raise Invalid(f"answers.{key}", "the community does not ask this question")
         for question in self.questions:
             if question.required and not cmd.answers.get(question.id, "").strip():
-                raise Invalid(f"answers.{question.id}", f"a required answer is missing: {question.text}")
+                raise Invalid(f"answers.{question.id}", "a required answer is missing")
         return [ApplicationSubmitted(community_id=self.community_id, application_id=application_id,
                                      applicant_id=applicant_id, display_name=cmd.display_name.strip(),
                                      answers={k: v.strip() for k, v in cmd.answers.items()}, referred_by=referred_by)]

@@ -43,3 +43,12 @@ NOTIFICATION_KINDS = [N_("notify:place-offered"), N_("notify:application-decided
                       N_("notify:goal-checkin-due"), N_("notify:offering-deadline"), N_("notify:offering-decided"),
                       N_("notify:offering-coming"), N_("notify:partner-job-match"), N_("notify:community-near-cap"),
                       N_("notify:partnership-proposed")]
+# Input the schema refused, said from the error's type and limits (libs/kizuna/problems.py, ``errors[].type``).
+INPUT_ERRORS = [N_("invalid:missing"), N_("invalid:string_too_short"), N_("invalid:string_too_long"),
+                N_("invalid:too_short"), N_("invalid:too_long"), N_("invalid:extra_forbidden"),
+                N_("invalid:greater_than_equal"), N_("invalid:less_than_equal"), N_("invalid:greater_than"),
+                N_("invalid:less_than"), N_("invalid:int_parsing"), N_("invalid:int_from_float"),
+                N_("invalid:float_parsing"), N_("invalid:date_parsing"), N_("invalid:date_from_datetime_parsing"),
+                N_("invalid:datetime_parsing"), N_("invalid:datetime_from_date_parsing"), N_("invalid:literal_error"),
+                N_("invalid:string_pattern_mismatch"), N_("invalid:bool_parsing"), N_("invalid:url_parsing"),
+                N_("invalid:string_type"), N_("invalid:timezone_aware")]

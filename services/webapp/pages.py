@@ -23,6 +23,7 @@ from kizuna.errors import Forbidden, Problem, Unauthorized
 
 from .client import Person, PersonApi
 from .i18n import Words, words_for
+from .refusals import framed
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 LANGUAGE_COOKIE_SECONDS = 365 * 86400
@@ -144,24 +145,3 @@ def whole_number(typed: str) -> int | str:
     as it is, for the API to name the field."""
     number = unicodedata.normalize("NFKC", typed).strip()
     return int(number) if number.isdigit() else number
-
-
-def framed(words: Words, problem: Problem, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """A refusal as the page shows it: a sentence in the person's language, and the fields it names (by the
-    page's own ``labels`` where it has them, e.g. a community's questions). One without a sentence of its own
-    is framed by its status (the API's English detail inside the frame)."""
-    fields = [str(e.get("field", "")).rsplit(".", 1)[-1] for e in problem.extensions.get("errors") or []]
-    labels = labels or {}
-    sentences = {
-        "validation-error": words.gettext("Please check: {fields}.", fields=", ".join(
-            labels.get(f) or words.gettext(f"field:{f}") for f in fields) or "—"),
-        "not-a-member": words.gettext("You are not a member of this community."),
-        "forbidden": words.gettext("You may not do that here."),
-        "not-found": words.gettext("That is not here any more."),
-        "rate-limited": words.gettext("Too many requests: wait a minute and try again."),
-    }
-    by_status = {403: sentences["forbidden"], 404: sentences["not-found"], 422: sentences["validation-error"],
-                 429: sentences["rate-limited"],
-                 409: words.gettext("That cannot be done now: {detail}", detail=problem.detail)}
-    return {"status": problem.status, "slug": problem.slug, "fields": fields,
-            "message": sentences.get(problem.slug) or by_status.get(problem.status) or problem.detail}

@@ -1,0 +1,78 @@
+"""A refusal as a page shows it, in the person's language: a frame that says what kind of refusal it is (its
+status and type), the fields it names, and the API's own reason where the catalogue has it in their words.
+
+The API's reasons are English sentences written next to each rule (``Invalid("deadline", "must be in the
+future")``); `make messages` extracts them (the Makefile's API_SENTENCES) so they are translated like the pages'
+words. A reason built with values (an f-string) has no catalogue entry: a Japanese page then shows only its frame
+— or, for a conflict, the English inside the frame, since that reason is the whole point of the message.
+Input the schema refused (a missing field, a text too long) is said from the error's ``type`` and limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kizuna.errors import Problem
+
+from .i18n import Words, catalogue
+
+
+def framed(words: Words, problem: Problem, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The refusal for a page: ``message`` (what the page says), ``fields`` (the names the form marks invalid;
+    ``labels`` are the page's own names for some, e.g. a community's questions)."""
+    errors = [e for e in problem.extensions.get("errors") or [] if isinstance(e, dict)]
+    fields = [str(e.get("field", "")).rsplit(".", 1)[-1] for e in errors]
+    labels = labels or {}
+    sentences = {
+        "validation-error": words.gettext("Please check: {fields}.", fields=", ".join(
+            labels.get(f) or words.gettext(f"field:{f}") for f in fields) or "—"),
+        "not-a-member": words.gettext("You are not a member of this community."),
+        "forbidden": words.gettext("You may not do that here."),
+        "not-found": words.gettext("That is not here any more."),
+        "rate-limited": words.gettext("Too many requests: wait a minute and try again."),
+    }
+    reason = said(words, problem.detail)
+    if problem.status == 422:
+        reasons = list(dict.fromkeys(r for r in (_reason(words, e) for e in errors) if r))
+        message = ("" if words.language == "ja" else " ").join([sentences["validation-error"], *reasons])
+    elif problem.status in (409, 410):
+        message = words.gettext("That cannot be done now: {detail}", detail=reason or problem.detail)
+    elif problem.slug in sentences or problem.status in (403, 404):
+        frame = sentences.get(problem.slug) or sentences["forbidden" if problem.status == 403 else "not-found"]
+        joined = frame + ("" if words.language == "ja" else " ") + (reason or "")
+        message = joined if reason and problem.slug not in ("not-a-member", "rate-limited") else frame
+    elif problem.status == 429:
+        message = sentences["rate-limited"]
+    else:
+        message = reason or problem.detail
+    return {"status": problem.status, "slug": problem.slug, "fields": fields, "message": message}
+
+
+def said(words: Words, text: str) -> str | None:
+    """The API's sentence in the person's words, or None when the catalogue does not have it (a sentence made
+    with values, or one not translated yet) and the person does not read English."""
+    if not text:
+        return None
+    translated = catalogue("ja").get(text)
+    if words.language == "ja":
+        return translated
+    return _as_sentence(text)
+
+
+def _reason(words: Words, error: dict[str, Any]) -> str | None:
+    kind, message = str(error.get("type") or ""), str(error.get("message") or "")
+    if kind == "value_error":  # a model's own check: pydantic puts its frame before the sentence
+        return said(words, message.removeprefix("Value error, "))
+    key = f"invalid:{kind}"
+    if kind and key in words.messages:
+        try:
+            return words.gettext(key, **(error.get("ctx") or {}))
+        except (KeyError, IndexError, ValueError):
+            return None
+    return said(words, message)
+
+
+def _as_sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "?", "!", "。")) else text + "."
