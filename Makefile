@@ -32,7 +32,7 @@ lock: $(STAMP)
 ## Extracts the member app's new strings into its Babel catalogues (services/webapp/locales/*/messages.po).
 # The sentences the API refuses with (a domain rule's reason, a conflict's detail), so the member app can say
 # them in the person's language: the message argument of each problem raised in services/ and libs/.
-API_SENTENCES = -k Invalid:2 -k Conflict:1 -k Forbidden:1 -k NotFound:1 -k Gone:1 -k Problem:1 -k Unauthorized:1 \
+API_SENTENCES = -k Invalid:2 -k Conflict:1 -k Forbidden:1 -k NotFound:1 -k Gone:1 -k Problem:1 -k Unauthorized:1 -k reason \
   -k ValueError:1
 messages: $(STAMP)
 	$(VENV)/bin/pybabel extract -F services/webapp/babel.cfg -k gettext -k N_ $(API_SENTENCES) --no-location --omit-header \

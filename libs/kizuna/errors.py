@@ -5,8 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 
+def reason(sentence: str) -> str:
+    """Marks a refusal's sentence chosen by a condition (``reason("…") if … else reason("…")``) so that
+    `make messages` extracts it like the first argument of every problem raised."""
+    return sentence
+
+
+def filled(sentence: str, values: dict[str, Any]) -> str:
+    """A refusal's sentence with its values: ``{size}`` is the body member ``size``. The sentence stays a
+    template in the source, so a client can find it in its catalogue and say it with the same values."""
+    if "{" not in sentence or not values:
+        return sentence
+    try:
+        return sentence.format(**values)
+    except (KeyError, IndexError, ValueError):
+        return sentence
+
+
 class Problem(Exception):
-    """A refusal with a stable problem type; ``extensions`` become extra members of the body."""
+    """A refusal with a stable problem type; ``extensions`` become extra members of the body, and fill the
+    ``{placeholders}`` of ``detail``."""
 
     status = 400
     slug = "bad-request"
@@ -14,6 +32,7 @@ class Problem(Exception):
 
     def __init__(self, detail: str, *, status: int | None = None, slug: str | None = None,
                  title: str | None = None, **extensions: Any) -> None:
+        detail = filled(detail, extensions)
         super().__init__(detail)
         self.detail = detail
         if status is not None:
@@ -51,7 +70,8 @@ class Invalid(Problem):
     status, slug, title = 422, "validation-error", "Invalid input"
 
     def __init__(self, field: str, detail: str, **extensions: Any) -> None:
-        super().__init__(f"{field}: {detail}", errors=[{"field": field, "message": detail}], **extensions)
+        super().__init__(f"{field}: {detail}", errors=[{"field": field, "message": filled(detail, extensions)}],
+                         **extensions)
 
 
 class ConcurrencyConflict(Conflict):

@@ -213,7 +213,7 @@ class Person(Aggregate):
         if credential_id in self.passkeys:
             raise Conflict("this passkey is already registered", slug="passkey-registered")
         if len(self.passkeys) >= MAX_PASSKEYS:
-            raise Conflict(f"at most {MAX_PASSKEYS} passkeys; remove one first", slug="too-many-passkeys")
+            raise Conflict("at most {limit} passkeys; remove one first", slug="too-many-passkeys", limit=MAX_PASSKEYS)
         return [PasskeyRegistered(person_id=self.person_id, credential_id=credential_id, public_key=public_key,
                                   sign_count=sign_count, transports=transports, name=name)]
 

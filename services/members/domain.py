@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
-from kizuna.errors import Conflict, Forbidden, Gone, Invalid, NotFound
+from kizuna.errors import Conflict, Forbidden, Gone, Invalid, NotFound, reason
 from kizuna.personal import ERASED_NAME, Erases, Personal, member_data
 
 Role = Literal["owner", "facilitator", "member"]
@@ -664,8 +664,9 @@ class Community(Aggregate):
         member_id = actor.removeprefix("member:") if actor.startswith("member:") else None
         held = self.roles.get(member_id) if member_id else None
         if held is None or _RANK[held] < _RANK[role]:
-            who = "the owner" if role == "owner" else "the owner or a facilitator"
-            raise Forbidden(f"only {who} of this community may do this", required_role=role)
+            raise Forbidden(reason("only the owner of this community may do this") if role == "owner"
+                            else reason("only the owner or a facilitator of this community may do this"),
+                            required_role=role)
 
     # -- the moving waitlist --
 
@@ -696,8 +697,9 @@ class Community(Aggregate):
                 return MemberWaitlisted(community_id=self.community_id, applicant_id=person_id,
                                         display_name=display_name, position=self.waitlisted_total + 1,
                                         joined_via=joined_via, vouched_by=vouched_by)
-            raise Conflict(f"the community is full: {self.size} of {self.cap} places taken"
-                           + (f" and {self.open_offers} offered" if self.open_offers else ""),
+            raise Conflict(reason("the community is full: {size} of {member_cap} places taken and {open_offers} "
+                                  "offered") if self.open_offers
+                           else reason("the community is full: {size} of {member_cap} places taken"),
                            slug="community-full", title="Community full", member_cap=self.cap, size=self.size,
                            open_offers=self.open_offers)
         return MemberJoined(community_id=self.community_id, member_id=person_id, display_name=display_name,
@@ -728,7 +730,7 @@ class Community(Aggregate):
         if offer.status == "declined":
             raise Conflict("this offer was declined", slug="offer-declined")
         if offer.status == "expired" or offer.expires_at <= now:
-            raise Gone(f"this offer expired at {offer.expires_at.isoformat()}", slug="offer-expired",
+            raise Gone("this offer expired at {expires_at}", slug="offer-expired",
                        title="Offer expired", expires_at=offer.expires_at.isoformat())
         return offer
 
@@ -831,7 +833,7 @@ class Community(Aggregate):
         if member_id in self.accounts.values():
             raise Conflict("this member already signs in with an account", slug="account-already-linked")
         if expires_at <= now:
-            raise Gone(f"this sign-in code expired at {expires_at.isoformat()}", slug="code-expired",
+            raise Gone("this sign-in code expired at {expires_at}", slug="code-expired",
                        title="Code expired", expires_at=expires_at.isoformat())
         return self.link_account(member_id, account)
 
@@ -847,8 +849,10 @@ class Community(Aggregate):
                    codes: ClaimCodes | None = None) -> list[DomainEvent]:
         self.require_authority(actor, "owner")
         if cmd.member_cap < self.size + self.open_offers:
-            raise Invalid("member_cap", f"cannot be below the current size of {self.size} members"
-                          + (f" plus {self.open_offers} open place offers" if self.open_offers else ""))
+            raise Invalid("member_cap", reason("cannot be below the current size of {size} members plus "
+                                               "{open_offers} open place offers") if self.open_offers
+                          else reason("cannot be below the current size of {size} members"),
+                          size=self.size, open_offers=self.open_offers)
         if cmd.member_cap > self.cap and not cmd.reason.strip():
             raise Invalid("reason", "raising the cap needs a reason (past ~150 a community loses its warmth)")
         if cmd.member_cap == self.cap:
@@ -862,7 +866,9 @@ class Community(Aggregate):
         """A direct add. ``actor_role`` is the adding member's role, None for the operator: under the
         application and invitation policies only the operator and the owner add people directly."""
         if self.policy != "open" and actor_role not in (None, "owner"):
-            raise Conflict(f"this community admits people by {self.policy}; members cannot add people directly",
+            raise Conflict(reason("this community admits people by application; members cannot add people directly")
+                           if self.policy == "application" else
+                           reason("this community admits people by invitation; members cannot add people directly"),
                            slug="admission-policy", title="Not how this community admits people",
                            policy=self.policy)
         return [self._admit(member_id, cmd.display_name, cmd.joined_via, vouched_by,
@@ -949,7 +955,9 @@ class Community(Aggregate):
     def submit_application(self, application_id: str, applicant_id: str, cmd: SubmitApplication,
                            referred_by: str | None) -> list[DomainEvent]:
         if self.policy != "application":
-            raise Conflict(f"this community admits people by {self.policy}, not by application",
+            raise Conflict(reason("this community admits everyone with its link, not by application")
+                           if self.policy == "open" else
+                           reason("this community admits people by invitation, not by application"),
                            slug="admission-policy", title="Not how this community admits people", policy=self.policy)
         if referred_by is not None and referred_by not in self.roles:
             raise Invalid("referred_by", "not a member of this community")
@@ -973,7 +981,8 @@ class Community(Aggregate):
         if application is None:
             raise NotFound("application not found")
         if application.status != "pending":
-            raise Conflict(f"this application was already {application.status}", slug="application-decided",
+            raise Conflict(reason("this application was already approved") if application.status == "approved"
+                           else reason("this application was already declined"), slug="application-decided",
                            application_status=application.status)
         base = {"community_id": self.community_id, "application_id": application_id,
                 "applicant_id": application.applicant_id, "decided_by": actor, "reason": cmd.reason.strip()}
@@ -991,7 +1000,7 @@ class Community(Aggregate):
             held = sum(1 for i in self.invitations.values()
                        if i.issued_by == issuer_id and not i.used and i.expires_at > now)
             if held >= self.max_open_invitations:
-                raise Conflict(f"you already hold {held} open invitations; the limit is {self.max_open_invitations}",
+                raise Conflict("you already hold {open_invitations} open invitations; the limit is {limit}",
                                slug="invitation-limit", title="Too many open invitations",
                                limit=self.max_open_invitations, open_invitations=held)
         return [InvitationIssued(community_id=self.community_id, invitation_id=invitation_id,
@@ -1005,7 +1014,7 @@ class Community(Aggregate):
         if invitation.used:
             raise Conflict("this invitation has already been used", slug="invitation-used")
         if invitation.expires_at <= now:
-            raise Gone(f"this invitation expired at {invitation.expires_at.isoformat()}", slug="invitation-expired",
+            raise Gone("this invitation expired at {expires_at}", slug="invitation-expired",
                        title="Invitation expired", expires_at=invitation.expires_at.isoformat())
         return [InvitationAccepted(community_id=self.community_id, invitation_id=invitation.invitation_id,
                                    member_id=member_id, issued_by=invitation.issued_by),
@@ -1017,7 +1026,7 @@ class Community(Aggregate):
     def found_sister(self, sister_id: str, cmd: FoundSisterCommunity, actor: str) -> list[DomainEvent]:
         self.require_authority(actor, "owner")
         if self.places_free > 0:
-            raise Conflict(f"a sister community is founded when this one is full; {self.places_free} places are free",
+            raise Conflict("a sister community is founded when this one is full; {places_free} places are free",
                            slug="not-at-cap", title="Community not full", places_free=self.places_free)
         role = self.roles.get(cmd.new_owner_member_id)
         if role is None:

@@ -315,8 +315,9 @@ class Preferences(Aggregate):
         quiet = cmd.quiet_hours if "quiet_hours" in cmd.model_fields_set else self.quiet_hours
         digest_at = cmd.digest_at or self.digest_at
         if quiet is not None and quiet.holds(digest_at):
-            raise Invalid("digest_at", f"{digest_at:%H:%M} is within the quiet hours ({quiet.start:%H:%M} to "
-                                       f"{quiet.end:%H:%M}): choose a time outside them, or change them")
+            raise Invalid("digest_at", "{digest_at} is within the quiet hours ({quiet_from} to {quiet_until}): "
+                                       "choose a time outside them, or change them", digest_at=f"{digest_at:%H:%M}",
+                          quiet_from=f"{quiet.start:%H:%M}", quiet_until=f"{quiet.end:%H:%M}")
         if (kinds, language, zone, quiet, digest_at) == (self.kinds, self.language, self.time_zone,
                                                           self.quiet_hours, self.digest_at):
             return []

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field
 
 from kizuna.domain import Aggregate, DomainEvent, StrictModel
-from kizuna.errors import Conflict, Invalid, NotFound
+from kizuna.errors import Conflict, Invalid, NotFound, reason
 from kizuna.personal import Personal, member_data
 
 SessionKind = Literal["group-coaching", "share-meeting", "meal", "retreat", "online"]
@@ -255,7 +255,8 @@ def resolve_time(when: SessionTime) -> tuple[datetime, datetime]:
     try:
         zone = ZoneInfo(when.time_zone)
     except (ZoneInfoNotFoundError, ValueError) as error:
-        raise Invalid("time_zone", f"{when.time_zone!r} is not an IANA time zone") from error
+        raise Invalid("time_zone", "{time_zone} is not an IANA time zone (such as Asia/Tokyo)",
+                      time_zone=when.time_zone) from error
     starts = _placed("starts_at", when.starts_at, zone)
     ends = _placed("ends_at", when.ends_at, zone)
     if ends <= starts:
@@ -285,7 +286,7 @@ def validate_kpis(kpis: list[Kpi]) -> None:
     names = [k.name for k in kpis]
     for index, kpi in enumerate(kpis):
         if kpi.name in names[:index]:
-            raise Invalid(f"kpis.{index}.name", f"KPI {kpi.name!r} appears more than once")
+            raise Invalid(f"kpis.{index}.name", "the measure {kpi} appears more than once", kpi=kpi.name)
         if kpi.target == kpi.baseline:
             raise Invalid(f"kpis.{index}.target", "must differ from the baseline")
         if kpi.direction == "increase" and kpi.target < kpi.baseline:
@@ -503,7 +504,8 @@ class Goal(Aggregate):
         if self.set is None:
             raise NotFound("goal not found")
         if self.status != "active":
-            raise Conflict(f"the goal is already {self.status}", slug="goal-closed")
+            raise Conflict(reason("the goal is already achieved") if self.status == "achieved"
+                           else reason("the goal was already let go"), slug="goal-closed", goal_status=self.status)
         return self.set
 
     def set_goal(self, goal_id: str, community_id: str, member_id: str, cmd: SetGoal, by: str,
@@ -537,7 +539,7 @@ class Goal(Aggregate):
         known = {k.name for k in self.kpis}
         for name in cmd.values:
             if name not in known:
-                raise Invalid(f"values.{name}", f"no KPI named {name!r} on this goal")
+                raise Invalid(f"values.{name}", "this goal has no measure named {kpi}", kpi=name)
         return [ProgressCheckedIn(goal_id=s.goal_id, community_id=s.community_id, member_id=s.member_id,
                                   values=cmd.values, note=cmd.note,
                                   checked_in_by=by, checked_in_at=now)]

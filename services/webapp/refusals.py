@@ -3,13 +3,18 @@ status and type), the fields it names, and the API's own reason where the catalo
 
 The API's reasons are English sentences written next to each rule (``Invalid("deadline", "must be in the
 future")``); `make messages` extracts them (the Makefile's API_SENTENCES) so they are translated like the pages'
-words. A reason built with values (an f-string) has no catalogue entry: a Japanese page then shows only its frame
-— or, for a conflict, the English inside the frame, since that reason is the whole point of the message.
+words. A reason with values is written as a template the problem fills from its body members
+(``Conflict("the community is full: {size} of {member_cap} places taken", size=…, member_cap=…)``): the page
+finds the template its reason fits and says it with the same values. A reason with no entry (an f-string left in
+a domain) shows as the frame alone on a Japanese page — or, for a conflict, with the English inside the frame,
+since that reason is the whole point of the message.
 Input the schema refused (a missing field, a text too long) is said from the error's ``type`` and limits.
 """
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from typing import Any
 
 from kizuna.errors import Problem
@@ -53,10 +58,40 @@ def said(words: Words, text: str) -> str | None:
     with values, or one not translated yet) and the person does not read English."""
     if not text:
         return None
+    if words.language != "ja":
+        return _as_sentence(text)
     translated = catalogue("ja").get(text)
-    if words.language == "ja":
+    if translated is not None:
         return translated
-    return _as_sentence(text)
+    for pattern, template in _templates():
+        found = pattern.fullmatch(text)
+        if found is not None:
+            return catalogue("ja")[template].format(**found.groupdict())
+    return None
+
+
+@cache
+def _templates() -> list[tuple[re.Pattern[str], str]]:
+    """Each sentence of the catalogue with ``{placeholders}`` as a pattern that finds its values in a reason
+    the API filled (``the community is full: {size} of {member_cap}…`` → size, member_cap)."""
+    found = []
+    for template in catalogue("ja"):
+        parts = re.split(r"(\{\w+\})", template)
+        if len(parts) == 1:
+            continue
+        seen: set[str] = set()
+        pattern = ""
+        for part in parts:
+            name = part[1:-1] if re.fullmatch(r"\{\w+\}", part) else None
+            if name is None:
+                pattern += re.escape(part)
+            elif name in seen:
+                pattern += f"(?P={name})"
+            else:
+                pattern += f"(?P<{name}>.+?)"
+                seen.add(name)
+        found.append((re.compile(pattern, re.S), template))
+    return found
 
 
 def _reason(words: Words, error: dict[str, Any]) -> str | None:

@@ -78,6 +78,17 @@ def test_a_refusal_says_the_api_reason_in_the_person_language() -> None:
     conflict = Conflict("this member has already offered", slug="already-offered")
     assert "this member" not in framed(_words("ja"), conflict)["message"]
     assert framed(_words("en"), conflict)["message"] == "That cannot be done now: This member has already offered."
-    # A reason made with values has no entry: a conflict keeps it in English inside the Japanese frame.
-    made = Conflict("the community is full: 150 of 150 places taken", slug="community-full")
-    assert "the community is full: 150 of 150" in framed(_words("ja"), made)["message"]
+    # A reason with values is a template the problem fills from its body members; the page finds the template
+    # and says it with the same values.
+    full = Conflict("the community is full: {size} of {member_cap} places taken", slug="community-full", size=150,
+                    member_cap=150)
+    assert full.detail == "the community is full: 150 of 150 places taken" and full.extensions["size"] == 150
+    assert framed(_words("ja"), full)["message"] == ("今はできません: コミュニティは満員です。"
+                                                     "定員 150 人のうち 150 人が参加しています。")
+    cap = Invalid("member_cap", "cannot be below the current size of {size} members", size=12)
+    assert cap.detail == "member_cap: cannot be below the current size of 12 members"
+    assert framed(_words("ja"), cap)["message"] == ("入力を確認してください: メンバーの上限。"
+                                                    "現在のメンバー数 12 人を下回る定員にはできません。")
+    # One still made with an f-string has no entry: a conflict keeps it in English inside the Japanese frame.
+    made = Conflict("the job request is completed", slug="invalid-transition")
+    assert framed(_words("ja"), made)["message"] == "今はできません: the job request is completed"

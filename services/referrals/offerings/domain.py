@@ -87,9 +87,10 @@ def check_terms(terms: OfferingTerms, now: datetime) -> None:
         raise Invalid("commitment_deadline", "must be in the future")
     first = terms.delivery_dates[0]
     if terms.commitment_deadline >= datetime.combine(first, time.min, UTC):  # (compared without overflow)
-        raise Invalid("commitment_deadline", f"must be before the first delivery ({first.isoformat()})")
+        raise Invalid("commitment_deadline", "must be before the first delivery ({first_delivery})",
+                      first_delivery=first.isoformat())
     if terms.minimum_shares > terms.shares:
-        raise Invalid("minimum_shares", f"cannot exceed the {terms.shares} shares that exist")
+        raise Invalid("minimum_shares", "cannot exceed the {shares} shares that exist", shares=terms.shares)
     price = terms.price
     if price.kind == "money":
         if price.amount is None or not math.isfinite(price.amount) or price.amount <= 0:
@@ -480,16 +481,18 @@ class Offering(Aggregate):
     def _check_new_terms(self, terms: OfferingTerms, now: datetime, committed: int) -> None:
         check_terms(terms, now)
         if terms.shares < committed:
-            raise Invalid("shares", f"cannot be fewer than the {committed} shares already committed")
+            raise Invalid("shares", "cannot be fewer than the {committed} shares already committed",
+                          committed=committed)
         for sid, members in self.signups.items():
             position = int(sid) - 1
             if not members:
                 continue
             if position >= len(terms.help_shifts):
-                raise Invalid("help_shifts", f"shift {sid} has {len(members)} member(s) signed up; keep it")
+                raise Invalid("help_shifts", "shift {shift} has {signed_up} member(s) signed up; keep it",
+                              shift=sid, signed_up=len(members))
             if terms.help_shifts[position].hands < len(members):
                 raise Invalid(f"help_shifts.{position}.hands",
-                              f"{len(members)} member(s) are already signed up for this shift")
+                              "{signed_up} member(s) are already signed up for this shift", signed_up=len(members))
 
     # -- decisions --
 
@@ -549,7 +552,8 @@ class Offering(Aggregate):
         self._require_open(now)
         missing = sorted(m for m in self.commitments if not self.answers.get(m))
         if missing and not cmd.release_non_consenting:
-            raise Conflict(f"{len(missing)} committed member(s) have not consented to the new terms",
+            raise Conflict("{missing} committed member(s) have not consented to the new terms",
+                           missing=len(missing),
                            slug="consent-missing", not_consented=missing, consented=sorted(
                                m for m in self.commitments if self.answers.get(m)))
         staying = sum(shares for m, shares in self.commitments.items() if m not in missing)
