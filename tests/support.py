@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -287,3 +287,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 async def launch_chromium(playwright: Any) -> Any:
     return await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextmanager
+def deployment(postgres: PostgresServer, nats: NatsServer, workdir: Path, *, prefix: str = "t",
+               **env: str) -> Iterator[Ecosystem]:
+    """Every service, on databases and streams of their own (a unique prefix), with ``env`` — stopped after."""
+    unique = uuid.uuid4().hex[:10]
+    eco = Ecosystem(postgres=postgres, nats=nats, prefix=f"{prefix}{unique}", workdir=workdir / unique)
+    eco.start(*SERVICES, **env)
+    try:
+        yield eco
+    finally:
+        eco.stop_all()

@@ -188,8 +188,14 @@ async def account_for_visitor(request: Request, community_id: str) -> str | None
                                    body=SessionTokenRequest(community_id=community_id).model_dump_json().encode(),
                                    content_type="application/json")
     if upstream.status_code != 200:
-        problem = upstream.json() if upstream.headers.get("content-type", "").endswith("json") else {}
-        raise Problem(str(problem.get("detail") or "sign in again"), status=upstream.status_code,
-                      slug=str(problem.get("type", "")).rsplit("/", 1)[-1] or "not-signed-in",
-                      title=str(problem.get("title") or "Not signed in"))
+        raise identity_refusal(upstream, "sign in again")
     return str(upstream.json()["account"])
+
+
+def identity_refusal(upstream: httpx.Response, unsaid: str) -> Problem:
+    """Identity's refusal of a session (signed out, expired, a wrong CSRF token) as this gateway's own problem,
+    with identity's type and words (``unsaid`` when it gave none)."""
+    problem = upstream.json() if upstream.headers.get("content-type", "").endswith("json") else {}
+    return Problem(str(problem.get("detail") or unsaid), status=upstream.status_code,
+                   slug=str(problem.get("type", "")).rsplit("/", 1)[-1] or "not-signed-in",
+                   title=str(problem.get("title") or "Not signed in"))

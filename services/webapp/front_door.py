@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from kizuna.errors import Problem
+from kizuna.errors import NotFound, Problem
 
 from .pages import Form, Visit, framed, posted_form, show, visit
 
@@ -156,6 +156,8 @@ async def _where_i_stand(v: Visit, community_id: str, problem: Problem | None = 
                                                  f"/applications/{standing['application_id']}")
     except Problem as refused:
         return v.refused(refused)
+    if standing is None and problem is not None:  # refused, and nowhere to stand: say why, in place
+        return v.refused(problem)
     if member and (standing is None or standing["status"] == "member"):
         return _home(community_id)
     if standing is None:
@@ -168,15 +170,16 @@ async def _where_i_stand(v: Visit, community_id: str, problem: Problem | None = 
 @router.post("/waiting/{community_id}/offers/{offer_id}/{answer}")
 async def answer_offer(community_id: str, offer_id: str, answer: str, request: Request) -> Response:
     """Take or decline the place offered to me; signed in, no claim code is needed (my account names me)."""
+    if answer not in ("acceptance", "decline"):
+        raise NotFound("no such answer to a place offered")
     found = await visit(request)
     if isinstance(found, Response):
         return found
     form = await posted_form(request, found.person)
     reason = form.get("reason", "").strip()
     try:
-        await found.api.front_door(found.person, community_id, "POST",
-                                   f"/offers/{offer_id}/{'acceptance' if answer == 'acceptance' else 'decline'}",
-                                   {"reason": reason} if answer != "acceptance" and reason else {})
+        await found.api.front_door(found.person, community_id, "POST", f"/offers/{offer_id}/{answer}",
+                                   {"reason": reason} if answer == "decline" and reason else {})
     except Problem as refused:
         return await _where_i_stand(found, community_id, refused, form)
     return _waiting(community_id)

@@ -3,7 +3,6 @@ an export's progress while it runs."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from kizuna.devstack import NatsServer, PostgresServer
 from tests.identity.conftest import THROUGH_A_PROXY
 from tests.identity.smtp import SmtpInbox
-from tests.support import SERVICES, Ecosystem
+from tests.support import Ecosystem, deployment
 
 STEP_DELAY = {"KIZUNA_EXPORT_STEP_DELAY_SECONDS": "0.4", "KIZUNA_EXPORT_POLL_SECONDS": "0.2"}
 
@@ -20,8 +19,5 @@ STEP_DELAY = {"KIZUNA_EXPORT_STEP_DELAY_SECONDS": "0.4", "KIZUNA_EXPORT_POLL_SEC
 @pytest.fixture(scope="package")
 def export_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: Path,
                  inbox: SmtpInbox) -> Iterator[Ecosystem]:
-    unique = uuid.uuid4().hex[:10]
-    eco = Ecosystem(postgres=postgres, nats=nats_server, prefix=f"t{unique}", workdir=workdir / unique)
-    eco.start(*SERVICES, **inbox.env(), **THROUGH_A_PROXY, **STEP_DELAY)
-    yield eco
-    eco.stop_all()
+    with deployment(postgres, nats_server, workdir, **inbox.env(), **THROUGH_A_PROXY, **STEP_DELAY) as eco:
+        yield eco

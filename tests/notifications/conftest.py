@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from kizuna.devstack import NatsServer, PostgresServer
 from tests.identity.conftest import THROUGH_A_PROXY
 from tests.identity.smtp import SmtpInbox
-from tests.support import SERVICES, Ecosystem
+from tests.support import Ecosystem, deployment
 
 # Quick retries, so a test sees the SMTP server come back within seconds.
 QUICK = {"KIZUNA_NOTIFY_RETRY_BASE_SECONDS": "0.5", "KIZUNA_NOTIFY_RETRY_CAP_SECONDS": "2",
@@ -25,8 +24,5 @@ QUICK = {"KIZUNA_NOTIFY_RETRY_BASE_SECONDS": "0.5", "KIZUNA_NOTIFY_RETRY_CAP_SEC
 @pytest.fixture(scope="package")
 def notify_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: Path,
                  inbox: SmtpInbox) -> Iterator[Ecosystem]:
-    unique = uuid.uuid4().hex[:10]
-    eco = Ecosystem(postgres=postgres, nats=nats_server, prefix=f"n{unique}", workdir=workdir / unique)
-    eco.start(*SERVICES, **inbox.env(), **THROUGH_A_PROXY, **QUICK)
-    yield eco
-    eco.stop_all()
+    with deployment(postgres, nats_server, workdir, prefix="n", **inbox.env(), **THROUGH_A_PROXY, **QUICK) as eco:
+        yield eco

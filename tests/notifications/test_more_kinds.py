@@ -5,7 +5,6 @@ and the member's inbox. A deployment of its own: goals here go quiet after four 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from tests.identity.conftest import THROUGH_A_PROXY
 from tests.identity.smtp import SmtpInbox
 from tests.notifications.conftest import QUICK
 from tests.notifications.test_notifications import _as, _mail, _mails_to, _text
-from tests.support import SERVICES, Ecosystem, eventually
+from tests.support import Ecosystem, deployment, eventually
 from tests.webapp.phones import given_role, hikari_makers, member_id_of
 
 QUIET_SECONDS = 4  # KIZUNA_REMINDER_CHECKIN_DAYS, in seconds: a goal with no check-in for this long is due
@@ -29,14 +28,11 @@ QUIET_SECONDS = 4  # KIZUNA_REMINDER_CHECKIN_DAYS, in seconds: a goal with no ch
 @pytest.fixture(scope="module")
 def kinds_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: Path,
                 inbox: SmtpInbox) -> Iterator[Ecosystem]:
-    unique = uuid.uuid4().hex[:10]
-    eco = Ecosystem(postgres=postgres, nats=nats_server, prefix=f"k{unique}", workdir=workdir / unique)
-    eco.start(*SERVICES, **inbox.env(), **THROUGH_A_PROXY, **QUICK,
-              KIZUNA_REMINDER_CHECKIN_DAYS=str(QUIET_SECONDS / 86400))
-    yield eco
-    for name, proc in eco.processes.items():
-        assert "unhandled error" not in proc.log_path.read_text(), name
-    eco.stop_all()
+    with deployment(postgres, nats_server, workdir, prefix="k", **inbox.env(), **THROUGH_A_PROXY, **QUICK,
+                    KIZUNA_REMINDER_CHECKIN_DAYS=str(QUIET_SECONDS / 86400)) as eco:
+        yield eco
+        for name, proc in eco.processes.items():
+            assert "unhandled error" not in proc.log_path.read_text(), name
 
 
 def _operator(eco: Ecosystem) -> httpx.AsyncClient:

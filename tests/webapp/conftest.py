@@ -3,7 +3,6 @@ SMTP server) for the package, and a fresh community with two signed-in members f
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,18 +12,15 @@ import pytest
 from kizuna.devstack import NatsServer, PostgresServer
 from tests.identity.conftest import THROUGH_A_PROXY
 from tests.identity.smtp import SmtpInbox
-from tests.support import SERVICES, Ecosystem
+from tests.support import Ecosystem, deployment
 from tests.webapp.phones import hikari_makers
 
 
 @pytest.fixture(scope="package")
 def community_stack(postgres: PostgresServer, nats_server: NatsServer, workdir: Path,
                     inbox: SmtpInbox) -> Iterator[Ecosystem]:
-    unique = uuid.uuid4().hex[:10]
-    eco = Ecosystem(postgres=postgres, nats=nats_server, prefix=f"t{unique}", workdir=workdir / unique)
-    eco.start(*SERVICES, **inbox.env(), **THROUGH_A_PROXY)
-    yield eco
-    eco.stop_all()
+    with deployment(postgres, nats_server, workdir, **inbox.env(), **THROUGH_A_PROXY) as eco:
+        yield eco
 
 
 @pytest.fixture

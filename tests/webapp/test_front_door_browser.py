@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.identity.journey import browser, community_token, sign_in_by_email
+from tests.identity.journey import browser, community_token, csrf, sign_in_by_email
 from tests.identity.smtp import SmtpInbox
 from tests.support import Ecosystem, eventually
 from tests.webapp.phones import checked, given_role, member_id_of, phones
@@ -120,3 +120,33 @@ async def _members_named(eco: Ecosystem, cid: str, name: str) -> dict[str, str] 
         items = (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]
     found = {m["display_name"]: "member" for m in items if m["display_name"] == name}
     return found or None
+
+
+async def test_the_front_door_pages_refuse_forged_and_unknown_posts_and_record_nothing(
+        community_stack: Ecosystem, inbox: SmtpInbox,
+        member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    cid, _, _ = member_pair
+    async with browser(community_stack) as nao, browser(community_stack) as nobody:
+        await sign_in_by_email(nao, inbox, f"nao-{cid[:8]}@door.test")
+        token = await csrf(nao)
+        # Not signed in: sent to sign in (and back), nothing posted.
+        anonymous = await nobody.post(f"/join/{cid}", data={"display_name": "Nobody"})
+        assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/sign-in?next=")
+        # Without the session's CSRF token, or from another site with it: refused.
+        forged = await nao.post(f"/join/{cid}", data={"display_name": "Nao"})
+        assert forged.status_code == 403, forged.text
+        cross_site = await nao.post(f"/join/{cid}", data={"display_name": "Nao", "csrf_token": token},
+                                    headers={"sec-fetch-site": "cross-site"})
+        assert cross_site.status_code == 403, cross_site.text
+        # An answer that is neither taking nor declining, and an offer that is not hers: no such thing here.
+        made_up = await nao.post(f"/waiting/{cid}/offers/some-offer/steal", data={"csrf_token": token})
+        assert made_up.status_code == 404 and "no such answer" in made_up.text, made_up.text
+        not_hers = await nao.post(f"/waiting/{cid}/offers/some-offer/acceptance", data={"csrf_token": token})
+        assert not_hers.status_code == 404 and "That is not here any more." in not_hers.text, not_hers.text
+        # None of it made her anything in the community: the join link still offers to join.
+        page = await nao.get(f"/join/{cid}")
+        assert page.status_code == 200 and 'id="join"' in page.text, page.text
+    async with httpx.AsyncClient(base_url=community_stack.url("gateway"),
+                                 headers=community_stack.operator_headers()) as operator:
+        names = {m["display_name"] for m in (await operator.get(f"/v1/communities/{cid}/members")).json()["items"]}
+    assert "Nao" not in names and "Nobody" not in names

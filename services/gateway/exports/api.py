@@ -22,7 +22,7 @@ from kizuna.handling import CommandContext, to_new_events
 from kizuna.problems import PROBLEM_RESPONSES
 from kizuna.service import Runtime, runtime_of
 
-from ..people import _ask_identity
+from ..people import _ask_identity, identity_refusal
 from . import projections
 from .domain import KEPT_DAYS, ExportRequested, Language, plan
 from .readable import CONTENT_SECURITY_POLICY
@@ -78,10 +78,7 @@ async def _person(request: Request, *, to_act: bool) -> str:
     upstream = await _ask_identity(request, "/internal/whoami", method="POST" if to_act else "GET", body=b"",
                                    content_type="application/json")
     if upstream.status_code != 200:
-        problem = upstream.json() if upstream.headers.get("content-type", "").endswith("json") else {}
-        raise Problem(str(problem.get("detail") or "sign in first"), status=upstream.status_code,
-                      slug=str(problem.get("type", "")).rsplit("/", 1)[-1] or "not-signed-in",
-                      title=str(problem.get("title") or "Not signed in"))
+        raise identity_refusal(upstream, "sign in first")
     return str(upstream.json()["person_id"])
 
 
