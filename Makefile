@@ -39,6 +39,13 @@ messages: $(STAMP)
 	  -o services/webapp/locales/messages.pot .
 	$(VENV)/bin/pybabel update -i services/webapp/locales/messages.pot -d services/webapp/locales \
 	  --no-fuzzy-matching --omit-header
+	$(VENV)/bin/pybabel extract -F services/identity/babel.cfg --no-location --omit-header \
+	  -o services/identity/locales/messages.pot .
+	for lang in ja en; do test -f services/identity/locales/$$lang/LC_MESSAGES/messages.po || \
+	  $(VENV)/bin/pybabel init -i services/identity/locales/messages.pot -d services/identity/locales -l $$lang \
+	  --no-wrap; done
+	$(VENV)/bin/pybabel update -i services/identity/locales/messages.pot -d services/identity/locales \
+	  --no-fuzzy-matching --omit-header
 
 ## Builds the one image of all four services, named and tagged as the Kubernetes manifests pull it (needs Docker).
 image:

@@ -28,6 +28,7 @@ from kizuna.auth import Principal, principal
 from kizuna.domain import StrictModel
 from kizuna.errors import Forbidden, NotFound, Problem, Unauthorized
 from kizuna.handling import execute
+from kizuna.i18n import language_of, words_for
 from kizuna.personal_data import events_naming
 from kizuna.service import Runtime
 
@@ -35,10 +36,10 @@ from . import handlers, passkeys, projections
 from .domain import BrowserSession, Person, SessionTimeouts, normalise_email, safe_next
 from .mail import Mailer
 from .oidc import OidcClient, OidcError, PendingSignIn, callback_path
-from .words import language_of, words_for
 
 router = APIRouter()
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+LOCALES = Path(__file__).parent / "locales"  # the sign-in and account pages' words (`make messages`)
 BINDING_COOKIE = "kizuna-oidc"
 
 
@@ -118,9 +119,9 @@ def _set_session_cookie(response: Response, config: IdentityConfig, secret: str)
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    language = language_of(request)
+    words = words_for(request, LOCALES)
     response = templates.TemplateResponse(request, template, {
-        "t": words_for(language), "lang": language,
+        "_": words.gettext, "lang": words.language,
         "passkeys_possible": passkeys.possible(config_of(request).public_url), **context}, status_code=status)
     response.headers["cache-control"] = "no-store"
     response.headers["content-security-policy"] = (

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from babel.messages.pofile import read_po
 
 from kizuna.errors import Conflict, Invalid, Problem
-from services.webapp.i18n import Words
+from services.webapp.i18n import Words, catalogue
 from services.webapp.refusals import framed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,9 +21,23 @@ LOCALES = ROOT / "services/webapp/locales"
 PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
 
-def _catalogue(language: str) -> dict[str, str]:
-    with (LOCALES / language / "LC_MESSAGES/messages.po").open("rb") as po:
+IDENTITY_LOCALES = ROOT / "services/identity/locales"  # the sign-in and account pages'
+
+
+def _catalogue(language: str, locales: Path = LOCALES) -> dict[str, str]:
+    with (locales / language / "LC_MESSAGES/messages.po").open("rb") as po:
         return {str(m.id): str(m.string) for m in read_po(po) if m.id and not m.fuzzy}
+
+
+def test_the_sign_in_pages_have_every_message_in_japanese_and_all_they_use(tmp_path: Path) -> None:
+    japanese, english = _catalogue("ja", IDENTITY_LOCALES), _catalogue("en", IDENTITY_LOCALES)
+    assert japanese and set(japanese) == set(english) and all(japanese.values())
+    extracted = tmp_path / "identity.pot"
+    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", "services/identity/babel.cfg",
+                    "--no-location", "--omit-header", "-o", str(extracted), "."], cwd=ROOT, check=True,
+                   capture_output=True)
+    with extracted.open("rb") as pot:
+        assert {str(m.id) for m in read_po(pot) if m.id} <= set(japanese), "run make messages, then translate"
 
 
 def test_every_message_has_its_japanese_and_every_keyed_id_its_english_with_the_same_placeholders() -> None:
@@ -53,7 +67,7 @@ def test_the_catalogues_hold_every_sentence_the_pages_and_the_api_use(tmp_path: 
 
 
 def _words(language: str) -> Words:
-    return Words(language, ZoneInfo("Asia/Tokyo"))
+    return Words(language, ZoneInfo("Asia/Tokyo"), catalogue(language))
 
 
 def _schema_refusal(**error: object) -> Problem:
