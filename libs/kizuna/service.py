@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -294,6 +295,7 @@ async def stop_runtime(runtime: Runtime) -> None:
 
 def health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
+    launched_as = os.environ.get("KIZUNA_INSTANCE", "")  # a nonce `make up` gives each process it starts
 
     @router.get("/healthz", summary="Liveness: the process is up")
     async def healthz() -> dict[str, str]:
@@ -315,6 +317,8 @@ def health_router() -> APIRouter:
         ready = all(checks.values())
         if not ready:
             response.status_code = 503
+        if launched_as:  # so the launcher knows the process answering on its port is the one it started
+            response.headers["kizuna-instance"] = launched_as
         return {"status": "ready" if ready else "not ready", "checks": checks}
 
     return router

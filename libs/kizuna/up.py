@@ -37,6 +37,7 @@ import time
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 import httpx
@@ -141,6 +142,7 @@ def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secr
     return {
         **os.environ,
         "KIZUNA_SERVICE_NAME": name,
+        "KIZUNA_INSTANCE": token_hex(8),  # /readyz says it back: the process on the port is this one
         "KIZUNA_DATABASE_URL": pg.create_database(f"kizuna_{name}"),
         "KIZUNA_KEYS_DATABASE_URL": pg.create_database("kizuna_keys"),  # one key vault for every service
         "KIZUNA_NATS_URL": nats.url,
@@ -162,13 +164,17 @@ def service_env(name: str, port: int, pg: PostgresServer, nats: NatsServer, secr
     }
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], name: str, instance: str, timeout: float = 60) -> None:
+    """Until the process started as ``instance`` answers ready on ``url``. Another process answering there (a
+    second deployment started at the same moment took the port first) does not count: this one then fails to
+    listen, exits, and says so."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited early; see {HOME / 'logs' / (name + '.log')}")
+            raise RuntimeError(f"{name} exited early (is its port taken?); see {HOME / 'logs' / (name + '.log')}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            answer = httpx.get(f"{url}/readyz", timeout=1)
+            if answer.status_code == 200 and answer.headers.get("kizuna-instance") == instance:
                 return
         except httpx.HTTPError:
             pass
@@ -227,13 +233,15 @@ def main() -> None:
             mail_server = MailServer(HOME / "mail", logs / "smtp.log", port=ports["smtp"], own_session=True).start()
             inbox_page = serve_inbox(HOME / "mail", ports["inbox"])
             mail_env = local_mail_env(ports["smtp"])
+        instances: dict[str, str] = {}
         for name in SERVICES:
             env = service_env(name, ports[name], pg, nats, secrets, ports, mail_env)
+            instances[name] = env["KIZUNA_INSTANCE"]
             log = open(logs / f"{name}.log", "ab")
             processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         for name in SERVICES:
-            wait_ready(f"http://127.0.0.1:{ports[name]}", processes[name], name)
+            wait_ready(f"http://127.0.0.1:{ports[name]}", processes[name], name, instances[name])
             print(f"kizuna: {name:<9} ready on http://127.0.0.1:{ports[name]}", flush=True)
         gateway = f"http://127.0.0.1:{ports['gateway']}"
         demo = seed_demo(gateway, secrets["operator_token"])

@@ -101,13 +101,13 @@ async def forward_to_identity(request: Request) -> Response:
 for path, methods in (("/sign-in", ["GET"]), ("/sign-in/email", ["POST"]), ("/sign-in/email/{token}", ["GET", "POST"]),
                       ("/sign-in/oidc/{provider}", ["GET"]), ("/v1/sign-in/oidc/{provider}/callback", ["GET"]),
                       ("/sign-out", ["POST"]), ("/me", ["GET"]), ("/me/sessions/{session_id}/revocation", ["POST"]),
-                      ("/v1/me", ["GET"]), ("/me/invitations", ["POST"]),
+                      ("/v1/me", ["GET"]), ("/v1/me/brief", ["GET"]), ("/me/invitations", ["POST"]),
                       ("/me/passkeys/options", ["POST"]),
                       ("/me/passkeys", ["POST"]), ("/me/passkeys/{credential_id}/removal", ["POST"]),
                       ("/sign-in/passkey/options", ["POST"]), ("/sign-in/passkey", ["POST"]),
                       ("/static/identity/{asset}", ["GET"])):
     # /v1/me is part of the API's document; the pages and the provider's callback (a browser redirect) are not.
-    router.add_api_route(path, forward_to_identity, methods=methods, include_in_schema=path == "/v1/me",
+    router.add_api_route(path, forward_to_identity, methods=methods, include_in_schema=path.startswith("/v1/me"),
                          summary="Forwarded to the identity service (docs/identity.md)")
 
 

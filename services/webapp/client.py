@@ -3,7 +3,7 @@ policy and limits as any other client. It runs in the gateway's process today, s
 ASGI app directly (no second network hop); moved to a process of its own, only ``transport`` changes.
 
 A page request carries the person's session cookie. From it the app learns who they are and the session's
-CSRF token (``GET /v1/me``), and exchanges it for a 15-minute community token (``POST /v1/me/tokens``), kept
+CSRF token (``GET /v1/me/brief``), and exchanges it for a 15-minute community token (``POST /v1/me/tokens``), kept
 in memory per session and community until a minute before it ends.
 """
 
@@ -25,7 +25,7 @@ MAX_TOKENS_KEPT = 10_000
 
 @dataclass
 class Person:
-    """The signed-in person as ``GET /v1/me`` tells it."""
+    """The signed-in person as ``GET /v1/me/brief`` tells it: their communities, this session, its CSRF token."""
 
     me: dict[str, Any]
 
@@ -61,7 +61,7 @@ class PersonApi:
         if not self.cookies:
             raise Unauthorized("sign in first", slug="not-signed-in")
         async with self._client() as client:
-            answer = await client.get("/v1/me")
+            answer = await client.get("/v1/me/brief")  # what every page needs, in one query
         if answer.status_code != 200:
             raise Unauthorized("sign in first", slug="not-signed-in")
         return Person(answer.json())
