@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +25,7 @@ import httpx
 
 from kizuna import bus
 from kizuna.auth import generate_private_key_pem, issue_token, load_private_key, public_pem
-from kizuna.devstack import NatsServer, PostgresServer, free_port
+from kizuna.devstack import NatsServer, PostgresServer
 from kizuna.envelope import subject_for, to_cloudevent
 from kizuna.eventstore import RecordedEvent
 
@@ -40,6 +43,8 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    instance: str = ""
+    module: str = ""  # what runs, when not the service of that name (a test's own service)
 
     @property
     def url(self) -> str:
@@ -47,7 +52,9 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], env=self.env,
+        self.instance = secrets.token_hex(8)  # /readyz says it back: the process answering is this one
+        self.process = subprocess.Popen([sys.executable, "-m", self.module or f"services.{self.name}"],
+                                        env={**self.env, "KIZUNA_INSTANCE": self.instance},
                                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         return self
 
@@ -57,7 +64,8 @@ class ServiceProcess:
             if self.process and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                answer = httpx.get(f"{self.url}/readyz", timeout=1)
+                if answer.status_code == 200 and answer.headers.get("kizuna-instance") == self.instance:
                     return
             except httpx.HTTPError:
                 pass
@@ -82,12 +90,28 @@ class ServiceProcess:
 _CLAIMED: set[int] = set()
 
 
-def _unclaimed_port() -> int:
+# Service ports come from below the kernel's ephemeral range (32768-60999 here), where outgoing connections take
+# their local ports, each xdist worker from a band of its own: a port chosen now is still free when the service
+# binds it moments later (an ephemeral one was once taken meanwhile by another worker's client connection,
+# and the test then talked to whatever answered there).
+_PORT_BAND, _PORT_BASE = 1500, 20000
+
+
+def unclaimed_port() -> int:
     """A free port no other ecosystem of this run was given (two stacks are configured before either binds)."""
-    while (port := free_port()) in _CLAIMED:
-        pass
-    _CLAIMED.add(port)
-    return port
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    low = _PORT_BASE + (worker % 8) * _PORT_BAND
+    while True:
+        port = random.randrange(low, low + _PORT_BAND)
+        if port in _CLAIMED:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _CLAIMED.add(port)
+        return port
 
 
 @dataclass
@@ -104,7 +128,7 @@ class Ecosystem:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.ports = {name: _unclaimed_port() for name in SERVICES}
+        self.ports = {name: unclaimed_port() for name in SERVICES}
 
     def database_url(self, service: str) -> str:
         return self.postgres.create_database(f"{self.prefix}_{service}")
@@ -149,7 +173,7 @@ class Ecosystem:
         return proc
 
     def _launch_replica(self, service: str, **overrides: str) -> ServiceProcess:
-        port = _unclaimed_port()
+        port = unclaimed_port()
         number = 1 + sum(1 for key in self.processes if key.split("#")[0] == service)
         proc = ServiceProcess(service, port, self.env(service, **{**overrides, "KIZUNA_HTTP_PORT": str(port)}),
                               self.workdir / f"{service}-{number}.log").start()
@@ -199,7 +223,13 @@ class Ecosystem:
         return {"Authorization": f"Bearer {self.token(community_id, member_id, role)}"}
 
     def stop_all(self) -> None:
-        for proc in self.processes.values():
+        """Every process told to stop at once, then each waited for (one after another took up to 20 s a stack
+        on a loaded machine)."""
+        running = [proc for proc in self.processes.values() if proc.process and proc.process.poll() is None]
+        for proc in running:
+            assert proc.process is not None
+            proc.process.send_signal(signal.SIGTERM)
+        for proc in running:
             proc.stop()
 
 

@@ -12,8 +12,7 @@ import httpx
 
 from bench.core import Result
 from bench.profiling import summarise
-from kizuna.devstack import free_port
-from tests.support import ROOT
+from tests.support import ROOT, unclaimed_port
 
 
 def test_quick_benchmark_run_produces_a_report() -> None:
@@ -27,7 +26,7 @@ def test_quick_benchmark_run_produces_a_report() -> None:
 def test_load_generator_measures_the_bare_baseline(tmp_path: Path) -> None:
     body = tmp_path / "body.json"
     body.write_text(json.dumps({"members": 3, "roles": {"owner": 1}}))
-    port = free_port()
+    port = unclaimed_port()
     bare = subprocess.Popen([sys.executable, "-m", "bench.bare", str(port), "/v1/communities/c/health", str(body)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -30,10 +30,10 @@ import asyncpg
 import httpx
 import pytest
 
-from kizuna.devstack import PostgresServer, _pg_bin, free_port, nats_server_binary
+from kizuna.devstack import PostgresServer, _pg_bin, nats_server_binary
 from kizuna.rebuild import load_spec
 from tests.deploy import compose_shim
-from tests.support import ROOT
+from tests.support import ROOT, unclaimed_port
 
 APP_SERVICES = compose_shim.APP_SERVICES
 MAIL_SENDERS = ("identity", "notifications")  # the services that write to people: the SMTP settings are theirs
@@ -133,13 +133,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     docker = run_dir / "bin" / "docker"
     docker.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(compose_shim.__file__)} \"$@\"\n")
     docker.chmod(0o755)
-    ports = {"postgres:5432": 0, "nats:4222": free_port(), "members:8101": free_port(),
-             "referrals:8102": free_port(), "sessions:8103": free_port(), "identity:8104": free_port(),
-             "notifications:8105": free_port(), "gateway:8000": free_port(),
-             "otel-collector:4318": free_port()}
+    ports = {"postgres:5432": 0, "nats:4222": unclaimed_port(), "members:8101": unclaimed_port(),
+             "referrals:8102": unclaimed_port(), "sessions:8103": unclaimed_port(), "identity:8104": unclaimed_port(),
+             "notifications:8105": unclaimed_port(), "gateway:8000": unclaimed_port(),
+             "otel-collector:4318": unclaimed_port()}
     postgres = PostgresServer(base / "postgres", durable=False).start()
     ports["postgres:5432"] = postgres.port
-    nats_monitor = free_port()
+    nats_monitor = unclaimed_port()
     nats = _nats(project / "deploy" / "nats" / "nats.conf", base / "nats", ports["nats:4222"], nats_monitor)
     state_path = run_dir / "state.json"
     deployment = Deployment(project, state_path, run_dir, ports, postgres)

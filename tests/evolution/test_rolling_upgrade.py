@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -16,23 +14,21 @@ from typing import Any
 import httpx
 
 from kizuna import bus
-from kizuna.devstack import free_port
 from kizuna.envelope import subject_for, to_cloudevent
 from kizuna.eventstore import RecordedEvent
-from tests.support import ROOT, Ecosystem, ServiceProcess, eventually
+from tests.support import Ecosystem, ServiceProcess, eventually, unclaimed_port
 
 ACK_WAIT = 2.0
 MAX_DELIVER = 2  # a message failing here would be dead-lettered within two deliveries
 
 
 def start_probe(eco: Ecosystem, knows: int, number: int) -> ServiceProcess:
-    port = free_port()
+    port = unclaimed_port()
     env = eco.env("members", KIZUNA_SERVICE_NAME="probe", KIZUNA_DATABASE_URL=eco.database_url("probe"),
                   KIZUNA_HTTP_PORT=str(port), KIZUNA_PROBE_KNOWS=str(knows),
                   KIZUNA_CONSUMER_ACK_WAIT_SECONDS=str(ACK_WAIT), KIZUNA_CONSUMER_MAX_DELIVER=str(MAX_DELIVER))
-    proc = ServiceProcess("probe", port, env, eco.workdir / f"probe-{number}.log")
-    proc.process = subprocess.Popen([sys.executable, "-m", "tests.evolution.probe_service"], env=env, cwd=ROOT,
-                                    stdout=open(proc.log_path, "ab"), stderr=subprocess.STDOUT)
+    proc = ServiceProcess("probe", port, env, eco.workdir / f"probe-{number}.log",
+                          module="tests.evolution.probe_service").start()
     eco.processes[f"probe#{number}"] = proc
     proc.wait_ready()
     return proc

@@ -4,23 +4,20 @@ across a real process boundary."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.support import ROOT, Ecosystem, ServiceProcess, eventually
+from tests.support import Ecosystem, ServiceProcess, eventually
 
 
 async def test_trace_follows_a_command_from_http_to_the_consumer(ecosystem: Ecosystem) -> None:
     spans_file = ecosystem.workdir / "spans.jsonl"
     env = ecosystem.env("members", KIZUNA_SERVICE_NAME="echo", KIZUNA_OTEL_EXPORTER="jsonl",
                         KIZUNA_OTEL_FILE=str(spans_file))
-    proc = ServiceProcess("echo", ecosystem.ports["members"], env, ecosystem.workdir / "echo.log")
-    proc.process = subprocess.Popen([sys.executable, "-m", "tests.foundation.echo_service"], env=env, cwd=ROOT,
-                                    stdout=open(proc.log_path, "ab"), stderr=subprocess.STDOUT)
+    proc = ServiceProcess("echo", ecosystem.ports["members"], env, ecosystem.workdir / "echo.log",
+                          module="tests.foundation.echo_service").start()
     try:
         proc.wait_ready()
         caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"

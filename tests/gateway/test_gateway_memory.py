@@ -17,7 +17,6 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from kizuna.devstack import free_port
 from kizuna.service import migrate
 from kizuna.settings import ServiceSettings
 from services.gateway import projections
@@ -28,7 +27,15 @@ from services.gateway.memory import (
     HealthCache,
     Revocations,
 )
-from tests.support import BusPublisher, Ecosystem, ServiceProcess, eventually, issue, sessions_behind_gateway
+from tests.support import (
+    BusPublisher,
+    Ecosystem,
+    ServiceProcess,
+    eventually,
+    issue,
+    sessions_behind_gateway,
+    unclaimed_port,
+)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -149,7 +156,7 @@ async def test_a_revocation_is_refused_at_once_here_and_shortly_after_by_another
     assert (await http.post(f"/v1/tokens/{token_id(first_dashboard)}/revocation",
                             headers=bearer(owner_token), json={})).status_code == 204
 
-    port = free_port()
+    port = unclaimed_port()
     replica = ServiceProcess("gateway", port, ecosystem.env("gateway", KIZUNA_HTTP_PORT=str(port)),
                              ecosystem.workdir / "gateway-replica.log").start()
     try:

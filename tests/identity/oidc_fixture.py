@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from tests.support import unclaimed_port
 
 PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
 INSTALLED_STAMP = PROVIDER_DIR / "node_modules" / ".kizuna-installed-lock-sha256"
@@ -84,12 +85,6 @@ def new_signing_keys(kid: str | None = None) -> dict[str, Any]:
     jwk = RSAAlgorithm.to_jwk(private, as_dict=True)
     jwk |= {"kid": kid or secrets.token_hex(8), "alg": "RS256", "use": "sig"}
     return {"keys": [jwk]}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -147,7 +142,7 @@ def start_oidc_provider(workdir: Path, clients: Sequence[dict[str, Any]], *, iss
     ``redirect_uris`` and any other client metadata) and waits until its discovery document answers."""
     node = ensure_provider_installed()
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = unclaimed_port()
     url = f"http://127.0.0.1:{port}"
     keys = jwks or new_signing_keys()
     control_token = secrets.token_urlsafe(24)
