@@ -35,17 +35,17 @@ lock: $(STAMP)
 API_SENTENCES = -k Invalid:2 -k Conflict:1 -k Forbidden:1 -k NotFound:1 -k Gone:1 -k Problem:1 -k Unauthorized:1 -k reason \
   -k ValueError:1
 messages: $(STAMP)
-	$(VENV)/bin/pybabel extract -F services/webapp/babel.cfg -k gettext -k N_ $(API_SENTENCES) --no-location --omit-header \
+	$(VENV)/bin/pybabel extract -F services/webapp/babel.cfg -k gettext -k N_ $(API_SENTENCES) --no-location --omit-header -w 120 \
 	  -o services/webapp/locales/messages.pot .
 	$(VENV)/bin/pybabel update -i services/webapp/locales/messages.pot -d services/webapp/locales \
-	  --no-fuzzy-matching --omit-header
-	$(VENV)/bin/pybabel extract -F services/identity/babel.cfg --no-location --omit-header \
+	  --no-fuzzy-matching --omit-header -w 120
+	$(VENV)/bin/pybabel extract -F services/identity/babel.cfg --no-location --omit-header -w 120 \
 	  -o services/identity/locales/messages.pot .
 	for lang in ja en; do test -f services/identity/locales/$$lang/LC_MESSAGES/messages.po || \
 	  $(VENV)/bin/pybabel init -i services/identity/locales/messages.pot -d services/identity/locales -l $$lang \
 	  --no-wrap; done
 	$(VENV)/bin/pybabel update -i services/identity/locales/messages.pot -d services/identity/locales \
-	  --no-fuzzy-matching --omit-header
+	  --no-fuzzy-matching --omit-header -w 120
 
 ## Builds the one image of all four services, named and tagged as the Kubernetes manifests pull it (needs Docker).
 image:
