@@ -53,7 +53,7 @@ async def bench_app(s: Servers, seconds: int) -> list[Result]:
     notes = [f"the home page: {page['requests']:,.0f} pages in {seconds} s ({page['rate']:,.1f}/s), "
              f"{page['errors']:,.0f} errors {page['statuses']}; the JSON reads: {api['requests']:,.0f} rounds of "
              f"{len(reads)} ({api['rate']:,.1f}/s), {api['errors']:,.0f} errors {api['statuses']}",
-             "the page also asks identity who the person is (GET /v1/me) on every request; its community token "
+             "the page also asks identity who the person is (GET /v1/me/brief) on every request; its community token "
              "is kept for 14 minutes (services/webapp/client.py)"]
     text = " / ".join(f"{page[k]:,.1f}" for k in ("p50_ms", "p95_ms", "p99_ms")) + " ms"
     base = " / ".join(f"{api[k]:,.1f}" for k in ("p50_ms", "p95_ms", "p99_ms")) + " ms"
