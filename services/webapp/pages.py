@@ -128,7 +128,8 @@ async def command(request: Request, community_id: str, method: str, path: str, b
         return found
     form = await posted_form(request, found.person)
     try:
-        answer = await found.call(community_id, method, path.format(me=found.member_id(community_id) or ""),
+        # replaced, not formatted: an id in the path may hold braces of its own
+        answer = await found.call(community_id, method, path.replace("{me}", found.member_id(community_id) or ""),
                                   body(form))
     except Problem as refused:
         return await redisplay(found, refused, form)

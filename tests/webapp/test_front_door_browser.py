@@ -125,7 +125,7 @@ async def _members_named(eco: Ecosystem, cid: str, name: str) -> dict[str, str] 
 async def test_the_front_door_pages_refuse_forged_and_unknown_posts_and_record_nothing(
         community_stack: Ecosystem, inbox: SmtpInbox,
         member_pair: tuple[str, httpx.AsyncClient, httpx.AsyncClient]) -> None:
-    cid, _, _ = member_pair
+    cid, hana, _ = member_pair
     async with browser(community_stack) as nao, browser(community_stack) as nobody:
         await sign_in_by_email(nao, inbox, f"nao-{cid[:8]}@door.test")
         token = await csrf(nao)
@@ -143,6 +143,10 @@ async def test_the_front_door_pages_refuse_forged_and_unknown_posts_and_record_n
         assert made_up.status_code == 404 and "no such answer" in made_up.text, made_up.text
         not_hers = await nao.post(f"/waiting/{cid}/offers/some-offer/acceptance", data={"csrf_token": token})
         assert not_hers.status_code == 404 and "That is not here any more." in not_hers.text, not_hers.text
+        # An id with braces in a member's action is an id like any other, not a template to fill (it was a 500).
+        braced = await hana.post(f"/app/c/{cid}/jobs/%7Bx%7D/offers",
+                                 data={"csrf_token": await csrf(hana), "why_next_step": "curious"})
+        assert braced.status_code == 404, braced.text
         # None of it made her anything in the community: the join link still offers to join.
         page = await nao.get(f"/join/{cid}")
         assert page.status_code == 200 and 'id="join"' in page.text, page.text
