@@ -84,28 +84,25 @@ class PersonApi:
 
     async def own(self, person: Person, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """A route of the person's own (``/v1/me/…``): the session cookie, and for a change its CSRF token."""
-        async with self._client() as client:
-            answer = await client.request(method, f"/v1/me{path}", json=body,
-                                          headers={"x-csrf-token": person.csrf} if method != "GET" else {})
-        _raise_for_problem(answer)
-        return answer.json() if answer.content else None
+        return await self._send(method, f"/v1/me{path}", body,
+                                {"x-csrf-token": person.csrf} if method != "GET" else {})
 
     async def front_door(self, person: Person, community_id: str, method: str, path: str = "",
                          body: dict[str, Any] | None = None) -> Any:
         """The front door (``/v1/join/{community}…``), for someone not yet a member: the session cookie names
-        them, so what they do there is linked to their account; a change carries the session's CSRF token."""
-        async with self._client() as client:
-            answer = await client.request(method, f"/v1/join/{community_id}{path}", json=body,
-                                          headers={"x-csrf-token": person.csrf})
-        _raise_for_problem(answer)
-        return answer.json() if answer.content else None
+        them, so what they do there is linked to their account; every request carries the session's CSRF token
+        (the gateway finds their account in the community only with it, reads included)."""
+        return await self._send(method, f"/v1/join/{community_id}{path}", body, {"x-csrf-token": person.csrf})
 
     async def call(self, person: Person, community_id: str, method: str, path: str,
                    body: dict[str, Any] | None = None) -> Any:
         token = await self.token(person, community_id)
+        return await self._send(method, f"/v1/communities/{community_id}{path}", body,
+                                {"authorization": f"Bearer {token}"})
+
+    async def _send(self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str]) -> Any:
         async with self._client() as client:
-            answer = await client.request(method, f"/v1/communities/{community_id}{path}", json=body,
-                                          headers={"authorization": f"Bearer {token}"})
+            answer = await client.request(method, url, json=body, headers=headers)
         _raise_for_problem(answer)
         return answer.json() if answer.content else None
 

@@ -12,6 +12,7 @@ as for any other client: the session cookie names the person, so what they do is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -19,7 +20,7 @@ from fastapi.responses import RedirectResponse
 
 from kizuna.errors import NotFound, Problem
 
-from .pages import Form, Visit, framed, posted_form, show, visit
+from .pages import Form, Visit, command, framed, show
 
 router = APIRouter()
 
@@ -68,24 +69,22 @@ async def _join(v: Visit, community_id: str, problem: Problem | None = None, for
 
 @router.post("/join/{community_id}")
 async def join(community_id: str, request: Request) -> Response:
-    """Join an open community (onto its waitlist when it is full), or apply to one that admits by
-    application with the answers to its questions."""
-    found = await visit(request)
-    if isinstance(found, Response):
-        return found
-    form = await posted_form(request, found.person)
-    answers = {key.removeprefix("answer-"): value.strip() for key, value in form.items()
-               if key.startswith("answer-") and value.strip()}
-    try:
-        if form.get("policy") == "application":
-            await found.api.front_door(found.person, community_id, "POST", "/applications",
-                                       {"display_name": form.get("display_name", ""), "answers": answers})
-        else:
-            await found.api.front_door(found.person, community_id, "POST", "",
-                                       {"display_name": form.get("display_name", ""), "waitlist_if_full": True})
-    except Problem as refused:
-        return await _join(found, community_id, refused, form)
-    return _waiting(community_id)
+    """Join an open community (onto its waitlist when it is full)."""
+    return await command(request, community_id, "POST", "", lambda form: {
+        "display_name": form.get("display_name", ""), "waitlist_if_full": True},
+        redisplay=lambda v, refused, form: _join(v, community_id, refused, form), then=f"/waiting/{community_id}",
+        front_door=True)
+
+
+@router.post("/join/{community_id}/application")
+async def apply(community_id: str, request: Request) -> Response:
+    """Apply to a community that admits by application, answering its questions (the blank ones left out)."""
+    return await command(request, community_id, "POST", "/applications", lambda form: {
+        "display_name": form.get("display_name", ""),
+        "answers": {key.removeprefix("answer-"): value.strip() for key, value in form.items()
+                    if key.startswith("answer-") and value.strip()}},
+        redisplay=lambda v, refused, form: _join(v, community_id, refused, form), then=f"/waiting/{community_id}",
+        front_door=True)
 
 
 # ---- an invitation, and an owner's claim code ----
@@ -125,16 +124,11 @@ async def claim(community_id: str, request: Request) -> Response:
                             lambda form: {"code": form.get("code", "")})
 
 
-async def _with_code(request: Request, community_id: str, template: str, path: str, body: Any) -> Response:
-    found = await visit(request)
-    if isinstance(found, Response):
-        return found
-    form = await posted_form(request, found.person)
-    try:
-        await found.api.front_door(found.person, community_id, "POST", path, body(form))
-    except Problem as refused:
-        return await _coded(found, community_id, template, form.get("code", ""), refused, form)
-    return _waiting(community_id)
+async def _with_code(request: Request, community_id: str, template: str, path: str,
+                     body: Callable[[Form], Any]) -> Response:
+    return await command(request, community_id, "POST", path, body, redisplay=lambda v, refused, form: _coded(
+        v, community_id, template, form.get("code", ""), refused, form), then=f"/waiting/{community_id}",
+        front_door=True)
 
 
 # ---- where I stand ----
@@ -172,14 +166,11 @@ async def answer_offer(community_id: str, offer_id: str, answer: str, request: R
     """Take or decline the place offered to me; signed in, no claim code is needed (my account names me)."""
     if answer not in ("acceptance", "decline"):
         raise NotFound("no such answer to a place offered")
-    found = await visit(request)
-    if isinstance(found, Response):
-        return found
-    form = await posted_form(request, found.person)
-    reason = form.get("reason", "").strip()
-    try:
-        await found.api.front_door(found.person, community_id, "POST", f"/offers/{offer_id}/{answer}",
-                                   {"reason": reason} if answer == "decline" and reason else {})
-    except Problem as refused:
-        return await _where_i_stand(found, community_id, refused, form)
-    return _waiting(community_id)
+
+    def body(form: Form) -> dict[str, str]:
+        reason = form.get("reason", "").strip()
+        return {"reason": reason} if answer == "decline" and reason else {}
+
+    return await command(request, community_id, "POST", f"/offers/{offer_id}/{answer}", body,
+                         redisplay=lambda v, refused, form: _where_i_stand(v, community_id, refused, form),
+                         then=f"/waiting/{community_id}", front_door=True)

@@ -119,18 +119,20 @@ Redisplay = Callable[[Visit, Problem, Form], Awaitable[Response]]
 
 
 async def command(request: Request, community_id: str, method: str, path: str, body: Callable[[Form], Any], *,
-                  redisplay: Redisplay, then: Callable[[Any], str] | str) -> Response:
+                  redisplay: Redisplay, then: Callable[[Any], str] | str, front_door: bool = False) -> Response:
     """Every action: the posted form becomes an API call as the person (``{me}`` in the path is their member
-    id here); then the page showing the result, or — refused — the same page with the refusal and what they
-    typed."""
+    id here; ``front_door``: before they are a member, through ``/v1/join/{community}…``); then the page
+    showing the result, or — refused — the same page with the refusal and what they typed."""
     found = await visit(request)
     if isinstance(found, Response):
         return found
     form = await posted_form(request, found.person)
     try:
-        # replaced, not formatted: an id in the path may hold braces of its own
-        answer = await found.call(community_id, method, path.replace("{me}", found.member_id(community_id) or ""),
-                                  body(form))
+        if front_door:
+            answer = await found.api.front_door(found.person, community_id, method, path, body(form))
+        else:  # replaced, not formatted: an id in the path may hold braces of its own
+            answer = await found.call(community_id, method,
+                                      path.replace("{me}", found.member_id(community_id) or ""), body(form))
     except Problem as refused:
         return await redisplay(found, refused, form)
     return RedirectResponse(then(answer) if callable(then) else then, status_code=303)

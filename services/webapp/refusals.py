@@ -37,15 +37,15 @@ def framed(words: Words, problem: Problem, labels: dict[str, str] | None = None)
         "rate-limited": words.gettext("Too many requests: wait a minute and try again."),
     }
     reason = said(words, problem.detail)
+    gap = "" if words.language == "ja" else " "  # between sentences: Japanese puts none after 。
     if problem.status == 422:
         reasons = list(dict.fromkeys(r for r in (_reason(words, e) for e in errors) if r))
-        message = ("" if words.language == "ja" else " ").join([sentences["validation-error"], *reasons])
+        message = gap.join([sentences["validation-error"], *reasons])
     elif problem.status in (409, 410):
         message = words.gettext("That cannot be done now: {detail}", detail=reason or problem.detail)
     elif problem.slug in sentences or problem.status in (403, 404):
         frame = sentences.get(problem.slug) or sentences["forbidden" if problem.status == 403 else "not-found"]
-        joined = frame + ("" if words.language == "ja" else " ") + (reason or "")
-        message = joined if reason and problem.slug not in ("not-a-member", "rate-limited") else frame
+        message = f"{frame}{gap}{reason}" if reason and problem.slug not in ("not-a-member", "rate-limited") else frame
     elif problem.status == 429:
         message = sentences["rate-limited"]
     else:
