@@ -754,17 +754,18 @@ class Community(Aggregate):
         """Where the person signed in with ``account`` stands: their place in the queue, or the place offered
         to them and until when. Only the person sees this (their account names them)."""
         applicant = self.accounts.get(account)
-        applied = next((application_id for application_id, a in reversed(self.applications.items())
-                        if applicant is not None and a.applicant_id == applicant), None)
-        undecided = applied is not None and self.applications[applied].status != "approved"
-        if applicant is None or (applicant not in self.waiting and applicant not in self.roles and not undecided):
+        if applicant is None:
             raise NotFound("you are not waiting for a place in this community")
-        if applied is not None and undecided:
-            application = self.applications[applied]
+        applied = next((application_id for application_id, a in reversed(self.applications.items())
+                        if a.applicant_id == applicant), None)
+        application = self.applications[applied] if applied is not None else None
+        if application is not None and application.status != "approved":  # still to be decided, or declined
             return {"community_id": self.community_id, "applicant_id": applicant,
                     "status": "declined" if application.status == "declined" else "applied",
                     "application_id": applied, "display_name": application.display_name, "position": None,
                     "waiting": len(self.waitlist), "offer_id": None, "offer_expires_at": None}
+        if applicant not in self.waiting and applicant not in self.roles:
+            raise NotFound("you are not waiting for a place in this community")
         offer = next(((offer_id, o) for offer_id, o in self.offers.items()
                       if o.applicant_id == applicant and o.status == "open" and o.expires_at > now), None)
         if applicant in self.roles:
