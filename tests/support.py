@@ -73,13 +73,22 @@ class ServiceProcess:
         raise TimeoutError(f"{self.name} not ready: {self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
+        self.ask_to_stop()
+        self.wait_stopped()
+
+    def ask_to_stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def wait_stopped(self) -> None:
+        """Up to 10 s for a graceful stop (a second SIGTERM would make uvicorn skip it), then a kill."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -225,12 +234,10 @@ class Ecosystem:
     def stop_all(self) -> None:
         """Every process told to stop at once, then each waited for (one after another took up to 20 s a stack
         on a loaded machine)."""
-        running = [proc for proc in self.processes.values() if proc.process and proc.process.poll() is None]
-        for proc in running:
-            assert proc.process is not None
-            proc.process.send_signal(signal.SIGTERM)
-        for proc in running:
-            proc.stop()
+        for proc in self.processes.values():
+            proc.ask_to_stop()
+        for proc in self.processes.values():
+            proc.wait_stopped()
 
 
 async def eventually(check: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
