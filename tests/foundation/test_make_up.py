@@ -23,6 +23,10 @@ import httpx
 
 from tests.support import ROOT
 
+# A deployment just started answers its first requests slowly while three test files share two cores (a clean
+# run saw the dashboard take more than httpx's default 5 s): the calls below wait as long as a person would.
+LOADED = 30
+
 
 def start_up(home: Path, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
     with open(log_path, "w") as log:
@@ -90,7 +94,8 @@ def sign_in_and_join_as_a_person(text: str) -> None:
     cid = urlsplit(join_link).path.rsplit("/", 1)[1]
     assert join_link == f"{origin}/join/{cid}" and sign_in_page == f"{origin}/sign-in"
     # The page is for this machine's browser only: nothing but loopback names may read the links.
-    assert httpx.get(inbox, headers={"host": f"rebound.example:{urlsplit(inbox).port}"}).status_code == 421
+    rebound = httpx.get(inbox, headers={"host": f"rebound.example:{urlsplit(inbox).port}"}, timeout=LOADED)
+    assert rebound.status_code == 421
     seen: set[str] = set()
     with httpx.Client(base_url=origin, timeout=30, follow_redirects=False,
                       headers={"accept": "text/html", "accept-language": "en"}) as browser:
@@ -149,10 +154,11 @@ def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_s
         community = re.search(r"Community 1\s+Hikari Makers \((\S+)\)", text)
         assert gateway and token and community, text
         headers = {"Authorization": f"Bearer {token.group(1)}"}
-        assert httpx.get(f"{gateway.group(1)}/dashboard").status_code == 200
+        assert httpx.get(f"{gateway.group(1)}/dashboard", timeout=LOADED).status_code == 200
 
         def health() -> dict[str, object]:
-            return httpx.get(f"{gateway.group(1)}/v1/communities/{community.group(1)}/health", headers=headers).json()
+            return httpx.get(f"{gateway.group(1)}/v1/communities/{community.group(1)}/health", headers=headers,
+                             timeout=LOADED).json()
 
         deadline = time.monotonic() + 20
         while health().get("members") != 5 and time.monotonic() < deadline:
@@ -160,9 +166,10 @@ def test_make_up_serves_a_seeded_dashboard_stops_cleanly_and_comes_back_at_the_s
         figures = health()
         assert figures["members"] == 5 and figures["jobs"] == {"open": 1, "completed": 0, "cancelled": 0}, figures
         base = f"{gateway.group(1)}/v1/communities/{community.group(1)}"
-        links = httpx.get(f"{base}/partnerships", headers=headers).json()
+        links = httpx.get(f"{base}/partnerships", headers=headers, timeout=LOADED).json()
         assert [(p["status"], p["partner"]["name"]) for p in links] == [("active", "Tsubasa Publishing")], links
-        write = httpx.post(f"{gateway.group(1)}/v1/communities/{community.group(1)}/jobs", headers=headers, json={})
+        write = httpx.post(f"{gateway.group(1)}/v1/communities/{community.group(1)}/jobs", headers=headers, json={},
+                           timeout=LOADED)
         assert write.status_code == 403, "the printed dashboard token is read-only"
         sign_in_and_join_as_a_person(text)
         assert health()["members"] == 6  # Hana, who joined as herself
